@@ -1,0 +1,262 @@
+//! The command line, as plain data (clap derive only). `--help` and `--version` never touch the
+//! environment; the fallible step that reads files, env vars and prompts lives with each command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Output: one JSON object per line on stdout (see the README's event schema); diagnostics on stderr.
+Exit codes: 0 all requested work succeeded, 1 some device or operation failed, 2 usage or
+configuration error, 130 interrupted.
+Secrets never go on the command line: TC_CPE_PASSWORD, TC_OVOC_PASSWORD, TC_SNMP_AUTH_KEY and
+TC_SNMP_PRIV_KEY come from the environment, from --password-file, or from a terminal prompt.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tc",
+    version = crate_version(),
+    about = "Synchronized traffic captures for AudioCodes CPEs and OVOC servers",
+    long_about = "Synchronized traffic captures for AudioCodes CPEs (MSBR, Mediant gateways and SBCs) and \
+the OVOC servers that manage them: start and stop the device's own debug capture over its REST API, \
+fetch the pcap over SFTP, and keep the evidence of which side of the WAN dropped the traffic.\n\n\
+Not iproute2's traffic-control tool (also named tc, usually /sbin/tc).",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn crate_version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("TC_GIT_COMMIT"), ")")
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive a CPE's own debug capture over its REST API and fetch the pcap over SFTP.
+    #[command(subcommand)]
+    Cpe(CpeCommand),
+    /// Emulated CPEs for rehearsals and tests (no production device is touched).
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CpeCommand {
+    /// Start the debug capture on each device and confirm it is active.
+    #[command(after_help = "Example:\n  tc cpe start --devices fleet.csv --snmp-user CaptureScript | jq -c 'select(.type==\"cpe.error\")'")]
+    Start(StartArgs),
+    /// Stop the debug capture on each device and confirm it is not active.
+    Stop(TargetArgs),
+    /// Report capture state (active or not), product type, version and serial of each device.
+    #[command(after_help = "Example:\n  tc cpe status --device 192.0.2.10 | jq -r '\"\\(.device) \\(.active)\"'")]
+    Status(TargetArgs),
+    /// Download each device's capture file over SFTP (stop the capture first).
+    #[command(after_help = "Example:\n  tc cpe stop --devices fleet.csv && tc cpe fetch --devices fleet.csv --out captures/ | jq -r 'select(.type==\"cpe.fetched\").path'")]
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceType {
+    /// MSBR router: data-plane capture on the chosen WAN/LAN interfaces.
+    Msbr,
+    /// Mediant gateway or SBC: VoIP-plane capture on eth-lan.
+    Gwsbc,
+}
+
+impl DeviceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::Msbr => "msbr",
+            DeviceType::Gwsbc => "gwsbc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// A device address or host name (repeatable).
+    #[arg(long = "device", value_name = "HOST", required_unless_present = "devices")]
+    pub device: Vec<String>,
+    /// CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256].
+    #[arg(long, value_name = "FILE", conflicts_with = "device")]
+    pub devices: Option<PathBuf>,
+    /// Device type; read from the device's productType when absent.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub device_type: Option<DeviceType>,
+    /// MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan,
+    /// eth-wan, eth-lan. Gateways and SBCs always use eth-lan.
+    #[arg(long = "interface", value_name = "IF")]
+    pub interface: Vec<String>,
+    /// Device user (Administrator level for start/stop; the inventory's username column wins).
+    #[arg(long, env = "TC_CPE_USER", default_value = "Admin")]
+    pub username: String,
+    /// Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Device REST API (HTTPS) port, unless the inventory says otherwise.
+    #[arg(long, default_value_t = 443)]
+    pub rest_port: u16,
+    /// Device SSH/SFTP port, unless the inventory says otherwise.
+    #[arg(long, default_value_t = 22)]
+    pub ssh_port: u16,
+    /// Devices worked on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub jobs: u32,
+    /// Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Timeout of each request (e.g. 500ms, 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Trust the CA certificates (PEM) in FILE instead of the system's.
+    #[arg(long, env = "TC_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices'
+    /// self-signed certificates. The inventory's pin_sha256 column sets it per device.
+    #[arg(long, value_name = "HEX")]
+    pub pin_sha256: Option<String>,
+    /// Do not verify TLS certificates at all (warns on stderr).
+    #[arg(long, conflicts_with_all = ["ca_cert", "pin_sha256"])]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Also (re)create this SNMPv3 user for probe traffic (keys from TC_SNMP_AUTH_KEY and
+    /// TC_SNMP_PRIV_KEY; SHA-1/AES-128). Note that the device's `write` saves its configuration.
+    #[arg(long, value_name = "NAME")]
+    pub snmp_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Directory for the pcaps (CPE_device_<device>_<time>.pcap).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Remote capture file (default /debug-capture/debug-capture-data.pcap for both types).
+    #[arg(long, value_name = "PATH")]
+    pub remote_path: Option<String>,
+    /// known_hosts file checked (and, with --accept-new-host-key, extended).
+    #[arg(long, env = "TC_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host key of a device never seen before (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM.
+    #[command(after_help = "Example:\n  sudo tc lab up --dir /var/lib/tc-lab --devices 3 &\n  . /var/lib/tc-lab/env && tc cpe status --devices /var/lib/tc-lab/devices.csv")]
+    Up(LabUpArgs),
+    /// Remove what `tc lab up` left on the system (the lab's system user).
+    Cleanup(LabCleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabUpArgs {
+    /// Lab directory (inventory, env file, certificates, sshd config, capture files).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Number of emulated devices (alternating MSBR and gateway/SBC).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub devices: u32,
+    /// Added delay before every REST answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Answer the first N cliScript requests of each device with 409 Busy.
+    #[arg(long, default_value_t = 0)]
+    pub busy_first: u32,
+    /// Third octet of the first device address (127.0.<N>.1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
+    pub subnet: u8,
+    /// REST port of every device (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub rest_port: u16,
+    /// SSH port of every device (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub ssh_port: u16,
+    /// Size of each device's capture file; padded with generated packets after the real ones.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub capture_bytes: u64,
+    /// Cut each device's first SFTP connection after this many bytes (fault injection).
+    #[arg(long, value_name = "BYTES")]
+    pub cut_sftp_after: Option<u64>,
+    /// Do not start sshd (REST only; no root needed).
+    #[arg(long)]
+    pub no_sftp: bool,
+    /// Print a lab.request line for every REST request answered.
+    #[arg(long)]
+    pub log_requests: bool,
+    /// Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable
+    /// path components such as /tmp).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/tc-lab")]
+    pub sftp_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabCleanupArgs {
+    /// Also delete this lab directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::util::parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_lines() {
+        let ok: &[&[&str]] = &[
+            &["tc", "cpe", "status", "--device", "10.0.0.1"],
+            &["tc", "cpe", "start", "--devices", "f.csv", "--interface", "eth-wan", "--snmp-user", "CaptureScript"],
+            &["tc", "cpe", "fetch", "--device", "a", "--device", "b", "--out", "/tmp"],
+            &["tc", "lab", "up", "--dir", "/x", "--devices", "50", "--latency-ms", "100"],
+        ];
+        for argv in ok {
+            if let Err(e) = Cli::try_parse_from(*argv) {
+                panic!("{argv:?}: {e}");
+            }
+        }
+        let bad: &[(&[&str], &str)] = &[
+            (&["tc", "cpe", "status"], "--device"),
+            (&["tc", "cpe", "status", "--device", "a", "--password", "x"], "--password"),
+            (&["tc", "cpe", "status", "--device", "a", "--timeout", "10x"], "invalid duration"),
+            (&["tc", "cpe", "status", "--device", "a", "--insecure", "--pin-sha256", "ab"], "cannot be used"),
+            (&["tc", "cpe", "status", "--device", "a", "--type", "router"], "router"),
+            (&["tc", "cpe", "status", "--device", "a", "--jobs", "0"], "0"),
+        ];
+        for (argv, needle) in bad {
+            let e = Cli::try_parse_from(*argv).unwrap_err().to_string();
+            assert!(e.contains(needle), "{argv:?}: {e}");
+        }
+    }
+}

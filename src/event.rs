@@ -1,0 +1,87 @@
+//! Every record `tc` writes to stdout. This file is the JSON schema: each variant is one `type`,
+//! each field one key. `emit` adds `ts` (RFC 3339 UTC, microseconds) in front of every record.
+//! The integration tests deserialize every line they see into these types with
+//! `deny_unknown_fields`, so the schema cannot drift silently. Absent optional values are `null`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum Event {
+    /// `tc cpe status`: the device's capture state and identity.
+    #[serde(rename = "cpe.status")]
+    CpeStatus {
+        device: String,
+        /// `msbr` or `gwsbc`
+        device_type: String,
+        active: bool,
+        product_type: Option<String>,
+        version: Option<String>,
+        serial: Option<String>,
+    },
+    /// `tc cpe start`: the device confirmed its capture is active.
+    #[serde(rename = "cpe.capture_started")]
+    CpeCaptureStarted {
+        device: String,
+        device_type: String,
+        interfaces: Vec<String>,
+        snmp_user: Option<String>,
+        /// REST requests this took, retries included.
+        requests: u32,
+    },
+    /// `tc cpe stop`: the device confirmed its capture is not active.
+    #[serde(rename = "cpe.capture_stopped")]
+    CpeCaptureStopped { device: String, device_type: String, requests: u32 },
+    /// `tc cpe fetch`: the capture file is complete on local disk.
+    #[serde(rename = "cpe.fetched")]
+    CpeFetched {
+        device: String,
+        path: String,
+        remote_path: String,
+        bytes: u64,
+        sha256: String,
+        seconds: f64,
+        /// SFTP sessions this took (1 unless a transfer was cut and retried).
+        attempts: u32,
+    },
+    /// Any `tc cpe` operation that failed for one device; the others go on.
+    #[serde(rename = "cpe.error")]
+    CpeError { device: String, op: String, error: String },
+    /// `tc lab up`: the emulated fleet is serving.
+    #[serde(rename = "lab.ready")]
+    LabReady {
+        dir: String,
+        devices: u32,
+        inventory: String,
+        env: String,
+        rest_port: u16,
+        ssh_port: Option<u16>,
+        sftp_root: Option<String>,
+        ca_cert: String,
+        pid: u32,
+    },
+    /// `tc lab up --log-requests`: one REST request the emulator answered.
+    #[serde(rename = "lab.request")]
+    LabRequest { device: String, method: String, path: String, status: u16, user: Option<String> },
+    /// `tc lab up`: the lab shut down.
+    #[serde(rename = "lab.stopped")]
+    LabStopped { requests: u64, signal: Option<String> },
+    /// Last line of every batch command.
+    #[serde(rename = "summary")]
+    Summary { command: String, ok: u32, failed: u32, seconds: f64 },
+}
+
+impl Event {
+    /// The device a record concerns, if any.
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            Event::CpeStatus { device, .. }
+            | Event::CpeCaptureStarted { device, .. }
+            | Event::CpeCaptureStopped { device, .. }
+            | Event::CpeFetched { device, .. }
+            | Event::CpeError { device, .. }
+            | Event::LabRequest { device, .. } => Some(device),
+            Event::LabReady { .. } | Event::LabStopped { .. } | Event::Summary { .. } => None,
+        }
+    }
+}

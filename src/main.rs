@@ -1,0 +1,45 @@
+//! `tc`: synchronized traffic captures for AudioCodes CPEs and OVOC servers.
+//!
+//! `main` only parses, sets up logging, dispatches and maps the outcome to an exit code.
+
+mod cli;
+mod cpe;
+mod emit;
+mod error;
+mod event;
+mod inventory;
+mod lab;
+mod logging;
+mod netaddr;
+mod pcap;
+mod pool;
+mod secret;
+mod timefmt;
+mod tls;
+mod util;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    logging::init(args.verbose, args.quiet);
+    let code = match dispatch(args) {
+        Ok(code) => code,
+        Err(err) => {
+            if !emit::stdout_broken() {
+                eprintln!("tc: {err}");
+            }
+            err.exit_code()
+        }
+    };
+    // A reader that hung up (`tc ... | head`) is not a failure of ours.
+    let code = if emit::stdout_broken() { error::ExitCode::Ok } else { code };
+    std::process::exit(code as i32);
+}
+
+fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
+    match args.command {
+        cli::Command::Cpe(cmd) => cpe::run::run(cmd),
+        cli::Command::Lab(cmd) => lab::run(cmd),
+    }
+}

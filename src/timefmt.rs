@@ -1,0 +1,122 @@
+//! Time stamps: RFC 3339 UTC with microseconds for events, and the original tool's file-name
+//! stamp (`YYYY-MM-DDTHH.MM.SS.ffffff`, `:` replaced by `.`). Pure: callers pass the time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Broken-down UTC time with microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub min: u32,
+    pub sec: u32,
+    pub micros: u32,
+}
+
+impl Utc {
+    pub fn from_system(t: SystemTime) -> Utc {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Utc::from_unix_micros(d.as_micros() as i64)
+    }
+
+    pub fn now() -> Utc {
+        Utc::from_system(SystemTime::now())
+    }
+
+    pub fn from_unix_micros(us: i64) -> Utc {
+        let secs = us.div_euclid(1_000_000);
+        let micros = us.rem_euclid(1_000_000) as u32;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        Utc {
+            year,
+            month,
+            day,
+            hour: (sod / 3600) as u32,
+            min: (sod % 3600 / 60) as u32,
+            sec: (sod % 60) as u32,
+            micros,
+        }
+    }
+
+    /// `2022-06-22T16:16:07.565758Z`
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            self.year, self.month, self.day, self.hour, self.min, self.sec, self.micros
+        )
+    }
+
+    /// `2022-06-22T16.16.07.565758`, as in the original tool's file names.
+    pub fn file_stamp(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}.{:02}.{:02}.{:06}",
+            self.year, self.month, self.day, self.hour, self.min, self.sec, self.micros
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// True when `s` looks like what `rfc3339` produces (used by the schema test).
+pub fn is_rfc3339_micros(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        let table: &[(i64, &str, &str)] = &[
+            (0, "1970-01-01T00:00:00.000000Z", "1970-01-01T00.00.00.000000"),
+            (
+                1_655_914_567_565_758,
+                "2022-06-22T16:16:07.565758Z",
+                "2022-06-22T16.16.07.565758",
+            ),
+            (951_782_400_000_001, "2000-02-29T00:00:00.000001Z", "2000-02-29T00.00.00.000001"),
+            (4_102_444_799_999_999, "2099-12-31T23:59:59.999999Z", "2099-12-31T23.59.59.999999"),
+            (-1, "1969-12-31T23:59:59.999999Z", "1969-12-31T23.59.59.999999"),
+        ];
+        for &(us, rfc, stamp) in table {
+            let t = Utc::from_unix_micros(us);
+            assert_eq!(t.rfc3339(), rfc, "{us}");
+            assert_eq!(t.file_stamp(), stamp, "{us}");
+            assert!(is_rfc3339_micros(&t.rfc3339()));
+        }
+    }
+
+    #[test]
+    fn rfc3339_checker_rejects_near_misses() {
+        for bad in ["2022-06-22T16:16:07Z", "2022-06-22 16:16:07.565758Z", "2022-06-22T16:16:07.565758"] {
+            assert!(!is_rfc3339_micros(bad), "{bad}");
+        }
+    }
+}
