@@ -43,6 +43,9 @@ pub enum Command {
     /// Drive a CPE's own debug capture over its REST API and fetch the pcap over SFTP.
     #[command(subcommand)]
     Cpe(CpeCommand),
+    /// Receive OVOC's forwarded alarms (syslog over UDP) as JSON lines.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Emulated CPEs for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -163,6 +166,46 @@ pub struct FetchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`).
+    #[command(after_help = "Examples:\n  \
+  # wait for the first Connection Lost of one device, then stop its capture\n  \
+  tc alarm listen --device 192.0.2.10 --alarm 'Connection Alarm' --description 'Connection Lost' --count 1 --timeout 2h \\\n  \
+    && tc cpe stop --device 192.0.2.10\n\n  \
+  # every alarm of the fleet, one line each\n  \
+  tc alarm listen --from 10.0.0.5 | jq -r '\"\\(.device) \\(.alarm) \\(.description)\"'")]
+    Listen(AlarmListenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AlarmListenArgs {
+    /// UDP address to receive syslog on (OVOC's forwarding rule points here).
+    #[arg(long, default_value = "0.0.0.0:20001", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Only alarms with this name, case-insensitive (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub alarm: Vec<String>,
+    /// Only alarms with this description, case-insensitive (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Vec<String>,
+    /// Only alarms for this device address (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub device: Vec<String>,
+    /// Accept datagrams only from these networks (repeatable); others are counted and dropped.
+    #[arg(long, value_name = "CIDR")]
+    pub from: Vec<crate::netaddr::Cidr>,
+    /// Exit 0 after N matching alarms.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Exit 1 if fewer than --count (or no) alarms matched within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Count lines that are not alarms instead of printing them.
+    #[arg(long)]
+    pub quiet_unparsed: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM.
     #[command(after_help = "Example:\n  sudo tc lab up --dir /var/lib/tc-lab --devices 3 &\n  . /var/lib/tc-lab/env && tc cpe status --devices /var/lib/tc-lab/devices.csv")]
@@ -206,6 +249,10 @@ pub struct LabUpArgs {
     /// Print a lab.request line for every REST request answered.
     #[arg(long)]
     pub log_requests: bool,
+    /// System user the lab creates for SFTP logins (and uses as the REST admin); removed on exit
+    /// if the lab created it.
+    #[arg(long, default_value = "tclab")]
+    pub user: String,
     /// Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable
     /// path components such as /tmp).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/tc-lab")]
@@ -214,6 +261,9 @@ pub struct LabUpArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LabCleanupArgs {
+    /// The lab's system user to remove.
+    #[arg(long, default_value = "tclab")]
+    pub user: String,
     /// Also delete this lab directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

@@ -66,6 +66,56 @@ pub enum Event {
     /// `tc lab up`: the lab shut down.
     #[serde(rename = "lab.stopped")]
     LabStopped { requests: u64, signal: Option<String> },
+    /// `tc alarm listen`: an OVOC alarm forwarded as syslog that passed the filters.
+    #[serde(rename = "alarm")]
+    Alarm {
+        /// The device address (`IP Address:` field), when the alarm names one.
+        device: Option<String>,
+        alarm: String,
+        description: Option<String>,
+        /// OVOC severity word (Critical, Major, Minor, Warning, Indeterminate, Clear).
+        severity: Option<String>,
+        /// Syslog severity from the PRI (emerg ... debug).
+        syslog_severity: Option<String>,
+        device_name: Option<String>,
+        source: Option<String>,
+        tenant: Option<String>,
+        region: Option<String>,
+        device_type: Option<String>,
+        device_serial: Option<String>,
+        device_description: Option<String>,
+        /// Fields of no known name, as sent.
+        extra: std::collections::BTreeMap<String, String>,
+        /// True for the trigger: Connection Alarm / Connection Lost.
+        connection_lost: bool,
+        /// `new-alarm` (what servers send) or `template` (the manual's wording).
+        wording: String,
+        /// `rfc3164`, `rfc5424`, `pri-only` or `none`.
+        framing: String,
+        hostname: Option<String>,
+        /// ADDR:PORT the datagram came from.
+        sender: String,
+        raw: String,
+    },
+    /// `tc alarm listen`: a datagram that is not an OVOC alarm.
+    #[serde(rename = "syslog.unparsed")]
+    SyslogUnparsed { sender: String, framing: String, raw: String },
+    /// `tc alarm listen`: last line, on exit.
+    #[serde(rename = "alarm.summary")]
+    AlarmSummary {
+        received: u64,
+        matched: u64,
+        /// Alarms that did not pass --alarm/--description/--device.
+        filtered: u64,
+        unparsed: u64,
+        /// Datagrams from senders outside --from.
+        refused: u64,
+        /// Datagrams the kernel dropped on this socket (from /proc/net/udp), if known.
+        dropped_kernel: Option<u64>,
+        seconds: f64,
+        /// `count`, `timeout`, `signal` or `stdout-closed`.
+        reason: String,
+    },
     /// Last line of every batch command.
     #[serde(rename = "summary")]
     Summary { command: String, ok: u32, failed: u32, seconds: f64 },
@@ -81,7 +131,12 @@ impl Event {
             | Event::CpeFetched { device, .. }
             | Event::CpeError { device, .. }
             | Event::LabRequest { device, .. } => Some(device),
-            Event::LabReady { .. } | Event::LabStopped { .. } | Event::Summary { .. } => None,
+            Event::Alarm { device, .. } => device.as_deref(),
+            Event::LabReady { .. }
+            | Event::LabStopped { .. }
+            | Event::Summary { .. }
+            | Event::SyslogUnparsed { .. }
+            | Event::AlarmSummary { .. } => None,
         }
     }
 }

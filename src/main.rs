@@ -2,6 +2,7 @@
 //!
 //! `main` only parses, sets up logging, dispatches and maps the outcome to an exit code.
 
+mod alarm;
 mod cli;
 mod cpe;
 mod emit;
@@ -40,6 +41,7 @@ fn main() {
 fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
     match args.command {
         cli::Command::Cpe(cmd) => cpe::run::run(cmd),
+        cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
     }
 }

@@ -60,3 +60,79 @@ mod tests {
         assert_eq!(url_host("msbr"), "msbr");
     }
 }
+
+/// An address block such as `10.0.0.0/8`, `192.0.2.7` (a /32) or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let err = || format!("invalid CIDR {s:?}: expected e.g. 10.0.0.0/8, 192.0.2.7 or ::1/128");
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&n| n <= max).ok_or_else(err)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 sender on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        Cidr::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let t: &[(&str, &str, bool)] = &[
+            ("10.0.0.0/8", "10.255.1.2", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("192.0.2.7", "192.0.2.7", true),
+            ("192.0.2.7", "192.0.2.8", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("127.0.0.0/8", "::ffff:127.0.0.1", true),
+            ("::1/128", "::1", true),
+            ("fe80::/10", "fe80::1", true),
+            ("fe80::/10", "10.0.0.1", false),
+        ];
+        for (c, ip, want) in t {
+            assert_eq!(Cidr::parse(c).unwrap().contains(ip.parse().unwrap()), *want, "{c} {ip}");
+        }
+        for bad in ["10.0.0.0/33", "x/8", "", "::1/129", "10.0.0.0/-1"] {
+            assert!(Cidr::parse(bad).unwrap_err().contains("invalid CIDR"), "{bad}");
+        }
+    }
+}

@@ -157,7 +157,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         };
         if head.len() < 4 {
             head.extend_from_slice(&buf[..n.min(4 - head.len())]);
-            if head.len() == 4 && capture_format_until_pcap_lands(&head).is_none() {
+            if head.len() == 4 && crate::pcap::capture_format(&head).is_none() {
                 return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
             }
         }
@@ -170,7 +170,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
             return Err(Failure::Retry(format!("{dev}: transfer ended at byte {have} of {s}")));
         }
     }
-    if capture_format_until_pcap_lands(&head).is_none() {
+    if crate::pcap::capture_format(&head).is_none() {
         return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
     }
     local.sync_all().map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
@@ -282,11 +282,3 @@ mod tests {
     }
 }
 
-// TEMPORARY until src/pcap.rs lands (replaced by crate::pcap::capture_format).
-fn capture_format_until_pcap_lands(h: &[u8]) -> Option<&'static str> {
-    match h {
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] | [0x4d, 0x3c, 0xb2, 0xa1] => Some("pcap"),
-        [0x0a, 0x0d, 0x0d, 0x0a] => Some("pcapng"),
-        _ => None,
-    }
-}

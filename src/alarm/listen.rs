@@ -1,0 +1,296 @@
+//! `tc alarm listen`: one mio loop over a UDP socket and the signals. Every readable datagram is
+//! drained until `WouldBlock`; each becomes an `alarm` or `syslog.unparsed` line, or a count.
+//! The decision per datagram (`Listener::datagram`) is pure and tested without sockets.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::cli::AlarmListenArgs;
+use crate::emit::emit;
+use crate::error::{Error, ExitCode, Result};
+use crate::event::Event;
+use crate::netaddr::Cidr;
+
+const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+pub struct Filter {
+    pub alarms: Vec<String>,
+    pub descriptions: Vec<String>,
+    pub devices: Vec<IpAddr>,
+    pub from: Vec<Cidr>,
+}
+
+impl Filter {
+    fn accepts(&self, a: &super::ovoc::Alarm) -> bool {
+        let any_ci = |wanted: &[String], got: Option<&str>| {
+            wanted.is_empty() || got.is_some_and(|g| wanted.iter().any(|w| w.trim().eq_ignore_ascii_case(g.trim())))
+        };
+        let device_ok = self.devices.is_empty()
+            || a.device.as_deref().and_then(|d| d.trim().parse::<IpAddr>().ok()).is_some_and(|d| self.devices.contains(&d));
+        any_ci(&self.alarms, Some(&a.name)) && any_ci(&self.descriptions, a.description.as_deref()) && device_ok
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub received: u64,
+    pub matched: u64,
+    pub filtered: u64,
+    pub unparsed: u64,
+    pub refused: u64,
+}
+
+pub struct Listener {
+    pub filter: Filter,
+    pub quiet_unparsed: bool,
+    pub counts: Counts,
+}
+
+impl Listener {
+    /// What one datagram gives: an event to print, or nothing (counted).
+    pub fn datagram(&mut self, data: &[u8], sender: SocketAddr) -> Option<Event> {
+        if !self.filter.from.is_empty() && !self.filter.from.iter().any(|c| c.contains(sender.ip())) {
+            self.counts.refused += 1;
+            log::debug!("dropped a datagram from {sender}: not in --from");
+            return None;
+        }
+        self.counts.received += 1;
+        let (frame, alarm) = super::read(data);
+        let raw = super::syslog::text(data);
+        match alarm {
+            Some(a) if self.filter.accepts(&a) => {
+                self.counts.matched += 1;
+                Some(super::alarm_event(&frame, a, sender, &raw))
+            }
+            Some(_) => {
+                self.counts.filtered += 1;
+                None
+            }
+            None => {
+                self.counts.unparsed += 1;
+                (!self.quiet_unparsed).then(|| Event::SyslogUnparsed {
+                    sender: sender.to_string(),
+                    framing: frame.framing.to_string(),
+                    raw: super::raw_text(&raw),
+                })
+            }
+        }
+    }
+}
+
+/// Kernel drops of the UDP socket with this inode, from /proc/net/udp{,6} text (last column).
+pub fn drops_for_inode(proc_net_udp: &str, inode: u64) -> Option<u64> {
+    proc_net_udp.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() >= 13 && cols[9].parse::<u64>().ok() == Some(inode)).then(|| cols[12].parse().ok()).flatten()
+    })
+}
+
+fn socket_inode(fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+pub fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
+    let inode = socket_inode(sock.as_raw_fd())?;
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().and_then(|t| drops_for_inode(&t, inode)))
+}
+
+/// Ask for a receive buffer that absorbs bursts (as root beyond rmem_max).
+pub fn grow_receive_buffer(sock: &UdpSocket, bytes: i32) {
+    let fd = sock.as_raw_fd();
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a socket we own, with a correctly sized int.
+        let rc = unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, opt, &bytes as *const i32 as *const libc::c_void, 4)
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    log::info!("could not enlarge the UDP receive buffer");
+}
+
+pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+    let sock = UdpSocket::bind(addr).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::AddrInUse { " (another listener, or an agent, owns it)" } else { "" };
+        Error::usage(format!("binding UDP {addr}: {e}{hint}"))
+    })?;
+    grow_receive_buffer(&sock, 8 << 20);
+    Ok(sock)
+}
+
+pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
+    let mut devices = Vec::new();
+    for d in &a.device {
+        devices.push(d.parse::<IpAddr>().map_err(|_| Error::usage(format!("invalid --device {d:?}: expected an IP address")))?);
+    }
+    let mut l = Listener {
+        filter: Filter { alarms: a.alarm.clone(), descriptions: a.description.clone(), devices, from: a.from.clone() },
+        quiet_unparsed: a.quiet_unparsed,
+        counts: Counts::default(),
+    };
+    let mut sock = bind(a.listen)?;
+    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::failed(format!("signals: {e}")))?;
+    poll.registry().register(&mut sock, SOCKET, Interest::READABLE).map_err(|e| Error::failed(e.to_string()))?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(|e| Error::failed(e.to_string()))?;
+    log::info!("listening for syslog on {}", sock.local_addr().map(|a| a.to_string()).unwrap_or_default());
+
+    let started = Instant::now();
+    let deadline = a.timeout.map(|t| started + t);
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 65_536];
+    let reason = 'outer: loop {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout == Some(Duration::ZERO) {
+            break 'outer "timeout";
+        }
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::failed(format!("poll: {e}")));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNALS => {
+                    if signals.pending().next().is_some() {
+                        break 'outer "signal";
+                    }
+                }
+                SOCKET => loop {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            if let Some(e) = l.datagram(&buf[..n], from) {
+                                emit(&e);
+                            }
+                            if crate::emit::stdout_broken() {
+                                break 'outer "stdout-closed";
+                            }
+                            if a.count.is_some_and(|c| l.counts.matched >= c) {
+                                break 'outer "count";
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::warn!("receiving: {e}");
+                            break;
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+    };
+    let c = &l.counts;
+    emit(&Event::AlarmSummary {
+        received: c.received,
+        matched: c.matched,
+        filtered: c.filtered,
+        unparsed: c.unparsed,
+        refused: c.refused,
+        dropped_kernel: kernel_drops(&sock),
+        seconds: started.elapsed().as_secs_f64(),
+        reason: reason.into(),
+    });
+    Ok(match reason {
+        "timeout" => ExitCode::Failed,
+        "signal" if a.count.is_some() => ExitCode::Interrupted,
+        _ => ExitCode::Ok,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(alarms: &[&str], descs: &[&str], devices: &[&str], from: &[&str]) -> Listener {
+        Listener {
+            filter: Filter {
+                alarms: alarms.iter().map(|s| s.to_string()).collect(),
+                descriptions: descs.iter().map(|s| s.to_string()).collect(),
+                devices: devices.iter().map(|s| s.parse().unwrap()).collect(),
+                from: from.iter().map(|s| Cidr::parse(s).unwrap()).collect(),
+            },
+            quiet_unparsed: false,
+            counts: Counts::default(),
+        }
+    }
+
+    const LOST: &[u8] = b"<129>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Source:Board#1, Description:Connection Lost, IP Address:10.0.0.1\0\0";
+
+    #[test]
+    fn filters_and_counts() {
+        let from: SocketAddr = "10.9.9.9:514".parse().unwrap();
+        let mut l = listener(&["connection alarm"], &["CONNECTION LOST"], &["10.0.0.1"], &["10.9.0.0/16"]);
+        let Some(Event::Alarm { device, connection_lost, syslog_severity, raw, sender, .. }) = l.datagram(LOST, from) else {
+            panic!()
+        };
+        assert_eq!(device.as_deref(), Some("10.0.0.1"));
+        assert!(connection_lost);
+        assert_eq!(syslog_severity.as_deref(), Some("alert"));
+        assert!(!raw.contains('\0'));
+        assert_eq!(sender, "10.9.9.9:514");
+        // Other device, other description, other sender, not an alarm.
+        let other = b"New Alarm - Connection Alarm, Major, Description:Connection Lost, IP Address:10.0.0.2";
+        assert!(l.datagram(other, from).is_none());
+        assert!(l.datagram(b"New Alarm - Connection Alarm, Clear, Description:Connection established, IP Address:10.0.0.1", from).is_none());
+        assert!(l.datagram(LOST, "192.0.2.1:514".parse().unwrap()).is_none());
+        assert!(matches!(l.datagram(b"garbage \xff", from), Some(Event::SyslogUnparsed { .. })));
+        assert_eq!(l.counts, Counts { received: 4, matched: 1, filtered: 2, unparsed: 1, refused: 1 });
+        l.quiet_unparsed = true;
+        assert!(l.datagram(b"more garbage", from).is_none());
+        assert_eq!(l.counts.unparsed, 2);
+    }
+
+    #[test]
+    fn proc_net_udp_drops() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  123: 00000000:4E21 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 98765 2 0000000000000000 17\n\
+  124: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 11111 2 0000000000000000 0\n";
+        assert_eq!(drops_for_inode(text, 98765), Some(17));
+        assert_eq!(drops_for_inode(text, 11111), Some(0));
+        assert_eq!(drops_for_inode(text, 5), None);
+        assert_eq!(drops_for_inode("", 5), None);
+    }
+
+    #[test]
+    fn random_datagrams_never_panic() {
+        let mut l = listener(&[], &[], &[], &[]);
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces: &[&[u8]] = &[b"<", b">", b"13", b"1 ", b"New Alarm - ", b"Title: ", b", received from ", b" with Severity ",
+            b". Description:", b",", b":", b"IP Address:", b"\0", b"\xff", b"[", b"]", b"\\", b"Jun 22 16:16:05 ", b" "];
+        for _ in 0..100_000 {
+            let mut d = Vec::new();
+            for _ in 0..(next() % 12) {
+                if next() % 3 == 0 {
+                    d.push(next() as u8);
+                } else {
+                    d.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+                }
+            }
+            let _ = l.datagram(&d, from);
+        }
+        assert_eq!(l.counts.received, 100_000);
+    }
+}

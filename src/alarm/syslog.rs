@@ -1,0 +1,217 @@
+//! Syslog framing, pure: RFC 3164 and RFC 5424, a missing PRI or header tolerated, trailing
+//! NULs and line ends stripped, bytes that are not UTF-8 replaced rather than refused.
+
+/// One datagram's framing, with the message text it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// `rfc5424`, `rfc3164` or `none` (no recognisable header).
+    pub framing: &'static str,
+    pub facility: Option<u8>,
+    pub severity: Option<u8>,
+    pub timestamp: Option<String>,
+    pub hostname: Option<String>,
+    pub app: Option<String>,
+    pub msg: String,
+}
+
+pub const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+
+pub fn severity_name(s: u8) -> &'static str {
+    SEVERITIES.get(s as usize).copied().unwrap_or("unknown")
+}
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// The text of a datagram: trailing NULs and line ends dropped, invalid UTF-8 replaced.
+pub fn text(datagram: &[u8]) -> String {
+    let mut end = datagram.len();
+    while end > 0 && matches!(datagram[end - 1], 0 | b'\n' | b'\r') {
+        end -= 1;
+    }
+    String::from_utf8_lossy(&datagram[..end]).into_owned()
+}
+
+fn take_pri(s: &str) -> (Option<u8>, &str) {
+    let Some(rest) = s.strip_prefix('<') else { return (None, s) };
+    let Some(close) = rest.find('>') else { return (None, s) };
+    let digits = &rest[..close];
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return (None, s);
+    }
+    match digits.parse::<u16>() {
+        Ok(p) if p <= 191 => (Some(p as u8), &rest[close + 1..]),
+        _ => (None, s),
+    }
+}
+
+fn split_token(s: &str) -> (&str, &str) {
+    match s.find(' ') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
+}
+
+fn nil(s: &str) -> Option<String> {
+    (s != "-" && !s.is_empty()).then(|| s.to_string())
+}
+
+/// Skip RFC 5424 structured data: `-` or one or more `[...]` with `\]` escapes.
+fn skip_sd(s: &str) -> Option<&str> {
+    if let Some(rest) = s.strip_prefix('-') {
+        return Some(rest.strip_prefix(' ').unwrap_or(rest));
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] == b'[' {
+        i += 1;
+        let mut escaped = false;
+        loop {
+            let c = *b.get(i)?;
+            i += 1;
+            match (escaped, c) {
+                (false, b'\\') => escaped = true,
+                (false, b']') => break,
+                _ => escaped = false,
+            }
+        }
+    }
+    if i == 0 {
+        return None;
+    }
+    let rest = &s[i..];
+    Some(rest.strip_prefix(' ').unwrap_or(rest))
+}
+
+fn rfc5424(rest: &str) -> Option<(String, String, String, String)> {
+    let rest = rest.strip_prefix("1 ")?;
+    let (ts, rest) = split_token(rest);
+    let (host, rest) = split_token(rest);
+    let (app, rest) = split_token(rest);
+    let (_procid, rest) = split_token(rest);
+    let (_msgid, rest) = split_token(rest);
+    let msg = skip_sd(rest)?;
+    let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
+    Some((ts.to_string(), host.to_string(), app.to_string(), msg.to_string()))
+}
+
+/// `Mmm dd hh:mm:ss` (day space-padded) at the start.
+fn rfc3164_timestamp(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    if b.len() < 15 || !MONTHS.contains(&s.get(..3)?) || b[3] != b' ' {
+        return None;
+    }
+    let day_ok = (b[4] == b' ' || b[4].is_ascii_digit()) && b[5].is_ascii_digit();
+    let time_ok = b[6] == b' '
+        && b[7..9].iter().all(u8::is_ascii_digit)
+        && b[9] == b':'
+        && b[10..12].iter().all(u8::is_ascii_digit)
+        && b[12] == b':'
+        && b[13..15].iter().all(u8::is_ascii_digit);
+    if !(day_ok && time_ok) {
+        return None;
+    }
+    let rest = &s[15..];
+    Some((&s[..15], rest.strip_prefix(' ').unwrap_or(rest)))
+}
+
+pub fn parse(datagram: &[u8]) -> Frame {
+    let t = text(datagram);
+    let (pri, rest) = take_pri(&t);
+    let (facility, severity) = (pri.map(|p| p / 8), pri.map(|p| p % 8));
+    if let Some((ts, host, app, msg)) = rfc5424(rest) {
+        return Frame {
+            framing: "rfc5424",
+            facility,
+            severity,
+            timestamp: nil(&ts),
+            hostname: nil(&host),
+            app: nil(&app),
+            msg,
+        };
+    }
+    if let Some((ts, rest)) = rfc3164_timestamp(rest) {
+        let (host, after) = split_token(rest);
+        // `host tag: msg`, `host tag[pid]: msg`, `host : msg` (OVOC), or `host msg`.
+        let (app, msg) = match after.split_once(": ") {
+            Some((tag, msg)) if !tag.contains(' ') => {
+                let tag = tag.split('[').next().unwrap_or(tag);
+                (nil(tag), msg.to_string())
+            }
+            _ => match after.strip_prefix(": ").or_else(|| after.strip_prefix(':')) {
+                Some(m) => (None, m.to_string()),
+                None => (None, after.to_string()),
+            },
+        };
+        return Frame {
+            framing: "rfc3164",
+            facility,
+            severity,
+            timestamp: Some(ts.to_string()),
+            hostname: nil(host),
+            app,
+            msg: msg.trim_start().to_string(),
+        };
+    }
+    Frame {
+        framing: if pri.is_some() { "pri-only" } else { "none" },
+        facility,
+        severity,
+        timestamp: None,
+        hostname: None,
+        app: None,
+        msg: rest.trim_start().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framings() {
+        // (input, framing, severity, hostname, app, msg)
+        let t: &[(&[u8], &str, Option<u8>, Option<&str>, Option<&str>, &str)] = &[
+            (b"<129>Jun 22 16:16:05 ovoc-srv : New Alarm - X", "rfc3164", Some(1), Some("ovoc-srv"), None, "New Alarm - X"),
+            (b"<13>Nov  7 07:35:06 host tc-test: hello world", "rfc3164", Some(5), Some("host"), Some("tc-test"), "hello world"),
+            (b"<13>Nov 27 07:35:06 host tag[123]: hi: there", "rfc3164", Some(5), Some("host"), Some("tag"), "hi: there"),
+            (b"<13>Nov 27 07:35:06 host just text", "rfc3164", Some(5), Some("host"), None, "just text"),
+            (
+                b"<13>1 2026-11-27T07:35:06.123456+00:00 host app 42 - [timeQuality tzKnown=\"1\" x=\"a\\]b\"] msg here",
+                "rfc5424",
+                Some(5),
+                Some("host"),
+                Some("app"),
+                "msg here",
+            ),
+            (b"<14>1 - - - - - - bare", "rfc5424", Some(6), None, None, "bare"),
+            (b"<14>1 2026-11-27T00:00:00Z h a - - - \xef\xbb\xbfwith bom", "rfc5424", Some(6), Some("h"), Some("a"), "with bom"),
+            (b"New Alarm - X\0\0\0", "none", None, None, None, "New Alarm - X"),
+            (b"<999>text", "none", None, None, None, "<999>text"),
+            (b"<12>text\r\n", "pri-only", Some(4), None, None, "text"),
+            (b"", "none", None, None, None, ""),
+            (b"<>", "none", None, None, None, "<>"),
+        ];
+        for (input, framing, sev, host, app, msg) in t {
+            let f = parse(input);
+            assert_eq!(f.framing, *framing, "{input:?}");
+            assert_eq!(f.severity, *sev, "{input:?}");
+            assert_eq!(f.hostname.as_deref(), *host, "{input:?}");
+            assert_eq!(f.app.as_deref(), *app, "{input:?}");
+            assert_eq!(f.msg, *msg, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_refused() {
+        let f = parse(b"<13>Nov 27 07:35:06 h t: caf\xe9 \xff");
+        assert_eq!(f.framing, "rfc3164");
+        assert!(f.msg.starts_with("caf\u{fffd}"));
+    }
+
+    #[test]
+    fn severity_names() {
+        assert_eq!(severity_name(1), "alert");
+        assert_eq!(severity_name(2), "crit");
+        assert_eq!(severity_name(9), "unknown");
+    }
+}
