@@ -54,15 +54,21 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CpeCommand {
     /// Start the debug capture on each device and confirm it is active.
-    #[command(after_help = "Example:\n  tc cpe start --devices fleet.csv --snmp-user CaptureScript | jq -c 'select(.type==\"cpe.error\")'")]
+    #[command(
+        after_help = "Example:\n  tc cpe start --devices fleet.csv --snmp-user CaptureScript | jq -c 'select(.type==\"cpe.error\")'"
+    )]
     Start(StartArgs),
     /// Stop the debug capture on each device and confirm it is not active.
     Stop(TargetArgs),
     /// Report capture state (active or not), product type, version and serial of each device.
-    #[command(after_help = "Example:\n  tc cpe status --device 192.0.2.10 | jq -r '\"\\(.device) \\(.active)\"'")]
+    #[command(
+        after_help = "Example:\n  tc cpe status --device 192.0.2.10 | jq -r '\"\\(.device) \\(.active)\"'"
+    )]
     Status(TargetArgs),
     /// Download each device's capture file over SFTP (stop the capture first).
-    #[command(after_help = "Example:\n  tc cpe stop --devices fleet.csv && tc cpe fetch --devices fleet.csv --out captures/ | jq -r 'select(.type==\"cpe.fetched\").path'")]
+    #[command(
+        after_help = "Example:\n  tc cpe stop --devices fleet.csv && tc cpe fetch --devices fleet.csv --out captures/ | jq -r 'select(.type==\"cpe.fetched\").path'"
+    )]
     Fetch(FetchArgs),
 }
 
@@ -86,7 +92,11 @@ impl DeviceType {
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// A device address or host name (repeatable).
-    #[arg(long = "device", value_name = "HOST", required_unless_present = "devices")]
+    #[arg(
+        long = "device",
+        value_name = "HOST",
+        required_unless_present = "devices"
+    )]
     pub device: Vec<String>,
     /// CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256].
     #[arg(long, value_name = "FILE", conflicts_with = "device")]
@@ -208,7 +218,9 @@ pub struct AlarmListenArgs {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM.
-    #[command(after_help = "Example:\n  sudo tc lab up --dir /var/lib/tc-lab --devices 3 &\n  . /var/lib/tc-lab/env && tc cpe status --devices /var/lib/tc-lab/devices.csv")]
+    #[command(
+        after_help = "Example:\n  sudo tc lab up --dir /var/lib/tc-lab --devices 3 &\n  . /var/lib/tc-lab/env && tc cpe status --devices /var/lib/tc-lab/devices.csv"
+    )]
     Up(LabUpArgs),
     /// Remove what `tc lab up` left on the system (the lab's system user).
     Cleanup(LabCleanupArgs),
@@ -287,9 +299,31 @@ mod tests {
     fn command_lines() {
         let ok: &[&[&str]] = &[
             &["tc", "cpe", "status", "--device", "10.0.0.1"],
-            &["tc", "cpe", "start", "--devices", "f.csv", "--interface", "eth-wan", "--snmp-user", "CaptureScript"],
-            &["tc", "cpe", "fetch", "--device", "a", "--device", "b", "--out", "/tmp"],
-            &["tc", "lab", "up", "--dir", "/x", "--devices", "50", "--latency-ms", "100"],
+            &[
+                "tc",
+                "cpe",
+                "start",
+                "--devices",
+                "f.csv",
+                "--interface",
+                "eth-wan",
+                "--snmp-user",
+                "CaptureScript",
+            ],
+            &[
+                "tc", "cpe", "fetch", "--device", "a", "--device", "b", "--out", "/tmp",
+            ],
+            &[
+                "tc",
+                "lab",
+                "up",
+                "--dir",
+                "/x",
+                "--devices",
+                "50",
+                "--latency-ms",
+                "100",
+            ],
         ];
         for argv in ok {
             if let Err(e) = Cli::try_parse_from(*argv) {
@@ -298,11 +332,35 @@ mod tests {
         }
         let bad: &[(&[&str], &str)] = &[
             (&["tc", "cpe", "status"], "--device"),
-            (&["tc", "cpe", "status", "--device", "a", "--password", "x"], "--password"),
-            (&["tc", "cpe", "status", "--device", "a", "--timeout", "10x"], "invalid duration"),
-            (&["tc", "cpe", "status", "--device", "a", "--insecure", "--pin-sha256", "ab"], "cannot be used"),
-            (&["tc", "cpe", "status", "--device", "a", "--type", "router"], "router"),
-            (&["tc", "cpe", "status", "--device", "a", "--jobs", "0"], "0"),
+            (
+                &["tc", "cpe", "status", "--device", "a", "--password", "x"],
+                "--password",
+            ),
+            (
+                &["tc", "cpe", "status", "--device", "a", "--timeout", "10x"],
+                "invalid duration",
+            ),
+            (
+                &[
+                    "tc",
+                    "cpe",
+                    "status",
+                    "--device",
+                    "a",
+                    "--insecure",
+                    "--pin-sha256",
+                    "ab",
+                ],
+                "cannot be used",
+            ),
+            (
+                &["tc", "cpe", "status", "--device", "a", "--type", "router"],
+                "router",
+            ),
+            (
+                &["tc", "cpe", "status", "--device", "a", "--jobs", "0"],
+                "0",
+            ),
         ];
         for (argv, needle) in bad {
             let e = Cli::try_parse_from(*argv).unwrap_err().to_string();

@@ -23,15 +23,24 @@ pub struct Error {
 
 impl Error {
     pub fn usage(msg: impl Into<String>) -> Error {
-        Error { code: ExitCode::Usage, msg: msg.into() }
+        Error {
+            code: ExitCode::Usage,
+            msg: msg.into(),
+        }
     }
 
     pub fn failed(msg: impl Into<String>) -> Error {
-        Error { code: ExitCode::Failed, msg: msg.into() }
+        Error {
+            code: ExitCode::Failed,
+            msg: msg.into(),
+        }
     }
 
     pub fn interrupted() -> Error {
-        Error { code: ExitCode::Interrupted, msg: "interrupted".into() }
+        Error {
+            code: ExitCode::Interrupted,
+            msg: "interrupted".into(),
+        }
     }
 
     pub fn exit_code(&self) -> ExitCode {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+// Records are built once and written at once; their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum Event {
@@ -31,7 +33,11 @@ pub enum Event {
     },
     /// `tc cpe stop`: the device confirmed its capture is not active.
     #[serde(rename = "cpe.capture_stopped")]
-    CpeCaptureStopped { device: String, device_type: String, requests: u32 },
+    CpeCaptureStopped {
+        device: String,
+        device_type: String,
+        requests: u32,
+    },
     /// `tc cpe fetch`: the capture file is complete on local disk.
     #[serde(rename = "cpe.fetched")]
     CpeFetched {
@@ -46,7 +52,11 @@ pub enum Event {
     },
     /// Any `tc cpe` operation that failed for one device; the others go on.
     #[serde(rename = "cpe.error")]
-    CpeError { device: String, op: String, error: String },
+    CpeError {
+        device: String,
+        op: String,
+        error: String,
+    },
     /// `tc lab up`: the emulated fleet is serving.
     #[serde(rename = "lab.ready")]
     LabReady {
@@ -62,10 +72,19 @@ pub enum Event {
     },
     /// `tc lab up --log-requests`: one REST request the emulator answered.
     #[serde(rename = "lab.request")]
-    LabRequest { device: String, method: String, path: String, status: u16, user: Option<String> },
+    LabRequest {
+        device: String,
+        method: String,
+        path: String,
+        status: u16,
+        user: Option<String>,
+    },
     /// `tc lab up`: the lab shut down.
     #[serde(rename = "lab.stopped")]
-    LabStopped { requests: u64, signal: Option<String> },
+    LabStopped {
+        requests: u64,
+        signal: Option<String>,
+    },
     /// `tc alarm listen`: an OVOC alarm forwarded as syslog that passed the filters.
     #[serde(rename = "alarm")]
     Alarm {
@@ -99,7 +118,11 @@ pub enum Event {
     },
     /// `tc alarm listen`: a datagram that is not an OVOC alarm.
     #[serde(rename = "syslog.unparsed")]
-    SyslogUnparsed { sender: String, framing: String, raw: String },
+    SyslogUnparsed {
+        sender: String,
+        framing: String,
+        raw: String,
+    },
     /// `tc alarm listen`: last line, on exit.
     #[serde(rename = "alarm.summary")]
     AlarmSummary {
@@ -118,25 +141,10 @@ pub enum Event {
     },
     /// Last line of every batch command.
     #[serde(rename = "summary")]
-    Summary { command: String, ok: u32, failed: u32, seconds: f64 },
-}
-
-impl Event {
-    /// The device a record concerns, if any.
-    pub fn device(&self) -> Option<&str> {
-        match self {
-            Event::CpeStatus { device, .. }
-            | Event::CpeCaptureStarted { device, .. }
-            | Event::CpeCaptureStopped { device, .. }
-            | Event::CpeFetched { device, .. }
-            | Event::CpeError { device, .. }
-            | Event::LabRequest { device, .. } => Some(device),
-            Event::Alarm { device, .. } => device.as_deref(),
-            Event::LabReady { .. }
-            | Event::LabStopped { .. }
-            | Event::Summary { .. }
-            | Event::SyslogUnparsed { .. }
-            | Event::AlarmSummary { .. } => None,
-        }
-    }
+    Summary {
+        command: String,
+        ok: u32,
+        failed: u32,
+        seconds: f64,
+    },
 }

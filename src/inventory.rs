@@ -17,14 +17,24 @@ pub struct Entry {
     pub pin_sha256: Option<String>,
 }
 
-pub const MSBR_INTERFACES: &[&str] =
-    &["cellular-wan", "fiber-wan", "xdsl-wan", "shdsl-wan", "t1-e1-wan", "eth-wan", "eth-lan"];
+pub const MSBR_INTERFACES: &[&str] = &[
+    "cellular-wan",
+    "fiber-wan",
+    "xdsl-wan",
+    "shdsl-wan",
+    "t1-e1-wan",
+    "eth-wan",
+    "eth-lan",
+];
 
 pub fn validate_interface(i: &str) -> Result<(), String> {
     if MSBR_INTERFACES.contains(&i) {
         Ok(())
     } else {
-        Err(format!("unknown MSBR interface {i:?}: expected one of {}", MSBR_INTERFACES.join(", ")))
+        Err(format!(
+            "unknown MSBR interface {i:?}: expected one of {}",
+            MSBR_INTERFACES.join(", ")
+        ))
     }
 }
 
@@ -33,7 +43,9 @@ pub fn parse_type(s: &str) -> Result<Option<DeviceType>, String> {
         "" | "auto" => Ok(None),
         "msbr" => Ok(Some(DeviceType::Msbr)),
         "gwsbc" | "gw" | "sbc" | "gateway" => Ok(Some(DeviceType::Gwsbc)),
-        other => Err(format!("unknown device type {other:?}: expected msbr or gwsbc (or empty to detect)")),
+        other => Err(format!(
+            "unknown device type {other:?}: expected msbr or gwsbc (or empty to detect)"
+        )),
     }
 }
 
@@ -41,17 +53,31 @@ const REQUIRED: &[&str] = &["device", "type", "interfaces", "username", "ovoc"];
 const OPTIONAL: &[&str] = &["rest_port", "ssh_port", "pin_sha256"];
 
 pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(text.as_bytes());
     let headers = rdr.headers().map_err(|e| format!("header: {e}"))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     for req in REQUIRED {
         if col(req).is_none() {
-            return Err(format!("header lacks column {req:?} (expected {})", REQUIRED.join(",")));
+            return Err(format!(
+                "header lacks column {req:?} (expected {})",
+                REQUIRED.join(",")
+            ));
         }
     }
     for h in headers.iter() {
-        if !REQUIRED.iter().chain(OPTIONAL).any(|k| k.eq_ignore_ascii_case(h)) {
-            return Err(format!("unknown column {h:?} (known: {},{})", REQUIRED.join(","), OPTIONAL.join(",")));
+        if !REQUIRED
+            .iter()
+            .chain(OPTIONAL)
+            .any(|k| k.eq_ignore_ascii_case(h))
+        {
+            return Err(format!(
+                "unknown column {h:?} (known: {},{})",
+                REQUIRED.join(","),
+                OPTIONAL.join(",")
+            ));
         }
     }
     let mut out: Vec<Entry> = Vec::new();
@@ -64,8 +90,12 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         let device = get("device");
         validate_device(&device).map_err(ctx)?;
         let device_type = parse_type(&get("type")).map_err(ctx)?;
-        let interfaces: Vec<String> =
-            get("interfaces").split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        let interfaces: Vec<String> = get("interfaces")
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         for i in &interfaces {
             validate_interface(i).map_err(ctx)?;
         }
@@ -82,14 +112,19 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         };
         let ovoc = opt("ovoc");
         if let Some(o) = &ovoc {
-            let host = o.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(o.as_str(), |(h, _)| h);
+            let host = o
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(o.as_str(), |(h, _)| h);
             validate_device(host.trim_start_matches('[').trim_end_matches(']'))
                 .map_err(|e| ctx(format!("ovoc: {e}")))?;
         }
         let pin = opt("pin_sha256");
         if let Some(p) = &pin {
             if crate::util::parse_hex(p).map(|b| b.len()) != Some(32) {
-                return Err(ctx(format!("invalid pin_sha256 {p:?}: expected 64 hex digits")));
+                return Err(ctx(format!(
+                    "invalid pin_sha256 {p:?}: expected 64 hex digits"
+                )));
             }
         }
         if out.iter().any(|e| e.device == device) {
@@ -120,7 +155,9 @@ pub fn to_csv(entries: &[Entry]) -> String {
         let port = |p: Option<u16>| p.map(|p| p.to_string()).unwrap_or_default();
         let _ = w.write_record([
             e.device.clone(),
-            e.device_type.map(|t| t.as_str().to_string()).unwrap_or_default(),
+            e.device_type
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
             e.interfaces.join(";"),
             e.username.clone().unwrap_or_default(),
             e.ovoc.clone().unwrap_or_default(),
@@ -160,12 +197,30 @@ mod tests {
         let h = "device,type,interfaces,username,ovoc\n";
         let table: &[(&str, &str)] = &[
             ("device,type\n1.2.3.4,msbr\n", "lacks column \"interfaces\""),
-            (&format!("{h}x$(id),msbr,,,\n"), "line 2: invalid device \"x$(id)\""),
-            (&format!("{h}1.2.3.4,router,,,\n"), "line 2: unknown device type \"router\""),
-            (&format!("{h}1.2.3.4,msbr,wifi,,\n"), "line 2: unknown MSBR interface \"wifi\""),
-            (&format!("{h}1.2.3.4,msbr,,,\n1.2.3.4,msbr,,,\n"), "line 3: device 1.2.3.4 is listed twice"),
-            ("device,type,interfaces,username,ovoc,rest_port\n1.2.3.4,,,,,99999\n", "invalid rest_port \"99999\""),
-            ("device,type,interfaces,username,ovoc,color\n", "unknown column \"color\""),
+            (
+                &format!("{h}x$(id),msbr,,,\n"),
+                "line 2: invalid device \"x$(id)\"",
+            ),
+            (
+                &format!("{h}1.2.3.4,router,,,\n"),
+                "line 2: unknown device type \"router\"",
+            ),
+            (
+                &format!("{h}1.2.3.4,msbr,wifi,,\n"),
+                "line 2: unknown MSBR interface \"wifi\"",
+            ),
+            (
+                &format!("{h}1.2.3.4,msbr,,,\n1.2.3.4,msbr,,,\n"),
+                "line 3: device 1.2.3.4 is listed twice",
+            ),
+            (
+                "device,type,interfaces,username,ovoc,rest_port\n1.2.3.4,,,,,99999\n",
+                "invalid rest_port \"99999\"",
+            ),
+            (
+                "device,type,interfaces,username,ovoc,color\n",
+                "unknown column \"color\"",
+            ),
             (h, "no devices listed"),
             (&format!("{h}1.2.3.4,msbr\n"), "found record with 2 fields"),
         ];

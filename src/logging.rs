@@ -9,7 +9,9 @@ struct Redacting(env_logger::Logger);
 
 fn wire_level(meta: &Metadata) -> bool {
     meta.level() == Level::Trace
-        && ["ureq", "rustls"].iter().any(|p| meta.target().starts_with(p))
+        && ["ureq", "rustls"]
+            .iter()
+            .any(|p| meta.target().starts_with(p))
 }
 
 impl Log for Redacting {

@@ -14,6 +14,7 @@ mod logging;
 mod netaddr;
 mod pcap;
 mod pool;
+
 mod secret;
 mod timefmt;
 mod tls;
@@ -34,7 +35,11 @@ fn main() {
         }
     };
     // A reader that hung up (`tc ... | head`) is not a failure of ours.
-    let code = if emit::stdout_broken() { error::ExitCode::Ok } else { code };
+    let code = if emit::stdout_broken() {
+        error::ExitCode::Ok
+    } else {
+        code
+    };
     std::process::exit(code as i32);
 }
 

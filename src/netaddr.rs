@@ -41,12 +41,30 @@ mod tests {
 
     #[test]
     fn devices() {
-        for ok in ["192.168.200.218", "::1", "fe80::1", "msbr-1.branch.example.com", "a", "host."] {
+        for ok in [
+            "192.168.200.218",
+            "::1",
+            "fe80::1",
+            "msbr-1.branch.example.com",
+            "a",
+            "host.",
+        ] {
             assert!(validate_device(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(64);
         for bad in [
-            "", "x$(id)", "a;b", "a b", "`id`", "-rf", "a..b", "a/b", "../x", "a\0b", "ä.com", long.as_str(),
+            "",
+            "x$(id)",
+            "a;b",
+            "a b",
+            "`id`",
+            "-rf",
+            "a..b",
+            "a/b",
+            "../x",
+            "a\0b",
+            "ä.com",
+            long.as_str(),
         ] {
             assert!(validate_device(bad).is_err(), "{bad:?}");
         }
@@ -78,7 +96,12 @@ impl Cidr {
         let addr: IpAddr = a.trim().parse().map_err(|_| err())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&n| n <= max).ok_or_else(err)?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(err)?,
             None => max,
         };
         Ok(Cidr { addr, prefix })
@@ -92,11 +115,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -129,10 +160,17 @@ mod cidr_tests {
             ("fe80::/10", "10.0.0.1", false),
         ];
         for (c, ip, want) in t {
-            assert_eq!(Cidr::parse(c).unwrap().contains(ip.parse().unwrap()), *want, "{c} {ip}");
+            assert_eq!(
+                Cidr::parse(c).unwrap().contains(ip.parse().unwrap()),
+                *want,
+                "{c} {ip}"
+            );
         }
         for bad in ["10.0.0.0/33", "x/8", "", "::1/129", "10.0.0.0/-1"] {
-            assert!(Cidr::parse(bad).unwrap_err().contains("invalid CIDR"), "{bad}");
+            assert!(
+                Cidr::parse(bad).unwrap_err().contains("invalid CIDR"),
+                "{bad}"
+            );
         }
     }
 }

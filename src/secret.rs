@@ -63,7 +63,10 @@ pub fn resolve(src: &Source) -> Result<Secret> {
 
 /// Like `resolve` but absent is fine (optional secrets such as SNMP keys).
 pub fn from_env(env: &str) -> Option<Secret> {
-    std::env::var(env).ok().filter(|v| !v.is_empty()).map(Secret)
+    std::env::var(env)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret)
 }
 
 pub fn read_file(path: &Path, what: &str) -> Result<Secret> {

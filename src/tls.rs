@@ -14,7 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
+    TransportAdapter,
 };
 
 use crate::util::{hex, sha256};
@@ -32,7 +33,11 @@ pub enum Trust {
 }
 
 impl Trust {
-    pub fn from_args(ca: Option<&Path>, pin: Option<&str>, insecure: bool) -> Result<Trust, String> {
+    pub fn from_args(
+        ca: Option<&Path>,
+        pin: Option<&str>,
+        insecure: bool,
+    ) -> Result<Trust, String> {
         if insecure {
             return Ok(Trust::Insecure);
         }
@@ -62,11 +67,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("reading CA certificates {}: {e}", path.display()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("reading CA certificates {}: {e}", path.display()))?;
     let mut store = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-        store.add(cert).map_err(|e| format!("{}: bad CA certificate: {e}", path.display()))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("{}: bad CA certificate: {e}", path.display()))?;
     }
     if store.is_empty() {
         return Err(format!("{}: no certificates found", path.display()));
@@ -82,18 +90,32 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
         Trust::System => {
             let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
             let path = from_env
-                .or_else(|| SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()))
+                .or_else(|| {
+                    SYSTEM_BUNDLES
+                        .iter()
+                        .map(PathBuf::from)
+                        .find(|p| p.exists())
+                })
                 .ok_or("no system CA bundle found: use --ca-cert FILE or --pin-sha256 HEX")?;
-            builder.with_root_certificates(load_roots(&path)?).with_no_client_auth()
+            builder
+                .with_root_certificates(load_roots(&path)?)
+                .with_no_client_auth()
         }
-        Trust::CaFile(p) => builder.with_root_certificates(load_roots(p)?).with_no_client_auth(),
+        Trust::CaFile(p) => builder
+            .with_root_certificates(load_roots(p)?)
+            .with_no_client_auth(),
         Trust::Pin(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { pin: *pin, provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pin: *pin,
+                provider: provider(),
+            }))
             .with_no_client_auth(),
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified { provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(Unverified {
+                provider: provider(),
+            }))
             .with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
@@ -108,8 +130,14 @@ pub fn agent(trust: &Trust, timeout: std::time::Duration) -> Result<ureq::Agent,
         .timeout_global(Some(timeout))
         .user_agent(concat!("tc/", env!("CARGO_PKG_VERSION")))
         .build();
-    let connector = ().chain(ureq::unversioned::transport::TcpConnector::default()).chain(TlsConnector { config: cfg });
-    Ok(ureq::Agent::with_parts(config, connector, ureq::unversioned::resolver::DefaultResolver::default()))
+    let connector =
+        ().chain(ureq::unversioned::transport::TcpConnector::default())
+            .chain(TlsConnector { config: cfg });
+    Ok(ureq::Agent::with_parts(
+        config,
+        connector,
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    ))
 }
 
 #[derive(Debug)]
@@ -145,7 +173,12 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -154,11 +187,18 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -198,7 +238,9 @@ impl ServerCertVerifier for Unverified {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -216,20 +258,37 @@ impl fmt::Debug for TlsConnector {
 impl<In: Transport> Connector<In> for TlsConnector {
     type Out = Either<In, TlsTransport>;
 
-    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
-        let Some(transport) = chained else { return Ok(None) };
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let Some(transport) = chained else {
+            return Ok(None);
+        };
         if !details.needs_tls() || transport.is_tls() {
             return Ok(Some(Either::A(transport)));
         }
-        let host = details.uri.authority().map(|a| a.host()).unwrap_or_default();
+        let host = details
+            .uri
+            .authority()
+            .map(|a| a.host())
+            .unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string()).map_err(|_| ureq::Error::Tls("invalid server name"))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| ureq::Error::Tls("invalid server name"))?;
         let mut conn = ClientConnection::new(Arc::clone(&self.config), name)?;
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         sock.set_timeout(details.timeout);
         conn.complete_io(&mut sock)?;
-        let buffers = LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
-        Ok(Some(Either::B(TlsTransport { buffers, stream: StreamOwned { conn, sock } })))
+        let buffers = LazyBuffers::new(
+            details.config.input_buffer_size(),
+            details.config.output_buffer_size(),
+        );
+        Ok(Some(Either::B(TlsTransport {
+            buffers,
+            stream: StreamOwned { conn, sock },
+        })))
     }
 }
 
@@ -282,7 +341,10 @@ mod tests {
         assert_eq!(Trust::from_args(None, None, false).unwrap(), Trust::System);
         assert_eq!(Trust::from_args(None, None, true).unwrap(), Trust::Insecure);
         let pin = "ab".repeat(32);
-        assert_eq!(Trust::from_args(None, Some(&pin), false).unwrap(), Trust::Pin([0xab; 32]));
+        assert_eq!(
+            Trust::from_args(None, Some(&pin), false).unwrap(),
+            Trust::Pin([0xab; 32])
+        );
         let e = Trust::from_args(None, Some("abcd"), false).unwrap_err();
         assert!(e.contains("invalid --pin-sha256 \"abcd\""), "{e}");
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 /// Parse `500ms`, `30s`, `5m`, `2h`, `1d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -16,7 +18,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
-        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h, d)"
+            ))
+        }
     };
     let secs = n * mult;
     if !secs.is_finite() || secs > 1e9 {
@@ -56,7 +62,11 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -101,14 +111,28 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Non-cryptographic-use random number (boundaries, jitter) from the OS generator.
+pub fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations() {
-        let ok: &[(&str, u64)] =
-            &[("500ms", 500), ("30s", 30_000), ("30", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("1.5s", 1500)];
+        let ok: &[(&str, u64)] = &[
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("30", 30_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("1.5s", 1500),
+        ];
         for &(s, ms) in ok {
             assert_eq!(parse_duration(s).unwrap().as_millis() as u64, ms, "{s}");
         }
@@ -146,12 +170,4 @@ mod tests {
         assert!(parse_hex("").is_none());
         assert_eq!(hex(&[0, 0xab]), "00ab");
     }
-}
-
-/// Non-cryptographic-use random number (boundaries, jitter) from the OS generator.
-pub fn random_u64() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    u64::from_le_bytes(b)
 }

@@ -30,11 +30,21 @@ pub struct Filter {
 impl Filter {
     fn accepts(&self, a: &super::ovoc::Alarm) -> bool {
         let any_ci = |wanted: &[String], got: Option<&str>| {
-            wanted.is_empty() || got.is_some_and(|g| wanted.iter().any(|w| w.trim().eq_ignore_ascii_case(g.trim())))
+            wanted.is_empty()
+                || got.is_some_and(|g| {
+                    wanted
+                        .iter()
+                        .any(|w| w.trim().eq_ignore_ascii_case(g.trim()))
+                })
         };
         let device_ok = self.devices.is_empty()
-            || a.device.as_deref().and_then(|d| d.trim().parse::<IpAddr>().ok()).is_some_and(|d| self.devices.contains(&d));
-        any_ci(&self.alarms, Some(&a.name)) && any_ci(&self.descriptions, a.description.as_deref()) && device_ok
+            || a.device
+                .as_deref()
+                .and_then(|d| d.trim().parse::<IpAddr>().ok())
+                .is_some_and(|d| self.devices.contains(&d));
+        any_ci(&self.alarms, Some(&a.name))
+            && any_ci(&self.descriptions, a.description.as_deref())
+            && device_ok
     }
 }
 
@@ -56,7 +66,8 @@ pub struct Listener {
 impl Listener {
     /// What one datagram gives: an event to print, or nothing (counted).
     pub fn datagram(&mut self, data: &[u8], sender: SocketAddr) -> Option<Event> {
-        if !self.filter.from.is_empty() && !self.filter.from.iter().any(|c| c.contains(sender.ip())) {
+        if !self.filter.from.is_empty() && !self.filter.from.iter().any(|c| c.contains(sender.ip()))
+        {
             self.counts.refused += 1;
             log::debug!("dropped a datagram from {sender}: not in --from");
             return None;
@@ -89,7 +100,9 @@ impl Listener {
 pub fn drops_for_inode(proc_net_udp: &str, inode: u64) -> Option<u64> {
     proc_net_udp.lines().skip(1).find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.len() >= 13 && cols[9].parse::<u64>().ok() == Some(inode)).then(|| cols[12].parse().ok()).flatten()
+        (cols.len() >= 13 && cols[9].parse::<u64>().ok() == Some(inode))
+            .then(|| cols[12].parse().ok())
+            .flatten()
     })
 }
 
@@ -101,9 +114,11 @@ fn socket_inode(fd: i32) -> Option<u64> {
 
 pub fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
     let inode = socket_inode(sock.as_raw_fd())?;
-    ["/proc/net/udp", "/proc/net/udp6"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().and_then(|t| drops_for_inode(&t, inode)))
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|p| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| drops_for_inode(&t, inode))
+    })
 }
 
 /// Ask for a receive buffer that absorbs bursts (as root beyond rmem_max).
@@ -112,7 +127,13 @@ pub fn grow_receive_buffer(sock: &UdpSocket, bytes: i32) {
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: setsockopt on a socket we own, with a correctly sized int.
         let rc = unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, opt, &bytes as *const i32 as *const libc::c_void, 4)
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &bytes as *const i32 as *const libc::c_void,
+                4,
+            )
         };
         if rc == 0 {
             return;
@@ -123,7 +144,11 @@ pub fn grow_receive_buffer(sock: &UdpSocket, bytes: i32) {
 
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
     let sock = UdpSocket::bind(addr).map_err(|e| {
-        let hint = if e.kind() == ErrorKind::AddrInUse { " (another listener, or an agent, owns it)" } else { "" };
+        let hint = if e.kind() == ErrorKind::AddrInUse {
+            " (another listener, or an agent, owns it)"
+        } else {
+            ""
+        };
         Error::usage(format!("binding UDP {addr}: {e}{hint}"))
     })?;
     grow_receive_buffer(&sock, 8 << 20);
@@ -133,10 +158,17 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
 pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
     let mut devices = Vec::new();
     for d in &a.device {
-        devices.push(d.parse::<IpAddr>().map_err(|_| Error::usage(format!("invalid --device {d:?}: expected an IP address")))?);
+        devices.push(d.parse::<IpAddr>().map_err(|_| {
+            Error::usage(format!("invalid --device {d:?}: expected an IP address"))
+        })?);
     }
     let mut l = Listener {
-        filter: Filter { alarms: a.alarm.clone(), descriptions: a.description.clone(), devices, from: a.from.clone() },
+        filter: Filter {
+            alarms: a.alarm.clone(),
+            descriptions: a.description.clone(),
+            devices,
+            from: a.from.clone(),
+        },
         quiet_unparsed: a.quiet_unparsed,
         counts: Counts::default(),
     };
@@ -144,9 +176,16 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
     let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
     let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Error::failed(format!("signals: {e}")))?;
-    poll.registry().register(&mut sock, SOCKET, Interest::READABLE).map_err(|e| Error::failed(e.to_string()))?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(|e| Error::failed(e.to_string()))?;
-    log::info!("listening for syslog on {}", sock.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    poll.registry()
+        .register(&mut sock, SOCKET, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    log::info!(
+        "listening for syslog on {}",
+        sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
 
     let started = Instant::now();
     let deadline = a.timeout.map(|t| started + t);
@@ -165,11 +204,7 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
         }
         for ev in events.iter() {
             match ev.token() {
-                SIGNALS => {
-                    if signals.pending().next().is_some() {
-                        break 'outer "signal";
-                    }
-                }
+                SIGNALS if signals.pending().next().is_some() => break 'outer "signal",
                 SOCKET => loop {
                     match sock.recv_from(&mut buf) {
                         Ok((n, from)) => {
@@ -235,8 +270,21 @@ mod tests {
     #[test]
     fn filters_and_counts() {
         let from: SocketAddr = "10.9.9.9:514".parse().unwrap();
-        let mut l = listener(&["connection alarm"], &["CONNECTION LOST"], &["10.0.0.1"], &["10.9.0.0/16"]);
-        let Some(Event::Alarm { device, connection_lost, syslog_severity, raw, sender, .. }) = l.datagram(LOST, from) else {
+        let mut l = listener(
+            &["connection alarm"],
+            &["CONNECTION LOST"],
+            &["10.0.0.1"],
+            &["10.9.0.0/16"],
+        );
+        let Some(Event::Alarm {
+            device,
+            connection_lost,
+            syslog_severity,
+            raw,
+            sender,
+            ..
+        }) = l.datagram(LOST, from)
+        else {
             panic!()
         };
         assert_eq!(device.as_deref(), Some("10.0.0.1"));
@@ -249,8 +297,20 @@ mod tests {
         assert!(l.datagram(other, from).is_none());
         assert!(l.datagram(b"New Alarm - Connection Alarm, Clear, Description:Connection established, IP Address:10.0.0.1", from).is_none());
         assert!(l.datagram(LOST, "192.0.2.1:514".parse().unwrap()).is_none());
-        assert!(matches!(l.datagram(b"garbage \xff", from), Some(Event::SyslogUnparsed { .. })));
-        assert_eq!(l.counts, Counts { received: 4, matched: 1, filtered: 2, unparsed: 1, refused: 1 });
+        assert!(matches!(
+            l.datagram(b"garbage \xff", from),
+            Some(Event::SyslogUnparsed { .. })
+        ));
+        assert_eq!(
+            l.counts,
+            Counts {
+                received: 4,
+                matched: 1,
+                filtered: 2,
+                unparsed: 1,
+                refused: 1
+            }
+        );
         l.quiet_unparsed = true;
         assert!(l.datagram(b"more garbage", from).is_none());
         assert_eq!(l.counts.unparsed, 2);
@@ -278,8 +338,27 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let pieces: &[&[u8]] = &[b"<", b">", b"13", b"1 ", b"New Alarm - ", b"Title: ", b", received from ", b" with Severity ",
-            b". Description:", b",", b":", b"IP Address:", b"\0", b"\xff", b"[", b"]", b"\\", b"Jun 22 16:16:05 ", b" "];
+        let pieces: &[&[u8]] = &[
+            b"<",
+            b">",
+            b"13",
+            b"1 ",
+            b"New Alarm - ",
+            b"Title: ",
+            b", received from ",
+            b" with Severity ",
+            b". Description:",
+            b",",
+            b":",
+            b"IP Address:",
+            b"\0",
+            b"\xff",
+            b"[",
+            b"]",
+            b"\\",
+            b"Jun 22 16:16:05 ",
+            b" ",
+        ];
         for _ in 0..100_000 {
             let mut d = Vec::new();
             for _ in 0..(next() % 12) {

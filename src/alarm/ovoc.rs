@@ -26,7 +26,16 @@ pub struct Alarm {
     pub extra: BTreeMap<String, String>,
 }
 
-const SEVERITY_WORDS: &[&str] = &["critical", "major", "minor", "warning", "indeterminate", "clear", "cleared", "info"];
+const SEVERITY_WORDS: &[&str] = &[
+    "critical",
+    "major",
+    "minor",
+    "warning",
+    "indeterminate",
+    "clear",
+    "cleared",
+    "info",
+];
 
 fn opt(s: &str) -> Option<String> {
     let t = s.trim();
@@ -40,13 +49,18 @@ fn key_of(token: &str) -> Option<(&str, &str)> {
     let ok = !k.is_empty()
         && k.len() <= 40
         && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '_' || c == '-');
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '_' || c == '-');
     ok.then_some((k, v))
 }
 
 impl Alarm {
     fn set(&mut self, key: &str, value: &str) {
-        let norm: String = key.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+        let norm: String = key
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
         let v = opt(value);
         let slot = match norm.as_str() {
             "source" => &mut self.source,
@@ -60,7 +74,8 @@ impl Alarm {
             "devicedescription" => &mut self.device_description,
             "severity" => &mut self.severity,
             _ => {
-                self.extra.insert(key.trim().to_string(), value.trim().to_string());
+                self.extra
+                    .insert(key.trim().to_string(), value.trim().to_string());
                 return;
             }
         };
@@ -71,7 +86,10 @@ impl Alarm {
     /// case-insensitive, spaces trimmed.
     pub fn is_connection_lost(&self) -> bool {
         self.name.trim().eq_ignore_ascii_case("Connection Alarm")
-            && self.description.as_deref().is_some_and(|d| d.trim().eq_ignore_ascii_case("Connection Lost"))
+            && self
+                .description
+                .as_deref()
+                .is_some_and(|d| d.trim().eq_ignore_ascii_case("Connection Lost"))
     }
 }
 
@@ -90,7 +108,10 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
 }
 
 fn new_alarm(body: &str) -> Alarm {
-    let mut a = Alarm { wording: "new-alarm", ..Alarm::default() };
+    let mut a = Alarm {
+        wording: "new-alarm",
+        ..Alarm::default()
+    };
     let mut tokens = body.split(',');
     a.name = tokens.next().unwrap_or("").trim().to_string();
     // (key, value) in arrival order; tokens without a key continue the previous value.
@@ -98,7 +119,10 @@ fn new_alarm(body: &str) -> Alarm {
     for tok in tokens {
         match key_of(tok) {
             Some((k, v)) => fields.push((k.to_string(), v.to_string())),
-            None if a.severity.is_none() && fields.is_empty() && SEVERITY_WORDS.contains(&tok.trim().to_ascii_lowercase().as_str()) => {
+            None if a.severity.is_none()
+                && fields.is_empty()
+                && SEVERITY_WORDS.contains(&tok.trim().to_ascii_lowercase().as_str()) =>
+            {
                 a.severity = opt(tok)
             }
             None => match fields.last_mut() {
@@ -108,7 +132,10 @@ fn new_alarm(body: &str) -> Alarm {
                 }
                 None if a.severity.is_none() => a.severity = opt(tok),
                 None => {
-                    a.extra.insert(format!("field{}", a.extra.len() + 1), tok.trim().to_string());
+                    a.extra.insert(
+                        format!("field{}", a.extra.len() + 1),
+                        tok.trim().to_string(),
+                    );
                 }
             },
         }
@@ -120,7 +147,10 @@ fn new_alarm(body: &str) -> Alarm {
 }
 
 fn template(body: &str) -> Option<Alarm> {
-    let mut a = Alarm { wording: "template", ..Alarm::default() };
+    let mut a = Alarm {
+        wording: "template",
+        ..Alarm::default()
+    };
     let lower = body.to_ascii_lowercase();
     let rf = lower.find(", received from ")?;
     let title = body[..rf].trim();
@@ -162,6 +192,7 @@ fn template(body: &str) -> Option<Alarm> {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
@@ -236,7 +267,12 @@ mod tests {
 
     #[test]
     fn not_an_alarm() {
-        for m in ["", "hello", "200 OK 10.0.0.1 CAPTURE", "Title: no structure here"] {
+        for m in [
+            "",
+            "hello",
+            "200 OK 10.0.0.1 CAPTURE",
+            "Title: no structure here",
+        ] {
             assert_eq!(parse(m), None, "{m}");
         }
     }

@@ -14,13 +14,17 @@ pub struct Frame {
     pub msg: String,
 }
 
-pub const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+pub const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
 
 pub fn severity_name(s: u8) -> &'static str {
     SEVERITIES.get(s as usize).copied().unwrap_or("unknown")
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// The text of a datagram: trailing NULs and line ends dropped, invalid UTF-8 replaced.
 pub fn text(datagram: &[u8]) -> String {
@@ -32,8 +36,12 @@ pub fn text(datagram: &[u8]) -> String {
 }
 
 fn take_pri(s: &str) -> (Option<u8>, &str) {
-    let Some(rest) = s.strip_prefix('<') else { return (None, s) };
-    let Some(close) = rest.find('>') else { return (None, s) };
+    let Some(rest) = s.strip_prefix('<') else {
+        return (None, s);
+    };
+    let Some(close) = rest.find('>') else {
+        return (None, s);
+    };
     let digits = &rest[..close];
     if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return (None, s);
@@ -91,7 +99,12 @@ fn rfc5424(rest: &str) -> Option<(String, String, String, String)> {
     let (_msgid, rest) = split_token(rest);
     let msg = skip_sd(rest)?;
     let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
-    Some((ts.to_string(), host.to_string(), app.to_string(), msg.to_string()))
+    Some((
+        ts.to_string(),
+        host.to_string(),
+        app.to_string(),
+        msg.to_string(),
+    ))
 }
 
 /// `Mmm dd hh:mm:ss` (day space-padded) at the start.
@@ -164,6 +177,7 @@ pub fn parse(datagram: &[u8]) -> Frame {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 

@@ -36,7 +36,14 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(agent: ureq::Agent, device: &str, port: u16, user: &str, password: &Secret, retries: u32) -> Client {
+    pub fn new(
+        agent: ureq::Agent,
+        device: &str,
+        port: u16,
+        user: &str,
+        password: &Secret,
+        retries: u32,
+    ) -> Client {
         let auth = Secret::new(format!(
             "Basic {}",
             crate::util::base64(format!("{user}:{}", password.expose()).as_bytes())
@@ -62,19 +69,32 @@ impl Client {
         self.requests.set(self.requests.get() + 1);
         let url = format!("{}{path}", self.base);
         let res = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", self.auth.expose()).call(),
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", self.auth.expose())
+                .call(),
             (_, Some((ct, b))) => self
                 .agent
                 .put(&url)
                 .header("Authorization", self.auth.expose())
                 .header("Content-Type", ct)
                 .send(b),
-            (_, None) => self.agent.put(&url).header("Authorization", self.auth.expose()).send_empty(),
+            (_, None) => self
+                .agent
+                .put(&url)
+                .header("Authorization", self.auth.expose())
+                .send_empty(),
         };
         match res {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let text = resp.body_mut().with_config().limit(4 << 20).read_to_string().unwrap_or_default();
+                let text = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(4 << 20)
+                    .read_to_string()
+                    .unwrap_or_default();
                 Attempt::Done(status, text)
             }
             Err(e) => classify(e),
@@ -82,7 +102,12 @@ impl Client {
     }
 
     /// One request with the retry policy; Ok is any final HTTP status with its body.
-    fn call(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<(u16, String), String> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, String), String> {
         let mut last = String::new();
         for attempt in 0..=self.retries {
             match self.once(method, path, body) {
@@ -90,7 +115,9 @@ impl Client {
                     last = format!("HTTP {s} {}", Reply::parse(&text).text());
                 }
                 Attempt::Done(s, text) => return Ok((s, text)),
-                Attempt::Fatal(e) => return Err(format!("{method} {path} on {}: {e}", self.device)),
+                Attempt::Fatal(e) => {
+                    return Err(format!("{method} {path} on {}: {e}", self.device))
+                }
                 Attempt::Retry(e) => last = e,
             }
             if attempt < self.retries {
@@ -98,7 +125,11 @@ impl Client {
                 std::thread::sleep(backoff(self.backoff, attempt));
             }
         }
-        Err(format!("{method} {path} on {}: {last} (gave up after {} attempts)", self.device, self.retries + 1))
+        Err(format!(
+            "{method} {path} on {}: {last} (gave up after {} attempts)",
+            self.device,
+            self.retries + 1
+        ))
     }
 
     fn denied(&self, status: u16, path: &str, text: &str) -> String {
@@ -120,10 +151,14 @@ impl Client {
         if code != 200 {
             return Err(self.denied(code, "/status", &text));
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: /status is not JSON: {e}", self.device))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: /status is not JSON: {e}", self.device))?;
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        Ok(Status { product_type: s("productType"), version: s("versionID"), serial: s("serialNumber") })
+        Ok(Status {
+            product_type: s("productType"),
+            version: s("versionID"),
+            serial: s("serialNumber"),
+        })
     }
 
     /// Run a CLI script; Ok is the device's output (possibly empty).
@@ -135,12 +170,24 @@ impl Client {
         let reply = Reply::parse(&text);
         match code {
             200 | 201 | 204 => match reply.failed_status() {
-                Some(st) => Err(format!("{}: CLI script failed: status {st:?}: {}", self.device, reply.text())),
+                Some(st) => Err(format!(
+                    "{}: CLI script failed: status {st:?}: {}",
+                    self.device,
+                    reply.text()
+                )),
                 None => Ok(reply.output.unwrap_or_default()),
             },
-            400 => Err(format!("{}: CLI script rejected (HTTP 400): {}", self.device, reply.text())),
+            400 => Err(format!(
+                "{}: CLI script rejected (HTTP 400): {}",
+                self.device,
+                reply.text()
+            )),
             401 | 403 => Err(self.denied(code, path, &text)),
-            _ => Err(format!("{}: CLI script: HTTP {code}: {}", self.device, reply.text())),
+            _ => Err(format!(
+                "{}: CLI script: HTTP {code}: {}",
+                self.device,
+                reply.text()
+            )),
         }
     }
 
@@ -168,7 +215,10 @@ impl Client {
 
 fn classify(e: ureq::Error) -> Attempt {
     if let ureq::Error::Io(io) = &e {
-        if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        if let Some(tls) = io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
             return Attempt::Fatal(format!("TLS: {tls}"));
         }
     }
@@ -182,7 +232,9 @@ fn classify(e: ureq::Error) -> Attempt {
 
 /// 250 ms, 500 ms, 1 s, ... capped at 8 s, plus up to 50% jitter so a fleet does not retry in step.
 fn backoff(base: Duration, attempt: u32) -> Duration {
-    let d = base.saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
+    let d = base
+        .saturating_mul(1 << attempt.min(5))
+        .min(Duration::from_secs(8));
     d + d.mul_f64((crate::util::random_u64() % 1000) as f64 / 2000.0)
 }
 
@@ -193,7 +245,12 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let b = Duration::from_millis(250);
-        for (attempt, lo, hi) in [(0, 250, 375), (1, 500, 750), (3, 2000, 3000), (10, 8000, 12000)] {
+        for (attempt, lo, hi) in [
+            (0, 250, 375),
+            (1, 500, 750),
+            (3, 2000, 3000),
+            (10, 8000, 12000),
+        ] {
             let d = backoff(b, attempt).as_millis();
             assert!((lo..=hi).contains(&d), "attempt {attempt}: {d}");
         }

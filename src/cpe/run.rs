@@ -39,15 +39,30 @@ pub struct Context {
 
 impl Context {
     pub fn client(&self, t: &Target) -> Client {
-        let agent = self.agents.get(&t.trust).cloned().expect("an agent per trust is built at resolve time");
-        Client::new(agent, &t.device, t.rest_port, &t.username, &self.password, self.retries)
+        let agent = self
+            .agents
+            .get(&t.trust)
+            .cloned()
+            .expect("an agent per trust is built at resolve time");
+        Client::new(
+            agent,
+            &t.device,
+            t.rest_port,
+            &t.username,
+            &self.password,
+            self.retries,
+        )
     }
 }
 
 /// Targets and context from the command line, the inventory, the environment and the terminal.
 pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
-    let cli_trust = Trust::from_args(a.tls.ca_cert.as_deref(), a.tls.pin_sha256.as_deref(), a.tls.insecure)
-        .map_err(Error::usage)?;
+    let cli_trust = Trust::from_args(
+        a.tls.ca_cert.as_deref(),
+        a.tls.pin_sha256.as_deref(),
+        a.tls.insecure,
+    )
+    .map_err(Error::usage)?;
     for i in &a.interface {
         crate::inventory::validate_interface(i).map_err(Error::usage)?;
     }
@@ -55,17 +70,24 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::usage(format!("reading inventory {}: {e}", path.display())))?;
-            let entries = crate::inventory::parse(&text).map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+            let entries = crate::inventory::parse(&text)
+                .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
                 let trust = match &e.pin_sha256 {
-                    Some(p) if !a.tls.insecure => Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?),
+                    Some(p) if !a.tls.insecure => {
+                        Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?)
+                    }
                     _ => cli_trust.clone(),
                 };
                 out.push(Target {
                     device: e.device,
                     device_type: a.device_type.or(e.device_type),
-                    interfaces: if a.interface.is_empty() { e.interfaces } else { a.interface.clone() },
+                    interfaces: if a.interface.is_empty() {
+                        e.interfaces
+                    } else {
+                        a.interface.clone()
+                    },
                     username: e.username.unwrap_or_else(|| a.username.clone()),
                     rest_port: e.rest_port.unwrap_or(a.rest_port),
                     ssh_port: e.ssh_port.unwrap_or(a.ssh_port),
@@ -97,7 +119,8 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
     // Check what can be checked before touching any device.
     for t in &targets {
         if let Some(ty) = t.device_type {
-            script::capture_interfaces(ty, &t.interfaces).map_err(|e| Error::usage(format!("{}: {e}", t.device)))?;
+            script::capture_interfaces(ty, &t.interfaces)
+                .map_err(|e| Error::usage(format!("{}: {e}", t.device)))?;
         }
     }
     if a.tls.insecure {
@@ -116,7 +139,15 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
         env: "TC_CPE_PASSWORD",
         file_flag: "--password-file",
     })?;
-    Ok((targets, Context { password, retries: a.retries, timeout: a.timeout, agents }))
+    Ok((
+        targets,
+        Context {
+            password,
+            retries: a.retries,
+            timeout: a.timeout,
+            agents,
+        },
+    ))
 }
 
 /// The device type: as configured, else from `productType`.
@@ -125,7 +156,9 @@ fn device_type(c: &Client, t: &Target) -> std::result::Result<DeviceType, String
         Some(ty) => Ok(ty),
         None => {
             let st = c.status()?;
-            Ok(script::detect_type(st.product_type.as_deref().unwrap_or_default()))
+            Ok(script::detect_type(
+                st.product_type.as_deref().unwrap_or_default(),
+            ))
         }
     }
 }
@@ -140,7 +173,11 @@ pub fn start(ctx: &Context, t: &Target, snmp: Option<&Snmp>) -> std::result::Res
     let c = ctx.client(t);
     let ty = device_type(&c, t)?;
     let interfaces = script::capture_interfaces(ty, &t.interfaces)?;
-    let user = snmp.map(|s| SnmpUser { name: &s.name, auth_key: &s.auth, priv_key: &s.privk });
+    let user = snmp.map(|s| SnmpUser {
+        name: &s.name,
+        auth_key: &s.auth,
+        priv_key: &s.privk,
+    });
     c.cli(&script::start_script(ty, &interfaces, user.as_ref()))?;
     c.confirm(ty, true)?;
     Ok(Event::CpeCaptureStarted {
@@ -157,13 +194,19 @@ pub fn stop(ctx: &Context, t: &Target) -> std::result::Result<Event, String> {
     let ty = device_type(&c, t)?;
     c.cli(&script::stop_script(ty))?;
     c.confirm(ty, false)?;
-    Ok(Event::CpeCaptureStopped { device: t.device.clone(), device_type: ty.as_str().into(), requests: c.requests() })
+    Ok(Event::CpeCaptureStopped {
+        device: t.device.clone(),
+        device_type: ty.as_str().into(),
+        requests: c.requests(),
+    })
 }
 
 pub fn status(ctx: &Context, t: &Target) -> std::result::Result<Event, String> {
     let c = ctx.client(t);
     let st = c.status()?;
-    let ty = t.device_type.unwrap_or_else(|| script::detect_type(st.product_type.as_deref().unwrap_or_default()));
+    let ty = t
+        .device_type
+        .unwrap_or_else(|| script::detect_type(st.product_type.as_deref().unwrap_or_default()));
     let out = c.cli(&script::show_script(ty))?;
     let active = script::parse_show(&out)
         .ok_or_else(|| format!("{}: unexpected show output {:?}", t.device, out.trim()))?;
@@ -185,7 +228,10 @@ pub struct FetchOpts {
 }
 
 pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Event, String> {
-    let remote = o.remote.clone().unwrap_or_else(|| sftp::DEFAULT_REMOTE.to_string());
+    let remote = o
+        .remote
+        .clone()
+        .unwrap_or_else(|| sftp::DEFAULT_REMOTE.to_string());
     let f = sftp::fetch(&sftp::Spec {
         device: &t.device,
         port: t.ssh_port,
@@ -210,7 +256,10 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
 }
 
 fn default_known_hosts() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")).join(".ssh/known_hosts")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".ssh/known_hosts")
 }
 
 enum Op {
@@ -228,12 +277,17 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
                 Some(name) => {
                     script::validate_snmp_user(&name).map_err(Error::usage)?;
                     let key = |var: &str| -> Result<Secret> {
-                        let k = secret::from_env(var)
-                            .ok_or_else(|| Error::usage(format!("--snmp-user needs {var} in the environment")))?;
+                        let k = secret::from_env(var).ok_or_else(|| {
+                            Error::usage(format!("--snmp-user needs {var} in the environment"))
+                        })?;
                         script::validate_snmp_key(var, &k).map_err(Error::usage)?;
                         Ok(k)
                     };
-                    Some(Snmp { name, auth: key("TC_SNMP_AUTH_KEY")?, privk: key("TC_SNMP_PRIV_KEY")? })
+                    Some(Snmp {
+                        name,
+                        auth: key("TC_SNMP_AUTH_KEY")?,
+                        privk: key("TC_SNMP_PRIV_KEY")?,
+                    })
                 }
             };
             ("start", s.target, Op::Start(snmp))
@@ -249,7 +303,9 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
             };
             if let Some(r) = &o.remote {
                 if !r.starts_with('/') || r.contains('\0') {
-                    return Err(Error::usage(format!("invalid --remote-path {r:?}: expected an absolute path")));
+                    return Err(Error::usage(format!(
+                        "invalid --remote-path {r:?}: expected an absolute path"
+                    )));
                 }
             }
             ("fetch", f.target, Op::Fetch(o))
@@ -266,7 +322,15 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
         move |t: Target| {
             let (ctx, op, halt) = &*shared;
             if halt.load(Ordering::Relaxed) {
-                return Err(Event::CpeError { device: t.device, op: name.into(), error: "not attempted: interrupted".into() });
+                let error = "not attempted: interrupted".to_string();
+                return (
+                    false,
+                    Event::CpeError {
+                        device: t.device,
+                        op: name.into(),
+                        error,
+                    },
+                );
             }
             let res = match op {
                 Op::Start(snmp) => start(ctx, &t, snmp.as_ref()),
@@ -274,21 +338,41 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
                 Op::Status => status(ctx, &t),
                 Op::Fetch(o) => fetch(ctx, &t, o),
             };
-            res.map_err(|error| Event::CpeError { device: t.device.clone(), op: name.into(), error })
-        },
-        |r| {
-            match &r {
-                Ok(_) => ok += 1,
-                Err(_) => failed += 1,
+            match res {
+                Ok(ev) => (true, ev),
+                Err(error) => (
+                    false,
+                    Event::CpeError {
+                        device: t.device.clone(),
+                        op: name.into(),
+                        error,
+                    },
+                ),
             }
-            emit(&r.unwrap_or_else(|e| e));
+        },
+        |(success, ev)| {
+            if success {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            emit(&ev);
         },
     );
-    emit(&Event::Summary { command: format!("cpe {name}"), ok, failed, seconds: started.elapsed().as_secs_f64() });
+    emit(&Event::Summary {
+        command: format!("cpe {name}"),
+        ok,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    });
     if interrupted.load(Ordering::Relaxed) {
         return Err(Error::interrupted());
     }
-    Ok(if failed == 0 { ExitCode::Ok } else { ExitCode::Failed })
+    Ok(if failed == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }
 
 /// SIGINT/SIGTERM: finish the devices in flight, start no new ones, exit 130; a second signal

@@ -38,11 +38,18 @@ pub struct SnmpUser<'a> {
 }
 
 pub fn validate_snmp_user(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid SNMPv3 user name {:?}: 1-32 letters, digits, '_' or '-'", name.escape_debug().to_string()))
+        Err(format!(
+            "invalid SNMPv3 user name {:?}: 1-32 letters, digits, '_' or '-'",
+            name.escape_debug().to_string()
+        ))
     }
 }
 
@@ -51,7 +58,9 @@ pub fn validate_snmp_user(name: &str) -> Result<(), String> {
 pub fn validate_snmp_key(var: &str, key: &Secret) -> Result<(), String> {
     let k = key.expose();
     if k.len() < 8 || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{var}: an SNMPv3 key must be 8-64 printable characters without spaces"));
+        return Err(format!(
+            "{var}: an SNMPv3 key must be 8-64 printable characters without spaces"
+        ));
     }
     Ok(())
 }
@@ -110,21 +119,34 @@ pub struct Reply {
 
 impl Reply {
     pub fn parse(body: &str) -> Reply {
-        let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(body) else {
+        let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(body)
+        else {
             let text = body.trim();
-            return Reply { description: (!text.is_empty()).then(|| truncate(text, 300)), ..Reply::default() };
+            return Reply {
+                description: (!text.is_empty()).then(|| truncate(text, 300)),
+                ..Reply::default()
+            };
         };
         let s = |k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        Reply { status: s("status"), description: s("description"), output: s("output") }
+        Reply {
+            status: s("status"),
+            description: s("description"),
+            output: s("output"),
+        }
     }
 
     /// A 200 whose `status`, when present, is not "success" is still a failure.
     pub fn failed_status(&self) -> Option<&str> {
-        self.status.as_deref().filter(|s| !s.trim().eq_ignore_ascii_case("success"))
+        self.status
+            .as_deref()
+            .filter(|s| !s.trim().eq_ignore_ascii_case("success"))
     }
 
     pub fn text(&self) -> String {
-        self.description.clone().or_else(|| self.status.clone()).unwrap_or_else(|| "no description".into())
+        self.description
+            .clone()
+            .or_else(|| self.status.clone())
+            .unwrap_or_else(|| "no description".into())
     }
 }
 
@@ -154,10 +176,14 @@ pub fn multipart(script: &str, boundary: &str) -> (String, Vec<u8>) {
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cli.txt\"\r\n\
          Content-Type: application/octet-stream\r\n\r\n{script}\r\n--{boundary}--\r\n"
     );
-    (format!("multipart/form-data; boundary={boundary}"), body.into_bytes())
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+    )
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
@@ -173,14 +199,27 @@ mod tests {
             start_script(DeviceType::Gwsbc, &["eth-lan".into()], None),
             "debug capture voip physical stop\ndebug capture voip physical eth-lan\ndebug capture voip physical start\n"
         );
-        assert_eq!(stop_script(DeviceType::Gwsbc), "debug capture voip physical stop\n");
-        assert_eq!(show_script(DeviceType::Msbr), "debug capture data physical show\n");
+        assert_eq!(
+            stop_script(DeviceType::Gwsbc),
+            "debug capture voip physical stop\n"
+        );
+        assert_eq!(
+            show_script(DeviceType::Msbr),
+            "debug capture data physical show\n"
+        );
     }
 
     #[test]
     fn snmp_block_precedes_capture() {
-        let (a, p) = (Secret::new("authkey123".into()), Secret::new("privkey456".into()));
-        let u = SnmpUser { name: "CaptureScript", auth_key: &a, priv_key: &p };
+        let (a, p) = (
+            Secret::new("authkey123".into()),
+            Secret::new("privkey456".into()),
+        );
+        let u = SnmpUser {
+            name: "CaptureScript",
+            auth_key: &a,
+            priv_key: &p,
+        };
         let s = start_script(DeviceType::Msbr, &["eth-lan".into()], Some(&u));
         assert!(s.starts_with("configure system\n no snmp v3-users where username CaptureScript\n"));
         assert!(s.contains("  auth-key authkey123\n  priv-key privkey456\n exit\nexit\nwrite\ndebug capture data physical stop\n"));
@@ -191,15 +230,25 @@ mod tests {
         let t: &[(DeviceType, &[&str], Result<&[&str], &str>)] = &[
             (DeviceType::Msbr, &["eth-wan"], Ok(&["eth-wan"])),
             (DeviceType::Msbr, &[], Err("at least one interface")),
-            (DeviceType::Msbr, &["wifi"], Err("unknown MSBR interface \"wifi\"")),
+            (
+                DeviceType::Msbr,
+                &["wifi"],
+                Err("unknown MSBR interface \"wifi\""),
+            ),
             (DeviceType::Gwsbc, &[], Ok(&["eth-lan"])),
             (DeviceType::Gwsbc, &["eth-lan"], Ok(&["eth-lan"])),
-            (DeviceType::Gwsbc, &["eth-wan"], Err("eth-lan only, not \"eth-wan\"")),
+            (
+                DeviceType::Gwsbc,
+                &["eth-wan"],
+                Err("eth-lan only, not \"eth-wan\""),
+            ),
         ];
         for (ty, chosen, want) in t {
             let chosen: Vec<String> = chosen.iter().map(|s| s.to_string()).collect();
             match (capture_interfaces(*ty, &chosen), want) {
-                (Ok(got), Ok(w)) => assert_eq!(got, w.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                (Ok(got), Ok(w)) => {
+                    assert_eq!(got, w.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                }
                 (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
                 (got, w) => panic!("{ty:?} {chosen:?}: {got:?} vs {w:?}"),
             }
@@ -211,7 +260,8 @@ mod tests {
         assert!(validate_snmp_user("CaptureScript").is_ok());
         assert!(validate_snmp_user("x y").is_err());
         for bad in ["short", "has space1", "new\nline1", &"k".repeat(65)] {
-            let e = validate_snmp_key("TC_SNMP_AUTH_KEY", &Secret::new(bad.to_string())).unwrap_err();
+            let e =
+                validate_snmp_key("TC_SNMP_AUTH_KEY", &Secret::new(bad.to_string())).unwrap_err();
             assert!(!e.contains(bad), "{e}");
             assert!(e.contains("TC_SNMP_AUTH_KEY"));
         }
@@ -237,20 +287,49 @@ mod tests {
         let t: &[(&str, Reply)] = &[
             (
                 r#"{"description":"CLI script applied","output":"x"}"#,
-                Reply { status: None, description: Some("CLI script applied".into()), output: Some("x".into()) },
+                Reply {
+                    status: None,
+                    description: Some("CLI script applied".into()),
+                    output: Some("x".into()),
+                },
             ),
-            (r#"{"status":"Success","output":"y"}"#, Reply { status: Some("Success".into()), description: None, output: Some("y".into()) }),
+            (
+                r#"{"status":"Success","output":"y"}"#,
+                Reply {
+                    status: Some("Success".into()),
+                    description: None,
+                    output: Some("y".into()),
+                },
+            ),
             ("{}", Reply::default()),
-            ("not json", Reply { description: Some("not json".into()), ..Reply::default() }),
+            (
+                "not json",
+                Reply {
+                    description: Some("not json".into()),
+                    ..Reply::default()
+                },
+            ),
             ("", Reply::default()),
-            (r#"["a"]"#, Reply { description: Some("[\"a\"]".into()), ..Reply::default() }),
+            (
+                r#"["a"]"#,
+                Reply {
+                    description: Some("[\"a\"]".into()),
+                    ..Reply::default()
+                },
+            ),
             (r#"{"output": 5}"#, Reply::default()),
         ];
         for (body, want) in t {
             assert_eq!(&Reply::parse(body), want, "{body}");
         }
-        assert_eq!(Reply::parse(r#"{"status":"success"}"#).failed_status(), None);
-        assert_eq!(Reply::parse(r#"{"status":"failure"}"#).failed_status(), Some("failure"));
+        assert_eq!(
+            Reply::parse(r#"{"status":"success"}"#).failed_status(),
+            None
+        );
+        assert_eq!(
+            Reply::parse(r#"{"status":"failure"}"#).failed_status(),
+            Some("failure")
+        );
         assert_eq!(Reply::parse("{}").failed_status(), None);
     }
 
@@ -267,7 +346,9 @@ mod tests {
         let (ct, body) = multipart("show\n", "b0undary");
         assert_eq!(ct, "multipart/form-data; boundary=b0undary");
         let body = String::from_utf8(body).unwrap();
-        assert!(body.starts_with("--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cli.txt\"\r\n"));
+        assert!(body.starts_with(
+            "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cli.txt\"\r\n"
+        ));
         assert!(body.ends_with("show\n\r\n--b0undary--\r\n"));
     }
 }

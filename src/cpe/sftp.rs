@@ -56,16 +56,21 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
     let final_path = spec.out_dir.join(local_name(spec.device, Utc::now()));
     let part = spec.out_dir.join(format!(
         ".{}.part",
-        final_path.file_name().and_then(|n| n.to_str()).unwrap_or("capture")
+        final_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("capture")
     ));
-    std::fs::create_dir_all(spec.out_dir).map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
+    std::fs::create_dir_all(spec.out_dir)
+        .map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
     let mut last = String::new();
     for attempt in 1..=spec.retries + 1 {
         match attempt_once(spec, &part) {
             Ok((bytes, sha256)) => {
                 // A hard link refuses to replace an existing file; rename would clobber it.
-                std::fs::hard_link(&part, &final_path)
-                    .map_err(|e| format!("{}: keeping {}: {e}", spec.device, final_path.display()))?;
+                std::fs::hard_link(&part, &final_path).map_err(|e| {
+                    format!("{}: keeping {}: {e}", spec.device, final_path.display())
+                })?;
                 let _ = std::fs::remove_file(&part);
                 return Ok(Fetched {
                     path: final_path,
@@ -89,7 +94,11 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
         }
     }
     let _ = std::fs::remove_file(&part);
-    Err(format!("{}: fetch gave up after {} attempts: {last}", spec.device, spec.retries + 1))
+    Err(format!(
+        "{}: fetch gave up after {} attempts: {last}",
+        spec.device,
+        spec.retries + 1
+    ))
 }
 
 fn ssh_err(device: &str, what: &str, e: ssh2::Error) -> Failure {
@@ -115,13 +124,22 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     let mut sess = Session::new().map_err(|e| ssh_err(dev, "ssh session", e))?;
     sess.set_tcp_stream(tcp);
     sess.set_timeout(spec.timeout.as_millis().min(u32::MAX as u128) as u32);
-    sess.handshake().map_err(|e| ssh_err(dev, "ssh handshake", e))?;
-    check_host_key(&sess, dev, spec.port, spec.known_hosts, spec.accept_new).map_err(Failure::Fatal)?;
-    sess.userauth_password(spec.user, spec.password.expose()).map_err(|e| {
-        Failure::Fatal(format!("{dev}: SSH login refused for user {:?}: {}", spec.user, e.message()))
-    })?;
+    sess.handshake()
+        .map_err(|e| ssh_err(dev, "ssh handshake", e))?;
+    check_host_key(&sess, dev, spec.port, spec.known_hosts, spec.accept_new)
+        .map_err(Failure::Fatal)?;
+    sess.userauth_password(spec.user, spec.password.expose())
+        .map_err(|e| {
+            Failure::Fatal(format!(
+                "{dev}: SSH login refused for user {:?}: {}",
+                spec.user,
+                e.message()
+            ))
+        })?;
     let sftp = sess.sftp().map_err(|e| ssh_err(dev, "sftp", e))?;
-    let mut remote = sftp.open(Path::new(spec.remote)).map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
+    let mut remote = sftp
+        .open(Path::new(spec.remote))
+        .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
 
     // Resume: whatever a cut attempt left in the part file is kept and hashed again.
@@ -132,28 +150,38 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .open(part)
         .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut have = rehash(&mut local, &mut hasher).map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
+    let mut have = rehash(&mut local, &mut hasher)
+        .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
     if size.is_some_and(|s| have > s) {
-        local.set_len(0).map_err(|e| Failure::Fatal(e.to_string()))?;
+        local
+            .set_len(0)
+            .map_err(|e| Failure::Fatal(e.to_string()))?;
         hasher = ring::digest::Context::new(&ring::digest::SHA256);
         have = 0;
     }
     if have > 0 {
         log::info!("{dev}: resuming at byte {have}");
-        remote.seek(SeekFrom::Start(have)).map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
+        remote
+            .seek(SeekFrom::Start(have))
+            .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
     }
     let mut buf = vec![0u8; CHUNK];
     let mut head = Vec::with_capacity(4);
     if have >= 4 {
         let mut f = File::open(part).map_err(|e| Failure::Fatal(e.to_string()))?;
         head.resize(4, 0);
-        f.read_exact(&mut head).map_err(|e| Failure::Fatal(e.to_string()))?;
+        f.read_exact(&mut head)
+            .map_err(|e| Failure::Fatal(e.to_string()))?;
     }
     loop {
         let n = match remote.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => return Err(Failure::Retry(format!("{dev}: transfer cut at byte {have}: {e}"))),
+            Err(e) => {
+                return Err(Failure::Retry(format!(
+                    "{dev}: transfer cut at byte {have}: {e}"
+                )))
+            }
         };
         if head.len() < 4 {
             head.extend_from_slice(&buf[..n.min(4 - head.len())]);
@@ -161,25 +189,34 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
                 return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
             }
         }
-        local.write_all(&buf[..n]).map_err(|e| Failure::Fatal(format!("writing {}: {e}", part.display())))?;
+        local
+            .write_all(&buf[..n])
+            .map_err(|e| Failure::Fatal(format!("writing {}: {e}", part.display())))?;
         hasher.update(&buf[..n]);
         have += n as u64;
     }
     if let Some(s) = size {
         if have < s {
-            return Err(Failure::Retry(format!("{dev}: transfer ended at byte {have} of {s}")));
+            return Err(Failure::Retry(format!(
+                "{dev}: transfer ended at byte {have} of {s}"
+            )));
         }
     }
     if crate::pcap::capture_format(&head).is_none() {
         return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
     }
-    local.sync_all().map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
+    local
+        .sync_all()
+        .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
     let _ = sess.disconnect(None, "done", None);
     Ok((have, crate::util::hex(hasher.finish().as_ref())))
 }
 
 fn not_a_capture(dev: &str, remote: &str, head: &[u8]) -> String {
-    format!("{dev}: {remote} is not a pcap or pcapng file (starts with {}); refusing to keep it", crate::util::hex(head))
+    format!(
+        "{dev}: {remote} is not a pcap or pcapng file (starts with {}); refusing to keep it",
+        crate::util::hex(head)
+    )
 }
 
 fn rehash(f: &mut File, hasher: &mut ring::digest::Context) -> std::io::Result<u64> {
@@ -219,17 +256,30 @@ pub fn known_hosts_name(host: &str, port: u16) -> String {
 
 static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
 
-fn check_host_key(sess: &Session, dev: &str, port: u16, file: &Path, accept_new: bool) -> Result<(), String> {
-    let (key, ktype) = sess.host_key().ok_or_else(|| format!("{dev}: the server sent no host key"))?;
+fn check_host_key(
+    sess: &Session,
+    dev: &str,
+    port: u16,
+    file: &Path,
+    accept_new: bool,
+) -> Result<(), String> {
+    let (key, ktype) = sess
+        .host_key()
+        .ok_or_else(|| format!("{dev}: the server sent no host key"))?;
     let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let mut kh = sess.known_hosts().map_err(|e| format!("known_hosts: {e}"))?;
+    let mut kh = sess
+        .known_hosts()
+        .map_err(|e| format!("known_hosts: {e}"))?;
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("reading {}: {e}", file.display())),
     };
     // Line by line: one entry libssh2 cannot read (a newer key type) must not hide the others.
-    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let _ = kh.read_str(line, KnownHostFileKind::OpenSSH);
     }
     let fp = crate::util::base64(&crate::util::sha256(key));
@@ -274,11 +324,13 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(
-            local_name("192.168.200.218", Utc::from_unix_micros(1_655_914_567_565_758)),
+            local_name(
+                "192.168.200.218",
+                Utc::from_unix_micros(1_655_914_567_565_758)
+            ),
             "CPE_device_192.168.200.218_2022-06-22T16.16.07.565758.pcap"
         );
         assert_eq!(known_hosts_name("10.0.0.1", 22), "10.0.0.1");
         assert_eq!(known_hosts_name("127.0.1.1", 2222), "[127.0.1.1]:2222");
     }
 }
-

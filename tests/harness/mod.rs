@@ -1,0 +1,408 @@
+//! A small harness over the real `tc` binary: scrubbed environment, every stdout line checked
+//! against the event schema, every output checked for the secrets the tests know, and panics that
+//! show the command, status, stdout and stderr.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[path = "../../src/event.rs"]
+pub mod event;
+
+pub use event::Event;
+
+pub const TC: &str = env!("CARGO_BIN_EXE_tc");
+
+/// Secrets the tests have handed to `tc`; no output may contain any of them.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn register_secret(s: &str) {
+    SECRETS.lock().unwrap().push(s.to_string());
+}
+
+pub fn assert_no_secret(what: &str, text: &str) {
+    for s in SECRETS.lock().unwrap().iter() {
+        assert!(
+            !text.contains(s.as_str()),
+            "a secret appeared in {what}:\n{text}"
+        );
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn have(prog: &str) -> bool {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(prog).exists())
+}
+
+/// Returns why the lab cannot run here, if it cannot.
+pub fn lab_unavailable() -> Option<String> {
+    if !is_root() {
+        return Some("not root: the lab's sshd chroots need root".into());
+    }
+    for p in ["sshd", "tcpdump", "capinfos"] {
+        if !have(p) {
+            return Some(format!(
+                "{p} is not installed (apt-get install openssh-server tcpdump tshark)"
+            ));
+        }
+    }
+    None
+}
+
+macro_rules! skip_without_lab {
+    () => {
+        if let Some(why) = $crate::harness::lab_unavailable() {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+pub(crate) use skip_without_lab;
+
+pub fn tc() -> Command {
+    let mut c = Command::new(TC);
+    c.env_clear();
+    c.env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    c.env("HOME", std::env::temp_dir());
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Parse and schema-check every stdout line.
+pub fn events(stdout: &str) -> Vec<Event> {
+    stdout
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let ts = v
+                .as_object_mut()
+                .and_then(|m| m.remove("ts"))
+                .unwrap_or_else(|| panic!("no ts: {l}"));
+            assert!(
+                is_rfc3339_micros(ts.as_str().unwrap_or("")),
+                "bad ts in {l}"
+            );
+            serde_json::from_value::<Event>(v)
+                .unwrap_or_else(|e| panic!("schema violation ({e}): {l}"))
+        })
+        .collect()
+}
+
+fn is_rfc3339_micros(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub events: Vec<Event>,
+    pub desc: String,
+}
+
+impl Run {
+    pub fn dump(&self) -> String {
+        format!(
+            "{}\nexit {}\n--- stdout\n{}--- stderr\n{}",
+            self.desc, self.code, self.stdout, self.stderr
+        )
+    }
+
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "{}", self.dump());
+        self
+    }
+
+    pub fn of_type(&self, ty: &str) -> Vec<&Event> {
+        self.events.iter().filter(|e| type_name(e) == ty).collect()
+    }
+}
+
+pub fn type_name(e: &Event) -> String {
+    serde_json::to_value(e).unwrap()["type"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn run(c: Command) -> Run {
+    run_opts(c, true)
+}
+
+/// For commands whose stdout is not JSON lines (`--version`, `--help`, `generate`).
+pub fn run_text(c: Command) -> Run {
+    run_opts(c, false)
+}
+
+fn run_opts(mut c: Command, json: bool) -> Run {
+    let desc = format!("{c:?}");
+    let out: Output = c
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
+    finish(desc, out, json)
+}
+
+fn finish(desc: String, out: Output, json: bool) -> Run {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_no_secret(&format!("stdout of {desc}"), &stdout);
+    assert_no_secret(&format!("stderr of {desc}"), &stderr);
+    assert!(!stderr.contains("panicked"), "{desc} panicked:\n{stderr}");
+    let events = if json { events(&stdout) } else { Vec::new() };
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        events,
+        desc,
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A unique small number per lab in this test process (subnets, user names).
+pub fn unique() -> u32 {
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A running `tc lab up`; SIGTERM on drop, and its output goes through the same checks.
+pub struct Lab {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+    pub ready: serde_json::Value,
+    pub user: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lab {
+    pub fn up(devices: u32, extra: &[&str]) -> Lab {
+        let n = unique();
+        // Third octets 10..200, distinct per lab in this process.
+        let subnet = 10 + (n * 5) % 190;
+        let user = format!("tct{}x{n}", std::process::id() % 100000);
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = tc();
+        c.args(["lab", "up", "--dir"]).arg(dir.path());
+        c.args([
+            "--devices",
+            &devices.to_string(),
+            "--subnet",
+            &subnet.to_string(),
+            "--user",
+            &user,
+        ]);
+        c.args(extra);
+        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = c.spawn().expect("spawn tc lab up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("tc lab up printed no lab.ready line")
+            });
+        let ev = events(&first);
+        assert!(matches!(ev[0], Event::LabReady { .. }), "{first}");
+        let ready: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let env = parse_env(&std::fs::read_to_string(dir.path().join("env")).unwrap());
+        for k in ["TC_CPE_PASSWORD", "TC_LAB_MONITOR_PASSWORD"] {
+            register_secret(&env[k]);
+        }
+        Lab {
+            child: Some(child),
+            dir,
+            env,
+            ready,
+            user,
+            lines: rx,
+            seen: vec![first],
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().canonicalize().unwrap()
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.path().join("devices.csv")
+    }
+
+    /// Device addresses in inventory order.
+    pub fn devices(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.inventory()).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// The bytes the emulated device serves over SFTP.
+    pub fn capture_of(&self, device: &str) -> Vec<u8> {
+        let root = self.ready["sftp_root"].as_str().expect("lab has sftp");
+        std::fs::read(
+            Path::new(root)
+                .join(device)
+                .join("debug-capture/debug-capture-data.pcap"),
+        )
+        .unwrap()
+    }
+
+    pub fn pin_of(&self, device: &str) -> String {
+        let text = std::fs::read_to_string(self.path().join("pins")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{device} ")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no pin for {device}"))
+    }
+
+    /// `tc` with this lab's env file applied.
+    pub fn tc(&self) -> Command {
+        let mut c = tc();
+        c.envs(&self.env);
+        c
+    }
+
+    /// Lines the lab printed since the last call (waits `settle` for stragglers).
+    pub fn drain(&mut self, settle: Duration) -> Vec<String> {
+        let deadline = Instant::now() + settle;
+        let mut out = Vec::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(l);
+        }
+        assert_no_secret("lab stdout", &out.join("\n"));
+        events(&out.join("\n"));
+        self.seen.extend(out.iter().cloned());
+        out
+    }
+
+    pub fn stop(&mut self) -> Vec<String> {
+        let Some(mut child) = self.child.take() else {
+            return Vec::new();
+        };
+        signal(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(st.success(), "tc lab up exited {st:?}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tc lab up did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let rest = self.drain(Duration::from_millis(200));
+        assert!(
+            rest.iter().any(|l| l.contains("\"lab.stopped\"")),
+            "no lab.stopped: {rest:?}"
+        );
+        rest
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain syscall on a child we spawned.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').replace("'\\''", "'")))
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        });
+    String::from_utf8(out.unwrap().stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `capinfos -c` packet counts of the given files (panics if capinfos refuses one).
+pub fn capinfos_packets(files: &[PathBuf]) -> Vec<u64> {
+    let out = Command::new("capinfos")
+        .arg("-c")
+        .arg("-M")
+        .args(files)
+        .output()
+        .expect("capinfos");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "capinfos failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Number of packets:"))
+        .map(|n| n.trim().parse().unwrap())
+        .collect()
+}

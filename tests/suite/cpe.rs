@@ -1,0 +1,312 @@
+//! `tc cpe` against `tc lab up`: real sshd, real tcpdump captures, emulated REST.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn cpe(lab: &Lab, op: &str, extra: &[&str]) -> Run {
+    let mut c = lab.tc();
+    c.args(["cpe", op, "--devices"])
+        .arg(lab.inventory())
+        .args(extra);
+    run(c)
+}
+
+fn active_by_device(r: &Run) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CpeStatus { device, active, .. } => Some((device.clone(), *active)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// start -> status -> stop -> status -> fetch on every device of a lab, checking each step.
+fn full_cycle(devices: u32) {
+    let lab = Lab::up(devices, &[]);
+    let addrs = lab.devices();
+    assert_eq!(addrs.len(), devices as usize);
+
+    let r = cpe(&lab, "status", &[]).expect(0);
+    assert!(active_by_device(&r).iter().all(|(_, a)| !a), "{}", r.dump());
+
+    let r = cpe(&lab, "start", &["--jobs", "16"]).expect(0);
+    assert_eq!(
+        r.of_type("cpe.capture_started").len(),
+        addrs.len(),
+        "{}",
+        r.dump()
+    );
+    let r = cpe(&lab, "status", &[]).expect(0);
+    let st = active_by_device(&r);
+    assert_eq!(st.len(), addrs.len());
+    assert!(st.iter().all(|(_, a)| *a), "{}", r.dump());
+    for e in r.of_type("cpe.status") {
+        if let Event::CpeStatus {
+            device_type,
+            product_type,
+            serial,
+            version,
+            ..
+        } = e
+        {
+            assert!(serial.as_deref().unwrap_or("").starts_with("TCLAB"));
+            assert!(version.is_some());
+            let pt = product_type.clone().unwrap();
+            assert_eq!(
+                device_type == "msbr",
+                pt.contains("MSBR"),
+                "{pt} {device_type}"
+            );
+        }
+    }
+
+    let r = cpe(&lab, "stop", &[]).expect(0);
+    assert_eq!(
+        r.of_type("cpe.capture_stopped").len(),
+        addrs.len(),
+        "{}",
+        r.dump()
+    );
+    let r = cpe(&lab, "status", &[]).expect(0);
+    assert!(active_by_device(&r).iter().all(|(_, a)| !a), "{}", r.dump());
+
+    let out = tempfile::tempdir().unwrap();
+    let r = cpe(&lab, "fetch", &["--out", out.path().to_str().unwrap()]).expect(0);
+    let fetched = r.of_type("cpe.fetched");
+    assert_eq!(fetched.len(), addrs.len(), "{}", r.dump());
+    let mut files = Vec::new();
+    for e in fetched {
+        let Event::CpeFetched {
+            device,
+            path,
+            bytes,
+            sha256,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        let want = lab.capture_of(device);
+        let got = std::fs::read(path).unwrap();
+        assert_eq!(got.len() as u64, *bytes);
+        assert_eq!(sha256_hex(&want), *sha256, "{device}");
+        assert_eq!(sha256_hex(&got), *sha256, "{device}");
+        let name = PathBuf::from(path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            name.starts_with(&format!("CPE_device_{device}_")) && name.ends_with(".pcap"),
+            "{name}"
+        );
+        files.push(PathBuf::from(path));
+    }
+    // Only complete files are left: no temporary names.
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), addrs.len(), "{left:?}");
+    let counts = capinfos_packets(&files);
+    assert_eq!(counts.len(), files.len());
+    assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+}
+
+#[test]
+fn one_device_full_cycle() {
+    skip_without_lab!();
+    full_cycle(1);
+}
+
+#[test]
+fn fifty_devices_full_cycle() {
+    skip_without_lab!();
+    full_cycle(50);
+}
+
+#[test]
+fn wrong_password_fails_once_with_a_clear_message() {
+    skip_without_lab!();
+    let mut lab = Lab::up(2, &["--log-requests"]);
+    let mut c = lab.tc();
+    c.args(["cpe", "start", "--devices"])
+        .arg(lab.inventory())
+        .args(["--retries", "5"]);
+    c.env("TC_CPE_PASSWORD", "definitely-wrong-9");
+    register_secret("definitely-wrong-9");
+    let r = run(c).expect(1);
+    let errors = r.of_type("cpe.error");
+    assert_eq!(errors.len(), 2, "{}", r.dump());
+    for e in errors {
+        let Event::CpeError { device, error, .. } = e else {
+            unreachable!()
+        };
+        assert!(
+            error.contains("401") && error.contains(device.as_str()) && error.contains(&lab.user),
+            "{error}"
+        );
+    }
+    let lines = lab.drain(Duration::from_millis(500));
+    let requests = lines
+        .iter()
+        .filter(|l| l.contains("\"lab.request\""))
+        .count();
+    assert_eq!(requests, 2, "one request per device, no retries: {lines:?}");
+}
+
+#[test]
+fn monitor_user_cannot_start_a_capture() {
+    skip_without_lab!();
+    let lab = Lab::up(1, &[]);
+    let mut c = lab.tc();
+    c.args(["cpe", "start", "--devices"])
+        .arg(lab.inventory())
+        .args(["--username", "monitor"]);
+    c.env("TC_CPE_PASSWORD", &lab.env["TC_LAB_MONITOR_PASSWORD"]);
+    // The inventory's username column wins over --username, so use --device instead.
+    let dev = lab.devices()[0].clone();
+    let mut c2 = lab.tc();
+    c2.args([
+        "cpe",
+        "start",
+        "--device",
+        &dev,
+        "--type",
+        "msbr",
+        "--interface",
+        "eth-lan",
+        "--username",
+        "monitor",
+    ]);
+    c2.args(["--rest-port", &lab.ready["rest_port"].to_string()]);
+    c2.env("TC_CPE_PASSWORD", &lab.env["TC_LAB_MONITOR_PASSWORD"]);
+    let r = run(c2).expect(1);
+    assert!(
+        r.stdout.contains("403") && r.stdout.contains("monitor"),
+        "{}",
+        r.dump()
+    );
+    drop(c);
+}
+
+#[test]
+fn certificate_pin_is_enforced() {
+    skip_without_lab!();
+    let lab = Lab::up(2, &[]);
+    let devs = lab.devices();
+    let port = lab.ready["rest_port"].to_string();
+    let status = |dev: &str, pin: &str| {
+        let mut c = lab.tc();
+        c.env_remove("TC_CA_CERT");
+        c.args([
+            "cpe",
+            "status",
+            "--device",
+            dev,
+            "--rest-port",
+            &port,
+            "--pin-sha256",
+            pin,
+            "--retries",
+            "3",
+        ]);
+        run(c)
+    };
+    status(&devs[0], &lab.pin_of(&devs[0])).expect(0);
+    let r = status(&devs[0], &lab.pin_of(&devs[1])).expect(1);
+    assert!(r.stdout.contains("pin mismatch"), "{}", r.dump());
+    // Without the lab CA or a pin, the self-signed chain is refused.
+    let mut c = lab.tc();
+    c.env_remove("TC_CA_CERT");
+    c.args(["cpe", "status", "--device", &devs[0], "--rest-port", &port]);
+    let r = run(c).expect(1);
+    assert!(r.stdout.contains("TLS"), "{}", r.dump());
+}
+
+#[test]
+fn busy_device_is_retried() {
+    skip_without_lab!();
+    let lab = Lab::up(2, &["--busy-first", "2"]);
+    let r = cpe(&lab, "start", &[]).expect(0);
+    for e in r.of_type("cpe.capture_started") {
+        let Event::CpeCaptureStarted { requests, .. } = e else {
+            unreachable!()
+        };
+        assert!(*requests >= 4, "2 x 409, the script, a show: {}", r.dump());
+    }
+}
+
+#[test]
+fn host_keys_are_checked() {
+    skip_without_lab!();
+    let lab = Lab::up(1, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let kh = out.path().join("known_hosts");
+    let fetch = |extra: &[&str]| {
+        let mut c = lab.tc();
+        c.args(["cpe", "fetch", "--devices"])
+            .arg(lab.inventory())
+            .arg("--out")
+            .arg(out.path().join("pcaps"));
+        c.arg("--known-hosts")
+            .arg(&kh)
+            .args(["--retries", "2"])
+            .args(extra);
+        run(c)
+    };
+    // Unknown key: refused unless accepted explicitly.
+    let r = fetch(&[]).expect(1);
+    assert!(r.stdout.contains("--accept-new-host-key"), "{}", r.dump());
+    fetch(&["--accept-new-host-key"]).expect(0);
+    assert!(std::fs::read_to_string(&kh)
+        .unwrap()
+        .contains("ssh-ed25519"));
+    fetch(&[]).expect(0);
+    // A changed key is refused even with --accept-new-host-key, and nothing is written.
+    let dev = &lab.devices()[0];
+    let port = lab.ready["ssh_port"].as_u64().unwrap();
+    std::fs::write(
+        &kh,
+        format!("[{dev}]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn0bQ0tB5VNzFj0cX8sUJYv7X1nZt6rT4H0l1r6n9aL\n"),
+    )
+    .unwrap();
+    let before = std::fs::read_dir(out.path().join("pcaps")).unwrap().count();
+    let r = fetch(&["--accept-new-host-key"]).expect(1);
+    assert!(r.stdout.contains("HOST KEY CHANGED"), "{}", r.dump());
+    assert_eq!(
+        std::fs::read_dir(out.path().join("pcaps")).unwrap().count(),
+        before
+    );
+}
+
+#[test]
+fn cut_transfer_is_resumed_and_complete() {
+    skip_without_lab!();
+    let lab = Lab::up(
+        1,
+        &["--capture-bytes", "3000000", "--cut-sftp-after", "700000"],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = cpe(&lab, "fetch", &["--out", out.path().to_str().unwrap()]).expect(0);
+    let Event::CpeFetched {
+        device,
+        sha256,
+        bytes,
+        attempts,
+        ..
+    } = r.of_type("cpe.fetched")[0]
+    else {
+        unreachable!()
+    };
+    assert!(*bytes >= 3_000_000);
+    assert_eq!(*attempts, 2, "{}", r.dump());
+    assert_eq!(sha256_hex(&lab.capture_of(device)), *sha256);
+}

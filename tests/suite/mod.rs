@@ -1,0 +1,3 @@
+mod alarm;
+mod cli;
+mod cpe;
