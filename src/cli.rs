@@ -49,6 +49,18 @@ pub enum Command {
     /// Emulated CPEs for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Write the man pages and shell completions (for packaging; output is committed).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// `man` (man/*.1) or `completions` (bash, zsh, fish).
+    #[arg(value_parser = ["man", "completions"])]
+    pub what: String,
+    /// Output directory.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod cpe;
 mod emit;
 mod error;
 mod event;
+mod generate;
 mod inventory;
 mod lab;
 mod logging;
@@ -48,5 +49,6 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
         cli::Command::Cpe(cmd) => cpe::run::run(cmd),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
+        cli::Command::Generate(a) => generate::run(a),
     }
 }

@@ -123,3 +123,37 @@ fn password_file_is_read_and_never_echoed() {
     c.arg("--password-file").arg(&pw);
     run(c).expect(1);
 }
+
+/// The committed man pages and completions are exactly what the binary generates.
+#[test]
+fn man_pages_and_completions_are_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for what in ["man", "completions"] {
+        let fresh = tempfile::tempdir().unwrap();
+        let mut c = tc();
+        c.args(["generate", what]).arg(fresh.path());
+        run_text(c).expect(0);
+        let list = |d: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        let committed = root.join(what);
+        assert_eq!(
+            list(fresh.path()),
+            list(&committed),
+            "{what}: run `tc generate {what} {what}`"
+        );
+        for f in list(fresh.path()) {
+            let a = std::fs::read(fresh.path().join(&f)).unwrap();
+            let b = std::fs::read(committed.join(&f)).unwrap();
+            assert!(
+                a == b,
+                "{what}/{f} is stale: run `cargo run -- generate {what} {what}`"
+            );
+        }
+    }
+}

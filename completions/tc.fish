@@ -1,0 +1,188 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_tc_global_optspecs
+    string join \n v/verbose q/quiet h/help V/version
+end
+
+function __fish_tc_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_tc_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_tc_using_subcommand
+    set -l cmd (__fish_tc_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c tc -n "__fish_tc_needs_command" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_needs_command" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_needs_command" -s V -l version -d 'Print version'
+complete -c tc -n "__fish_tc_needs_command" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_needs_command" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l snmp-user -d 'Also (re)create this SNMPv3 user for probe traffic (keys from TC_SNMP_AUTH_KEY and TC_SNMP_PRIV_KEY; SHA-1/AES-128). Note that the device\'s `write` saves its configuration' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l out -d 'Directory for the pcaps (CPE_device_<device>_<time>.pcap)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l remote-path -d 'Remote capture file (default /debug-capture/debug-capture-data.pcap for both types)' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l known-hosts -d 'known_hosts file checked (and, with --accept-new-host-key, extended)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l accept-new-host-key -d 'Record the host key of a device never seen before (a changed key is always refused)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l listen -d 'UDP address to receive syslog on (OVOC\'s forwarding rule points here)' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l alarm -d 'Only alarms with this name, case-insensitive (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l description -d 'Only alarms with this description, case-insensitive (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l device -d 'Only alarms for this device address (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l from -d 'Accept datagrams only from these networks (repeatable); others are counted and dropped' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N matching alarms' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l timeout -d 'Exit 1 if fewer than --count (or no) alarms matched within DURATION' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l quiet-unparsed -d 'Count lines that are not alarms instead of printing them'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l dir -d 'Lab directory (inventory, env file, certificates, sshd config, capture files)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l busy-first -d 'Answer the first N cliScript requests of each device with 409 Busy' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l subnet -d 'Third octet of the first device address (127.0.<N>.1)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l rest-port -d 'REST port of every device (0 picks a free one)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l ssh-port -d 'SSH port of every device (0 picks a free one)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l capture-bytes -d 'Size of each device\'s capture file; padded with generated packets after the real ones' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l cut-sftp-after -d 'Cut each device\'s first SFTP connection after this many bytes (fault injection)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l user -d 'System user the lab creates for SFTP logins (and uses as the REST admin); removed on exit if the lab created it' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l sftp-root -d 'Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable path components such as /tmp)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l no-sftp -d 'Do not start sshd (REST only; no root needed)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l log-requests -d 'Print a lab.request line for every REST request answered'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l user -d 'The lab\'s system user to remove' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l dir -d 'Also delete this lab directory' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from alarm" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
