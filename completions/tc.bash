@@ -31,6 +31,9 @@ _tc() {
             tc,lab)
                 cmd="tc__subcmd__lab"
                 ;;
+            tc,ovoc)
+                cmd="tc__subcmd__ovoc"
+                ;;
             tc__subcmd__alarm,help)
                 cmd="tc__subcmd__alarm__subcmd__help"
                 ;;
@@ -88,6 +91,9 @@ _tc() {
             tc__subcmd__help,lab)
                 cmd="tc__subcmd__help__subcmd__lab"
                 ;;
+            tc__subcmd__help,ovoc)
+                cmd="tc__subcmd__help__subcmd__ovoc"
+                ;;
             tc__subcmd__help__subcmd__alarm,listen)
                 cmd="tc__subcmd__help__subcmd__alarm__subcmd__listen"
                 ;;
@@ -103,11 +109,23 @@ _tc() {
             tc__subcmd__help__subcmd__cpe,stop)
                 cmd="tc__subcmd__help__subcmd__cpe__subcmd__stop"
                 ;;
+            tc__subcmd__help__subcmd__lab,alarm)
+                cmd="tc__subcmd__help__subcmd__lab__subcmd__alarm"
+                ;;
             tc__subcmd__help__subcmd__lab,cleanup)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__cleanup"
                 ;;
             tc__subcmd__help__subcmd__lab,up)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__up"
+                ;;
+            tc__subcmd__help__subcmd__ovoc,send)
+                cmd="tc__subcmd__help__subcmd__ovoc__subcmd__send"
+                ;;
+            tc__subcmd__help__subcmd__ovoc,serve)
+                cmd="tc__subcmd__help__subcmd__ovoc__subcmd__serve"
+                ;;
+            tc__subcmd__lab,alarm)
+                cmd="tc__subcmd__lab__subcmd__alarm"
                 ;;
             tc__subcmd__lab,cleanup)
                 cmd="tc__subcmd__lab__subcmd__cleanup"
@@ -118,6 +136,9 @@ _tc() {
             tc__subcmd__lab,up)
                 cmd="tc__subcmd__lab__subcmd__up"
                 ;;
+            tc__subcmd__lab__subcmd__help,alarm)
+                cmd="tc__subcmd__lab__subcmd__help__subcmd__alarm"
+                ;;
             tc__subcmd__lab__subcmd__help,cleanup)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__cleanup"
                 ;;
@@ -127,6 +148,24 @@ _tc() {
             tc__subcmd__lab__subcmd__help,up)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__up"
                 ;;
+            tc__subcmd__ovoc,help)
+                cmd="tc__subcmd__ovoc__subcmd__help"
+                ;;
+            tc__subcmd__ovoc,send)
+                cmd="tc__subcmd__ovoc__subcmd__send"
+                ;;
+            tc__subcmd__ovoc,serve)
+                cmd="tc__subcmd__ovoc__subcmd__serve"
+                ;;
+            tc__subcmd__ovoc__subcmd__help,help)
+                cmd="tc__subcmd__ovoc__subcmd__help__subcmd__help"
+                ;;
+            tc__subcmd__ovoc__subcmd__help,send)
+                cmd="tc__subcmd__ovoc__subcmd__help__subcmd__send"
+                ;;
+            tc__subcmd__ovoc__subcmd__help,serve)
+                cmd="tc__subcmd__ovoc__subcmd__help__subcmd__serve"
+                ;;
             *)
                 ;;
         esac
@@ -134,7 +173,7 @@ _tc() {
 
     case "${cmd}" in
         tc)
-            opts="-v -q -h -V --verbose --quiet --help --version cpe alarm lab generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -638,7 +677,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help)
-            opts="cpe alarm lab generate help"
+            opts="cpe ovoc alarm lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -778,8 +817,22 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab)
-            opts="up cleanup"
+            opts="up alarm cleanup"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__lab__subcmd__alarm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -819,13 +872,73 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tc__subcmd__help__subcmd__ovoc)
+            opts="serve send"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__ovoc__subcmd__send)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__ovoc__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --help up cleanup help"
+            opts="-v -q -h --verbose --quiet --help up alarm cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__alarm)
+            opts="-v -q -h --dir --clear --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -856,8 +969,22 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help)
-            opts="up cleanup help"
+            opts="up alarm cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__help__subcmd__alarm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -959,6 +1086,188 @@ _tc() {
                     return 0
                     ;;
                 --sftp-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc)
+            opts="-v -q -h --verbose --quiet --help serve send help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help)
+            opts="serve send help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help__subcmd__send)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__send)
+            opts="-v -q -h --server --bind --timeout --verbose --quiet --help REGISTER CAPTURE VERIFY STOP"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__serve)
+            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-grace --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ring-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ring-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rule-idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pin-sha256)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --snmp-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcpdump)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcpdump-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

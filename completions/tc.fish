@@ -29,6 +29,7 @@ complete -c tc -n "__fish_tc_needs_command" -s q -l quiet -d 'Only errors on std
 complete -c tc -n "__fish_tc_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tc -n "__fish_tc_needs_command" -s V -l version -d 'Print version'
 complete -c tc -n "__fish_tc_needs_command" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_needs_command" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
 complete -c tc -n "__fish_tc_needs_command" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
 complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
@@ -123,6 +124,45 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l interface -d 'Interface tcpdump captures on (see /proc/net/dev)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l listen -d 'UDP address for requests' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l dir -d 'Directory for captures and the agent\'s state (.tc/)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-files -d 'tcpdump ring: number of files per capture (-W)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-size -d 'tcpdump ring: size of each file in millions of bytes (-C)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow -d 'Accept requests only from this network (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-url -d 'OVOC REST API base URL' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-user -d 'OVOC user (Operator level or above)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-password-file -d 'Read the OVOC password from FILE (else TC_OVOC_PASSWORD)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l rule-idle -d 'Delete a device\'s forwarding rule after this long without requests and capture' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l probes -d 'Probes for VERIFY: any of icmp,snmp,tcp, or all, or none' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l snmp-user -d 'SNMPv3 user for the probe (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l tcpdump -d 'tcpdump program' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l tcpdump-user -d 'User tcpdump drops privileges to (-Z); DIR is made writable for it. Default: tcpdump if that user exists, else root' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l start-timeout -d 'How long tcpdump may take to report it is capturing' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l stop-grace -d 'After SIGTERM, how long before tcpdump gets SIGKILL' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-any -d 'Accept requests from anywhere (the original\'s behaviour; the agent runs as root)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l no-ovoc-rules -d 'Answer REGISTER without OVOC\'s REST API (rules set by hand)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l server -d 'The agent: HOST or HOST:PORT (default port 20001)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l bind -d 'Local address to send from (the agent answers there; REGISTER points OVOC\'s rule at it)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l timeout -d 'How long to wait for the final response' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s h -l help -d 'Print help'
@@ -141,12 +181,13 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l dir -d 'Lab directory (inventory, env file, certificates, sshd config, capture files)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
@@ -163,26 +204,36 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -l dir -d 'The lab directory given to `tc lab up`' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -l clear -d 'Send the clear ("Connection established") instead'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l user -d 'The lab\'s system user to remove' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l dir -d 'Also delete this lab directory' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe alarm lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from alarm" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'

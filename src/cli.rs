@@ -43,6 +43,9 @@ pub enum Command {
     /// Drive a CPE's own debug capture over its REST API and fetch the pcap over SFTP.
     #[command(subcommand)]
     Cpe(CpeCommand),
+    /// The capture agent on each OVOC server, and a client to talk to it.
+    #[command(subcommand)]
+    Ovoc(OvocCommand),
     /// Receive OVOC's forwarded alarms (syslog over UDP) as JSON lines.
     #[command(subcommand)]
     Alarm(AlarmCommand),
@@ -187,6 +190,111 @@ pub struct FetchArgs {
     pub accept_new_host_key: bool,
 }
 
+// Parsed once per run; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum OvocCommand {
+    /// Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by
+    /// the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6.
+    #[command(
+        after_help = "Example (a systemd unit is in contrib/tc-ovoc.service):\n  \
+  TC_OVOC_USER=operator TC_OVOC_PASSWORD=... tc ovoc serve --interface eth0 --allow 10.20.0.0/16 --dir /var/lib/tc-ovoc"
+    )]
+    Serve(ServeArgs),
+    /// Send one request to an agent and print its responses as JSON lines.
+    #[command(
+        after_help = "Examples:\n  tc ovoc send --server ovoc-1:20001 REGISTER 192.0.2.10\n  \
+  tc ovoc send --server ovoc-1 STOP 192.0.2.10 CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap | jq -r .code"
+    )]
+    Send(SendArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Interface tcpdump captures on (see /proc/net/dev).
+    #[arg(long, value_name = "IF")]
+    pub interface: String,
+    /// UDP address for requests.
+    #[arg(long, default_value = "0.0.0.0:20001", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Directory for captures and the agent's state (.tc/).
+    #[arg(long, default_value = "/var/lib/tc-ovoc", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// tcpdump ring: number of files per capture (-W).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ring_files: u32,
+    /// tcpdump ring: size of each file in millions of bytes (-C).
+    #[arg(long, default_value_t = 10, value_name = "MB", value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub ring_size: u32,
+    /// Accept requests only from this network (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<crate::netaddr::Cidr>,
+    /// Accept requests from anywhere (the original's behaviour; the agent runs as root).
+    #[arg(long, conflicts_with = "allow")]
+    pub allow_any: bool,
+    /// OVOC REST API base URL.
+    #[arg(
+        long,
+        env = "TC_OVOC_URL",
+        default_value = "https://127.0.0.1/ovoc/v1",
+        value_name = "URL"
+    )]
+    pub ovoc_url: String,
+    /// OVOC user (Operator level or above).
+    #[arg(long, env = "TC_OVOC_USER", value_name = "USER")]
+    pub ovoc_user: Option<String>,
+    /// Read the OVOC password from FILE (else TC_OVOC_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub ovoc_password_file: Option<PathBuf>,
+    /// Answer REGISTER without OVOC's REST API (rules set by hand).
+    #[arg(long)]
+    pub no_ovoc_rules: bool,
+    /// Delete a device's forwarding rule after this long without requests and capture.
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub rule_idle: std::time::Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Probes for VERIFY: any of icmp,snmp,tcp, or all, or none.
+    #[arg(long, default_value = "icmp,snmp,tcp", value_name = "LIST")]
+    pub probes: String,
+    /// SNMPv3 user for the probe (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY).
+    #[arg(long, default_value = "CaptureScript", value_name = "NAME")]
+    pub snmp_user: String,
+    /// tcpdump program.
+    #[arg(long, env = "TC_TCPDUMP", value_name = "PATH")]
+    pub tcpdump: Option<PathBuf>,
+    /// User tcpdump drops privileges to (-Z); DIR is made writable for it. Default: tcpdump if
+    /// that user exists, else root.
+    #[arg(long, value_name = "USER")]
+    pub tcpdump_user: Option<String>,
+    /// How long tcpdump may take to report it is capturing.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub start_timeout: std::time::Duration,
+    /// After SIGTERM, how long before tcpdump gets SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub stop_grace: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// The agent: HOST or HOST:PORT (default port 20001).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// REGISTER, CAPTURE, VERIFY or STOP.
+    #[arg(value_name = "REQUEST", value_parser = ["REGISTER", "CAPTURE", "VERIFY", "STOP"], ignore_case = true)]
+    pub request: String,
+    /// The CPE address or host name.
+    pub device: String,
+    /// STOP only: the CPE capture's file name.
+    pub filename: Option<String>,
+    /// Local address to send from (the agent answers there; REGISTER points OVOC's rule at it).
+    #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR:PORT")]
+    pub bind: std::net::SocketAddr,
+    /// How long to wait for the final response.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AlarmCommand {
     /// Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`).
@@ -234,8 +342,24 @@ pub enum LabCommand {
         after_help = "Example:\n  sudo tc lab up --dir /var/lib/tc-lab --devices 3 &\n  . /var/lib/tc-lab/env && tc cpe status --devices /var/lib/tc-lab/devices.csv"
     )]
     Up(LabUpArgs),
+    /// Make the lab's emulated OVOC forward an alarm for DEVICE to the destination of the rule an
+    /// agent registered for it ("Connection Lost", or "Connection established" with --clear).
+    #[command(after_help = "Example:\n  tc lab alarm --dir /tmp/tc-lab 127.0.1.1")]
+    Alarm(LabAlarmArgs),
     /// Remove what `tc lab up` left on the system (the lab's system user).
     Cleanup(LabCleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabAlarmArgs {
+    /// The lab directory given to `tc lab up`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The emulated device's address.
+    pub device: String,
+    /// Send the clear ("Connection established") instead.
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,34 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What one probe type (ICMP echo, SNMPv3 GET, TCP connect) got from a device.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCounts {
+    pub sent: u32,
+    pub answered: u32,
+    /// Why probes could not be sent or were not answered, if known.
+    pub error: Option<String>,
+}
+
+/// The probes of one VERIFY; a type not enabled is `null`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeReport {
+    pub icmp: Option<ProbeCounts>,
+    pub snmp: Option<ProbeCounts>,
+    pub tcp: Option<ProbeCounts>,
+}
+
+impl ProbeReport {
+    /// Every enabled probe type got at least one answer.
+    pub fn ok(&self) -> bool {
+        [&self.icmp, &self.snmp, &self.tcp]
+            .iter()
+            .all(|c| c.as_ref().is_none_or(|c| c.answered > 0))
+    }
+}
+
 // Records are built once and written at once; their size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,6 +166,113 @@ pub enum Event {
         seconds: f64,
         /// `count`, `timeout`, `signal` or `stdout-closed`.
         reason: String,
+    },
+    /// `tc ovoc serve`: the agent is listening.
+    #[serde(rename = "ovoc.listening")]
+    OvocListening {
+        listen: String,
+        interface: String,
+        dir: String,
+        allow: Vec<String>,
+        ovoc_rules: bool,
+        /// Captures of an earlier run found still running and taken over.
+        adopted: u32,
+        /// Captures of an earlier run whose tcpdump was gone; their files are kept.
+        closed_out: u32,
+        pid: u32,
+    },
+    /// `tc ovoc serve`: a request that parsed.
+    #[serde(rename = "ovoc.request")]
+    OvocRequest {
+        device: String,
+        request: String,
+        filename: Option<String>,
+        from: String,
+    },
+    /// `tc ovoc serve`: a response sent (`detail` is not on the wire, e.g. tcpdump's error).
+    #[serde(rename = "ovoc.response")]
+    OvocResponse {
+        device: String,
+        request: String,
+        code: u16,
+        reason: String,
+        to: String,
+        detail: Option<String>,
+    },
+    /// `tc ovoc serve`: tcpdump is capturing and its file exists.
+    #[serde(rename = "ovoc.capture_started")]
+    OvocCaptureStarted {
+        device: String,
+        pid: u32,
+        file: String,
+        interface: String,
+    },
+    /// `tc ovoc serve`: a capture was stopped by STOP and its files renamed to match the CPE file.
+    #[serde(rename = "ovoc.capture_stopped")]
+    OvocCaptureStopped {
+        device: String,
+        filename: String,
+        files: Vec<String>,
+        packets_captured: Option<u64>,
+        packets_received: Option<u64>,
+        packets_dropped_kernel: Option<u64>,
+    },
+    /// `tc ovoc serve`: a capture ended without STOP (tcpdump died, agent shutdown, found dead at
+    /// start); its files are kept under their `tmp_device_` names until a STOP renames them.
+    #[serde(rename = "ovoc.capture_ended")]
+    OvocCaptureEnded {
+        device: String,
+        reason: String,
+        files: Vec<String>,
+        packets_captured: Option<u64>,
+        packets_dropped_kernel: Option<u64>,
+    },
+    /// `tc ovoc serve`: a tcpdump of an earlier run was found running and taken over.
+    #[serde(rename = "ovoc.capture_adopted")]
+    OvocCaptureAdopted {
+        device: String,
+        pid: u32,
+        file: String,
+    },
+    /// `tc ovoc serve`: the probes of a VERIFY.
+    #[serde(rename = "ovoc.verify")]
+    OvocVerify {
+        device: String,
+        ok: bool,
+        probes: ProbeReport,
+    },
+    /// `tc ovoc serve`: an OVOC alarm-forwarding rule created, updated, deleted, or a failure.
+    #[serde(rename = "ovoc.rule")]
+    OvocRule {
+        device: String,
+        action: String,
+        rule_id: Option<u64>,
+        dest: Option<String>,
+        error: Option<String>,
+    },
+    /// `tc ovoc serve`: last line, on exit.
+    #[serde(rename = "ovoc.summary")]
+    OvocSummary {
+        requests: u64,
+        responses: u64,
+        /// Malformed, oversized or binary datagrams.
+        dropped: u64,
+        /// Datagrams from sources outside --allow.
+        refused: u64,
+        captures_started: u64,
+        captures_stopped: u64,
+        seconds: f64,
+        reason: String,
+    },
+    /// `tc ovoc send`: a response received from an agent.
+    #[serde(rename = "ovoc.reply")]
+    OvocReply {
+        server: String,
+        device: String,
+        request: Option<String>,
+        code: u16,
+        reason: String,
+        is_final: bool,
     },
     /// Last line of every batch command.
     #[serde(rename = "summary")]

@@ -13,8 +13,11 @@ mod inventory;
 mod lab;
 mod logging;
 mod netaddr;
+mod ovoc;
 mod pcap;
 mod pool;
+mod probe;
+mod proto;
 
 mod secret;
 mod timefmt;
@@ -47,6 +50,8 @@ fn main() {
 fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
     match args.command {
         cli::Command::Cpe(cmd) => cpe::run::run(cmd),
+        cli::Command::Ovoc(cli::OvocCommand::Serve(a)) => ovoc::serve::run(a),
+        cli::Command::Ovoc(cli::OvocCommand::Send(a)) => ovoc::send::run(a),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
         cli::Command::Generate(a) => generate::run(a),

@@ -135,6 +135,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl std::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
@@ -172,5 +178,23 @@ mod cidr_tests {
                 "{bad}"
             );
         }
+    }
+}
+
+/// A network interface name as the kernel allows it (1-15 bytes, no '/', no whitespace).
+pub fn validate_interface(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid interface {:?}: see /proc/net/dev for the names",
+            s.escape_debug().to_string()
+        ))
     }
 }

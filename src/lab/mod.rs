@@ -5,7 +5,9 @@
 pub mod cutproxy;
 pub mod device;
 pub mod http;
+pub mod ovoc;
 pub mod pki;
+pub mod snmpd;
 pub mod sshd;
 pub mod traffic;
 
@@ -28,6 +30,12 @@ use crate::secret::Secret;
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
     match cmd {
         LabCommand::Up(a) => up(a),
+        LabCommand::Alarm(a) => {
+            crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
+            let to = ovoc::send_alarm(&a.dir, &a.device, a.clear).map_err(Error::failed)?;
+            log::info!("alarm for {} sent to {to}", a.device);
+            Ok(ExitCode::Ok)
+        }
         LabCommand::Cleanup(a) => cleanup(a),
     }
 }
@@ -44,6 +52,8 @@ pub fn lab_kind(i: u32) -> device::Kind {
         device::Kind::Gwsbc
     }
 }
+
+const OVOC_USER: &str = "ovoc-operator";
 
 fn random_password() -> String {
     const ALNUM: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
@@ -79,6 +89,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 
 struct Lab {
     devices: HashMap<IpAddr, Mutex<device::DeviceState>>,
+    ovoc: ovoc::LabOvoc,
+    ovoc_ip: IpAddr,
     auth: device::Auth,
     latency: Duration,
     log_requests: bool,
@@ -90,6 +102,9 @@ impl http::Handler for Lab {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !self.latency.is_zero() {
             std::thread::sleep(self.latency);
+        }
+        if local.ip() == self.ovoc_ip {
+            return self.ovoc.handle(local, _peer, req);
         }
         let Some(dev) = self.devices.get(&local.ip()) else {
             return http::Response::empty(404);
@@ -170,6 +185,10 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         .canonicalize()
         .map_err(|e| Error::usage(format!("{}: {e}", a.dir.display())))?;
     let addrs: Vec<Ipv4Addr> = (0..a.devices).map(|i| lab_addr(a.subnet, i)).collect();
+    // The emulated OVOC and the address a local agent listens on sit beside the devices
+    // (which use .1-.250 of each /24).
+    let ovoc_ip = Ipv4Addr::new(127, 0, a.subnet, 254);
+    let agent_ip = Ipv4Addr::new(127, 0, a.subnet, 253);
     let interrupted = crate::cpe::run::install_signals()?;
 
     // Certificates, one leaf per device.
@@ -186,6 +205,10 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         pins.push_str(&format!("{addr} {}\n", leaf.pin));
         tls.insert(IpAddr::V4(*addr), leaf.config);
     }
+    let ovoc_leaf = ca
+        .leaf(IpAddr::V4(ovoc_ip), "tc-lab-ovoc")
+        .map_err(Error::failed)?;
+    tls.insert(IpAddr::V4(ovoc_ip), ovoc_leaf.config);
     std::fs::write(dir.join("pins"), &pins)
         .map_err(|e| Error::failed(format!("writing pins: {e}")))?;
 
@@ -279,9 +302,55 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         ssh_port = Some(port);
     }
 
-    // REST over HTTPS, one listener per device address.
-    let (listeners, rest_port) = bind_all(&addrs, a.rest_port)?;
+    // SNMPv3 for the probes: a real snmpd on every device address.
+    let snmp_auth = random_password();
+    let snmp_priv = random_password();
+    let snmp = if is_root() && Path::new(snmpd::SNMPD).exists() {
+        let names: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let (au, pr) = (
+            Secret::new(snmp_auth.clone()),
+            Secret::new(snmp_priv.clone()),
+        );
+        Some(snmpd::start(&dir, &names, 161, "CaptureScript", &au, &pr).map_err(Error::failed)?)
+    } else {
+        crate::logging::warn_user(
+            "snmpd not available (apt-get install snmpd): SNMP probes will not be answered",
+        );
+        None
+    };
+
+    // REST over HTTPS, one listener per device address, and the emulated OVOC.
+    let mut rest_addrs = addrs.clone();
+    rest_addrs.push(ovoc_ip);
+    let (listeners, rest_port) = bind_all(&rest_addrs, a.rest_port)?;
+    let ovoc_devices: Vec<(u64, String, String)> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, ad)| {
+            let kind = if lab_kind(i as u32) == device::Kind::Msbr {
+                "msbr"
+            } else {
+                "sbc"
+            };
+            (
+                1000 + i as u64,
+                ad.to_string(),
+                format!("lab-{kind}-{}", i + 1),
+            )
+        })
+        .collect();
+    ovoc::write_devices(&dir, &ovoc_devices)
+        .map_err(|e| Error::failed(format!("writing OVOC devices: {e}")))?;
+    let ovoc_password = random_password();
+    let lab_ovoc = ovoc::LabOvoc::new(
+        ovoc_devices,
+        OVOC_USER,
+        Secret::new(ovoc_password.clone()),
+        dir.join(ovoc::RULES_FILE),
+    );
     let lab = Arc::new(Lab {
+        ovoc: lab_ovoc,
+        ovoc_ip: IpAddr::V4(ovoc_ip),
         devices: addrs
             .iter()
             .enumerate()
@@ -328,7 +397,7 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
                     vec!["eth-lan".into()]
                 },
                 username: Some(a.user.clone()),
-                ovoc: None,
+                ovoc: Some(agent_ip.to_string()),
                 rest_port: Some(rest_port),
                 ssh_port,
                 pin_sha256: None,
@@ -347,6 +416,14 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
     export("TC_CPE_PASSWORD", &password);
     export("TC_LAB_MONITOR_PASSWORD", &monitor_password);
     export("TC_CA_CERT", &ca_path.display().to_string());
+    export("TC_SNMP_AUTH_KEY", &snmp_auth);
+    export("TC_SNMP_PRIV_KEY", &snmp_priv);
+    export(
+        "TC_OVOC_URL",
+        &format!("https://{ovoc_ip}:{rest_port}/ovoc/v1"),
+    );
+    export("TC_OVOC_USER", OVOC_USER);
+    export("TC_OVOC_PASSWORD", &ovoc_password);
     export("TC_LAB_INVENTORY", &inventory.display().to_string());
     if sftp {
         export(
@@ -376,6 +453,9 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         p.shutdown();
     }
     if let Some(s) = sshd {
+        s.stop();
+    }
+    if let Some(s) = snmp {
         s.stop();
     }
     if created_user {

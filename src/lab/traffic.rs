@@ -165,7 +165,7 @@ pub fn capture_real(
     })?;
     let empty: Vec<String> = addrs
         .iter()
-        .filter(|a| !split.get(*a).is_some_and(|f| f.len() > 24))
+        .filter(|a| split.get(*a).is_none_or(|f| f.len() <= 24))
         .map(|a| a.to_string())
         .collect();
     if !empty.is_empty() {

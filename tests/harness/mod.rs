@@ -240,7 +240,13 @@ impl Lab {
         assert!(matches!(ev[0], Event::LabReady { .. }), "{first}");
         let ready: serde_json::Value = serde_json::from_str(&first).unwrap();
         let env = parse_env(&std::fs::read_to_string(dir.path().join("env")).unwrap());
-        for k in ["TC_CPE_PASSWORD", "TC_LAB_MONITOR_PASSWORD"] {
+        for k in [
+            "TC_CPE_PASSWORD",
+            "TC_LAB_MONITOR_PASSWORD",
+            "TC_OVOC_PASSWORD",
+            "TC_SNMP_AUTH_KEY",
+            "TC_SNMP_PRIV_KEY",
+        ] {
             register_secret(&env[k]);
         }
         Lab {
@@ -280,6 +286,13 @@ impl Lab {
                 .join("debug-capture/debug-capture-data.pcap"),
         )
         .unwrap()
+    }
+
+    /// Where a local agent listens for this lab (the inventory's `ovoc` column).
+    pub fn ovoc_agent_addr(&self) -> String {
+        let text = std::fs::read_to_string(self.inventory()).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        line.split(',').nth(4).unwrap().to_string()
     }
 
     pub fn pin_of(&self, device: &str) -> String {

@@ -1,3 +1,4 @@
 mod alarm;
 mod cli;
 mod cpe;
+mod ovoc;

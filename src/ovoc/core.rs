@@ -1,0 +1,1385 @@
+//! The agent's pure core: a table of devices and captures, driven by inputs (datagrams, tcpdump
+//! and worker outcomes, the clock) and answering with actions for the I/O shell to perform.
+//! No sockets, no processes, no sleeps: tests feed inputs with synthetic time.
+//!
+//! Invariants:
+//! - every request gets exactly one final answer per requester (200/400/404/430/503), preceded
+//!   by `100 Trying` for CAPTURE, VERIFY and STOP, as the 1.0.6 agent did;
+//! - a device has at most one live capture; a capture's files are never deleted;
+//! - repeated requests are idempotent: CAPTURE on a running capture answers 200, a STOP after
+//!   the capture was stopped answers 200 with the same result.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, ProbeReport};
+use crate::netaddr::Cidr;
+use crate::proto::{self, Reject, Request, Response, Verb};
+
+pub type CaptureId = u64;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub allow: Vec<Cidr>,
+    pub allow_any: bool,
+    pub ovoc_rules: bool,
+    pub rule_idle: Duration,
+    pub start_timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+/// End-of-capture figures tcpdump prints on exit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub captured: Option<u64>,
+    pub received: Option<u64>,
+    pub dropped_kernel: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopResult {
+    pub filename: String,
+    pub files: Vec<String>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Starting {
+        waiters: Vec<SocketAddr>,
+        deadline: Instant,
+    },
+    Running,
+    Stopping {
+        filename: String,
+        waiters: Vec<SocketAddr>,
+        kill_at: Instant,
+        killed: bool,
+    },
+    /// tcpdump is gone without a STOP (died, agent shutdown, found dead on restart).
+    Exited {
+        stats: Stats,
+        reason: String,
+    },
+    Renaming {
+        filename: String,
+        waiters: Vec<SocketAddr>,
+        stats: Stats,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Capture {
+    device: String,
+    /// File name of the capture in DIR, without tcpdump's ring digits.
+    base: String,
+    pid: Option<u32>,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Device {
+    /// Source of the last REGISTER answered 200: where OVOC forwards this device's alarms.
+    registered: Option<SocketAddr>,
+    rule_id: Option<u64>,
+    /// A rule operation is in flight; these requesters wait for its outcome.
+    rule_waiters: Vec<SocketAddr>,
+    rule_dest_pending: Option<SocketAddr>,
+    rule_deleting: bool,
+    verify_waiters: Vec<SocketAddr>,
+    last_seen: Option<Instant>,
+    current: Option<CaptureId>,
+    last_stop: Option<StopResult>,
+}
+
+// Actions live for one turn of the loop; boxing the events would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Reply {
+        to: SocketAddr,
+        text: String,
+    },
+    Spawn {
+        id: CaptureId,
+        device: String,
+        base: String,
+    },
+    /// SIGTERM (`kill: false`) or SIGKILL to the capture's tcpdump.
+    Signal {
+        id: CaptureId,
+        kill: bool,
+    },
+    /// Rename the capture's ring files `<base><n>` to `OVOC_<target>-<n>.pcap`.
+    Rename {
+        id: CaptureId,
+        base: String,
+        target: String,
+    },
+    EnsureRule {
+        device: String,
+        dest: SocketAddr,
+    },
+    DeleteRule {
+        device: String,
+        rule_id: u64,
+    },
+    Verify {
+        device: String,
+    },
+    Emit(Event),
+    Persist,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub responses: u64,
+    pub dropped: u64,
+    pub refused: u64,
+    pub captures_started: u64,
+    pub captures_stopped: u64,
+}
+
+pub struct Core {
+    cfg: Config,
+    devices: BTreeMap<String, Device>,
+    captures: BTreeMap<CaptureId, Capture>,
+    next_id: CaptureId,
+    pub counters: Counters,
+    stopping: bool,
+}
+
+/// What survives a restart (written atomically to DIR/.tc/state.json).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Persisted {
+    pub next_id: CaptureId,
+    pub devices: Vec<PersistedDevice>,
+    pub captures: Vec<PersistedCapture>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistedDevice {
+    pub device: String,
+    pub registered: Option<SocketAddr>,
+    pub rule_id: Option<u64>,
+    pub last_stop: Option<StopResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistedCapture {
+    pub id: CaptureId,
+    pub device: String,
+    pub base: String,
+    pub pid: Option<u32>,
+    /// `running` (tcpdump may still be alive) or `exited`.
+    pub state: String,
+    pub stats: Stats,
+    pub reason: Option<String>,
+}
+
+/// How a persisted running capture was found on restart.
+pub enum Found {
+    /// Still our tcpdump (checked through /proc): keep running.
+    Alive,
+    /// Gone: close it out, files kept.
+    Gone(Stats),
+}
+
+impl Core {
+    pub fn new(cfg: Config) -> Core {
+        Core {
+            cfg,
+            devices: BTreeMap::new(),
+            captures: BTreeMap::new(),
+            next_id: 1,
+            counters: Counters::default(),
+            stopping: false,
+        }
+    }
+
+    fn reply(
+        &mut self,
+        out: &mut Vec<Action>,
+        to: SocketAddr,
+        code: u16,
+        device: &str,
+        verb: Verb,
+        detail: Option<String>,
+    ) {
+        let r = Response::new(code, device, verb);
+        self.counters.responses += 1;
+        out.push(Action::Reply {
+            to,
+            text: r.to_wire(),
+        });
+        out.push(Action::Emit(Event::OvocResponse {
+            device: device.into(),
+            request: verb.as_str().into(),
+            code,
+            reason: r.reason,
+            to: to.to_string(),
+            detail,
+        }));
+    }
+
+    fn allowed(&self, from: SocketAddr) -> bool {
+        self.cfg.allow_any || self.cfg.allow.iter().any(|c| c.contains(from.ip()))
+    }
+
+    pub fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.allowed(from) {
+            self.counters.refused += 1;
+            log::info!("refused a datagram from {from}: not in --allow");
+            return out;
+        }
+        let req = match proto::parse_request(data) {
+            Ok(r) => r,
+            Err(Reject::Drop(why)) => {
+                self.counters.dropped += 1;
+                log::info!(
+                    "dropped a datagram from {from} ({} bytes): {why}",
+                    data.len()
+                );
+                return out;
+            }
+            Err(Reject::BadRequest { verb, device, why }) => {
+                self.counters.requests += 1;
+                log::info!("bad {verb} from {from}: {why}");
+                self.reply(&mut out, from, 400, &device, verb, Some(why));
+                return out;
+            }
+        };
+        self.counters.requests += 1;
+        out.push(Action::Emit(Event::OvocRequest {
+            device: req.device.clone(),
+            request: req.verb.as_str().into(),
+            filename: req.filename.clone(),
+            from: from.to_string(),
+        }));
+        if self.stopping {
+            self.reply(
+                &mut out,
+                from,
+                503,
+                &req.device,
+                req.verb,
+                Some("agent is shutting down".into()),
+            );
+            return out;
+        }
+        match req.verb {
+            Verb::Register => self.register(now, from, &req, &mut out),
+            Verb::Capture => self.capture(now, from, &req, &mut out),
+            Verb::Verify => self.verify(now, from, &req, &mut out),
+            Verb::Stop => self.stop(now, from, &req, &mut out),
+        }
+        out
+    }
+
+    fn register(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
+        let ovoc_rules = self.cfg.ovoc_rules;
+        let dev = self.devices.entry(req.device.clone()).or_default();
+        dev.last_seen = Some(now);
+        if !ovoc_rules {
+            dev.registered = Some(from);
+            self.reply(out, from, 200, &req.device, Verb::Register, None);
+            out.push(Action::Persist);
+            return;
+        }
+        if !dev.rule_waiters.contains(&from) {
+            dev.rule_waiters.push(from);
+        }
+        if dev.rule_dest_pending.is_none() {
+            dev.rule_dest_pending = Some(from);
+            out.push(Action::EnsureRule {
+                device: req.device.clone(),
+                dest: from,
+            });
+        }
+    }
+
+    /// The outcome of an EnsureRule.
+    pub fn rule_done(
+        &mut self,
+        device: &str,
+        dest: SocketAddr,
+        result: Result<(u64, &'static str), String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(dev) = self.devices.get_mut(device) else {
+            return out;
+        };
+        dev.rule_dest_pending = None;
+        let waiters = std::mem::take(&mut dev.rule_waiters);
+        let (code, detail) = match &result {
+            Ok((id, _)) => {
+                dev.rule_id = Some(*id);
+                dev.registered = Some(dest);
+                (200, None)
+            }
+            Err(e) => (503, Some(e.clone())),
+        };
+        out.push(Action::Emit(match result {
+            Ok((id, action)) => Event::OvocRule {
+                device: device.into(),
+                action: action.into(),
+                rule_id: Some(id),
+                dest: Some(dest.to_string()),
+                error: None,
+            },
+            Err(e) => Event::OvocRule {
+                device: device.into(),
+                action: "failed".into(),
+                rule_id: None,
+                dest: Some(dest.to_string()),
+                error: Some(e),
+            },
+        }));
+        // A requester other than the rule's destination arrived meanwhile: re-point the rule
+        // at the newest one rather than answering 200 for a rule that points elsewhere.
+        let newest = waiters.last().copied();
+        for w in waiters.iter().filter(|w| code != 200 || **w == dest) {
+            self.reply(&mut out, *w, code, device, Verb::Register, detail.clone());
+        }
+        if code == 200 {
+            if let Some(n) = newest.filter(|n| *n != dest) {
+                let dev = self.devices.get_mut(device).expect("present above");
+                dev.rule_waiters = waiters.into_iter().filter(|w| *w != dest).collect();
+                dev.rule_dest_pending = Some(n);
+                out.push(Action::EnsureRule {
+                    device: device.into(),
+                    dest: n,
+                });
+            }
+            out.push(Action::Persist);
+        }
+        out
+    }
+
+    pub fn rule_deleted(
+        &mut self,
+        device: &str,
+        rule_id: u64,
+        result: Result<(), String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(dev) = self.devices.get_mut(device) {
+            dev.rule_deleting = false;
+            if result.is_ok() && dev.rule_id == Some(rule_id) {
+                dev.rule_id = None;
+                dev.registered = None;
+            }
+        }
+        out.push(Action::Emit(Event::OvocRule {
+            device: device.into(),
+            action: if result.is_ok() {
+                "deleted".into()
+            } else {
+                "delete_failed".into()
+            },
+            rule_id: Some(rule_id),
+            dest: None,
+            error: result.err(),
+        }));
+        out.push(Action::Persist);
+        out
+    }
+
+    fn known(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        match self.devices.get_mut(&req.device) {
+            Some(d) => {
+                d.last_seen = Some(now);
+                true
+            }
+            None => {
+                self.reply(
+                    out,
+                    from,
+                    404,
+                    &req.device,
+                    req.verb,
+                    Some("unknown device: send REGISTER first".into()),
+                );
+                false
+            }
+        }
+    }
+
+    fn trying(&mut self, out: &mut Vec<Action>, to: SocketAddr, device: &str, verb: Verb) {
+        self.reply(out, to, 100, device, verb, None);
+    }
+
+    fn capture(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
+        if !self.known(now, from, req, out) {
+            return;
+        }
+        self.trying(out, from, &req.device, Verb::Capture);
+        let current = self.devices[&req.device].current;
+        if let Some(id) = current {
+            let cap = self.captures.get_mut(&id).expect("current capture exists");
+            match &mut cap.phase {
+                Phase::Starting { waiters, .. } => {
+                    if !waiters.contains(&from) {
+                        waiters.push(from);
+                    }
+                    return;
+                }
+                Phase::Running => {
+                    self.reply(
+                        out,
+                        from,
+                        200,
+                        &req.device,
+                        Verb::Capture,
+                        Some("already capturing".into()),
+                    );
+                    return;
+                }
+                Phase::Stopping { .. } | Phase::Renaming { .. } => {
+                    self.reply(
+                        out,
+                        from,
+                        503,
+                        &req.device,
+                        Verb::Capture,
+                        Some("the previous capture is stopping".into()),
+                    );
+                    return;
+                }
+                // The old capture's files stay where they are, under their tmp_ names.
+                Phase::Exited { .. } => {}
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let base = format!(
+            "tmp_device_{}_{}.pcap",
+            req.device,
+            crate::timefmt::Utc::now().file_stamp()
+        );
+        self.captures.insert(
+            id,
+            Capture {
+                device: req.device.clone(),
+                base: base.clone(),
+                pid: None,
+                phase: Phase::Starting {
+                    waiters: vec![from],
+                    deadline: now + self.cfg.start_timeout,
+                },
+            },
+        );
+        self.devices.get_mut(&req.device).expect("known").current = Some(id);
+        out.push(Action::Spawn {
+            id,
+            device: req.device.clone(),
+            base,
+        });
+    }
+
+    /// tcpdump was spawned with this pid (before it is known to capture).
+    pub fn spawned(&mut self, id: CaptureId, pid: u32) {
+        if let Some(c) = self.captures.get_mut(&id) {
+            c.pid = Some(pid);
+        }
+    }
+
+    /// tcpdump said it is listening and its file exists.
+    pub fn ready(&mut self, id: CaptureId, interface: &str, dir_file: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(cap) = self.captures.get_mut(&id) else {
+            return out;
+        };
+        let Phase::Starting { waiters, .. } = &mut cap.phase else {
+            return out;
+        };
+        let waiters = std::mem::take(waiters);
+        cap.phase = Phase::Running;
+        let (device, pid) = (cap.device.clone(), cap.pid.unwrap_or(0));
+        self.counters.captures_started += 1;
+        out.push(Action::Emit(Event::OvocCaptureStarted {
+            device: device.clone(),
+            pid,
+            file: dir_file.into(),
+            interface: interface.into(),
+        }));
+        for w in waiters {
+            self.reply(&mut out, w, 200, &device, Verb::Capture, None);
+        }
+        out.push(Action::Persist);
+        out
+    }
+
+    /// tcpdump could not start (spawn error, exited early, no "listening" in time).
+    pub fn failed(&mut self, id: CaptureId, error: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(cap) = self.captures.remove(&id) else {
+            return out;
+        };
+        if let Some(d) = self.devices.get_mut(&cap.device) {
+            if d.current == Some(id) {
+                d.current = None;
+            }
+        }
+        let waiters = match cap.phase {
+            Phase::Starting { waiters, .. } => waiters,
+            Phase::Stopping { waiters, .. } => waiters,
+            _ => Vec::new(),
+        };
+        for w in waiters {
+            self.reply(
+                &mut out,
+                w,
+                503,
+                &cap.device,
+                Verb::Capture,
+                Some(error.to_string()),
+            );
+        }
+        out
+    }
+
+    /// tcpdump exited (reaped child, or an adopted pid gone from /proc).
+    pub fn exited(&mut self, id: CaptureId, stats: Stats, why: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(cap) = self.captures.get_mut(&id) else {
+            return out;
+        };
+        match std::mem::replace(&mut cap.phase, Phase::Running) {
+            starting @ Phase::Starting { .. } => {
+                cap.phase = starting;
+                return self.failed(id, why);
+            }
+            Phase::Stopping {
+                filename, waiters, ..
+            } => {
+                let target = proto::ovoc_base(&filename);
+                out.push(Action::Rename {
+                    id,
+                    base: cap.base.clone(),
+                    target,
+                });
+                cap.phase = Phase::Renaming {
+                    filename,
+                    waiters,
+                    stats,
+                };
+            }
+            Phase::Running => {
+                let reason = if self.stopping {
+                    "agent shutdown".to_string()
+                } else {
+                    why.to_string()
+                };
+                out.push(Action::Emit(Event::OvocCaptureEnded {
+                    device: cap.device.clone(),
+                    reason: reason.clone(),
+                    files: vec![cap.base.clone()],
+                    packets_captured: stats.captured,
+                    packets_dropped_kernel: stats.dropped_kernel,
+                }));
+                cap.phase = Phase::Exited { stats, reason };
+                out.push(Action::Persist);
+            }
+            other => cap.phase = other,
+        }
+        out
+    }
+
+    /// The rename of a stopped capture's files finished.
+    pub fn renamed(&mut self, id: CaptureId, result: Result<Vec<String>, String>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(cap) = self.captures.get(&id).cloned() else {
+            return out;
+        };
+        let Phase::Renaming {
+            filename,
+            waiters,
+            stats,
+        } = cap.phase
+        else {
+            return out;
+        };
+        match result {
+            Ok(files) => {
+                self.captures.remove(&id);
+                self.counters.captures_stopped += 1;
+                let res = StopResult {
+                    filename: filename.clone(),
+                    files: files.clone(),
+                    stats: stats.clone(),
+                };
+                if let Some(d) = self.devices.get_mut(&cap.device) {
+                    d.last_stop = Some(res);
+                    if d.current == Some(id) {
+                        d.current = None;
+                    }
+                }
+                out.push(Action::Emit(Event::OvocCaptureStopped {
+                    device: cap.device.clone(),
+                    filename,
+                    files,
+                    packets_captured: stats.captured,
+                    packets_received: stats.received,
+                    packets_dropped_kernel: stats.dropped_kernel,
+                }));
+                for w in waiters {
+                    self.reply(&mut out, w, 200, &cap.device, Verb::Stop, None);
+                }
+            }
+            Err(e) => {
+                // Files stay under their tmp_ names; a later STOP tries again.
+                if let Some(c) = self.captures.get_mut(&id) {
+                    c.phase = Phase::Exited {
+                        stats,
+                        reason: format!("rename failed: {e}"),
+                    };
+                }
+                for w in waiters {
+                    self.reply(&mut out, w, 503, &cap.device, Verb::Stop, Some(e.clone()));
+                }
+            }
+        }
+        out.push(Action::Persist);
+        out
+    }
+
+    fn stop(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
+        if !self.known(now, from, req, out) {
+            return;
+        }
+        self.trying(out, from, &req.device, Verb::Stop);
+        let filename = req.filename.clone().unwrap_or_default();
+        let grace = self.cfg.stop_grace;
+        let dev = &self.devices[&req.device];
+        let Some(id) = dev.current else {
+            if dev.last_stop.is_some() {
+                self.reply(
+                    out,
+                    from,
+                    200,
+                    &req.device,
+                    Verb::Stop,
+                    Some("already stopped".into()),
+                );
+            } else {
+                self.reply(
+                    out,
+                    from,
+                    404,
+                    &req.device,
+                    Verb::Stop,
+                    Some("no capture for this device".into()),
+                );
+            }
+            return;
+        };
+        let cap = self.captures.get_mut(&id).expect("current capture exists");
+        match &mut cap.phase {
+            Phase::Starting { waiters, .. } => {
+                // Stopped before it started: CAPTURE waiters learn it failed.
+                let ws = std::mem::take(waiters);
+                cap.phase = Phase::Stopping {
+                    filename,
+                    waiters: vec![from],
+                    kill_at: now + grace,
+                    killed: false,
+                };
+                out.push(Action::Signal { id, kill: false });
+                let device = req.device.clone();
+                for w in ws {
+                    self.reply(
+                        out,
+                        w,
+                        503,
+                        &device,
+                        Verb::Capture,
+                        Some("stopped before it started".into()),
+                    );
+                }
+            }
+            Phase::Running => {
+                cap.phase = Phase::Stopping {
+                    filename,
+                    waiters: vec![from],
+                    kill_at: now + grace,
+                    killed: false,
+                };
+                out.push(Action::Signal { id, kill: false });
+            }
+            Phase::Stopping { waiters, .. } | Phase::Renaming { waiters, .. } => {
+                if !waiters.contains(&from) {
+                    waiters.push(from);
+                }
+            }
+            Phase::Exited { stats, .. } => {
+                let stats = stats.clone();
+                let target = proto::ovoc_base(&filename);
+                out.push(Action::Rename {
+                    id,
+                    base: cap.base.clone(),
+                    target,
+                });
+                cap.phase = Phase::Renaming {
+                    filename,
+                    waiters: vec![from],
+                    stats,
+                };
+            }
+        }
+    }
+
+    fn verify(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
+        if !self.known(now, from, req, out) {
+            return;
+        }
+        self.trying(out, from, &req.device, Verb::Verify);
+        let dev = self.devices.get_mut(&req.device).expect("known");
+        let first = dev.verify_waiters.is_empty();
+        if !dev.verify_waiters.contains(&from) {
+            dev.verify_waiters.push(from);
+        }
+        if first {
+            out.push(Action::Verify {
+                device: req.device.clone(),
+            });
+        }
+    }
+
+    pub fn verified(&mut self, device: &str, report: ProbeReport) -> Vec<Action> {
+        let mut out = Vec::new();
+        let waiters = self
+            .devices
+            .get_mut(device)
+            .map(|d| std::mem::take(&mut d.verify_waiters))
+            .unwrap_or_default();
+        let ok = report.ok();
+        out.push(Action::Emit(Event::OvocVerify {
+            device: device.into(),
+            ok,
+            probes: report,
+        }));
+        for w in waiters {
+            self.reply(
+                &mut out,
+                w,
+                if ok { 200 } else { 430 },
+                device,
+                Verb::Verify,
+                None,
+            );
+        }
+        out
+    }
+
+    /// Timers: start timeouts, kill after the stop grace, idle rule clean-up.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let ids: Vec<CaptureId> = self.captures.keys().copied().collect();
+        for id in ids {
+            let cap = self.captures.get_mut(&id).expect("listed");
+            match &mut cap.phase {
+                Phase::Starting { deadline, .. } if *deadline <= now => {
+                    out.push(Action::Signal { id, kill: true });
+                    let secs = self.cfg.start_timeout.as_secs_f64();
+                    out.extend(self.failed(
+                        id,
+                        &format!("tcpdump did not report capturing within {secs} s"),
+                    ));
+                }
+                Phase::Stopping {
+                    kill_at, killed, ..
+                } if *kill_at <= now && !*killed => {
+                    *killed = true;
+                    out.push(Action::Signal { id, kill: true });
+                }
+                _ => {}
+            }
+        }
+        if self.cfg.ovoc_rules && !self.stopping {
+            let idle = self.cfg.rule_idle;
+            for (name, d) in self.devices.iter_mut() {
+                let capturing = d.current.is_some_and(|id| {
+                    self.captures
+                        .get(&id)
+                        .is_some_and(|c| !matches!(c.phase, Phase::Exited { .. }))
+                });
+                let idle_for_long = d.last_seen.is_some_and(|t| now.duration_since(t) >= idle);
+                if let (Some(rule_id), false, true, false) =
+                    (d.rule_id, capturing, idle_for_long, d.rule_deleting)
+                {
+                    d.rule_deleting = true;
+                    out.push(Action::DeleteRule {
+                        device: name.clone(),
+                        rule_id,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let caps = self.captures.values().filter_map(|c| match &c.phase {
+            Phase::Starting { deadline, .. } => Some(*deadline),
+            Phase::Stopping {
+                kill_at,
+                killed: false,
+                ..
+            } => Some(*kill_at),
+            _ => None,
+        });
+        let rules = self
+            .devices
+            .values()
+            .filter(|d| self.cfg.ovoc_rules && d.rule_id.is_some() && !d.rule_deleting)
+            .filter_map(|d| d.last_seen.map(|t| t + self.cfg.rule_idle));
+        caps.chain(rules).min()
+    }
+
+    /// SIGINT/SIGTERM: stop every tcpdump; the shell exits once `live()` is empty.
+    pub fn shutdown(&mut self, now: Instant) -> Vec<Action> {
+        self.stopping = true;
+        let mut out = Vec::new();
+        for (id, cap) in self.captures.iter_mut() {
+            match &cap.phase {
+                Phase::Running | Phase::Starting { .. } => {
+                    let waiters = match std::mem::replace(&mut cap.phase, Phase::Running) {
+                        Phase::Starting { waiters, .. } => waiters,
+                        _ => Vec::new(),
+                    };
+                    for w in waiters {
+                        let r = Response::new(503, &cap.device, Verb::Capture);
+                        out.push(Action::Reply {
+                            to: w,
+                            text: r.to_wire(),
+                        });
+                    }
+                    // Stopping without a file name: `exited` turns it into Exited, files kept.
+                    cap.phase = Phase::Running;
+                    out.push(Action::Signal {
+                        id: *id,
+                        kill: false,
+                    });
+                    let _ = now;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Captures whose tcpdump may still be running (the shell waits for these on shutdown).
+    pub fn live(&self) -> Vec<CaptureId> {
+        self.captures
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c.phase,
+                    Phase::Running | Phase::Starting { .. } | Phase::Stopping { .. }
+                )
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn base_of(&self, id: CaptureId) -> Option<(&str, &str, Option<u32>)> {
+        self.captures
+            .get(&id)
+            .map(|c| (c.device.as_str(), c.base.as_str(), c.pid))
+    }
+
+    pub fn starting(&self) -> Vec<CaptureId> {
+        self.captures
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Starting { .. }))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            next_id: self.next_id,
+            devices: self
+                .devices
+                .iter()
+                .map(|(name, d)| PersistedDevice {
+                    device: name.clone(),
+                    registered: d.registered,
+                    rule_id: d.rule_id,
+                    last_stop: d.last_stop.clone(),
+                })
+                .collect(),
+            captures: self
+                .captures
+                .iter()
+                .map(|(id, c)| {
+                    let (state, stats, reason) = match &c.phase {
+                        Phase::Exited { stats, reason } => {
+                            ("exited", stats.clone(), Some(reason.clone()))
+                        }
+                        Phase::Renaming { stats, .. } => {
+                            ("exited", stats.clone(), Some("stopping".into()))
+                        }
+                        _ => ("running", Stats::default(), None),
+                    };
+                    PersistedCapture {
+                        id: *id,
+                        device: c.device.clone(),
+                        base: c.base.clone(),
+                        pid: c.pid,
+                        state: state.into(),
+                        stats,
+                        reason,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuild from disk. `check` says whether a persisted running tcpdump is still alive.
+    pub fn restore(
+        &mut self,
+        p: Persisted,
+        now: Instant,
+        mut check: impl FnMut(&PersistedCapture) -> Found,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.next_id = p.next_id.max(1);
+        for d in p.devices {
+            self.devices.insert(
+                d.device,
+                Device {
+                    registered: d.registered,
+                    rule_id: d.rule_id,
+                    last_stop: d.last_stop,
+                    last_seen: Some(now),
+                    ..Device::default()
+                },
+            );
+        }
+        for c in p.captures {
+            self.next_id = self.next_id.max(c.id + 1);
+            let phase = match (c.state.as_str(), check(&c)) {
+                ("running", Found::Alive) => {
+                    out.push(Action::Emit(Event::OvocCaptureAdopted {
+                        device: c.device.clone(),
+                        pid: c.pid.unwrap_or(0),
+                        file: c.base.clone(),
+                    }));
+                    Phase::Running
+                }
+                ("running", Found::Gone(stats)) => {
+                    out.push(Action::Emit(Event::OvocCaptureEnded {
+                        device: c.device.clone(),
+                        reason: "tcpdump gone when the agent restarted".into(),
+                        files: vec![c.base.clone()],
+                        packets_captured: stats.captured,
+                        packets_dropped_kernel: stats.dropped_kernel,
+                    }));
+                    Phase::Exited {
+                        stats,
+                        reason: "tcpdump gone when the agent restarted".into(),
+                    }
+                }
+                _ => Phase::Exited {
+                    stats: c.stats.clone(),
+                    reason: c.reason.clone().unwrap_or_default(),
+                },
+            };
+            self.devices.entry(c.device.clone()).or_default().current = Some(c.id);
+            self.captures.insert(
+                c.id,
+                Capture {
+                    device: c.device,
+                    base: c.base,
+                    pid: c.pid,
+                    phase,
+                },
+            );
+        }
+        out.push(Action::Persist);
+        out
+    }
+
+    /// (adopted running, closed out) counts after `restore`.
+    pub fn restored_counts(&self) -> (u32, u32) {
+        let running = self
+            .captures
+            .values()
+            .filter(|c| matches!(c.phase, Phase::Running))
+            .count() as u32;
+        let exited = self
+            .captures
+            .values()
+            .filter(|c| matches!(c.phase, Phase::Exited { .. }))
+            .count() as u32;
+        (running, exited)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ovoc_rules: bool) -> Config {
+        Config {
+            allow: vec![Cidr::parse("127.0.0.0/8").unwrap()],
+            allow_any: false,
+            ovoc_rules,
+            rule_idle: Duration::from_secs(7200),
+            start_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+
+    fn ctl() -> SocketAddr {
+        "127.0.0.1:20001".parse().unwrap()
+    }
+
+    fn replies(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| {
+                if let Action::Reply { text, .. } = a {
+                    Some(text.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn spawned(actions: &[Action]) -> Option<CaptureId> {
+        actions.iter().find_map(|a| {
+            if let Action::Spawn { id, .. } = a {
+                Some(*id)
+            } else {
+                None
+            }
+        })
+    }
+
+    #[test]
+    fn full_cycle_with_rules() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        let a = c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        assert!(replies(&a).is_empty());
+        assert!(a.contains(&Action::EnsureRule {
+            device: "10.0.0.1".into(),
+            dest: ctl()
+        }));
+        let a = c.rule_done("10.0.0.1", ctl(), Ok((7, "created")));
+        assert_eq!(replies(&a), ["200 OK 10.0.0.1 REGISTER"]);
+
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1");
+        assert_eq!(replies(&a), ["100 Trying 10.0.0.1 CAPTURE"]);
+        let id = spawned(&a).unwrap();
+        c.spawned(id, 4242);
+        // A retransmitted CAPTURE while starting waits for the same tcpdump.
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1");
+        assert_eq!(replies(&a), ["100 Trying 10.0.0.1 CAPTURE"]);
+        assert!(spawned(&a).is_none());
+        let a = c.ready(id, "lo", "/d/tmp_x");
+        assert_eq!(
+            replies(&a),
+            ["200 OK 10.0.0.1 CAPTURE"],
+            "one 200 per requester address"
+        );
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1");
+        assert_eq!(
+            replies(&a),
+            ["100 Trying 10.0.0.1 CAPTURE", "200 OK 10.0.0.1 CAPTURE"]
+        );
+
+        let a = c.datagram(t0, ctl(), b"VERIFY 10.0.0.1");
+        assert!(a.contains(&Action::Verify {
+            device: "10.0.0.1".into()
+        }));
+        let bad = ProbeReport {
+            tcp: Some(crate::event::ProbeCounts {
+                sent: 3,
+                answered: 0,
+                error: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            replies(&c.verified("10.0.0.1", bad)),
+            ["430 Flow Failed 10.0.0.1 VERIFY"]
+        );
+
+        let a = c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_device_10.0.0.1_X.pcap");
+        assert_eq!(replies(&a), ["100 Trying 10.0.0.1 STOP"]);
+        assert!(a.contains(&Action::Signal { id, kill: false }));
+        let a = c.exited(
+            id,
+            Stats {
+                captured: Some(5),
+                received: Some(5),
+                dropped_kernel: Some(0),
+            },
+            "exit 0",
+        );
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Rename { target, .. } if target == "device_10.0.0.1_X")));
+        let a = c.renamed(id, Ok(vec!["OVOC_device_10.0.0.1_X-0.pcap".into()]));
+        assert_eq!(replies(&a), ["200 OK 10.0.0.1 STOP"]);
+        // Idempotent: the same STOP again answers 200, twice.
+        for _ in 0..2 {
+            let a = c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_device_10.0.0.1_X.pcap");
+            assert_eq!(
+                replies(&a),
+                ["100 Trying 10.0.0.1 STOP", "200 OK 10.0.0.1 STOP"]
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_devices_bad_input_and_sources() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        for verb in ["CAPTURE", "VERIFY"] {
+            let a = c.datagram(t0, ctl(), format!("{verb} 10.9.9.9").as_bytes());
+            assert_eq!(replies(&a), [format!("404 Not Found 10.9.9.9 {verb}")]);
+        }
+        let a = c.datagram(t0, ctl(), b"STOP 10.9.9.9 CPE_a.pcap");
+        assert_eq!(replies(&a), ["404 Not Found 10.9.9.9 STOP"]);
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"CAPTURE x$(id)")),
+            ["400 Bad Request x$(id) CAPTURE"]
+        );
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"STOP 10.0.0.1 ../../etc/passwd")),
+            ["400 Bad Request 10.0.0.1 STOP"]
+        );
+        assert!(c.datagram(t0, ctl(), &[0u8; 70_000]).is_empty());
+        assert!(c.datagram(t0, ctl(), b"\xff\xfe").is_empty());
+        assert!(c
+            .datagram(t0, "192.0.2.1:20001".parse().unwrap(), b"REGISTER 10.0.0.1")
+            .is_empty());
+        assert_eq!(c.counters.dropped, 2);
+        assert_eq!(c.counters.refused, 1);
+        // Without rules REGISTER is answered at once.
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"REGISTER 10.0.0.1")),
+            ["200 OK 10.0.0.1 REGISTER"]
+        );
+        // Known device, no capture yet: STOP is 404, not a crash.
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_a.pcap")),
+            ["100 Trying 10.0.0.1 STOP", "404 Not Found 10.0.0.1 STOP"]
+        );
+    }
+
+    #[test]
+    fn tcpdump_that_dies_on_start_gives_503_with_its_error() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        let a = c.exited(id, Stats::default(), "tcpdump: eth9: No such device exists");
+        assert_eq!(replies(&a), ["503 Service Unavailable 10.0.0.1 CAPTURE"]);
+        assert!(a.iter().any(|x| matches!(x, Action::Emit(Event::OvocResponse { detail: Some(d), .. }) if d.contains("No such device"))));
+        // And a start that never reports "listening" times out into 503 plus SIGKILL.
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        assert!(c.tick(t0 + Duration::from_secs(4)).is_empty());
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        let a = c.tick(t0 + Duration::from_secs(5));
+        assert!(a.contains(&Action::Signal { id, kill: true }));
+        assert_eq!(replies(&a), ["503 Service Unavailable 10.0.0.1 CAPTURE"]);
+    }
+
+    #[test]
+    fn stop_escalates_to_sigkill_after_grace() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        c.ready(id, "lo", "f");
+        c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_a.pcap");
+        assert!(c.tick(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            c.tick(t0 + Duration::from_secs(5)),
+            vec![Action::Signal { id, kill: true }]
+        );
+        assert!(
+            c.tick(t0 + Duration::from_secs(6)).is_empty(),
+            "SIGKILL once"
+        );
+    }
+
+    #[test]
+    fn idle_rules_are_deleted_by_the_timer_but_not_while_capturing() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        c.rule_done("10.0.0.1", ctl(), Ok((7, "created")));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.2");
+        c.rule_done("10.0.0.2", ctl(), Ok((8, "created")));
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.2")).unwrap();
+        c.ready(id, "lo", "f");
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(7200)));
+        let a = c.tick(t0 + Duration::from_secs(7200));
+        assert_eq!(
+            a,
+            vec![Action::DeleteRule {
+                device: "10.0.0.1".into(),
+                rule_id: 7
+            }]
+        );
+        assert!(
+            c.tick(t0 + Duration::from_secs(7300)).is_empty(),
+            "one delete in flight"
+        );
+        c.rule_deleted("10.0.0.1", 7, Ok(()));
+        assert!(c.tick(t0 + Duration::from_secs(9000)).is_empty());
+    }
+
+    #[test]
+    fn register_from_a_new_source_repoints_the_rule() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        let other: SocketAddr = "127.0.0.2:30000".parse().unwrap();
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let a = c.datagram(t0, other, b"REGISTER 10.0.0.1");
+        assert!(
+            replies(&a).is_empty(),
+            "waits for the rule operation in flight"
+        );
+        let a = c.rule_done("10.0.0.1", ctl(), Ok((7, "created")));
+        assert_eq!(replies(&a), ["200 OK 10.0.0.1 REGISTER"]);
+        assert!(a.contains(&Action::EnsureRule {
+            device: "10.0.0.1".into(),
+            dest: other
+        }));
+        let a = c.rule_done("10.0.0.1", other, Ok((7, "updated")));
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::Reply { to, .. } if *to == other))
+                .count(),
+            1
+        );
+        // An OVOC failure is a 503, never a crash.
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        assert_eq!(
+            replies(&c.rule_done("10.0.0.1", ctl(), Err("HTTP 500".into()))),
+            ["503 Service Unavailable 10.0.0.1 REGISTER"]
+        );
+    }
+
+    #[test]
+    fn shutdown_then_restart_closes_out_and_a_later_stop_renames() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        c.spawned(id, 99);
+        c.ready(id, "lo", "f");
+        assert_eq!(c.shutdown(t0), vec![Action::Signal { id, kill: false }]);
+        assert_eq!(c.live(), vec![id]);
+        c.exited(
+            id,
+            Stats {
+                captured: Some(3),
+                ..Stats::default()
+            },
+            "signal",
+        );
+        assert!(c.live().is_empty());
+        let saved = c.persisted();
+        assert_eq!(saved.captures[0].state, "exited");
+
+        let mut c2 = Core::new(cfg(false));
+        c2.restore(saved, t0, |_| Found::Alive);
+        assert_eq!(c2.restored_counts(), (0, 1));
+        let a = c2.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_b.pcap");
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Rename { target, .. } if target == "b")));
+        assert_eq!(
+            replies(&c2.renamed(id, Ok(vec!["OVOC_b-0.pcap".into()]))),
+            ["200 OK 10.0.0.1 STOP"]
+        );
+    }
+
+    #[test]
+    fn restart_adopts_a_live_tcpdump() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        c.spawned(id, 99);
+        c.ready(id, "lo", "f");
+        let saved = c.persisted();
+        let mut c2 = Core::new(cfg(false));
+        let a = c2.restore(saved.clone(), t0, |p| {
+            assert_eq!(p.pid, Some(99));
+            Found::Alive
+        });
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Emit(Event::OvocCaptureAdopted { pid: 99, .. }))));
+        assert_eq!(c2.restored_counts(), (1, 0));
+        let a = c2.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_b.pcap");
+        assert!(a.contains(&Action::Signal { id, kill: false }));
+        let mut c3 = Core::new(cfg(false));
+        c3.restore(saved, t0, |_| Found::Gone(Stats::default()));
+        assert_eq!(c3.restored_counts(), (0, 1));
+        // A new capture id never reuses an old one.
+        let id2 = spawned(&c3.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        assert!(id2 > id);
+    }
+
+    #[test]
+    fn random_datagrams_never_panic_and_always_get_at_most_bounded_answers() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let words: &[&[u8]] = &[
+            b"REGISTER ",
+            b"CAPTURE ",
+            b"VERIFY ",
+            b"STOP ",
+            b"10.0.0.1",
+            b" CPE_a.pcap",
+            b"..",
+            b"/",
+            b"$(id)",
+            b" ",
+        ];
+        for _ in 0..10_000 {
+            let mut d = Vec::new();
+            for _ in 0..(next() % 5) {
+                if next() % 5 == 0 {
+                    d.push(next() as u8);
+                } else {
+                    d.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+                }
+            }
+            let a = c.datagram(t0, ctl(), &d);
+            assert!(replies(&a).len() <= 2);
+        }
+        assert!(c.counters.requests + c.counters.dropped == 10_000);
+    }
+}

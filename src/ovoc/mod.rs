@@ -1,0 +1,8 @@
+//! The OVOC side: the capture agent (`tc ovoc serve`), its OVOC REST client, and `tc ovoc send`.
+
+pub mod core;
+pub mod rules;
+pub mod send;
+pub mod serve;
+pub mod state;
+pub mod tcpdump;

@@ -1,0 +1,121 @@
+//! `tc ovoc send`: one request to an agent, its responses as `ovoc.reply` lines. Works with
+//! `tc ovoc serve` and with the original agents (all three response forms).
+
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::Instant;
+
+use crate::cli::SendArgs;
+use crate::emit::emit;
+use crate::error::{Error, ExitCode, Result};
+use crate::event::Event;
+use crate::proto::{self, Request, Verb};
+
+/// `host`, `host:port`, `[v6]:port` or a bare IPv6 address; port 20001 by default.
+pub fn server_addr(s: &str) -> Result<SocketAddr, String> {
+    let with_port = if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{s}]:20001")
+    } else if s
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        s.to_string()
+    } else {
+        format!("{s}:20001")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid --server {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("invalid --server {s:?}: no address"))
+}
+
+pub fn run(a: SendArgs) -> Result<ExitCode> {
+    let verb = Verb::parse(&a.request.to_ascii_uppercase())
+        .ok_or_else(|| Error::usage("unknown request"))?;
+    crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
+    match (verb, &a.filename) {
+        (Verb::Stop, Some(f)) => proto::validate_filename(f).map_err(Error::usage)?,
+        (Verb::Stop, None) => return Err(Error::usage("STOP needs the CPE capture's FILENAME")),
+        (_, Some(_)) => return Err(Error::usage(format!("{verb} takes no FILENAME"))),
+        (_, None) => {}
+    }
+    let server = server_addr(&a.server).map_err(Error::usage)?;
+    let sock =
+        UdpSocket::bind(a.bind).map_err(|e| Error::usage(format!("binding {}: {e}", a.bind)))?;
+    let req = Request {
+        verb,
+        device: a.device.clone(),
+        filename: a.filename.clone(),
+    };
+    sock.send_to(req.to_wire().as_bytes(), server)
+        .map_err(|e| Error::failed(format!("sending to {server}: {e}")))?;
+    let deadline = Instant::now() + a.timeout;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            eprintln!("tc: no final response from {server} within {:?}", a.timeout);
+            return Ok(ExitCode::Failed);
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| Error::failed(e.to_string()))?;
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // An ICMP port unreachable from an earlier send: nobody listens there.
+            Err(e) => return Err(Error::failed(format!("receiving from {server}: {e}"))),
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let Some(r) = proto::parse_response(&text).filter(|r| r.device == a.device) else {
+            log::info!("ignored a datagram from {from}: {text:?}");
+            continue;
+        };
+        if r.verb.is_some_and(|v| v != verb) {
+            continue;
+        }
+        let is_final = r.is_final();
+        emit(&Event::OvocReply {
+            server: from.to_string(),
+            device: r.device,
+            request: r.verb.map(|v| v.as_str().to_string()),
+            code: r.code,
+            reason: r.reason,
+            is_final,
+        });
+        if is_final {
+            return Ok(if r.code == 200 {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers() {
+        assert_eq!(
+            server_addr("127.0.0.1").unwrap(),
+            "127.0.0.1:20001".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(server_addr("::1").unwrap(), "[::1]:20001".parse().unwrap());
+        assert_eq!(server_addr("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        assert!(server_addr("no such host.invalid").is_err());
+    }
+}

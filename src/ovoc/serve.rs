@@ -1,0 +1,567 @@
+//! `tc ovoc serve`: the agent's I/O shell around `core`. One mio loop: the UDP socket, the
+//! signals (INT, TERM, CHLD) and a waker for worker results are sources in the same poll; the
+//! poll timeout is the time to the core's next deadline (shorter while a tcpdump is starting or
+//! an adopted one is watched through /proc).
+//!
+//! Invariants: the loop never blocks on anything but `poll`; OVOC REST calls and probes run on
+//! worker threads; every child is reaped; state is written after each change that matters.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+
+use super::core::{Action, CaptureId, Config, Core, Found};
+use super::rules::OvocClient;
+use super::tcpdump::{self, Tcpdump};
+use crate::cli::ServeArgs;
+use crate::emit::emit;
+use crate::error::{Error, ExitCode, Result};
+use crate::event::{Event, ProbeReport};
+use crate::probe::ProbeConfig;
+
+const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+enum Done {
+    Rule {
+        device: String,
+        dest: SocketAddr,
+        result: std::result::Result<(u64, &'static str), String>,
+    },
+    Deleted {
+        device: String,
+        rule_id: u64,
+        result: std::result::Result<(), String>,
+    },
+    Verified {
+        device: String,
+        report: ProbeReport,
+    },
+}
+
+struct Shell {
+    sock: UdpSocket,
+    dir: PathBuf,
+    tcpdump: Tcpdump,
+    children: HashMap<CaptureId, Child>,
+    /// Captures of an earlier run whose tcpdump is not our child: watched through /proc.
+    adopted: HashMap<CaptureId, u32>,
+    ovoc: Option<Arc<OvocClient>>,
+    probes: Arc<ProbeConfig>,
+    done_tx: mpsc::Sender<Done>,
+    waker: Arc<Waker>,
+    dirty: bool,
+}
+
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == name)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+/// DIR holds the captures (writable by tcpdump's user) and `.tc/` (root only: state, logs).
+fn prepare_dir(dir: &Path, tcpdump_user: &str) -> Result<()> {
+    std::fs::create_dir_all(dir.join(".tc"))
+        .map_err(|e| Error::usage(format!("creating {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir.join(".tc"), std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::usage(format!("{}: {e}", dir.display())))?;
+    if tcpdump_user != "root" {
+        let (uid, gid) = user_ids(tcpdump_user)
+            .ok_or_else(|| Error::usage(format!("no user {tcpdump_user:?}")))?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+            Error::usage(format!(
+                "making {} writable for {tcpdump_user}: {e}",
+                dir.display()
+            ))
+        })?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+            .map_err(|e| Error::usage(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    if a.allow.is_empty() && !a.allow_any {
+        return Err(Error::usage(
+            "refusing to start without --allow CIDR (the controllers that may send requests); \
+             --allow-any accepts requests from anywhere, as the original agent did",
+        ));
+    }
+    crate::netaddr::validate_interface(&a.interface).map_err(Error::usage)?;
+    let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
+    crate::cpe::script::validate_snmp_user(&a.snmp_user).map_err(Error::usage)?;
+    let program = tcpdump::find_program(a.tcpdump.as_deref()).map_err(Error::usage)?;
+    let tcpdump_user = a.tcpdump_user.clone().unwrap_or_else(|| {
+        if user_ids("tcpdump").is_some() {
+            "tcpdump".into()
+        } else {
+            "root".into()
+        }
+    });
+    let ovoc = if a.no_ovoc_rules {
+        None
+    } else {
+        let user = a.ovoc_user.clone().ok_or_else(|| {
+            Error::usage("no OVOC user: set TC_OVOC_USER or --ovoc-user (or --no-ovoc-rules)")
+        })?;
+        let password = crate::secret::resolve(&crate::secret::Source {
+            what: "OVOC password",
+            file: a.ovoc_password_file.as_deref(),
+            env: "TC_OVOC_PASSWORD",
+            file_flag: "--ovoc-password-file",
+        })?;
+        let trust = crate::tls::Trust::from_args(
+            a.tls.ca_cert.as_deref(),
+            a.tls.pin_sha256.as_deref(),
+            a.tls.insecure,
+        )
+        .map_err(Error::usage)?;
+        if a.tls.insecure {
+            crate::logging::warn_user("--insecure: OVOC's certificate is not verified");
+        }
+        Some(Arc::new(
+            OvocClient::new(
+                &a.ovoc_url,
+                &user,
+                &password,
+                &trust,
+                Duration::from_secs(10),
+            )
+            .map_err(Error::usage)?,
+        ))
+    };
+    prepare_dir(&a.dir, &tcpdump_user)?;
+    let dir = a
+        .dir
+        .canonicalize()
+        .map_err(|e| Error::usage(format!("{}: {e}", a.dir.display())))?;
+    let _lock = lock(&dir)?;
+    let probes = Arc::new(ProbeConfig {
+        kinds,
+        snmp_user: a.snmp_user.clone(),
+        snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
+        snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
+        ..ProbeConfig::default()
+    });
+
+    let mut core = Core::new(Config {
+        allow: a.allow.clone(),
+        allow_any: a.allow_any,
+        ovoc_rules: ovoc.is_some(),
+        rule_idle: a.rule_idle,
+        start_timeout: a.start_timeout,
+        stop_grace: a.stop_grace,
+    });
+    let tcpdump = Tcpdump {
+        program,
+        interface: a.interface.clone(),
+        dir: dir.clone(),
+        ring_files: a.ring_files,
+        ring_size_mb: a.ring_size,
+        user: tcpdump_user,
+    };
+    let mut adopted = HashMap::new();
+    let now = Instant::now();
+    let restored = match super::state::load(&dir).map_err(Error::usage)? {
+        Some(p) => core.restore(p, now, |c| {
+            let alive =
+                c.state == "running" && c.pid.is_some_and(|pid| tcpdump::proc_alive(pid, &c.base));
+            if alive {
+                adopted.insert(c.id, c.pid.unwrap_or(0));
+                Found::Alive
+            } else {
+                let log =
+                    std::fs::read_to_string(tcpdump::log_path(&dir, &c.base)).unwrap_or_default();
+                Found::Gone(tcpdump::parse_stats(&log))
+            }
+        }),
+        None => Vec::new(),
+    };
+
+    let mut sock = crate::alarm::listen::bind(a.listen)?;
+    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGCHLD])
+        .map_err(|e| Error::failed(format!("signals: {e}")))?;
+    poll.registry()
+        .register(&mut sock, SOCKET, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    let waker =
+        Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::failed(e.to_string()))?);
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut sh = Shell {
+        sock,
+        dir: dir.clone(),
+        tcpdump,
+        children: HashMap::new(),
+        adopted,
+        ovoc,
+        probes,
+        done_tx,
+        waker,
+        dirty: true,
+    };
+    let (adopted_n, closed_n) = core.restored_counts();
+    emit(&Event::OvocListening {
+        listen: sh
+            .sock
+            .local_addr()
+            .map(|x| x.to_string())
+            .unwrap_or_default(),
+        interface: a.interface.clone(),
+        dir: dir.display().to_string(),
+        allow: if a.allow_any {
+            vec!["any".into()]
+        } else {
+            a.allow.iter().map(|c| c.to_string()).collect()
+        },
+        ovoc_rules: sh.ovoc.is_some(),
+        adopted: adopted_n,
+        closed_out: closed_n,
+        pid: std::process::id(),
+    });
+    sh.perform(&mut core, restored);
+
+    let started = Instant::now();
+    let mut events = Events::with_capacity(256);
+    let mut buf = vec![0u8; 65_536];
+    let mut stopping_since: Option<Instant> = None;
+    let reason = loop {
+        let now = Instant::now();
+        let mut wake = core.next_deadline();
+        let soon = |ms| Some(now + Duration::from_millis(ms));
+        if !core.starting().is_empty() {
+            wake = wake.min(soon(10)).or(soon(10));
+        }
+        if !sh.adopted.is_empty() {
+            wake = wake.min(soon(500)).or(soon(500));
+        }
+        if stopping_since.is_some() {
+            wake = wake.min(soon(50)).or(soon(50));
+        }
+        let timeout = wake.map(|w| w.saturating_duration_since(now));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(Error::failed(format!("poll: {e}")));
+            }
+        }
+        let mut reap = false;
+        for ev in events.iter() {
+            match ev.token() {
+                SOCKET => loop {
+                    match sh.sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let actions = core.datagram(Instant::now(), from, &buf[..n]);
+                            sh.perform(&mut core, actions);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            // ICMP errors for earlier replies surface here; they are not fatal.
+                            log::debug!("receive: {e}");
+                            break;
+                        }
+                    }
+                },
+                SIGNALS => {
+                    for sig in signals.pending() {
+                        match sig {
+                            SIGCHLD => reap = true,
+                            _ if stopping_since.is_some() => {
+                                // Second signal: leave at once, state as last written.
+                                log::warn!("second signal: exiting without waiting for tcpdump");
+                                std::process::exit(ExitCode::Interrupted as i32);
+                            }
+                            _ => {
+                                log::info!("signal {sig}: stopping every capture");
+                                stopping_since = Some(Instant::now());
+                                let actions = core.shutdown(Instant::now());
+                                sh.perform(&mut core, actions);
+                            }
+                        }
+                    }
+                }
+                WAKER => {}
+                _ => {}
+            }
+        }
+        while let Ok(done) = done_rx.try_recv() {
+            let actions = match done {
+                Done::Rule {
+                    device,
+                    dest,
+                    result,
+                } => core.rule_done(&device, dest, result),
+                Done::Deleted {
+                    device,
+                    rule_id,
+                    result,
+                } => core.rule_deleted(&device, rule_id, result),
+                Done::Verified { device, report } => core.verified(&device, report),
+            };
+            sh.perform(&mut core, actions);
+        }
+        // Cheap enough to do every turn: a handful of children at most per turn.
+        let _ = reap;
+        sh.reap(&mut core);
+        sh.check_starting(&mut core);
+        sh.check_adopted(&mut core);
+        let actions = core.tick(Instant::now());
+        sh.perform(&mut core, actions);
+        if sh.dirty {
+            sh.save(&core);
+        }
+        if let Some(since) = stopping_since {
+            if core.live().is_empty() {
+                break "signal";
+            }
+            // tcpdump ignoring SIGTERM past the grace period (core sends SIGKILL then); an adopted
+            // one we cannot reap is given up on after twice that.
+            if since.elapsed() > a.stop_grace * 2 + Duration::from_secs(1) {
+                log::warn!("some tcpdump did not exit; leaving");
+                break "signal";
+            }
+        }
+        if crate::emit::stdout_broken() {
+            log::warn!("stdout closed; the agent keeps running");
+        }
+    };
+    sh.save(&core);
+    let c = &core.counters;
+    emit(&Event::OvocSummary {
+        requests: c.requests,
+        responses: c.responses,
+        dropped: c.dropped,
+        refused: c.refused,
+        captures_started: c.captures_started,
+        captures_stopped: c.captures_stopped,
+        seconds: started.elapsed().as_secs_f64(),
+        reason: reason.into(),
+    });
+    Ok(ExitCode::Ok)
+}
+
+/// One agent per DIR: a second one would fight over the same captures and state.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let p = dir.join(".tc").join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| Error::usage(format!("{}: {e}", p.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::usage(format!(
+            "another agent is using {} (lock {})",
+            dir.display(),
+            p.display()
+        )));
+    }
+    Ok(f)
+}
+
+impl Shell {
+    fn save(&mut self, core: &Core) {
+        match super::state::save(&self.dir, &core.persisted()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => log::error!("saving state: {e}"),
+        }
+    }
+
+    /// Replies go out only after the state they announce is on disk: a controller told
+    /// "200 OK CAPTURE" must be able to rely on a restarted agent knowing that capture.
+    fn perform(&mut self, core: &mut Core, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut replies = Vec::new();
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::Reply { to, text } => replies.push((to, text)),
+                Action::Emit(ev) => emit(&ev),
+                Action::Persist => self.dirty = true,
+                Action::Spawn { id, device, base } => {
+                    let log = tcpdump::log_path(&self.dir, &base);
+                    match self.tcpdump.spawn(&base, &device, &log) {
+                        Ok(child) => {
+                            core.spawned(id, child.id());
+                            self.children.insert(id, child);
+                        }
+                        Err(e) => queue.extend(core.failed(id, &e)),
+                    }
+                }
+                Action::Signal { id, kill } => self.signal(core, id, kill),
+                Action::Rename { id, base, target } => {
+                    let result = tcpdump::rename(&self.dir, &base, &target);
+                    if result.is_ok() {
+                        let _ = std::fs::remove_file(tcpdump::log_path(&self.dir, &base));
+                    }
+                    queue.extend(core.renamed(id, result));
+                }
+                Action::EnsureRule { device, dest } => {
+                    let Some(ovoc) = self.ovoc.clone() else {
+                        continue;
+                    };
+                    self.work(move || {
+                        let result = ovoc
+                            .ensure_rule(&device, dest)
+                            .map(|o| (o.rule_id, o.action));
+                        Done::Rule {
+                            device,
+                            dest,
+                            result,
+                        }
+                    });
+                }
+                Action::DeleteRule { device, rule_id } => {
+                    let Some(ovoc) = self.ovoc.clone() else {
+                        continue;
+                    };
+                    self.work(move || {
+                        let result = ovoc.delete_rule(rule_id);
+                        Done::Deleted {
+                            device,
+                            rule_id,
+                            result,
+                        }
+                    });
+                }
+                Action::Verify { device } => {
+                    let cfg = Arc::clone(&self.probes);
+                    self.work(move || {
+                        let report = crate::probe::run(&device, &cfg);
+                        Done::Verified { device, report }
+                    });
+                }
+            }
+        }
+        if self.dirty && !replies.is_empty() {
+            self.save(core);
+        }
+        for (to, text) in replies {
+            if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
+                log::warn!("replying to {to}: {e}");
+            }
+        }
+    }
+
+    /// Off the loop: REST calls and probes take seconds.
+    fn work(&self, f: impl FnOnce() -> Done + Send + 'static) {
+        let tx = self.done_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        let spawned = std::thread::Builder::new()
+            .name("tc-ovoc-worker".into())
+            .spawn(move || {
+                let _ = tx.send(f());
+                let _ = waker.wake();
+            });
+        if let Err(e) = spawned {
+            log::error!("starting a worker thread: {e}");
+        }
+    }
+
+    fn signal(&mut self, core: &Core, id: CaptureId, kill: bool) {
+        let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
+        let pid = if let Some(child) = self.children.get(&id) {
+            Some(child.id())
+        } else if let Some(&pid) = self.adopted.get(&id) {
+            // Never signal a pid the kernel may have handed to someone else.
+            let base = core
+                .base_of(id)
+                .map(|(_, b, _)| b.to_string())
+                .unwrap_or_default();
+            tcpdump::proc_alive(pid, &base).then_some(pid)
+        } else {
+            None
+        };
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on a process we started (or verified through /proc).
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    fn log_of(&self, core: &Core, id: CaptureId) -> String {
+        core.base_of(id)
+            .and_then(|(_, base, _)| {
+                std::fs::read_to_string(tcpdump::log_path(&self.dir, base)).ok()
+            })
+            .unwrap_or_default()
+    }
+
+    fn reap(&mut self, core: &mut Core) {
+        let ids: Vec<CaptureId> = self.children.keys().copied().collect();
+        for id in ids {
+            let status = match self.children.get_mut(&id).map(|c| c.try_wait()) {
+                Some(Ok(Some(st))) => st,
+                _ => continue,
+            };
+            self.children.remove(&id);
+            let log = self.log_of(core, id);
+            let why = if core.starting().contains(&id) || !tcpdump::listening(&log) {
+                tcpdump::error_text(&log)
+            } else {
+                format!("tcpdump exited ({status})")
+            };
+            let actions = core.exited(id, tcpdump::parse_stats(&log), &why);
+            self.perform(core, actions);
+        }
+    }
+
+    fn check_starting(&mut self, core: &mut Core) {
+        for id in core.starting() {
+            let Some((_, base, _)) = core.base_of(id) else {
+                continue;
+            };
+            let base = base.to_string();
+            let log = self.log_of(core, id);
+            // Capturing and able to write: tcpdump said so and its first file exists.
+            if tcpdump::listening(&log) && !tcpdump::ring_files(&self.dir, &base).is_empty() {
+                let file = self.dir.join(&base).display().to_string();
+                let actions = core.ready(id, &self.tcpdump.interface, &file);
+                self.perform(core, actions);
+            }
+        }
+    }
+
+    fn check_adopted(&mut self, core: &mut Core) {
+        let gone: Vec<(CaptureId, u32)> = self
+            .adopted
+            .iter()
+            .filter(|(id, pid)| {
+                let base = core
+                    .base_of(**id)
+                    .map(|(_, b, _)| b.to_string())
+                    .unwrap_or_default();
+                !tcpdump::proc_alive(**pid, &base)
+            })
+            .map(|(id, pid)| (*id, *pid))
+            .collect();
+        for (id, pid) in gone {
+            self.adopted.remove(&id);
+            let log = self.log_of(core, id);
+            let actions = core.exited(
+                id,
+                tcpdump::parse_stats(&log),
+                &format!("tcpdump {pid} exited"),
+            );
+            self.perform(core, actions);
+        }
+    }
+}

@@ -1,0 +1,1469 @@
+//! VERIFY probes: ICMP echo, SNMPv3 GET of sysDescr.0 and TCP connect, sent to one device.
+//!
+//! Invariants: `run` returns within about the configured timeout whatever the device (or the
+//! resolver) does, never panics and never blocks the caller's loop for longer than that. Each
+//! enabled kind runs on its own thread and bounds its blocking calls by a shared deadline; `run`
+//! additionally stops waiting at the deadline plus a small slack and reports what each kind
+//! counted so far. Keys only ever go to the SNMP library: no error, log line or report holds them.
+//! No shell and no external program is involved.
+
+use std::collections::HashSet;
+use std::io;
+use std::mem;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::event::{ProbeCounts, ProbeReport};
+use crate::secret::Secret;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Icmp,
+    Snmp,
+    Tcp,
+}
+
+impl ProbeKind {
+    const ALL: [ProbeKind; 3] = [ProbeKind::Icmp, ProbeKind::Snmp, ProbeKind::Tcp];
+
+    fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Icmp => "icmp",
+            ProbeKind::Snmp => "snmp",
+            ProbeKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// "icmp,snmp,tcp" (any subset, any order, case-insensitive, no duplicates) or "all"/"none";
+/// errors name the bad word.
+pub fn parse_kinds(s: &str) -> Result<Vec<ProbeKind>, String> {
+    const EXPECTED: &str = "expected a comma-separated list of icmp, snmp, tcp, or all, or none";
+    let trimmed = s.trim();
+    if trimmed.eq_ignore_ascii_case("all") {
+        return Ok(ProbeKind::ALL.to_vec());
+    }
+    if trimmed.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    if trimmed.is_empty() {
+        return Err(format!("empty probe list: {EXPECTED}"));
+    }
+    let mut kinds = Vec::new();
+    for word in trimmed.split(',') {
+        let w = word.trim();
+        let kind = ProbeKind::ALL
+            .into_iter()
+            .find(|k| w.eq_ignore_ascii_case(k.name()))
+            .ok_or_else(|| {
+                if w.eq_ignore_ascii_case("all") || w.eq_ignore_ascii_case("none") {
+                    format!("probe list: {w:?} cannot be combined with other words")
+                } else {
+                    format!(
+                        "unknown probe type {:?}: {EXPECTED}",
+                        w.escape_debug().to_string()
+                    )
+                }
+            })?;
+        if kinds.contains(&kind) {
+            return Err(format!("probe type {:?} given twice", kind.name()));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub kinds: Vec<ProbeKind>,
+    /// Probes per kind.
+    pub count: u32,
+    /// Overall bound for each kind (they run in parallel, so also for `run`).
+    pub timeout: Duration,
+    pub snmp_user: String,
+    pub snmp_auth: Option<Secret>,
+    pub snmp_priv: Option<Secret>,
+    pub snmp_port: u16,
+    pub tcp_port: u16,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            kinds: ProbeKind::ALL.to_vec(),
+            count: 3,
+            timeout: Duration::from_secs(3),
+            snmp_user: "CaptureScript".to_string(),
+            snmp_auth: None,
+            snmp_priv: None,
+            snmp_port: 161,
+            tcp_port: 443,
+        }
+    }
+}
+
+/// Threads are scheduled late and sockets time out a little after their deadline; past this,
+/// `run` reports what it has rather than wait.
+const SLACK: Duration = Duration::from_millis(300);
+/// Like ping(8): close enough to finish quickly, far enough apart to look like separate probes.
+const ICMP_INTERVAL: Duration = Duration::from_millis(200);
+const SYS_DESCR: [u64; 9] = [1, 3, 6, 1, 2, 1, 1, 1, 0];
+pub const NO_SNMP_KEYS: &str = "no SNMPv3 keys (TC_SNMP_AUTH_KEY/TC_SNMP_PRIV_KEY)";
+
+/// Blocking; the enabled kinds run in parallel threads; returns within about `timeout` (+ small
+/// slack) whatever the device does. Never panics.
+pub fn run(device: &str, cfg: &ProbeConfig) -> ProbeReport {
+    let deadline = Instant::now() + cfg.timeout;
+    let resolved = resolve(device, deadline).map_err(|e| format!("resolving {device}: {e}"));
+    run_resolved(resolved, cfg, deadline)
+}
+
+fn run_resolved(
+    resolved: Result<SocketAddr, String>,
+    cfg: &ProbeConfig,
+    deadline: Instant,
+) -> ProbeReport {
+    let mut kinds = cfg.kinds.clone();
+    let mut seen = HashSet::new();
+    kinds.retain(|k| seen.insert(*k));
+
+    let mut report = ProbeReport::default();
+    let addr = match resolved {
+        Ok(a) => a,
+        Err(e) => {
+            for k in kinds {
+                *slot(&mut report, k) = Some(ProbeCounts {
+                    sent: 0,
+                    answered: 0,
+                    error: Some(e.clone()),
+                });
+            }
+            return report;
+        }
+    };
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut running = Vec::new();
+    for kind in kinds {
+        let tally = Tally::default();
+        let spawned = {
+            let tally = tally.clone();
+            let cfg = cfg.clone();
+            let done = Done {
+                tx: done_tx.clone(),
+                kind,
+                tally: tally.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("probe-{}", kind.name()))
+                .spawn(move || {
+                    let _done = done;
+                    match kind {
+                        ProbeKind::Icmp => icmp(addr, cfg.count, deadline, &tally),
+                        ProbeKind::Snmp => snmp(addr, &cfg, deadline, &tally),
+                        ProbeKind::Tcp => tcp(addr, &cfg, deadline, &tally),
+                    }
+                })
+        };
+        if let Err(e) = spawned {
+            tally.fail(format!("starting the {} probe thread: {e}", kind.name()));
+        }
+        running.push((kind, tally));
+    }
+    drop(done_tx);
+
+    let hard = deadline + SLACK;
+    let mut finished = HashSet::new();
+    while finished.len() < running.len() {
+        let left = hard.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(kind) => {
+                finished.insert(kind);
+            }
+            // Disconnected: every thread ended or failed to start.
+            Err(_) => break,
+        }
+    }
+    for (kind, tally) in running {
+        let mut counts = tally.snapshot();
+        if !finished.contains(&kind) && counts.error.is_none() {
+            counts.error = Some(format!(
+                "still waiting for answers after {} ms",
+                cfg.timeout.as_millis()
+            ));
+        }
+        *slot(&mut report, kind) = Some(counts);
+    }
+    report
+}
+
+fn slot(report: &mut ProbeReport, kind: ProbeKind) -> &mut Option<ProbeCounts> {
+    match kind {
+        ProbeKind::Icmp => &mut report.icmp,
+        ProbeKind::Snmp => &mut report.snmp,
+        ProbeKind::Tcp => &mut report.tcp,
+    }
+}
+
+/// Shared with `run` so that a probe still blocked at the hard deadline reports what it counted.
+#[derive(Clone, Default)]
+struct Tally(Arc<Mutex<ProbeCounts>>);
+
+impl Tally {
+    fn with<R>(&self, f: impl FnOnce(&mut ProbeCounts) -> R) -> R {
+        // A panicking probe must not take the report down with it.
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+    fn sent(&self) {
+        self.with(|c| c.sent += 1);
+    }
+    fn answered(&self) {
+        self.with(|c| c.answered += 1);
+    }
+    fn fail(&self, e: String) {
+        self.with(|c| c.error = Some(e));
+    }
+    fn snapshot(&self) -> ProbeCounts {
+        self.with(|c| c.clone())
+    }
+}
+
+/// Tells `run` a probe thread ended, also when it ended by panicking (the guard drops while
+/// unwinding), so `run` need not wait for the hard deadline.
+struct Done {
+    tx: mpsc::Sender<ProbeKind>,
+    kind: ProbeKind,
+    tally: Tally,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.tally
+                .fail(format!("internal error in the {} probe", self.kind.name()));
+        }
+        let _ = self.tx.send(self.kind);
+    }
+}
+
+/// getaddrinfo cannot be cancelled, so a slow resolver is left behind on its own thread rather
+/// than allowed to hold `run` past the deadline.
+fn resolve(device: &str, deadline: Instant) -> Result<SocketAddr, String> {
+    if let Ok(ip) = device.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = device.to_string();
+    std::thread::Builder::new()
+        .name("probe-resolve".into())
+        .spawn(move || {
+            let r = (name.as_str(), 0u16)
+                .to_socket_addrs()
+                .map(|mut it| it.next());
+            let _ = tx.send(r);
+        })
+        .map_err(|e| format!("starting the resolver thread: {e}"))?;
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(Some(a))) => Ok(a),
+        Ok(Ok(None)) => Err("no addresses".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err("timed out".into()),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err("resolver thread failed".into()),
+    }
+}
+
+/// Splits what is left of the budget evenly over the attempts still to make, so a slow early
+/// attempt cannot starve the later ones and a fast one leaves them more time.
+fn attempt_budget(deadline: Instant, attempts_left: u32) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < Duration::from_millis(1) {
+        return None;
+    }
+    Some((left / attempts_left.max(1)).max(Duration::from_millis(1)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP
+
+fn tcp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
+    let target = SocketAddr::new(addr.ip(), cfg.tcp_port);
+    let mut last_err = None;
+    for i in 0..cfg.count {
+        let Some(budget) = attempt_budget(deadline, cfg.count - i) else {
+            last_err.get_or_insert_with(|| format!("connect {target}: out of time"));
+            break;
+        };
+        tally.sent();
+        match TcpStream::connect_timeout(&target, budget) {
+            Ok(_) => tally.answered(),
+            // The RST proves the device is there; only the port is closed.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => tally.answered(),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                last_err = Some(format!(
+                    "connect {target}: timed out after {} ms",
+                    budget.as_millis()
+                ))
+            }
+            Err(e) => {
+                last_err = Some(format!("connect {target}: {e}"));
+                // Unreachable answers come back at once; do not fire the rest in a burst.
+                std::thread::sleep(budget.min(ICMP_INTERVAL));
+            }
+        }
+    }
+    if let Some(e) = last_err {
+        tally.fail(e);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SNMPv3
+
+fn snmp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
+    let (Some(auth), Some(privacy)) = (&cfg.snmp_auth, &cfg.snmp_priv) else {
+        tally.fail(NO_SNMP_KEYS.to_string());
+        return;
+    };
+    let target = SocketAddr::new(addr.ip(), cfg.snmp_port);
+    let mut last_err = None;
+    for i in 0..cfg.count {
+        let Some(budget) = attempt_budget(deadline, cfg.count - i) else {
+            last_err.get_or_insert_with(|| format!("SNMPv3 {target}: out of time"));
+            break;
+        };
+        match snmp_get(target, &cfg.snmp_user, auth, privacy, budget, tally) {
+            Ok(()) => tally.answered(),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if let Some(e) = last_err {
+        tally.fail(e);
+    }
+}
+
+/// One attempt on a fresh session, like one `snmpget`: a new socket means a late answer to an
+/// earlier attempt cannot be mistaken for (or spoil) this one, and the device sees a complete
+/// discovery + GET exchange each time.
+fn snmp_get(
+    target: SocketAddr,
+    user: &str,
+    auth: &Secret,
+    privacy: &Secret,
+    budget: Duration,
+    tally: &Tally,
+) -> Result<(), String> {
+    use snmp2::v3::{Auth, AuthProtocol, Cipher, Security};
+
+    let security = Security::new(user.as_bytes(), auth.expose().as_bytes())
+        .with_auth_protocol(AuthProtocol::Sha1)
+        .with_auth(Auth::AuthPriv {
+            cipher: Cipher::Aes128,
+            privacy_password: privacy.expose().as_bytes().to_vec(),
+        });
+    let mut sess = snmp2::SyncSession::new_v3(target, Some(budget), random_u16().into(), security)
+        .map_err(|e| format!("SNMPv3 {target}: opening a UDP socket: {e}"))?;
+    tally.sent();
+    let started = Instant::now();
+    sess.init()
+        .map_err(|e| snmp_error(target, user, Step::Discovery, e, started, budget))?;
+    let oid = snmp2::Oid::from(&SYS_DESCR)
+        .map_err(|_| format!("SNMPv3 {target}: cannot encode sysDescr.0"))?;
+    let started = Instant::now();
+    // The first authenticated request may only teach us the agent's boots/time (a REPORT the
+    // library turns into AuthUpdated); the retry is then expected to succeed.
+    let first = match sess.get(&oid) {
+        Ok(pdu) => Some(has_varbind(&pdu, &oid)),
+        Err(snmp2::Error::AuthUpdated) => None,
+        Err(e) => return Err(snmp_error(target, user, Step::Get, e, started, budget)),
+    };
+    let found = match first {
+        Some(found) => found,
+        None => match sess.get(&oid) {
+            Ok(pdu) => has_varbind(&pdu, &oid),
+            Err(e) => return Err(snmp_error(target, user, Step::Get, e, started, budget)),
+        },
+    };
+    found.map_err(|status| {
+        format!(
+            "SNMPv3 GET sysDescr.0 from {target} as {user}: response without sysDescr.0 \
+             (error-status {status})"
+        )
+    })
+}
+
+fn has_varbind(pdu: &snmp2::Pdu<'_>, oid: &snmp2::Oid<'_>) -> Result<(), u32> {
+    if pdu.varbinds.clone().any(|(name, _)| name == *oid) {
+        Ok(())
+    } else {
+        Err(pdu.error_status)
+    }
+}
+
+/// Describes a failure by the library's error kind only; the library never puts keys into its
+/// errors, and neither does this.
+fn snmp_error(
+    target: SocketAddr,
+    user: &str,
+    step: Step,
+    e: snmp2::Error,
+    started: Instant,
+    budget: Duration,
+) -> String {
+    let elapsed = started.elapsed();
+    let why = match e {
+        // The library folds timeouts and ICMP port-unreachable into one error; time tells them
+        // apart.
+        snmp2::Error::Receive if elapsed + Duration::from_millis(20) >= budget => match step {
+            Step::Discovery => format!("no answer within {} ms", budget.as_millis()),
+            // Agents drop what they cannot decrypt without a REPORT, so silence after a
+            // successful discovery usually means the priv key.
+            Step::Get => format!(
+                "no answer within {} ms, though the agent answered engine discovery \
+                 (wrong priv key?)",
+                budget.as_millis()
+            ),
+        },
+        snmp2::Error::Receive => format!(
+            "receive failed after {} ms (port closed or unreachable?)",
+            elapsed.as_millis()
+        ),
+        snmp2::Error::Send => "send failed".to_string(),
+        snmp2::Error::AuthFailure(kind) => {
+            format!("rejected or unverifiable answer: {kind} (wrong user, auth key or priv key?)")
+        }
+        snmp2::Error::AuthUpdated => "agent kept resynchronising engine time".to_string(),
+        other => other.to_string(),
+    };
+    let what = match step {
+        Step::Discovery => "engine discovery with",
+        Step::Get => "GET sysDescr.0 from",
+    };
+    format!("SNMPv3 {what} {target} as {user}: {why}")
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Discovery,
+    Get,
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICMP
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ECHO_REPLY: u8 = 129;
+/// Lets a reply be told from someone else's echo that happens to reuse our id and sequence.
+const ICMP_PAYLOAD: &[u8; 32] = b"tc verify probe tc verify probe!";
+
+/// RFC 1071 Internet checksum.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An echo request. The ICMPv6 checksum covers a pseudo-header with addresses only the kernel
+/// knows for sure, and the kernel always fills it in, so it is left zero.
+fn echo_request(family: Family, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let kind = match family {
+        Family::V4 => ICMP_ECHO_REQUEST,
+        Family::V6 => ICMP6_ECHO_REQUEST,
+    };
+    let mut p = Vec::with_capacity(8 + payload.len());
+    p.extend_from_slice(&[kind, 0, 0, 0]);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(payload);
+    if family == Family::V4 {
+        let c = checksum(&p);
+        p[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    p
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct EchoReply<'a> {
+    id: u16,
+    seq: u16,
+    payload: &'a [u8],
+}
+
+/// Parses what a socket received as an echo reply, or `None` for anything else. Raw IPv4
+/// sockets hand over the IP header too (`with_ip_header`); the kernel checks ICMPv6 checksums
+/// itself but not ICMP ones on raw IPv4 sockets.
+fn echo_reply(family: Family, with_ip_header: bool, packet: &[u8]) -> Option<EchoReply<'_>> {
+    let icmp = if family == Family::V4 && with_ip_header {
+        let first = *packet.first()?;
+        let ihl = usize::from(first & 0x0f) * 4;
+        if first >> 4 != 4 || ihl < 20 || packet.len() < ihl || packet.get(9) != Some(&1) {
+            return None;
+        }
+        &packet[ihl..]
+    } else {
+        packet
+    };
+    if icmp.len() < 8 || icmp[1] != 0 {
+        return None;
+    }
+    let want = match family {
+        Family::V4 => ICMP_ECHO_REPLY,
+        Family::V6 => ICMP6_ECHO_REPLY,
+    };
+    if icmp[0] != want {
+        return None;
+    }
+    if family == Family::V4 && with_ip_header && checksum(icmp) != 0 {
+        return None;
+    }
+    Some(EchoReply {
+        id: u16::from_be_bytes([icmp[4], icmp[5]]),
+        seq: u16::from_be_bytes([icmp[6], icmp[7]]),
+        payload: &icmp[8..],
+    })
+}
+
+struct IcmpSocket {
+    fd: OwnedFd,
+    /// A raw socket: sees every ICMP packet of the host and, on IPv4, the IP header. Otherwise a
+    /// ping socket: the kernel picks the identifier and delivers only our replies.
+    raw: bool,
+}
+
+fn open_socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new descriptor that nothing else owns.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn is_permission(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+impl IcmpSocket {
+    fn open(family: Family) -> Result<IcmpSocket, String> {
+        let (domain, proto) = match family {
+            Family::V4 => (libc::AF_INET, libc::IPPROTO_ICMP),
+            Family::V6 => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+        };
+        match open_socket(domain, libc::SOCK_RAW, proto) {
+            Ok(fd) => return Ok(IcmpSocket { fd, raw: true }),
+            Err(e) if is_permission(&e) => {
+                log::debug!("icmp: raw socket not allowed ({e}); trying a ping socket");
+            }
+            Err(e) => return Err(format!("opening a raw ICMP socket: {e}")),
+        }
+        match open_socket(domain, libc::SOCK_DGRAM, proto) {
+            Ok(fd) => Ok(IcmpSocket { fd, raw: false }),
+            Err(e) if is_permission(&e) => {
+                let sysctl = match family {
+                    Family::V4 => "net.ipv4.ping_group_range",
+                    Family::V6 => "net.ipv4.ping_group_range, which also governs ICMPv6",
+                };
+                Err(format!("ICMP needs root or CAP_NET_RAW (or {sysctl})"))
+            }
+            Err(e) => Err(format!("opening an ICMP ping socket: {e}")),
+        }
+    }
+
+    fn send_to(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+        let (sa, len) = sockaddr(to);
+        // SAFETY: the buffer and the address are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for something to read. EINTR counts as "not ready yet".
+    fn wait_readable(&self, wait: Duration) -> io::Result<bool> {
+        let ms = wait
+            .as_micros()
+            .div_ceil(1000)
+            .min(libc::c_int::MAX as u128) as libc::c_int;
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(r > 0)
+    }
+
+    /// One datagram without blocking, or `None` when none is queued.
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<IpAddr>)>> {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut sa: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: buffer and address storage are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut sa as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(Some((n as usize, ip_of(&sa))))
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage, and it is large and aligned enough for
+    // either address type.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: see above.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: see above.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn ip_of(sa: &libc::sockaddr_storage) -> Option<IpAddr> {
+    match libc::c_int::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((sa as *const libc::sockaddr_storage).cast()) };
+            Some(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((sa as *const libc::sockaddr_storage).cast()) };
+            Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+        }
+        _ => None,
+    }
+}
+
+fn random_u16() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n == 2 {
+        return u16::from_ne_bytes(b);
+    }
+    // Unpredictability is not a security property here, only a way to differ from other pingers.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ std::process::id()) as u16
+}
+
+fn icmp(addr: SocketAddr, count: u32, deadline: Instant, tally: &Tally) {
+    let family = match addr {
+        SocketAddr::V4(_) => Family::V4,
+        SocketAddr::V6(_) => Family::V6,
+    };
+    let sock = match IcmpSocket::open(family) {
+        Ok(s) => s,
+        Err(e) => return tally.fail(e),
+    };
+    let target = SocketAddr::new(addr.ip(), 0);
+    let target = match (target, addr) {
+        (SocketAddr::V6(mut t), SocketAddr::V6(a)) => {
+            t.set_scope_id(a.scope_id());
+            SocketAddr::V6(t)
+        }
+        (t, _) => t,
+    };
+    let id = random_u16();
+    // Sequence numbers are 1..=count; `count` is u32 but beyond u16 the wire cannot tell them
+    // apart, and nobody sends that many probes in one VERIFY.
+    let count = count.min(u32::from(u16::MAX));
+    let mut next_seq: u32 = 1;
+    let mut answered: HashSet<u16> = HashSet::new();
+    let mut next_send = Instant::now();
+    let mut last_err: Option<String> = None;
+    let mut buf = [0u8; 2048];
+    loop {
+        let now = Instant::now();
+        if answered.len() as u32 >= count || now >= deadline {
+            break;
+        }
+        if next_seq <= count && now >= next_send {
+            let seq = next_seq as u16;
+            next_seq += 1;
+            next_send = now + ICMP_INTERVAL;
+            match sock.send_to(&echo_request(family, id, seq, ICMP_PAYLOAD), target) {
+                Ok(()) => tally.sent(),
+                Err(e) => last_err = Some(format!("sending echo request to {}: {e}", addr.ip())),
+            }
+            continue;
+        }
+        let until = if next_seq <= count {
+            next_send.min(deadline)
+        } else {
+            deadline
+        };
+        match sock.wait_readable(until.saturating_duration_since(now)) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                last_err = Some(format!("waiting for echo replies: {e}"));
+                break;
+            }
+        }
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok(Some((n, from))) => {
+                    if from != Some(addr.ip()) {
+                        continue;
+                    }
+                    let Some(reply) =
+                        echo_reply(family, sock.raw && family == Family::V4, &buf[..n])
+                    else {
+                        continue;
+                    };
+                    // A ping socket's identifier is the kernel's choice, and the kernel already
+                    // routes only our replies to it.
+                    let ours = (!sock.raw || reply.id == id)
+                        && reply.seq >= 1
+                        && u32::from(reply.seq) < next_seq
+                        && reply.payload == ICMP_PAYLOAD;
+                    if ours && answered.insert(reply.seq) {
+                        tally.answered();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // ICMP errors queued on the socket (e.g. EHOSTUNREACH) are worth reporting
+                    // but do not end the probe.
+                    last_err = Some(format!("receiving echo replies from {}: {e}", addr.ip()));
+                    break;
+                }
+            }
+        }
+    }
+    let sent = tally.snapshot().sent;
+    let missing = count.saturating_sub(answered.len() as u32);
+    if missing > 0 {
+        tally.fail(last_err.unwrap_or_else(|| {
+            if sent < count {
+                format!(
+                    "sent only {sent} of {count} echo requests to {} in time",
+                    addr.ip()
+                )
+            } else {
+                format!(
+                    "{missing} of {count} echo requests to {} unanswered",
+                    addr.ip()
+                )
+            }
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+    use std::process::{Child, Command, Stdio};
+
+    fn is_root() -> bool {
+        // SAFETY: plain syscall without arguments.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn only(kind: ProbeKind) -> ProbeConfig {
+        ProbeConfig {
+            kinds: vec![kind],
+            ..ProbeConfig::default()
+        }
+    }
+
+    #[test]
+    fn parse_kinds_table() {
+        use ProbeKind::*;
+        let ok: &[(&str, &[ProbeKind])] = &[
+            ("icmp,snmp,tcp", &[Icmp, Snmp, Tcp]),
+            ("tcp,icmp", &[Tcp, Icmp]),
+            ("SNMP", &[Snmp]),
+            (" Icmp , TCP ", &[Icmp, Tcp]),
+            ("all", &[Icmp, Snmp, Tcp]),
+            ("ALL", &[Icmp, Snmp, Tcp]),
+            ("none", &[]),
+            ("None", &[]),
+        ];
+        for (input, want) in ok {
+            assert_eq!(parse_kinds(input).as_deref(), Ok(*want), "{input:?}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("icmp,udp", "unknown probe type \"udp\""),
+            ("ping", "unknown probe type \"ping\""),
+            ("icmp,,tcp", "unknown probe type \"\""),
+            ("icmp,ICMP", "probe type \"icmp\" given twice"),
+            ("all,tcp", "\"all\" cannot be combined"),
+            ("tcp,none", "\"none\" cannot be combined"),
+            ("", "empty probe list"),
+            ("  ", "empty probe list"),
+        ];
+        for (input, want) in bad {
+            let err = parse_kinds(input).unwrap_err();
+            assert!(err.contains(want), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn default_config() {
+        let c = ProbeConfig::default();
+        assert_eq!(c.kinds, ProbeKind::ALL);
+        assert_eq!((c.count, c.timeout), (3, Duration::from_secs(3)));
+        assert_eq!(c.snmp_user, "CaptureScript");
+        assert_eq!((c.snmp_port, c.tcp_port), (161, 443));
+        assert!(c.snmp_auth.is_none() && c.snmp_priv.is_none());
+    }
+
+    #[test]
+    fn checksum_table() {
+        let table: &[(&[u8], u16)] = &[
+            (&[], 0xffff),
+            // RFC 1071 section 3 example: sum 0xddf2.
+            (&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7], !0xddf2),
+            // Odd length: the last byte is padded with a zero on the right.
+            (&[0x01], 0xfeff),
+            (&[0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x01], 0xe5ca),
+            // End-around carry: 0xffff + 0x0001 = 0x1_0000 -> 0x0001.
+            (&[0xff, 0xff, 0x00, 0x01], 0xfffe),
+            (&[0xff, 0xff], 0x0000),
+        ];
+        for (data, want) in table {
+            assert_eq!(checksum(data), *want, "{data:02x?}");
+        }
+    }
+
+    #[test]
+    fn echo_request_table() {
+        // family, id, seq, payload, packet
+        type Row<'a> = (Family, u16, u16, &'a [u8], &'a [u8]);
+        let table: &[Row] = &[
+            (
+                Family::V4,
+                0x1234,
+                1,
+                b"",
+                &[8, 0, 0xe5, 0xca, 0x12, 0x34, 0, 1],
+            ),
+            (
+                Family::V4,
+                0xffff,
+                0xffff,
+                b"ab",
+                &[8, 0, 0x96, 0x9d, 0xff, 0xff, 0xff, 0xff, b'a', b'b'],
+            ),
+            (
+                Family::V6,
+                0x1234,
+                2,
+                b"x",
+                &[128, 0, 0, 0, 0x12, 0x34, 0, 2, b'x'],
+            ),
+        ];
+        for (family, id, seq, payload, want) in table {
+            let p = echo_request(*family, *id, *seq, payload);
+            assert_eq!(&p[..], *want, "{family:?} {id} {seq}");
+            if *family == Family::V4 {
+                assert_eq!(checksum(&p), 0, "a packet with its checksum sums to zero");
+            }
+        }
+    }
+
+    fn ipv4_header(ihl_words: u8, proto: u8, icmp_len: usize) -> Vec<u8> {
+        let len = usize::from(ihl_words) * 4;
+        let mut h = vec![0u8; len];
+        h[0] = 0x40 | ihl_words;
+        h[2..4].copy_from_slice(&((len + icmp_len) as u16).to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        h[16..20].copy_from_slice(&[127, 0, 0, 1]);
+        h
+    }
+
+    fn v4_reply(id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = echo_request(Family::V4, id, seq, payload);
+        p[0] = ICMP_ECHO_REPLY;
+        p[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum(&p);
+        p[2..4].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn echo_reply_table() {
+        let reply = v4_reply(0xbeef, 3, b"data");
+        let with = |ihl: u8, proto: u8, icmp: &[u8]| {
+            let mut p = ipv4_header(ihl, proto, icmp.len());
+            p.extend_from_slice(icmp);
+            p
+        };
+        let mut bad_sum = reply.clone();
+        bad_sum[9] ^= 1;
+        let request = echo_request(Family::V4, 0xbeef, 3, b"data");
+        let mut v6 = echo_request(Family::V6, 7, 9, b"z");
+        v6[0] = ICMP6_ECHO_REPLY;
+        let mut v6_code = v6.clone();
+        v6_code[1] = 1;
+        let want = Some((0xbeef, 3, &b"data"[..]));
+        // name, family, with IP header, packet, (id, seq, payload)
+        type Row<'a> = (&'a str, Family, bool, Vec<u8>, Option<(u16, u16, &'a [u8])>);
+        let table: &[Row] = &[
+            (
+                "raw v4, plain header",
+                Family::V4,
+                true,
+                with(5, 1, &reply),
+                want,
+            ),
+            (
+                "raw v4, header with options",
+                Family::V4,
+                true,
+                with(6, 1, &reply),
+                want,
+            ),
+            (
+                "ping socket, no header",
+                Family::V4,
+                false,
+                reply.clone(),
+                want,
+            ),
+            (
+                "our own request on loopback",
+                Family::V4,
+                true,
+                with(5, 1, &request),
+                None,
+            ),
+            ("bad checksum", Family::V4, true, with(5, 1, &bad_sum), None),
+            ("not ICMP", Family::V4, true, with(5, 6, &reply), None),
+            (
+                "truncated ICMP",
+                Family::V4,
+                true,
+                with(5, 1, &reply[..7]),
+                None,
+            ),
+            (
+                "IHL beyond the packet",
+                Family::V4,
+                true,
+                with(15, 1, &[])[..30].to_vec(),
+                None,
+            ),
+            (
+                "IHL below minimum",
+                Family::V4,
+                true,
+                {
+                    let mut p = with(5, 1, &reply);
+                    p[0] = 0x44;
+                    p
+                },
+                None,
+            ),
+            (
+                "not IPv4",
+                Family::V4,
+                true,
+                {
+                    let mut p = with(5, 1, &reply);
+                    p[0] = 0x65;
+                    p
+                },
+                None,
+            ),
+            ("empty", Family::V4, true, vec![], None),
+            (
+                "v6 reply",
+                Family::V6,
+                true,
+                v6.clone(),
+                Some((7, 9, &b"z"[..])),
+            ),
+            ("v6 nonzero code", Family::V6, true, v6_code, None),
+            (
+                "v4 reply type on a v6 socket",
+                Family::V6,
+                true,
+                reply.clone(),
+                None,
+            ),
+            (
+                "v6 request",
+                Family::V6,
+                true,
+                echo_request(Family::V6, 7, 9, b"z"),
+                None,
+            ),
+        ];
+        for (name, family, hdr, packet, want) in table {
+            let got = echo_reply(*family, *hdr, packet).map(|r| (r.id, r.seq, r.payload));
+            assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn resolution_failure_fails_every_enabled_kind() {
+        let cfg = ProbeConfig {
+            kinds: vec![ProbeKind::Tcp, ProbeKind::Icmp],
+            ..ProbeConfig::default()
+        };
+        let err = "resolving nowhere.example: no addresses".to_string();
+        let r = run_resolved(Err(err.clone()), &cfg, Instant::now() + cfg.timeout);
+        let want = Some(ProbeCounts {
+            sent: 0,
+            answered: 0,
+            error: Some(err),
+        });
+        assert_eq!((&r.icmp, &r.tcp), (&want, &want));
+        assert_eq!(r.snmp, None);
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn resolve_literals_and_names() {
+        let soon = Instant::now() + Duration::from_secs(3);
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        assert_eq!(
+            resolve("127.0.0.1", soon),
+            Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        );
+        assert_eq!(resolve("::1", soon), Ok(v6));
+        // /etc/hosts answers this one; no resolver traffic leaves the host.
+        assert!(resolve("localhost", soon).unwrap().ip().is_loopback());
+        // A literal needs no time at all.
+        assert!(resolve("127.0.0.1", Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn none_probes_nothing() {
+        let cfg = ProbeConfig {
+            kinds: vec![],
+            ..ProbeConfig::default()
+        };
+        assert_eq!(run("127.0.0.1", &cfg), ProbeReport::default());
+    }
+
+    #[test]
+    fn tcp_accepted_counts_as_answered() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let cfg = ProbeConfig {
+            tcp_port: l.local_addr().unwrap().port(),
+            ..only(ProbeKind::Tcp)
+        };
+        let r = run("127.0.0.1", &cfg);
+        let want = ProbeCounts {
+            sent: 3,
+            answered: 3,
+            error: None,
+        };
+        assert_eq!(r.tcp, Some(want));
+        assert!(r.ok() && r.icmp.is_none() && r.snmp.is_none());
+    }
+
+    #[test]
+    fn tcp_refused_counts_as_answered() {
+        let port = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = ProbeConfig {
+            tcp_port: port,
+            ..only(ProbeKind::Tcp)
+        };
+        let r = run("127.0.0.1", &cfg);
+        let want = ProbeCounts {
+            sent: 3,
+            answered: 3,
+            error: None,
+        };
+        assert_eq!(r.tcp, Some(want));
+    }
+
+    #[test]
+    fn snmp_without_keys_sends_nothing() {
+        let cfg = only(ProbeKind::Snmp);
+        let r = run("127.0.0.1", &cfg);
+        let want = ProbeCounts {
+            sent: 0,
+            answered: 0,
+            error: Some(NO_SNMP_KEYS.into()),
+        };
+        assert_eq!(r.snmp, Some(want));
+    }
+
+    /// The timeout path without any network: a UDP socket that receives and never answers.
+    #[test]
+    fn snmp_silent_agent_times_out_within_the_bound() {
+        let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let cfg = ProbeConfig {
+            snmp_port: silent.local_addr().unwrap().port(),
+            snmp_auth: Some(Secret::new("authpass123".into())),
+            snmp_priv: Some(Secret::new("privpass123".into())),
+            timeout: Duration::from_millis(900),
+            ..only(ProbeKind::Snmp)
+        };
+        let start = Instant::now();
+        let r = run("127.0.0.1", &cfg);
+        let took = start.elapsed();
+        let c = r.snmp.unwrap();
+        assert_eq!((c.sent, c.answered), (3, 0), "{c:?}");
+        let err = c.error.unwrap();
+        assert!(err.contains("no answer within"), "{err}");
+        assert!(!err.contains("authpass123") && !err.contains("privpass123"));
+        assert!(took < cfg.timeout + SLACK, "took {took:?}");
+        assert!(took >= Duration::from_millis(800), "took {took:?}");
+    }
+
+    #[test]
+    fn icmp_loopback_v4_answered() {
+        if !is_root() {
+            println!("SKIPPED: ICMP probes need root");
+            return;
+        }
+        let start = Instant::now();
+        let r = run("127.0.0.1", &only(ProbeKind::Icmp));
+        let want = ProbeCounts {
+            sent: 3,
+            answered: 3,
+            error: None,
+        };
+        assert_eq!(r.icmp, Some(want));
+        // Three probes 200 ms apart, answered at once: no waiting for the deadline.
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// Without root the raw socket is refused; the ping socket then works or the error says
+    /// what would make it work.
+    #[test]
+    fn icmp_unprivileged_falls_back_or_explains() {
+        if is_root() {
+            println!("SKIPPED: root always gets the raw socket");
+            return;
+        }
+        let c = run("127.0.0.1", &only(ProbeKind::Icmp)).icmp.unwrap();
+        match c.error {
+            None => assert_eq!((c.sent, c.answered), (3, 3)),
+            Some(e) => {
+                assert_eq!((c.sent, c.answered), (0, 0));
+                assert!(
+                    e.contains("CAP_NET_RAW") && e.contains("ping_group_range"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn icmp_loopback_v6_answered() {
+        if !is_root() {
+            println!("SKIPPED: ICMP probes need root");
+            return;
+        }
+        if UdpSocket::bind("[::1]:0").is_err() {
+            println!("SKIPPED: no IPv6 loopback");
+            return;
+        }
+        let r = run("::1", &only(ProbeKind::Icmp));
+        let want = ProbeCounts {
+            sent: 3,
+            answered: 3,
+            error: None,
+        };
+        assert_eq!(r.icmp, Some(want));
+    }
+
+    /// Two probes of the same host at once each count only their own replies, though each raw
+    /// socket sees both.
+    #[test]
+    fn icmp_concurrent_probes_do_not_count_each_others_replies() {
+        if !is_root() {
+            println!("SKIPPED: ICMP probes need root");
+            return;
+        }
+        let cfg = ProbeConfig {
+            count: 5,
+            ..only(ProbeKind::Icmp)
+        };
+        let other = {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || run("127.0.0.1", &cfg))
+        };
+        let a = run("127.0.0.1", &cfg);
+        let b = other.join().unwrap();
+        for r in [a, b] {
+            let c = r.icmp.unwrap();
+            assert_eq!((c.sent, c.answered), (5, 5), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn all_kinds_in_parallel_on_loopback() {
+        if !is_root() {
+            println!("SKIPPED: ICMP probes need root");
+            return;
+        }
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let cfg = ProbeConfig {
+            tcp_port: l.local_addr().unwrap().port(),
+            snmp_port: silent.local_addr().unwrap().port(),
+            snmp_auth: Some(Secret::new("authpass123".into())),
+            snmp_priv: Some(Secret::new("privpass123".into())),
+            timeout: Duration::from_secs(1),
+            ..ProbeConfig::default()
+        };
+        let start = Instant::now();
+        let r = run("127.0.0.1", &cfg);
+        let took = start.elapsed();
+        assert_eq!(r.icmp.as_ref().map(|c| c.answered), Some(3), "{r:?}");
+        assert_eq!(r.tcp.as_ref().map(|c| c.answered), Some(3), "{r:?}");
+        assert_eq!(
+            r.snmp.as_ref().map(|c| (c.sent, c.answered)),
+            Some((3, 0)),
+            "{r:?}"
+        );
+        assert!(!r.ok());
+        // In parallel: about one timeout, not the sum of three.
+        assert!(took < cfg.timeout + SLACK, "took {took:?}");
+    }
+
+    /// An snmpd started by a test, stopped by its PID when the test ends, however it ends.
+    struct Snmpd {
+        child: Child,
+        log: std::path::PathBuf,
+    }
+
+    impl Snmpd {
+        fn log(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Snmpd {
+        fn drop(&mut self) {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: signals only the child this test spawned and has not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn snmp_cfg(port: u16, user: &str, auth: &str, privacy: &str) -> ProbeConfig {
+        ProbeConfig {
+            snmp_port: port,
+            snmp_user: user.into(),
+            snmp_auth: Some(Secret::new(auth.into())),
+            snmp_priv: Some(Secret::new(privacy.into())),
+            ..only(ProbeKind::Snmp)
+        }
+    }
+
+    #[test]
+    fn snmpv3_against_real_snmpd() {
+        const SNMPD: &str = "/usr/sbin/snmpd";
+        if !is_root() {
+            println!("SKIPPED: the snmpd test runs as root only");
+            return;
+        }
+        if !std::path::Path::new(SNMPD).exists() {
+            println!("SKIPPED: {SNMPD} is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let persist = dir.path().join("persist");
+        std::fs::create_dir(&persist).unwrap();
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("udp:127.0.0.1:{port}");
+        let conf = dir.path().join("snmpd.conf");
+        // No agentaddress line: snmpd would open it in addition to the argv endpoint, and the
+        // second bind of the same port fails.
+        std::fs::write(
+            &conf,
+            "createUser tcprobe SHA \"authpass123\" AES \"privpass123\"\n\
+             rouser tcprobe priv\n\
+             sysDescr tc probe test agent\n",
+        )
+        .unwrap();
+        let log = dir.path().join("snmpd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(SNMPD)
+            .args(["-f", "-Lo", "-C", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path().join("snmpd.pid"))
+            .arg(&listen)
+            // Keeps snmpd's persistent user and boots data (normally /var/lib/snmp) in the
+            // temp dir, so the test leaves nothing behind.
+            .env("SNMP_PERSISTENT_DIR", &persist)
+            .env("MIBS", "")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let snmpd = Snmpd { child, log };
+
+        let good = snmp_cfg(port, "tcprobe", "authpass123", "privpass123");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let probe = ProbeConfig {
+                count: 1,
+                timeout: Duration::from_millis(300),
+                ..good.clone()
+            };
+            if run("127.0.0.1", &probe).ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "snmpd never answered; log:\n{}",
+                snmpd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        let r = run("127.0.0.1", &good);
+        let want = ProbeCounts {
+            sent: 3,
+            answered: 3,
+            error: None,
+        };
+        assert_eq!(r.snmp, Some(want), "log:\n{}", snmpd.log());
+
+        let wrong: &[(&str, &str, &str)] = &[
+            ("wrong priv key", "authpass123", "wrongpriv99"),
+            ("wrong auth key", "wrongauth99", "privpass123"),
+        ];
+        for (name, auth, privacy) in wrong {
+            let cfg = ProbeConfig {
+                timeout: Duration::from_millis(1500),
+                ..snmp_cfg(port, "tcprobe", auth, privacy)
+            };
+            let c = run("127.0.0.1", &cfg).snmp.unwrap();
+            assert_eq!((c.sent, c.answered), (3, 0), "{name}: {c:?}");
+            let err = c.error.unwrap_or_default();
+            assert!(!err.is_empty(), "{name}");
+            for key in ["authpass123", "privpass123", auth, privacy] {
+                assert!(!err.contains(key), "{name}: error shows a key: {err}");
+            }
+            println!("{name}: {err}");
+        }
+
+        let c = run(
+            "127.0.0.1",
+            &snmp_cfg(port, "nobody", "authpass123", "privpass123"),
+        )
+        .snmp
+        .unwrap();
+        assert_eq!(c.answered, 0, "unknown user: {c:?}");
+        println!("unknown user: {}", c.error.unwrap_or_default());
+
+        drop(snmpd);
+        let leftovers: Vec<_> = std::fs::read_dir(&persist)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        println!("snmpd persistent files kept in the temp dir: {leftovers:?}");
+    }
+}
