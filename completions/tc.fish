@@ -31,6 +31,7 @@ complete -c tc -n "__fish_tc_needs_command" -s V -l version -d 'Print version'
 complete -c tc -n "__fish_tc_needs_command" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
 complete -c tc -n "__fish_tc_needs_command" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
 complete -c tc -n "__fish_tc_needs_command" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_needs_command" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
 complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -181,6 +182,39 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand session" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
+complete -c tc -n "__fish_tc_using_subcommand session" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l listen -d 'UDP address for agent responses and forwarded alarms (one socket for both)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-port -d 'The agents\' UDP port, unless the inventory\'s ovoc column names one' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l out -d 'Directory for the CPE captures, the journal and (by default) the report' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l report -d 'CSV report, appended as tasks finish (default OUT/report.csv)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l probes -d 'Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l snmp-user -d 'SNMPv3 user created on each CPE at start and used by the probes (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l known-hosts -d 'known_hosts file for the SFTP fetch' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l remote-path -d 'Remote capture file on the devices' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand session" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
+complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'
+complete -c tc -n "__fish_tc_using_subcommand session" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand session" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand session" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm cleanup help" -s h -l help -d 'Print help'
@@ -221,12 +255,13 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "lab" -d 'Emulated CPEs for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'

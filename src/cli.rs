@@ -49,6 +49,14 @@ pub enum Command {
     /// Receive OVOC's forwarded alarms (syslog over UDP) as JSON lines.
     #[command(subcommand)]
     Alarm(AlarmCommand),
+    /// The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports
+    /// Connection Lost, then collect and name the evidence; repeat up to --max-events.
+    #[command(after_help = "Example:\n  \
+  tc session --devices fleet.csv --out /srv/captures --max-events 2 --snmp-user CaptureScript \\\n  \
+    | jq -c 'select(.type==\"session.task\" and .status!=\"ok\")'\n\n\
+The CSV report (--report, default OUT/report.csv) gets one row per task per device as it finishes.\n\
+After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.")]
+    Session(SessionArgs),
     /// Emulated CPEs for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -293,6 +301,58 @@ pub struct SendArgs {
     /// How long to wait for the final response.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// UDP address for agent responses and forwarded alarms (one socket for both).
+    #[arg(long, default_value = "0.0.0.0:20001", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// The agents' UDP port, unless the inventory's ovoc column names one.
+    #[arg(long, default_value_t = 20001)]
+    pub ovoc_port: u16,
+    /// Agent for devices whose inventory row has no ovoc column value.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub ovoc: Option<String>,
+    /// Capture rounds per device (0 = until interrupted).
+    #[arg(long, default_value_t = 1)]
+    pub max_events: u32,
+    /// REGISTER sends before a device is given up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub register_attempts: u32,
+    /// Wait between attempts to stop or fetch from an unreachable device.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub fetch_retry_interval: std::time::Duration,
+    /// Wait before resending an unanswered request to an agent.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub resend: std::time::Duration,
+    /// Directory for the CPE captures, the journal and (by default) the report.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// CSV report, appended as tasks finish (default OUT/report.csv).
+    #[arg(long, value_name = "FILE.csv")]
+    pub report: Option<PathBuf>,
+    /// Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none.
+    #[arg(long, default_value = "icmp,snmp,tcp", value_name = "LIST")]
+    pub probes: String,
+    /// SNMPv3 user created on each CPE at start and used by the probes (keys from
+    /// TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY).
+    #[arg(long, value_name = "NAME")]
+    pub snmp_user: Option<String>,
+    /// known_hosts file for the SFTP fetch.
+    #[arg(long, env = "TC_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record host keys of devices never seen before (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// Remote capture file on the devices.
+    #[arg(long, value_name = "PATH")]
+    pub remote_path: Option<String>,
+    /// Continue the session journaled in OUT after a crash or reboot.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -274,6 +274,50 @@ pub enum Event {
         reason: String,
         is_final: bool,
     },
+    /// `tc session`: started (or resumed from its journal).
+    #[serde(rename = "session.started")]
+    SessionStarted {
+        devices: u32,
+        listen: String,
+        out: String,
+        report: String,
+        resumed: bool,
+        max_events: u32,
+    },
+    /// `tc session`: one task of one device finished; the same row goes to the CSV report.
+    #[serde(rename = "session.task")]
+    SessionTask {
+        device: String,
+        /// register, cpe_start, capture, alarm, verify, cpe_stop, fetch, stop, done, abort
+        task: String,
+        /// ok, failed, retry, skipped
+        status: String,
+        /// The agent's response code, where there is one.
+        code: Option<u16>,
+        description: String,
+        file: Option<String>,
+        /// Completed capture rounds of this device so far.
+        round: u32,
+    },
+    /// `tc session`: a datagram that changed nothing (alarm for a device not capturing or not in
+    /// the inventory, a stray response).
+    #[serde(rename = "session.ignored")]
+    SessionIgnored {
+        device: Option<String>,
+        reason: String,
+        sender: String,
+    },
+    /// `tc session`: last line.
+    #[serde(rename = "session.summary")]
+    SessionSummary {
+        devices: u32,
+        completed: u32,
+        aborted: u32,
+        rounds: u32,
+        seconds: f64,
+        /// `done` or `interrupted`.
+        reason: String,
+    },
     /// Last line of every batch command.
     #[serde(rename = "summary")]
     Summary {

@@ -20,6 +20,7 @@ mod probe;
 mod proto;
 
 mod secret;
+mod session;
 mod timefmt;
 mod tls;
 mod util;
@@ -53,6 +54,7 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
         cli::Command::Ovoc(cli::OvocCommand::Serve(a)) => ovoc::serve::run(a),
         cli::Command::Ovoc(cli::OvocCommand::Send(a)) => ovoc::send::run(a),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
+        cli::Command::Session(a) => session::run::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
         cli::Command::Generate(a) => generate::run(a),
     }

@@ -209,7 +209,6 @@ impl Response {
 }
 
 /// Does this datagram look like an agent response (as opposed to a forwarded alarm)?
-#[allow(dead_code)] // for the controller side (`tc session`)
 pub fn looks_like_response(text: &str) -> bool {
     let t = text.trim_start();
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();

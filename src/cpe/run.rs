@@ -27,6 +27,8 @@ pub struct Target {
     pub rest_port: u16,
     pub ssh_port: u16,
     pub trust: Trust,
+    /// The agent on the OVOC server that manages this device (inventory `ovoc` column).
+    pub ovoc: Option<String>,
 }
 
 /// Everything a device operation needs, shared read-only by the workers.
@@ -92,6 +94,7 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
                     rest_port: e.rest_port.unwrap_or(a.rest_port),
                     ssh_port: e.ssh_port.unwrap_or(a.ssh_port),
                     trust,
+                    ovoc: e.ovoc,
                 });
             }
             out
@@ -111,6 +114,7 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
                     rest_port: a.rest_port,
                     ssh_port: a.ssh_port,
                     trust: cli_trust.clone(),
+                    ovoc: None,
                 });
             }
             out
@@ -255,7 +259,7 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
     })
 }
 
-fn default_known_hosts() -> PathBuf {
+pub fn default_known_hosts() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"))
@@ -269,27 +273,27 @@ enum Op {
     Fetch(FetchOpts),
 }
 
+/// `--snmp-user NAME` with its keys from the environment, checked before any device is touched.
+pub fn resolve_snmp(name: Option<String>) -> Result<Option<Snmp>> {
+    let Some(name) = name else { return Ok(None) };
+    script::validate_snmp_user(&name).map_err(Error::usage)?;
+    let key = |var: &str| -> Result<Secret> {
+        let k = secret::from_env(var)
+            .ok_or_else(|| Error::usage(format!("--snmp-user needs {var} in the environment")))?;
+        script::validate_snmp_key(var, &k).map_err(Error::usage)?;
+        Ok(k)
+    };
+    Ok(Some(Snmp {
+        name,
+        auth: key("TC_SNMP_AUTH_KEY")?,
+        privk: key("TC_SNMP_PRIV_KEY")?,
+    }))
+}
+
 pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
     let (name, args, op) = match cmd {
         CpeCommand::Start(s) => {
-            let snmp = match s.snmp_user {
-                None => None,
-                Some(name) => {
-                    script::validate_snmp_user(&name).map_err(Error::usage)?;
-                    let key = |var: &str| -> Result<Secret> {
-                        let k = secret::from_env(var).ok_or_else(|| {
-                            Error::usage(format!("--snmp-user needs {var} in the environment"))
-                        })?;
-                        script::validate_snmp_key(var, &k).map_err(Error::usage)?;
-                        Ok(k)
-                    };
-                    Some(Snmp {
-                        name,
-                        auth: key("TC_SNMP_AUTH_KEY")?,
-                        privk: key("TC_SNMP_PRIV_KEY")?,
-                    })
-                }
-            };
+            let snmp = resolve_snmp(s.snmp_user)?;
             ("start", s.target, Op::Start(snmp))
         }
         CpeCommand::Stop(t) => ("stop", t, Op::Stop),

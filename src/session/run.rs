@@ -1,0 +1,423 @@
+//! `tc session`: the I/O shell around the session core. One mio loop owns the UDP socket that
+//! receives both agent responses and forwarded alarms (the forwarding rule points at the
+//! REGISTER source, which is this socket), the signals, and a waker for the bounded worker pool
+//! that runs device REST/SFTP work and local probes. Devices progress independently: a slow
+//! device holds one worker, never the loop.
+//!
+//! Durability: every task is appended to the CSV report and every step to the journal as it
+//! happens, so a crash loses nothing; `--resume` replays the journal.
+
+use std::collections::HashMap;
+use std::io::{BufRead, ErrorKind, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use super::core::{Action, Config, Core, Job, JobOk, Journal, Row};
+use crate::cli::SessionArgs;
+use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
+use crate::emit::emit;
+use crate::error::{Error, ExitCode, Result};
+use crate::event::Event;
+use crate::probe::ProbeConfig;
+
+const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+/// `host`, `host:port`, `[v6]:port`: the agent of a device.
+fn agent_addr(spec: &str, default_port: u16) -> std::result::Result<SocketAddr, String> {
+    let with_port = if spec
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_ipv6())
+    {
+        format!("[{spec}]:{default_port}")
+    } else if spec
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        spec.to_string()
+    } else {
+        format!("{spec}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("agent {spec:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("agent {spec:?}: no address"))
+}
+
+struct Report {
+    w: csv::Writer<std::fs::File>,
+}
+
+impl Report {
+    fn open(path: &Path) -> Result<Report> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::usage(format!("opening report {}: {e}", path.display())))?;
+        let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(f);
+        if empty {
+            w.write_record([
+                "time",
+                "device",
+                "task",
+                "status",
+                "code",
+                "description",
+                "file",
+            ])
+            .and_then(|_| w.flush().map_err(csv::Error::from))
+            .map_err(|e| Error::failed(format!("writing report: {e}")))?;
+        }
+        Ok(Report { w })
+    }
+
+    fn row(&mut self, r: &Row) {
+        let code = r.code.map(|c| c.to_string()).unwrap_or_default();
+        let time = crate::timefmt::Utc::now().rfc3339();
+        let res = self
+            .w
+            .write_record([
+                time.as_str(),
+                &r.device,
+                r.task,
+                r.status,
+                &code,
+                &r.description,
+                r.file.as_deref().unwrap_or(""),
+            ])
+            .and_then(|_| self.w.flush().map_err(csv::Error::from));
+        if let Err(e) = res {
+            log::error!("writing the report: {e}");
+        }
+    }
+}
+
+fn read_journal(path: &Path) -> Result<Vec<Journal>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::usage(format!("--resume: no journal at {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+        match serde_json::from_str::<Journal>(&line) {
+            Ok(j) => out.push(j),
+            // A crash can cut the last line short; everything before it is good.
+            Err(e) => log::warn!("{} line {}: skipped ({e})", path.display(), i + 1),
+        }
+    }
+    Ok(out)
+}
+
+struct Worker {
+    targets: HashMap<String, Target>,
+    ctx: Context,
+    fetch: FetchOpts,
+    snmp: Option<Snmp>,
+    probes: ProbeConfig,
+}
+
+impl Worker {
+    fn run(&self, device: &str, job: Job) -> std::result::Result<JobOk, String> {
+        let t = self.targets.get(device).ok_or("unknown device")?;
+        match job {
+            Job::CpeStart => {
+                crate::cpe::run::start(&self.ctx, t, self.snmp.as_ref()).map(|_| JobOk::Done)
+            }
+            Job::CpeStop => crate::cpe::run::stop(&self.ctx, t).map(|_| JobOk::Done),
+            Job::Fetch => match crate::cpe::run::fetch(&self.ctx, t, &self.fetch)? {
+                Event::CpeFetched { path, .. } => Ok(JobOk::Fetched { path }),
+                _ => Err("fetch gave no file".into()),
+            },
+            Job::Probe => Ok(JobOk::Probed(crate::probe::run(device, &self.probes))),
+        }
+    }
+}
+
+pub fn run(a: SessionArgs) -> Result<ExitCode> {
+    if a.target.devices.is_none() {
+        return Err(Error::usage("tc session needs --devices FILE (the inventory, with each device's agent in its ovoc column)"));
+    }
+    let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
+    let snmp = crate::cpe::run::resolve_snmp(a.snmp_user.clone())?;
+    let (targets, ctx) = crate::cpe::run::resolve(&a.target)?;
+    let mut devices = Vec::new();
+    for t in &targets {
+        let spec = t.ovoc.clone().or_else(|| a.ovoc.clone()).ok_or_else(|| {
+            Error::usage(format!(
+                "{}: no agent: fill the inventory's ovoc column or give --ovoc HOST",
+                t.device
+            ))
+        })?;
+        devices.push((
+            t.device.clone(),
+            agent_addr(&spec, a.ovoc_port).map_err(Error::usage)?,
+        ));
+    }
+    std::fs::create_dir_all(a.out.join(".tc-session"))
+        .map_err(|e| Error::usage(format!("creating {}: {e}", a.out.display())))?;
+    let journal_path = a.out.join(".tc-session").join("journal");
+    let records = if a.resume {
+        read_journal(&journal_path)?
+    } else {
+        if journal_path.metadata().is_ok_and(|m| m.len() > 0) {
+            return Err(Error::usage(format!(
+                "{} holds the journal of an earlier session: continue it with --resume, or use another --out",
+                journal_path.display()
+            )));
+        }
+        Vec::new()
+    };
+    let report_path = a.report.clone().unwrap_or_else(|| a.out.join("report.csv"));
+    let mut report = Report::open(&report_path)?;
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&journal_path)
+        .map_err(|e| Error::usage(format!("opening {}: {e}", journal_path.display())))?;
+
+    let mut core = Core::new(
+        Config {
+            max_events: a.max_events,
+            register_attempts: a.register_attempts,
+            retries: a.target.retries,
+            fetch_retry_interval: a.fetch_retry_interval,
+            resend: a.resend,
+            trying_wait: a.resend * 4,
+            probes: !kinds.is_empty(),
+        },
+        devices.clone(),
+    );
+    core.resume(&records);
+    let worker = Arc::new(Worker {
+        targets: targets
+            .iter()
+            .map(|t| (t.device.clone(), t.clone()))
+            .collect(),
+        ctx,
+        fetch: FetchOpts {
+            out: a.out.clone(),
+            remote: a.remote_path.clone(),
+            known_hosts: a
+                .known_hosts
+                .clone()
+                .unwrap_or_else(crate::cpe::run::default_known_hosts),
+            accept_new: a.accept_new_host_key,
+        },
+        snmp,
+        probes: ProbeConfig {
+            kinds,
+            snmp_user: a
+                .snmp_user
+                .clone()
+                .unwrap_or_else(|| "CaptureScript".into()),
+            snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
+            snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
+            ..ProbeConfig::default()
+        },
+    });
+
+    crate::lab::raise_fd_limit();
+    let mut sock = crate::alarm::listen::bind(a.listen)?;
+    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::failed(format!("signals: {e}")))?;
+    poll.registry()
+        .register(&mut sock, SOCKET, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| Error::failed(e.to_string()))?;
+    let waker =
+        Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::failed(e.to_string()))?);
+
+    // The bounded pool: `--jobs` threads take (device, job) and hand results back.
+    let (job_tx, job_rx) = mpsc::channel::<(String, Job)>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::channel::<(String, Job, std::result::Result<JobOk, String>)>();
+    for i in 0..a.target.jobs {
+        let (rx, tx, w, wk) = (
+            Arc::clone(&job_rx),
+            done_tx.clone(),
+            Arc::clone(&worker),
+            Arc::clone(&waker),
+        );
+        std::thread::Builder::new()
+            .name(format!("tc-session-{i}"))
+            .spawn(move || loop {
+                let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((device, job)) = next else { break };
+                let r = w.run(&device, job);
+                if tx.send((device, job, r)).is_err() {
+                    break;
+                }
+                let _ = wk.wake();
+            })
+            .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
+    }
+    drop(done_tx);
+
+    emit(&Event::SessionStarted {
+        devices: devices.len() as u32,
+        listen: sock.local_addr().map(|x| x.to_string()).unwrap_or_default(),
+        out: a.out.display().to_string(),
+        report: report_path.display().to_string(),
+        resumed: a.resume,
+        max_events: a.max_events,
+    });
+    let started = Instant::now();
+    let mut io = Io {
+        sock: &sock,
+        job_tx: &job_tx,
+        report: &mut report,
+        journal: &mut journal,
+    };
+    let actions = core.start(Instant::now());
+    io.perform(actions);
+
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 65_536];
+    while !core.finished() {
+        let now = Instant::now();
+        let timeout = core
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now))
+            .or(Some(Duration::from_secs(1)));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(Error::failed(format!("poll: {e}")));
+            }
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SOCKET => loop {
+                    match io.sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let actions = core.datagram(Instant::now(), from, &buf[..n]);
+                            io.perform(actions);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::debug!("receive: {e}");
+                            break;
+                        }
+                    }
+                },
+                SIGNALS if signals.pending().next().is_some() => {
+                    if core.is_interrupted() {
+                        log::warn!("second signal: exiting now; the journal is intact (--resume continues)");
+                        std::process::exit(ExitCode::Interrupted as i32);
+                    }
+                    crate::logging::warn_user("interrupted: stopping every capture, fetching its file, then exiting (again to exit now)");
+                    let actions = core.interrupt(Instant::now());
+                    io.perform(actions);
+                }
+                _ => {}
+            }
+        }
+        while let Ok((device, job, r)) = done_rx.try_recv() {
+            let actions = core.job_done(Instant::now(), &device, job, r);
+            io.perform(actions);
+        }
+        let actions = core.tick(Instant::now());
+        io.perform(actions);
+    }
+    drop(job_tx);
+    let (completed, aborted, rounds) = core.tally();
+    let interrupted = core.is_interrupted();
+    emit(&Event::SessionSummary {
+        devices: devices.len() as u32,
+        completed,
+        aborted,
+        rounds,
+        seconds: started.elapsed().as_secs_f64(),
+        reason: if interrupted {
+            "interrupted".into()
+        } else {
+            "done".into()
+        },
+    });
+    Ok(if interrupted {
+        ExitCode::Interrupted
+    } else if completed as usize == devices.len() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
+}
+
+struct Io<'a> {
+    sock: &'a UdpSocket,
+    job_tx: &'a mpsc::Sender<(String, Job)>,
+    report: &'a mut Report,
+    journal: &'a mut std::fs::File,
+}
+
+impl Io<'_> {
+    fn perform(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { to, text } => {
+                    if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
+                        log::warn!("sending {text:?} to {to}: {e}");
+                    }
+                }
+                Action::Work { device, job } => {
+                    let _ = self.job_tx.send((device, job));
+                }
+                Action::Emit(ev) => emit(&ev),
+                Action::Report(row) => {
+                    self.report.row(&row);
+                    emit(&Event::SessionTask {
+                        device: row.device,
+                        task: row.task.into(),
+                        status: row.status.into(),
+                        code: row.code,
+                        description: row.description,
+                        file: row.file,
+                        round: row.round,
+                    });
+                }
+                Action::Journal(j) => {
+                    let mut line = serde_json::to_vec(&j).unwrap_or_default();
+                    line.push(b'\n');
+                    if let Err(e) = self.journal.write_all(&line) {
+                        log::error!("writing the journal: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents() {
+        assert_eq!(
+            agent_addr("127.0.0.1", 20001).unwrap(),
+            "127.0.0.1:20001".parse().unwrap()
+        );
+        assert_eq!(
+            agent_addr("127.0.0.1:9", 20001).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            agent_addr("::1", 20001).unwrap(),
+            "[::1]:20001".parse().unwrap()
+        );
+        assert!(agent_addr("bad host", 1).is_err());
+    }
+}
