@@ -121,6 +121,9 @@ _tc() {
             tc__subcmd__help__subcmd__lab,cleanup)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__cleanup"
                 ;;
+            tc__subcmd__help__subcmd__lab,down)
+                cmd="tc__subcmd__help__subcmd__lab__subcmd__down"
+                ;;
             tc__subcmd__help__subcmd__lab,up)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__up"
                 ;;
@@ -136,6 +139,9 @@ _tc() {
             tc__subcmd__lab,cleanup)
                 cmd="tc__subcmd__lab__subcmd__cleanup"
                 ;;
+            tc__subcmd__lab,down)
+                cmd="tc__subcmd__lab__subcmd__down"
+                ;;
             tc__subcmd__lab,help)
                 cmd="tc__subcmd__lab__subcmd__help"
                 ;;
@@ -147,6 +153,9 @@ _tc() {
                 ;;
             tc__subcmd__lab__subcmd__help,cleanup)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__cleanup"
+                ;;
+            tc__subcmd__lab__subcmd__help,down)
+                cmd="tc__subcmd__lab__subcmd__help__subcmd__down"
                 ;;
             tc__subcmd__lab__subcmd__help,help)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__help"
@@ -823,7 +832,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab)
-            opts="up alarm cleanup"
+            opts="up alarm down cleanup"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -851,6 +860,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__lab__subcmd__down)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -935,7 +958,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --help up alarm cleanup help"
+            opts="-v -q -h --verbose --quiet --help up alarm down cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -988,8 +1011,30 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tc__subcmd__lab__subcmd__down)
+            opts="-v -q -h --dir --for --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tc__subcmd__lab__subcmd__help)
-            opts="up alarm cleanup help"
+            opts="up alarm down cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1017,6 +1062,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__help__subcmd__down)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

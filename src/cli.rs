@@ -406,8 +406,23 @@ pub enum LabCommand {
     /// agent registered for it ("Connection Lost", or "Connection established" with --clear).
     #[command(after_help = "Example:\n  tc lab alarm --dir /tmp/tc-lab 127.0.1.1")]
     Alarm(LabAlarmArgs),
+    /// Make an emulated device's REST API unreachable for a while (requests get no answer)
+    /// (fault injection for rehearsals).
+    Down(LabDownArgs),
     /// Remove what `tc lab up` left on the system (the lab's system user).
     Cleanup(LabCleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabDownArgs {
+    /// The lab directory given to `tc lab up`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The emulated device's address.
+    pub device: String,
+    /// How long (e.g. 90s); 0 brings it back at once.
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]

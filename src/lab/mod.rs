@@ -36,6 +36,19 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
             log::info!("alarm for {} sent to {to}", a.device);
             Ok(ExitCode::Ok)
         }
+        LabCommand::Down(a) => {
+            crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
+            let until = std::time::SystemTime::now() + a.duration;
+            let ms = until
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let path = a.dir.join(DOWN_FILE);
+            let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.push_str(&format!("{} {ms}\n", a.device));
+            write_private(&path, &text)?;
+            Ok(ExitCode::Ok)
+        }
         LabCommand::Cleanup(a) => cleanup(a),
     }
 }
@@ -87,7 +100,11 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| Error::failed(format!("writing {}: {e}", path.display())))
 }
 
+/// `tc lab down` lines: `<device> <unix ms until which it is down>`.
+const DOWN_FILE: &str = "down";
+
 struct Lab {
+    dir: PathBuf,
     devices: HashMap<IpAddr, Mutex<device::DeviceState>>,
     ovoc: ovoc::LabOvoc,
     ovoc_ip: IpAddr,
@@ -95,6 +112,23 @@ struct Lab {
     latency: Duration,
     log_requests: bool,
     requests: AtomicU64,
+}
+
+impl Lab {
+    fn down_for(&self, ip: IpAddr) -> Option<Duration> {
+        let text = std::fs::read_to_string(self.dir.join(DOWN_FILE)).ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_millis();
+        let until = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(d, _)| d.parse::<IpAddr>().ok() == Some(ip))
+            .filter_map(|(_, ms)| ms.trim().parse::<u128>().ok())
+            .next_back()?;
+        (until > now).then(|| Duration::from_millis((until - now) as u64))
+    }
 }
 
 impl http::Handler for Lab {
@@ -109,6 +143,11 @@ impl http::Handler for Lab {
         let Some(dev) = self.devices.get(&local.ip()) else {
             return http::Response::empty(404);
         };
+        if let Some(left) = self.down_for(local.ip()) {
+            // Unreachable: no answer within any sane client timeout.
+            std::thread::sleep(left.min(Duration::from_secs(30)));
+            return http::Response::empty(503);
+        }
         let resp = {
             let mut d = dev.lock().unwrap_or_else(|p| p.into_inner());
             device::handle(&mut d, &self.auth, req)
@@ -348,7 +387,9 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         Secret::new(ovoc_password.clone()),
         dir.join(ovoc::RULES_FILE),
     );
+    let _ = std::fs::remove_file(dir.join(DOWN_FILE));
     let lab = Arc::new(Lab {
+        dir: dir.clone(),
         ovoc: lab_ovoc,
         ovoc_ip: IpAddr::V4(ovoc_ip),
         devices: addrs

@@ -2,3 +2,4 @@ mod alarm;
 mod cli;
 mod cpe;
 mod ovoc;
+mod session;
