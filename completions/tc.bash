@@ -121,6 +121,9 @@ _tc() {
             tc__subcmd__help__subcmd__lab,cleanup)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__cleanup"
                 ;;
+            tc__subcmd__help__subcmd__lab,demo)
+                cmd="tc__subcmd__help__subcmd__lab__subcmd__demo"
+                ;;
             tc__subcmd__help__subcmd__lab,down)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__down"
                 ;;
@@ -139,6 +142,9 @@ _tc() {
             tc__subcmd__lab,cleanup)
                 cmd="tc__subcmd__lab__subcmd__cleanup"
                 ;;
+            tc__subcmd__lab,demo)
+                cmd="tc__subcmd__lab__subcmd__demo"
+                ;;
             tc__subcmd__lab,down)
                 cmd="tc__subcmd__lab__subcmd__down"
                 ;;
@@ -153,6 +159,9 @@ _tc() {
                 ;;
             tc__subcmd__lab__subcmd__help,cleanup)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__cleanup"
+                ;;
+            tc__subcmd__lab__subcmd__help,demo)
+                cmd="tc__subcmd__lab__subcmd__help__subcmd__demo"
                 ;;
             tc__subcmd__lab__subcmd__help,down)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__down"
@@ -832,7 +841,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab)
-            opts="up alarm down cleanup"
+            opts="up alarm demo down cleanup"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -860,6 +869,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__lab__subcmd__demo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -958,7 +981,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --help up alarm down cleanup help"
+            opts="-v -q -h --verbose --quiet --help up alarm demo down cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1011,6 +1034,28 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tc__subcmd__lab__subcmd__demo)
+            opts="-v -q -h --dir --devices --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tc__subcmd__lab__subcmd__down)
             opts="-v -q -h --dir --for --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1034,7 +1079,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help)
-            opts="up alarm down cleanup help"
+            opts="up alarm demo down cleanup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1062,6 +1107,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__help__subcmd__demo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

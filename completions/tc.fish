@@ -215,14 +215,15 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue th
 complete -c tc -n "__fish_tc_using_subcommand session" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand session" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand session" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm down cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l dir -d 'Lab directory (inventory, env file, certificates, sshd config, capture files)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
@@ -244,6 +245,11 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l dir -d 'Where the lab, the captures and the report go (default: a new directory under /tmp)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -l dir -d 'The lab directory given to `tc lab up`' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -l for -d 'How long (e.g. 90s); 0 brings it back at once' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
@@ -256,6 +262,7 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -278,5 +285,6 @@ complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from alarm" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'

@@ -406,11 +406,27 @@ pub enum LabCommand {
     /// agent registered for it ("Connection Lost", or "Connection established" with --clear).
     #[command(after_help = "Example:\n  tc lab alarm --dir /tmp/tc-lab 127.0.1.1")]
     Alarm(LabAlarmArgs),
+    /// A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with
+    /// real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root.
+    #[command(
+        after_help = "Example:\n  sudo tc lab demo --devices 3   # then look in the directory it names"
+    )]
+    Demo(LabDemoArgs),
     /// Make an emulated device's REST API unreachable for a while (requests get no answer)
     /// (fault injection for rehearsals).
     Down(LabDownArgs),
     /// Remove what `tc lab up` left on the system (the lab's system user).
     Cleanup(LabCleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabDemoArgs {
+    /// Where the lab, the captures and the report go (default: a new directory under /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Number of emulated devices (alternating MSBR and gateway/SBC).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub devices: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -40,6 +40,24 @@ pub fn emit(ev: &Event) {
     }
 }
 
+/// Pass on a record another `tc` process printed (`tc lab demo` relays its children's lines).
+pub fn relay(line: &str) {
+    if stdout_broken() {
+        return;
+    }
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let res = out
+        .write_all(line.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if let Err(e) = res {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            BROKEN.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,23 @@ mod util;
 
 use clap::Parser;
 
+/// iproute2's `tc` objects: someone who typed one of these wanted the traffic-control tool.
+const IPROUTE2_WORDS: &[&str] = &[
+    "qdisc", "class", "filter", "action", "actions", "monitor", "chain", "exec",
+];
+
 fn main() {
+    if let Some(word) = std::env::args()
+        .nth(1)
+        .filter(|w| IPROUTE2_WORDS.contains(&w.as_str()))
+    {
+        eprintln!(
+            "tc: this is tc, the AudioCodes CPE/OVOC capture tool, not iproute2's traffic control.\n\
+             For `tc {word} ...` run iproute2's tool by its full path: /usr/sbin/tc (or /sbin/tc).\n\
+             See `tc --help` for this tool; the README says how to install both side by side."
+        );
+        std::process::exit(error::ExitCode::Usage as i32);
+    }
     let args = cli::Cli::parse();
     logging::init(args.verbose, args.quiet);
     let code = match dispatch(args) {

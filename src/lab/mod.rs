@@ -3,6 +3,7 @@
 //! is OpenSSH's sshd, the capture files hold traffic captured by tcpdump.
 
 pub mod cutproxy;
+pub mod demo;
 pub mod device;
 pub mod http;
 pub mod ovoc;
@@ -36,6 +37,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
             log::info!("alarm for {} sent to {to}", a.device);
             Ok(ExitCode::Ok)
         }
+        LabCommand::Demo(a) => demo::run(a),
         LabCommand::Down(a) => {
             crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
             let until = std::time::SystemTime::now() + a.duration;
@@ -75,7 +77,7 @@ fn random_password() -> String {
         .collect()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

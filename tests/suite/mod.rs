@@ -1,5 +1,6 @@
 mod alarm;
 mod cli;
 mod cpe;
+mod demo;
 mod ovoc;
 mod session;
