@@ -393,6 +393,9 @@ pub struct AlarmListenArgs {
     /// Count lines that are not alarms instead of printing them.
     #[arg(long)]
     pub quiet_unparsed: bool,
+    /// Benchmark baseline: receive and count datagrams without parsing or printing them.
+    #[arg(long, hide = true)]
+    pub bare: bool,
 }
 
 #[derive(Debug, Subcommand)]
