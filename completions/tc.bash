@@ -267,7 +267,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__alarm__subcmd__listen)
-            opts="-v -q -h --listen --alarm --description --device --from --count --timeout --quiet-unparsed --verbose --quiet --help"
+            opts="-v -q -h --listen --alarm --description --device --from --count --timeout --quiet-unparsed --bare --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -177,6 +177,7 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N matching alarms' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l timeout -d 'Exit 1 if fewer than --count (or no) alarms matched within DURATION' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l quiet-unparsed -d 'Count lines that are not alarms instead of printing them'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l bare -d 'Benchmark baseline: receive and count datagrams without parsing or printing them'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help'

@@ -23,6 +23,7 @@ mod secret;
 mod session;
 mod timefmt;
 mod tls;
+mod udploop;
 mod util;
 
 use clap::Parser;

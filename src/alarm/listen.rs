@@ -8,7 +8,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::Events;
+
+use crate::udploop::{SIGNALS, SOCKET};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::AlarmListenArgs;
@@ -16,9 +18,6 @@ use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::netaddr::Cidr;
-
-const SOCKET: Token = Token(0);
-const SIGNALS: Token = Token(1);
 
 pub struct Filter {
     pub alarms: Vec<String>,
@@ -172,16 +171,11 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
         quiet_unparsed: a.quiet_unparsed,
         counts: Counts::default(),
     };
-    let mut sock = bind(a.listen)?;
-    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
-    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| Error::failed(format!("signals: {e}")))?;
-    poll.registry()
-        .register(&mut sock, SOCKET, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
+    let crate::udploop::Loop {
+        mut poll,
+        sock,
+        mut signals,
+    } = crate::udploop::open(a.listen, &[SIGINT, SIGTERM])?;
     log::info!(
         "listening for syslog on {}",
         sock.local_addr().map(|a| a.to_string()).unwrap_or_default()

@@ -29,15 +29,7 @@ impl Kind {
 
     fn interfaces(self) -> &'static [&'static str] {
         match self {
-            Kind::Msbr => &[
-                "cellular-wan",
-                "fiber-wan",
-                "xdsl-wan",
-                "shdsl-wan",
-                "t1-e1-wan",
-                "eth-wan",
-                "eth-lan",
-            ],
+            Kind::Msbr => crate::inventory::MSBR_INTERFACES,
             Kind::Gwsbc => &["eth-lan"],
         }
     }

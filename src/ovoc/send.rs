@@ -10,17 +10,17 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::proto::{self, Request, Verb};
 
-/// `host`, `host:port`, `[v6]:port` or a bare IPv6 address; port 20001 by default.
-pub fn server_addr(s: &str) -> Result<SocketAddr, String> {
+/// `host`, `host:port`, `[v6]:port` or a bare IPv6 address; `default_port` when none is given.
+pub fn server_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
     let with_port = if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{s}]:20001")
+        format!("[{s}]:{default_port}")
     } else if s
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         s.to_string()
     } else {
-        format!("{s}:20001")
+        format!("{s}:{default_port}")
     };
     with_port
         .to_socket_addrs()
@@ -39,7 +39,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         (_, Some(_)) => return Err(Error::usage(format!("{verb} takes no FILENAME"))),
         (_, None) => {}
     }
-    let server = server_addr(&a.server).map_err(Error::usage)?;
+    let server = server_addr(&a.server, 20001).map_err(Error::usage)?;
     let sock =
         UdpSocket::bind(a.bind).map_err(|e| Error::usage(format!("binding {}: {e}", a.bind)))?;
     let req = Request {
@@ -107,15 +107,21 @@ mod tests {
     #[test]
     fn servers() {
         assert_eq!(
-            server_addr("127.0.0.1").unwrap(),
+            server_addr("127.0.0.1", 20001).unwrap(),
             "127.0.0.1:20001".parse().unwrap()
         );
         assert_eq!(
-            server_addr("127.0.0.1:9").unwrap(),
+            server_addr("127.0.0.1:9", 20001).unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
-        assert_eq!(server_addr("::1").unwrap(), "[::1]:20001".parse().unwrap());
-        assert_eq!(server_addr("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
-        assert!(server_addr("no such host.invalid").is_err());
+        assert_eq!(
+            server_addr("::1", 20001).unwrap(),
+            "[::1]:20001".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("[::1]:7", 20001).unwrap(),
+            "[::1]:7".parse().unwrap()
+        );
+        assert!(server_addr("no such host.invalid", 20001).is_err());
     }
 }

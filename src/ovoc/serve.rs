@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Waker};
+
+use crate::udploop::{SIGNALS, SOCKET, WAKER};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use super::core::{Action, CaptureId, Config, Core, Found};
@@ -28,10 +30,6 @@ use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, ProbeReport};
 use crate::probe::ProbeConfig;
-
-const SOCKET: Token = Token(0);
-const SIGNALS: Token = Token(1);
-const WAKER: Token = Token(2);
 
 enum Done {
     Rule {
@@ -193,18 +191,13 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
 
-    let mut sock = crate::alarm::listen::bind(a.listen)?;
-    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
-    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGCHLD])
-        .map_err(|e| Error::failed(format!("signals: {e}")))?;
-    poll.registry()
-        .register(&mut sock, SOCKET, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
-    let waker =
-        Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::failed(e.to_string()))?);
+    let lp = crate::udploop::open(a.listen, &[SIGINT, SIGTERM, SIGCHLD])?;
+    let waker = lp.waker()?;
+    let crate::udploop::Loop {
+        mut poll,
+        sock,
+        mut signals,
+    } = lp;
     let (done_tx, done_rx) = mpsc::channel();
     let mut sh = Shell {
         sock,

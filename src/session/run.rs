@@ -9,14 +9,15 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, ErrorKind, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::Events;
+
+use crate::udploop::{SIGNALS, SOCKET};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::core::{Action, Config, Core, Job, JobOk, Journal, Row};
@@ -26,32 +27,6 @@ use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::probe::ProbeConfig;
-
-const SOCKET: Token = Token(0);
-const SIGNALS: Token = Token(1);
-const WAKER: Token = Token(2);
-
-/// `host`, `host:port`, `[v6]:port`: the agent of a device.
-fn agent_addr(spec: &str, default_port: u16) -> std::result::Result<SocketAddr, String> {
-    let with_port = if spec
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_ipv6())
-    {
-        format!("[{spec}]:{default_port}")
-    } else if spec
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        spec.to_string()
-    } else {
-        format!("{spec}:{default_port}")
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("agent {spec:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("agent {spec:?}: no address"))
-}
 
 struct Report {
     w: csv::Writer<std::fs::File>,
@@ -160,7 +135,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         })?;
         devices.push((
             t.device.clone(),
-            agent_addr(&spec, a.ovoc_port).map_err(Error::usage)?,
+            crate::ovoc::send::server_addr(&spec, a.ovoc_port).map_err(Error::usage)?,
         ));
     }
     std::fs::create_dir_all(a.out.join(".tc-session"))
@@ -227,18 +202,13 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     });
 
     crate::lab::raise_fd_limit();
-    let mut sock = crate::alarm::listen::bind(a.listen)?;
-    let mut poll = Poll::new().map_err(|e| Error::failed(format!("poll: {e}")))?;
-    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| Error::failed(format!("signals: {e}")))?;
-    poll.registry()
-        .register(&mut sock, SOCKET, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| Error::failed(e.to_string()))?;
-    let waker =
-        Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::failed(e.to_string()))?);
+    let lp = crate::udploop::open(a.listen, &[SIGINT, SIGTERM])?;
+    let waker = lp.waker()?;
+    let crate::udploop::Loop {
+        mut poll,
+        sock,
+        mut signals,
+    } = lp;
 
     // The bounded pool: `--jobs` threads take (device, job) and hand results back.
     let (job_tx, job_rx) = mpsc::channel::<(String, Job)>();
@@ -397,27 +367,5 @@ impl Io<'_> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agents() {
-        assert_eq!(
-            agent_addr("127.0.0.1", 20001).unwrap(),
-            "127.0.0.1:20001".parse().unwrap()
-        );
-        assert_eq!(
-            agent_addr("127.0.0.1:9", 20001).unwrap(),
-            "127.0.0.1:9".parse().unwrap()
-        );
-        assert_eq!(
-            agent_addr("::1", 20001).unwrap(),
-            "[::1]:20001".parse().unwrap()
-        );
-        assert!(agent_addr("bad host", 1).is_err());
     }
 }

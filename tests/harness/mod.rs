@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 #[path = "../../src/event.rs"]
 pub mod event;
+#[path = "../../src/timefmt.rs"]
+#[allow(dead_code)]
+mod timefmt;
 
 pub use event::Event;
 
@@ -95,26 +98,13 @@ pub fn events(stdout: &str) -> Vec<Event> {
                 .and_then(|m| m.remove("ts"))
                 .unwrap_or_else(|| panic!("no ts: {l}"));
             assert!(
-                is_rfc3339_micros(ts.as_str().unwrap_or("")),
+                timefmt::is_rfc3339_micros(ts.as_str().unwrap_or("")),
                 "bad ts in {l}"
             );
             serde_json::from_value::<Event>(v)
                 .unwrap_or_else(|e| panic!("schema violation ({e}): {l}"))
         })
         .collect()
-}
-
-fn is_rfc3339_micros(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 27
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            4 | 7 => c == b'-',
-            10 => c == b'T',
-            13 | 16 => c == b':',
-            19 => c == b'.',
-            26 => c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
 }
 
 pub struct Run {
@@ -221,15 +211,7 @@ impl Lab {
         c.args(extra);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn tc lab up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_reader(&mut child);
         let first = rx
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| {
@@ -349,6 +331,20 @@ impl Lab {
         );
         rest
     }
+}
+
+/// The lines a child prints on stdout, read on a thread so the test never blocks on them.
+pub fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 pub fn signal(pid: u32, sig: i32) {

@@ -2,7 +2,6 @@
 //! OVOC REST, real sshd and snmpd), driven by `tc ovoc send` and by raw datagrams.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -39,15 +38,7 @@ impl Agent {
             .args(extra);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn tc ovoc serve");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_reader(&mut child);
         let mut a = Agent {
             child: Some(child),
             listen,

@@ -1,7 +1,6 @@
 //! `tc session` end to end on loopback: `tc lab up` (emulated CPEs and OVOC REST, real sshd and
 //! snmpd), a real `tc ovoc serve` with real tcpdump, alarms from `tc lab alarm`, and faults.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -50,15 +49,7 @@ impl Session {
         .args(extra);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn tc session");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_reader(&mut child);
         Session {
             child: Some(child),
             lines: rx,
