@@ -1177,7 +1177,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__up)
-            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --no-sftp --log-requests --user --sftp-root --verbose --quiet --help"
+            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -236,6 +236,7 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l cut-sftp-after -d 'Cut each device\'s first SFTP connection after this many bytes (fault injection)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l user -d 'System user the lab creates for SFTP logins (and uses as the REST admin); removed on exit if the lab created it' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l sftp-root -d 'Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable path components such as /tmp)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l live-captures -d 'While a device\'s capture is active, record the traffic to it with tcpdump and serve that as its capture file when the capture stops (as a real device does)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l no-sftp -d 'Do not start sshd (REST only; no root needed)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l log-requests -d 'Print a lab.request line for every REST request answered'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'

@@ -485,6 +485,10 @@ pub struct LabUpArgs {
     /// Cut each device's first SFTP connection after this many bytes (fault injection).
     #[arg(long, value_name = "BYTES")]
     pub cut_sftp_after: Option<u64>,
+    /// While a device's capture is active, record the traffic to it with tcpdump and serve that
+    /// as its capture file when the capture stops (as a real device does).
+    #[arg(long)]
+    pub live_captures: bool,
     /// Do not start sshd (REST only; no root needed).
     #[arg(long)]
     pub no_sftp: bool,

@@ -154,6 +154,7 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
     lab_cmd.args([
         "lab",
         "up",
+        "--live-captures",
         "--devices",
         &a.devices.to_string(),
         "--subnet",

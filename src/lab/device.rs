@@ -113,7 +113,6 @@ impl DeviceState {
         self.kind
     }
 
-    #[cfg(test)]
     pub fn capture_active(&self) -> bool {
         self.capture_active
     }

@@ -6,6 +6,7 @@ pub mod cutproxy;
 pub mod demo;
 pub mod device;
 pub mod http;
+pub mod live;
 pub mod ovoc;
 pub mod pki;
 pub mod snmpd;
@@ -107,6 +108,7 @@ const DOWN_FILE: &str = "down";
 
 struct Lab {
     dir: PathBuf,
+    live: Option<live::Live>,
     devices: HashMap<IpAddr, Mutex<device::DeviceState>>,
     ovoc: ovoc::LabOvoc,
     ovoc_ip: IpAddr,
@@ -152,7 +154,12 @@ impl http::Handler for Lab {
         }
         let resp = {
             let mut d = dev.lock().unwrap_or_else(|p| p.into_inner());
-            device::handle(&mut d, &self.auth, req)
+            let was = d.capture_active();
+            let resp = device::handle(&mut d, &self.auth, req);
+            if let Some(live) = &self.live {
+                live.transition(local.ip(), was, d.capture_active());
+            }
+            resp
         };
         if self.log_requests {
             emit(&Event::LabRequest {
@@ -390,8 +397,29 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         dir.join(ovoc::RULES_FILE),
     );
     let _ = std::fs::remove_file(dir.join(DOWN_FILE));
+    let live = match (&chroot_root, a.live_captures) {
+        (Some(root), true) => Some(live::Live::new(
+            addrs
+                .iter()
+                .map(|ad| {
+                    let f = root
+                        .join(ad.to_string())
+                        .join(sshd::CAPTURE_DIR)
+                        .join(sshd::CAPTURE_FILE);
+                    (IpAddr::V4(*ad), f)
+                })
+                .collect(),
+        )),
+        (None, true) => {
+            return Err(Error::usage(
+                "--live-captures needs the SFTP side (not --no-sftp)",
+            ))
+        }
+        _ => None,
+    };
     let lab = Arc::new(Lab {
         dir: dir.clone(),
+        live,
         ovoc: lab_ovoc,
         ovoc_ip: IpAddr::V4(ovoc_ip),
         devices: addrs
@@ -492,6 +520,9 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(100));
     }
     server.shutdown();
+    if let Some(l) = &lab.live {
+        l.shutdown();
+    }
     if let Some(p) = proxy {
         p.shutdown();
     }

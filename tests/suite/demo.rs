@@ -66,6 +66,21 @@ fn demo_runs_a_complete_session() {
     }
     let all: Vec<_> = cpe.iter().chain(&ovoc).cloned().collect();
     assert!(capinfos_packets(&all).iter().all(|&n| n > 0));
+    // Both sides recorded the probes sent on Connection Lost (the lab runs live captures).
+    for f in &all {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(f)
+            .args(["-Y", "icmp.type == 8"])
+            .output()
+            .unwrap();
+        let echo_requests = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(
+            echo_requests >= 3,
+            "{}: {echo_requests} ICMP echo requests",
+            f.display()
+        );
+    }
     let report = std::fs::read_to_string(dir.path().join("captures/report.csv")).unwrap();
     assert_eq!(
         report.lines().filter(|l| l.contains(",done,ok,")).count(),
