@@ -841,6 +841,21 @@ mod tests {
     }
 
     #[test]
+    fn host_name_devices_work() {
+        let t = Instant::now();
+        let mut c = Core::new(cfg(), vec![("msbr-1.example.com".into(), agent())]);
+        assert_eq!(sends(&c.start(t)), ["REGISTER msbr-1.example.com"]);
+        let a = reply(&mut c, t, "200 OK msbr-1.example.com REGISTER");
+        assert_eq!(jobs(&a), [Job::CpeStart]);
+        c.job_done(t, "msbr-1.example.com", Job::CpeStart, Ok(JobOk::Done));
+        let a = reply(&mut c, t, "200 OK msbr-1.example.com");
+        assert!(
+            tasks(&a).contains(&("capture".into(), "ok".into())),
+            "1.0.2-1.0.5 form with a host name"
+        );
+    }
+
+    #[test]
     fn two_rounds_then_done() {
         let t = Instant::now();
         let mut c = core(Config {

@@ -253,3 +253,38 @@ fn garbage_and_oversized_datagrams_are_survived() {
     assert_eq!(r.of_type("alarm").len(), 1, "{}", r.dump());
     assert_eq!(r.of_type("syslog.unparsed").len(), 3, "{}", r.dump());
 }
+
+#[test]
+fn sigterm_prints_the_summary_and_exits_0() {
+    let port = free_udp_port();
+    let mut c = tc();
+    c.args(["alarm", "listen", "--listen", &format!("127.0.0.1:{port}")]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    for _ in 0..100 {
+        if std::fs::read_to_string("/proc/net/udp")
+            .unwrap()
+            .contains(&format!(":{:04X} ", port))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(LOST.as_bytes(), ("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child.id(), 15);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let ev = events(&String::from_utf8_lossy(&out.stdout));
+    let Some(Event::AlarmSummary {
+        received: 1,
+        matched: 1,
+        reason,
+        ..
+    }) = ev.last()
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(reason, "signal");
+}
