@@ -136,7 +136,7 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l dir -d 'Directory for captures and the agent\'s state (.tc/)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-files -d 'tcpdump ring: number of files per capture (-W)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-size -d 'tcpdump ring: size of each file in millions of bytes (-C)' -r
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow -d 'Accept requests only from this network (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow -d 'Accept requests only from these networks (repeatable, or comma-separated)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-url -d 'OVOC REST API base URL' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-user -d 'OVOC user (Operator level or above)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-password-file -d 'Read the OVOC password from FILE (else TC_OVOC_PASSWORD)' -r -F
@@ -173,7 +173,7 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l alarm -d 'Only alarms with this name, case-insensitive (repeatable)' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l description -d 'Only alarms with this description, case-insensitive (repeatable)' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l device -d 'Only alarms for this device address (repeatable)' -r
-complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l from -d 'Accept datagrams only from these networks (repeatable); others are counted and dropped' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l from -d 'Accept datagrams only from these networks (repeatable, or comma-separated); others are counted and dropped' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N matching alarms' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l timeout -d 'Exit 1 if fewer than --count (or no) alarms matched within DURATION' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l quiet-unparsed -d 'Count lines that are not alarms instead of printing them'

@@ -234,8 +234,8 @@ pub struct ServeArgs {
     /// tcpdump ring: size of each file in millions of bytes (-C).
     #[arg(long, default_value_t = 10, value_name = "MB", value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub ring_size: u32,
-    /// Accept requests only from this network (repeatable).
-    #[arg(long, value_name = "CIDR")]
+    /// Accept requests only from these networks (repeatable, or comma-separated).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub allow: Vec<crate::netaddr::Cidr>,
     /// Accept requests from anywhere (the original's behaviour; the agent runs as root).
     #[arg(long, conflicts_with = "allow")]
@@ -381,8 +381,9 @@ pub struct AlarmListenArgs {
     /// Only alarms for this device address (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub device: Vec<String>,
-    /// Accept datagrams only from these networks (repeatable); others are counted and dropped.
-    #[arg(long, value_name = "CIDR")]
+    /// Accept datagrams only from these networks (repeatable, or comma-separated); others are
+    /// counted and dropped.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub from: Vec<crate::netaddr::Cidr>,
     /// Exit 0 after N matching alarms.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
