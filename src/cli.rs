@@ -57,7 +57,7 @@ pub enum Command {
 The CSV report (--report, default OUT/report.csv) gets one row per task per device as it finishes.\n\
 After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.")]
     Session(SessionArgs),
-    /// Emulated CPEs for rehearsals and tests (no production device is touched).
+    /// Emulated CPEs and OVOC for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
     /// Write the man pages and shell completions (for packaging; output is committed).
