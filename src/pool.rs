@@ -40,10 +40,73 @@ where
     }
 }
 
+/// Long-lived workers for a poll loop: `n` threads run each job sent on the returned channel
+/// and hand the result to `done`, then call `wake` (the loop's mio waker) so the loop picks it up.
+pub fn workers<J, R>(
+    n: usize,
+    name: &str,
+    run: impl Fn(J) -> R + Send + Sync + 'static,
+    done: mpsc::Sender<R>,
+    wake: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<mpsc::Sender<J>>
+where
+    J: Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<J>();
+    let rx = Arc::new(Mutex::new(rx));
+    let (run, wake) = (Arc::new(run), Arc::new(wake));
+    for i in 0..n.max(1) {
+        let (rx, done, run, wake) = (
+            Arc::clone(&rx),
+            done.clone(),
+            Arc::clone(&run),
+            Arc::clone(&wake),
+        );
+        std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || loop {
+                let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(job) = next else { break };
+                if done.send(run(job)).is_err() {
+                    break;
+                }
+                wake();
+            })?;
+    }
+    Ok(tx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn workers_run_every_job_and_wake_the_loop() {
+        let (done_tx, done_rx) = mpsc::channel();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&wakes);
+        let jobs = workers(
+            3,
+            "t",
+            |x: u32| x + 1,
+            done_tx,
+            move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+        for i in 0..10 {
+            jobs.send(i).unwrap();
+        }
+        let mut got: Vec<u32> = (0..10).map(|_| done_rx.recv().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+        drop(jobs);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(wakes.load(Ordering::SeqCst), 10);
+    }
 
     #[test]
     fn every_item_once_and_never_more_than_jobs_at_once() {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Waker};
+use mio::Events;
 
 use crate::udploop::{SIGNALS, SOCKET, WAKER};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
@@ -30,6 +30,11 @@ use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, ProbeReport};
 use crate::probe::ProbeConfig;
+
+/// OVOC REST calls and probes running at once.
+const WORKERS: usize = 16;
+
+type Job = Box<dyn FnOnce() -> Done + Send>;
 
 enum Done {
     Rule {
@@ -57,9 +62,9 @@ struct Shell {
     adopted: HashMap<CaptureId, u32>,
     ovoc: Option<Arc<OvocClient>>,
     probes: Arc<ProbeConfig>,
-    done_tx: mpsc::Sender<Done>,
-    waker: Arc<Waker>,
+    jobs: mpsc::Sender<Job>,
     dirty: bool,
+    last_saved: Vec<u8>,
 }
 
 fn user_ids(name: &str) -> Option<(u32, u32)> {
@@ -199,6 +204,17 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         mut signals,
     } = lp;
     let (done_tx, done_rx) = mpsc::channel();
+    let wk = waker;
+    let jobs = crate::pool::workers(
+        WORKERS,
+        "tc-ovoc-worker",
+        |job: Job| job(),
+        done_tx,
+        move || {
+            let _ = wk.wake();
+        },
+    )
+    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
     let mut sh = Shell {
         sock,
         dir: dir.clone(),
@@ -207,9 +223,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         adopted,
         ovoc,
         probes,
-        done_tx,
-        waker,
+        jobs,
+
         dirty: true,
+        last_saved: Vec::new(),
     };
     let (adopted_n, closed_n) = core.restored_counts();
     emit(&Event::OvocListening {
@@ -374,7 +391,7 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
 
 impl Shell {
     fn save(&mut self, core: &Core) {
-        match super::state::save(&self.dir, &core.persisted()) {
+        match super::state::save(&self.dir, &core.persisted(), &mut self.last_saved) {
             Ok(()) => self.dirty = false,
             Err(e) => log::error!("saving state: {e}"),
         }
@@ -455,18 +472,11 @@ impl Shell {
         }
     }
 
-    /// Off the loop: REST calls and probes take seconds.
+    /// Off the loop: REST calls and probes take seconds. A bounded pool, so a fleet's REGISTERs
+    /// queue here instead of opening a thousand connections to OVOC at once.
     fn work(&self, f: impl FnOnce() -> Done + Send + 'static) {
-        let tx = self.done_tx.clone();
-        let waker = Arc::clone(&self.waker);
-        let spawned = std::thread::Builder::new()
-            .name("tc-ovoc-worker".into())
-            .spawn(move || {
-                let _ = tx.send(f());
-                let _ = waker.wake();
-            });
-        if let Err(e) = spawned {
-            log::error!("starting a worker thread: {e}");
+        if self.jobs.send(Box::new(f)).is_err() {
+            log::error!("the worker pool is gone");
         }
     }
 

@@ -10,16 +10,23 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(".tc").join("state.json")
 }
 
-pub fn save(dir: &Path, p: &Persisted) -> Result<(), String> {
+/// Write `p` unless it is what was written last (`last`): most requests change nothing, and an
+/// fsync per request would cost milliseconds on a busy disk.
+pub fn save(dir: &Path, p: &Persisted, last: &mut Vec<u8>) -> Result<(), String> {
     let target = path(dir);
     let tmp = target.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
+    if *last == text {
+        return Ok(());
+    }
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     f.write_all(&text)
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &target).map_err(|e| format!("renaming to {}: {e}", target.display()))
+    std::fs::rename(&tmp, &target).map_err(|e| format!("renaming to {}: {e}", target.display()))?;
+    *last = text;
+    Ok(())
 }
 
 /// None when there is no state yet; an unreadable file is an error (never silently dropped:
@@ -51,7 +58,16 @@ mod tests {
             next_id: 7,
             ..Persisted::default()
         };
-        save(d.path(), &p).unwrap();
+        let mut last = Vec::new();
+        save(d.path(), &p, &mut last).unwrap();
+        std::fs::remove_file(path(d.path())).unwrap();
+        save(d.path(), &p, &mut last).unwrap();
+        assert!(
+            !path(d.path()).exists(),
+            "unchanged state is not written again"
+        );
+        last.clear();
+        save(d.path(), &p, &mut last).unwrap();
         assert_eq!(load(d.path()).unwrap(), Some(p));
         std::fs::write(path(d.path()), "{garbage").unwrap();
         assert!(load(d.path())

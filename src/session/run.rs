@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, ErrorKind, Write};
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -210,30 +210,28 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         mut signals,
     } = lp;
 
-    // The bounded pool: `--jobs` threads take (device, job) and hand results back.
-    let (job_tx, job_rx) = mpsc::channel::<(String, Job)>();
-    let job_rx = Arc::new(Mutex::new(job_rx));
+    // Two bounded pools of `--jobs` threads each: stops and probes (what an alarm needs now)
+    // never queue behind starts and fetches (which a fleet has a thousand of at once).
     let (done_tx, done_rx) = mpsc::channel::<(String, Job, std::result::Result<JobOk, String>)>();
-    for i in 0..a.target.jobs {
-        let (rx, tx, w, wk) = (
-            Arc::clone(&job_rx),
+    let pool = |name: &str| {
+        let (w, wk) = (Arc::clone(&worker), Arc::clone(&waker));
+        let run = move |(device, job): (String, Job)| {
+            let r = w.run(&device, job);
+            (device, job, r)
+        };
+        crate::pool::workers(
+            a.target.jobs as usize,
+            name,
+            run,
             done_tx.clone(),
-            Arc::clone(&worker),
-            Arc::clone(&waker),
-        );
-        std::thread::Builder::new()
-            .name(format!("tc-session-{i}"))
-            .spawn(move || loop {
-                let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok((device, job)) = next else { break };
-                let r = w.run(&device, job);
-                if tx.send((device, job, r)).is_err() {
-                    break;
-                }
+            move || {
                 let _ = wk.wake();
-            })
-            .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
-    }
+            },
+        )
+        .map_err(|e| Error::failed(format!("starting workers: {e}")))
+    };
+    let urgent_tx = pool("tc-session-urgent")?;
+    let job_tx = pool("tc-session")?;
     drop(done_tx);
 
     emit(&Event::SessionStarted {
@@ -248,6 +246,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     let mut io = Io {
         sock: &sock,
         job_tx: &job_tx,
+        urgent_tx: &urgent_tx,
         report: &mut report,
         journal: &mut journal,
     };
@@ -302,7 +301,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         let actions = core.tick(Instant::now());
         io.perform(actions);
     }
-    drop(job_tx);
+    drop((job_tx, urgent_tx));
     let (completed, aborted, rounds) = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
@@ -329,6 +328,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
 struct Io<'a> {
     sock: &'a UdpSocket,
     job_tx: &'a mpsc::Sender<(String, Job)>,
+    urgent_tx: &'a mpsc::Sender<(String, Job)>,
     report: &'a mut Report,
     journal: &'a mut std::fs::File,
 }
@@ -343,7 +343,11 @@ impl Io<'_> {
                     }
                 }
                 Action::Work { device, job } => {
-                    let _ = self.job_tx.send((device, job));
+                    let queue = match job {
+                        Job::CpeStop | Job::Probe => self.urgent_tx,
+                        Job::CpeStart | Job::Fetch => self.job_tx,
+                    };
+                    let _ = queue.send((device, job));
                 }
                 Action::Emit(ev) => emit(&ev),
                 Action::Report(row) => {
