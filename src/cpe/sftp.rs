@@ -15,11 +15,11 @@ use crate::secret::Secret;
 use crate::timefmt::Utc;
 
 pub const DEFAULT_REMOTE: &str = "/debug-capture/debug-capture-data.pcap";
-/// 1 MiB: libssh2 keeps up to 4 reads' worth of requests in flight, which saturates loopback,
-/// while each chunk is still warm in the CPU cache when it is written and hashed.
-const CHUNK: usize = 1 << 20;
+/// 512 KiB, three in flight: libssh2 pipelines a read of this size into many SFTP requests, and a
+/// session fetching from --jobs devices at once keeps 1.5 MiB of buffers per fetch.
+const CHUNK: usize = 512 << 10;
 /// Chunks in flight between the reading and the writing thread.
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 3;
 
 pub struct Spec<'a> {
     pub device: &'a str,

@@ -32,7 +32,7 @@ use crate::event::{Event, ProbeReport};
 use crate::probe::ProbeConfig;
 
 /// OVOC REST calls and probes running at once.
-const WORKERS: usize = 16;
+const WORKERS: usize = 64;
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
 
