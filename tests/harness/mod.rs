@@ -209,7 +209,7 @@ impl Lab {
             &user,
         ]);
         c.args(extra);
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.stdout(Stdio::piped()).stderr(stderr_log("lab"));
         let mut child = c.spawn().expect("spawn tc lab up");
         let rx = line_reader(&mut child);
         let first = rx
@@ -347,6 +347,29 @@ pub fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
+static STDERR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Where a long-running child's stderr goes: a file that `check_stderr_logs` greps for secrets
+/// (and that a failing test's output points at).
+pub fn stderr_log(what: &str) -> Stdio {
+    let path = std::env::temp_dir().join(format!(
+        "tc-test-{what}-{}-{}.stderr",
+        std::process::id(),
+        unique()
+    ));
+    let f = std::fs::File::create(&path).expect("stderr log");
+    STDERR_LOGS.lock().unwrap().push(path);
+    Stdio::from(f)
+}
+
+/// No secret in anything the long-running children wrote on stderr so far.
+pub fn check_stderr_logs() {
+    for p in STDERR_LOGS.lock().unwrap().iter() {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        assert_no_secret(&format!("stderr {}", p.display()), &text);
+    }
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: plain syscall on a child we spawned.
     unsafe { libc::kill(pid as i32, sig) };
@@ -354,6 +377,9 @@ pub fn signal(pid: u32, sig: i32) {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            check_stderr_logs();
+        }
         if let Some(mut c) = self.child.take() {
             signal(c.id(), 15);
             let deadline = Instant::now() + Duration::from_secs(20);

@@ -36,7 +36,7 @@ impl Agent {
             .arg(dir)
             .args(["--probes", "icmp,snmp,tcp"])
             .args(extra);
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.stdout(Stdio::piped()).stderr(stderr_log("agent"));
         let mut child = c.spawn().expect("spawn tc ovoc serve");
         let rx = line_reader(&mut child);
         let mut a = Agent {

@@ -47,7 +47,7 @@ impl Session {
             "3s",
         ])
         .args(extra);
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.stdout(Stdio::piped()).stderr(stderr_log("session"));
         let mut child = c.spawn().expect("spawn tc session");
         let rx = line_reader(&mut child);
         Session {
