@@ -44,16 +44,7 @@ fn listen(extra: &[&str], send: impl FnOnce(u16)) -> Run {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let desc = format!("{c:?}");
     let child = c.spawn().unwrap();
-    // The socket is bound right after start; a datagram sent before would be lost.
-    for _ in 0..100 {
-        if std::fs::read_to_string("/proc/net/udp")
-            .unwrap()
-            .contains(&format!(":{:04X} ", port))
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(port);
     send(port);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -65,6 +56,19 @@ fn listen(extra: &[&str], send: impl FnOnce(u16)) -> Run {
         stderr,
         events,
         desc,
+    }
+}
+
+/// The listener binds right after it starts; a datagram sent before would be lost.
+fn wait_bound(port: u16) {
+    for _ in 0..100 {
+        if std::fs::read_to_string("/proc/net/udp")
+            .unwrap()
+            .contains(&format!(":{port:04X} "))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -261,15 +265,7 @@ fn sigterm_prints_the_summary_and_exits_0() {
     c.args(["alarm", "listen", "--listen", &format!("127.0.0.1:{port}")]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    for _ in 0..100 {
-        if std::fs::read_to_string("/proc/net/udp")
-            .unwrap()
-            .contains(&format!(":{:04X} ", port))
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_bound(port);
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(LOST.as_bytes(), ("127.0.0.1", port)).unwrap();
     std::thread::sleep(Duration::from_millis(200));

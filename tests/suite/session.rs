@@ -78,6 +78,16 @@ impl Session {
         }
     }
 
+    /// Wait until `n` devices capture on both sides.
+    fn wait_capturing(&mut self, n: usize) {
+        self.wait_until("every capture", Duration::from_secs(60), |l| {
+            l.iter()
+                .filter(|x| x.contains("\"task\":\"capture\",\"status\":\"ok\""))
+                .count()
+                == n
+        });
+    }
+
     /// Wait for exit; returns the exit code.
     fn wait(&mut self, timeout: Duration) -> i32 {
         let mut c = self.child.take().unwrap();
@@ -357,12 +367,7 @@ fn device_unreachable_for_90s_is_retried_until_fetched() {
         free_udp(),
         &["--retries", "1"],
     );
-    s.wait_until("both captures", Duration::from_secs(60), |l| {
-        l.iter()
-            .filter(|x| x.contains("\"task\":\"capture\",\"status\":\"ok\""))
-            .count()
-            == 2
-    });
+    s.wait_capturing(2);
     // The first device drops off the network as its Connection Lost fires.
     let mut c = lab.tc();
     c.args(["lab", "down", "--dir"])
@@ -393,12 +398,7 @@ fn agent_killed_and_restarted_mid_session() {
     let out = tempfile::tempdir().unwrap();
     let devs = lab.devices();
     let mut s = Session::start(&lab, &lab.inventory(), out.path(), free_udp(), &[]);
-    s.wait_until("both captures", Duration::from_secs(60), |l| {
-        l.iter()
-            .filter(|x| x.contains("\"task\":\"capture\",\"status\":\"ok\""))
-            .count()
-            == 2
-    });
+    s.wait_capturing(2);
     agent.kill9();
     std::thread::sleep(Duration::from_secs(1));
     let _agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -417,12 +417,7 @@ fn session_killed_with_9_and_resumed() {
     let devs = lab.devices();
     let port = free_udp();
     let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &[]);
-    s.wait_until("both captures", Duration::from_secs(60), |l| {
-        l.iter()
-            .filter(|x| x.contains("\"task\":\"capture\",\"status\":\"ok\""))
-            .count()
-            == 2
-    });
+    s.wait_capturing(2);
     s.kill(9);
     // Without --resume the journal is not silently replaced.
     let mut c = lab.tc();
@@ -454,12 +449,7 @@ fn sigint_mid_capture_winds_down_and_keeps_everything() {
         free_udp(),
         &["--max-events", "0"],
     );
-    s.wait_until("both captures", Duration::from_secs(60), |l| {
-        l.iter()
-            .filter(|x| x.contains("\"task\":\"capture\",\"status\":\"ok\""))
-            .count()
-            == 2
-    });
+    s.wait_capturing(2);
     assert_eq!(s.kill(2), 130, "{}", s.seen.join("\n"));
     check_evidence(out.path(), agent_dir.path(), &devs, 1);
     // Nothing is left capturing on the devices.
