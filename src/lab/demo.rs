@@ -150,6 +150,10 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
         a.devices,
         dir.display()
     );
+    // Another demo (or lab, or agent) may be running: take a subnet whose agent address is free,
+    // and a system user of its own.
+    let (subnet, _subnet_lock) =
+        free_subnet().ok_or_else(|| Error::failed("no free lab subnet in 127.0.77-199.x"))?;
     let mut lab_cmd = tc(&HashMap::new())?;
     lab_cmd.args([
         "lab",
@@ -157,10 +161,12 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
         "--live-captures",
         "--devices",
         &a.devices.to_string(),
+    ]);
+    lab_cmd.args([
         "--subnet",
-        "77",
+        &subnet.to_string(),
         "--user",
-        "tcdemo",
+        &format!("tcdemo{subnet}"),
         "--dir",
     ]);
     lab_cmd.arg(&lab_dir);
@@ -183,8 +189,12 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
         crate::emit::relay(&l);
     }
     let ok = result?;
-    summary(&lab_dir, &agent_dir, &out_dir, started.elapsed());
-    Ok(if ok { ExitCode::Ok } else { ExitCode::Failed })
+    let failed = summary(&lab_dir, &agent_dir, &out_dir, started.elapsed());
+    Ok(if ok && failed == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,6 +259,14 @@ fn demo(
         .args(["--listen", &format!("{agent_ip}:20001"), "--dir"])
         .arg(agent_dir);
     procs.push(Proc::spawn("agent", agent, tx.clone())?);
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(p) = procs.last_mut() {
+        if let Ok(Some(st)) = p.child.try_wait() {
+            return Err(Error::failed(format!(
+                "the agent could not start ({st}); see its message above"
+            )));
+        }
+    }
 
     // 3. Traffic to every device while the captures run.
     let traffic_stop = Arc::new(AtomicBool::new(false));
@@ -335,7 +353,30 @@ fn demo(
     Ok(ok.unwrap_or(false))
 }
 
-fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) {
+/// The first lab subnet nobody uses: no other demo holds its lock (kept for the demo's whole
+/// run, so two demos started together cannot pick the same one), and its agent address
+/// (127.0.N.253:20001) and first device's SNMP port (127.0.N.1:161) are free.
+fn free_subnet() -> Option<(u8, std::fs::File)> {
+    use std::os::fd::AsRawFd;
+    let free = |s: u8, host: u8, port: u16| {
+        UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, s, host), port)).is_ok()
+    };
+    (77..=199u8).find_map(|s| {
+        let path = std::env::temp_dir().join(format!("tc-lab-demo-{s}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ok()?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        let locked = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        (locked && free(s, 253, 20001) && free(s, 1, 161)).then_some((s, f))
+    })
+}
+
+/// Prints the human summary; returns the number of failed tasks in the report.
+fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) -> usize {
     let list = |d: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -390,6 +431,7 @@ fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) {
         rows.len()
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
+    failed
 }
 
 #[cfg(test)]
