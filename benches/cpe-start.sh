@@ -9,7 +9,8 @@
 # summary line. The speed-up is the sequential time (median) over each J's median.
 #
 # Prints a Markdown report on stdout (progress on stderr). Needs: jq. Runs the lab with
-# --no-sftp, so no root is needed.
+# --no-sftp, so no root is needed; when run as root, the lab runs as LAB_RUN_AS (setpriv) so
+# that it starts neither tcpdump nor snmpd, which this benchmark does not use.
 #
 # Usage: benches/cpe-start.sh                 (from the repository root)
 # Environment (all optional):
@@ -18,9 +19,11 @@
 #   DEVICES=200  LATENCY_MS=100
 #   JOBS="200 32"         concurrent --jobs values timed (32 is tc's default)
 #   ROUNDS=5              rounds of the concurrent runs
-#   SEQ_ROUNDS=1          rounds of the sequential --jobs 1 run (each takes minutes)
+#   SEQ_ROUNDS=1          rounds of the sequential --jobs 1 run (each about 40 s at the defaults)
 #   LAB_USER=tcbench2     REST admin user of the lab
 #   LAB_SUBNET=198        third octet of the first device address (127.0.N.1)
+#   LAB_RUN_AS=nobody     unprivileged user the lab runs as when this script runs as root (WORK
+#                         is chowned to it, so it must be reachable by that user)
 #   WORK=DIR              scratch directory (default: a new mktemp -d, removed at the end)
 set -euo pipefail
 
@@ -31,6 +34,7 @@ ROUNDS=${ROUNDS:-5}
 SEQ_ROUNDS=${SEQ_ROUNDS:-1}
 LAB_USER=${LAB_USER:-tcbench2}
 LAB_SUBNET=${LAB_SUBNET:-198}
+LAB_RUN_AS=${LAB_RUN_AS:-nobody}
 
 die() { echo "cpe-start.sh: $*" >&2; exit 2; }
 log() { echo "cpe-start.sh: $*" >&2; }
@@ -68,7 +72,16 @@ trap 'exit 130' INT TERM
 
 # --- the lab ---------------------------------------------------------------------------------
 log "starting lab: $DEVICES devices, REST latency $LATENCY_MS ms"
-"$TC" lab up --dir "$WORK/lab" --devices "$DEVICES" --latency-ms "$LATENCY_MS" --no-sftp \
+as_lab=()
+if [ "$(id -u)" = 0 ]; then
+    command -v setpriv >/dev/null || die "running as root needs setpriv (util-linux) to drop to $LAB_RUN_AS"
+    id "$LAB_RUN_AS" >/dev/null 2>&1 || die "no user $LAB_RUN_AS"
+    uid=$(id -u "$LAB_RUN_AS")
+    gid=$(id -g "$LAB_RUN_AS")
+    chown "$uid:$gid" "$WORK"
+    as_lab=(setpriv --reuid="$uid" --regid="$gid" --clear-groups --)
+fi
+"${as_lab[@]}" "$TC" lab up --dir "$WORK/lab" --devices "$DEVICES" --latency-ms "$LATENCY_MS" --no-sftp \
     --user "$LAB_USER" --subnet "$LAB_SUBNET" >"$WORK/lab.out" 2>"$WORK/lab.err" &
 lab_pid=$!
 for _ in $(seq 1200); do
@@ -111,13 +124,13 @@ stop_all # a clean state (the lab starts with captures stopped; this also warms 
 rows=()
 for r in $(seq "$ROUNDS"); do
     # Alternate the order of the --jobs values from round to round.
-    set -- $JOBS
+    read -r -a order <<<"$JOBS"
     if [ $((r % 2)) = 0 ]; then
-        rev=
-        for j in "$@"; do rev="$j $rev"; done
-        set -- $rev
+        rev=()
+        for j in "${order[@]}"; do rev=("$j" "${rev[@]}"); done
+        order=("${rev[@]}")
     fi
-    for j in "$@"; do
+    for j in "${order[@]}"; do
         t=$(timed_start "$j")
         log "round $r: --jobs $j: ${t}s"
         rows+=("$j|$r|$t")
