@@ -13,29 +13,21 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use mio::{Events, Interest, Poll, Token, Waker};
 
 const BUF_SIZE: usize = 256 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copy buffers live on the heap, so pump threads need little stack.
 const PUMP_STACK: usize = 128 * 1024;
-const WAKER: Token = Token(usize::MAX);
-/// Retry delay after an accept failure such as EMFILE (edge-triggered events will not repeat).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Sockets of live connections, so that `shutdown` can end them instead of leaving the pump
 /// threads running after the lab is torn down.
 type Live = Arc<Mutex<HashMap<u64, (TcpStream, TcpStream)>>>;
 
 pub struct CutProxy {
-    stop: Arc<AtomicBool>,
-    waker: Waker,
-    thread: Option<JoinHandle<()>>,
+    acceptor: Option<super::acceptor::Acceptor>,
     live: Live,
 }
 
@@ -46,16 +38,10 @@ impl CutProxy {
     }
 
     fn stop_and_join(&mut self) {
-        let Some(thread) = self.thread.take() else {
+        let Some(acceptor) = self.acceptor.take() else {
             return;
         };
-        self.stop.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            log::warn!("cut proxy: waking the accept thread: {e}");
-        }
-        if thread.join().is_err() {
-            log::error!("cut proxy: the accept thread panicked");
-        }
+        acceptor.shutdown();
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         for (client, upstream) in live.values() {
             let _ = client.shutdown(Shutdown::Both);
@@ -75,112 +61,37 @@ impl Drop for CutProxy {
 /// abruptly: shutdown both sockets) after `cut_after` bytes have gone upstream->client; later
 /// connections are forwarded in full.
 pub fn start(pairs: Vec<(SocketAddr, SocketAddr)>, cut_after: u64) -> io::Result<CutProxy> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
     let mut listeners = Vec::with_capacity(pairs.len());
-    for (i, (listen, upstream)) in pairs.into_iter().enumerate() {
-        let mut listener = mio::net::TcpListener::bind(listen)
+    let mut upstreams = Vec::with_capacity(pairs.len());
+    for (listen, upstream) in pairs {
+        let listener = mio::net::TcpListener::bind(listen)
             .map_err(|e| io::Error::new(e.kind(), format!("cut proxy: bind {listen}: {e}")))?;
-        poll.registry()
-            .register(&mut listener, Token(i), Interest::READABLE)?;
-        listeners.push(Listener {
-            listener,
-            upstream,
-            cut_pending: true,
-        });
+        listeners.push(listener);
+        upstreams.push(upstream);
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    // The next connection accepted on each listener is the one to cut.
+    let mut cut_pending = vec![true; upstreams.len()];
     let live: Live = Arc::default();
-    let thread = {
-        let (stop, live) = (stop.clone(), live.clone());
-        std::thread::Builder::new()
-            .name("lab-cutproxy-accept".into())
-            .spawn(move || accept_loop(poll, listeners, &stop, &live, cut_after))?
-    };
+    let conns = Arc::clone(&live);
+    let mut next_id = 0u64;
+    let acceptor =
+        super::acceptor::Acceptor::start("cut proxy", listeners, move |i, client, peer| {
+            let limit = std::mem::replace(&mut cut_pending[i], false).then_some(cut_after);
+            next_id += 1;
+            let conn = Conn {
+                id: next_id,
+                client,
+                peer,
+                upstream: upstreams[i],
+                limit,
+            };
+            let live = Arc::clone(&conns);
+            spawn_named("lab-cutproxy-conn", move || conn.run(&live));
+        })?;
     Ok(CutProxy {
-        stop,
-        waker,
-        thread: Some(thread),
+        acceptor: Some(acceptor),
         live,
     })
-}
-
-struct Listener {
-    listener: mio::net::TcpListener,
-    upstream: SocketAddr,
-    /// The next accepted connection is the one to cut.
-    cut_pending: bool,
-}
-
-fn accept_loop(
-    mut poll: Poll,
-    mut listeners: Vec<Listener>,
-    stop: &AtomicBool,
-    live: &Live,
-    cut_after: u64,
-) {
-    let mut events = Events::with_capacity(1024);
-    let mut retry: Vec<usize> = Vec::new();
-    let mut next_id = 0u64;
-    loop {
-        let timeout = (!retry.is_empty()).then_some(ACCEPT_RETRY);
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            log::error!("cut proxy: poll: {e}");
-            return;
-        }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut ready = std::mem::take(&mut retry);
-        ready.extend(
-            events
-                .iter()
-                .map(|e| e.token())
-                .filter(|t| *t != WAKER)
-                .map(|t| t.0),
-        );
-        ready.sort_unstable();
-        ready.dedup();
-        for i in ready {
-            let Some(l) = listeners.get_mut(i) else {
-                continue;
-            };
-            loop {
-                match l.listener.accept() {
-                    Ok((client, peer)) => {
-                        let limit = l.cut_pending.then_some(cut_after);
-                        l.cut_pending = false;
-                        next_id += 1;
-                        let conn = Conn {
-                            id: next_id,
-                            client: TcpStream::from(client),
-                            peer,
-                            upstream: l.upstream,
-                            limit,
-                        };
-                        spawn_named("lab-cutproxy-conn", {
-                            let live = live.clone();
-                            move || conn.run(&live)
-                        });
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                        ) => {}
-                    Err(e) => {
-                        log::warn!("cut proxy: accept for {}: {e}", l.upstream);
-                        retry.push(i);
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Option<JoinHandle<()>> {

@@ -14,12 +14,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::util::base64_decode;
 
@@ -37,10 +33,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// Connection threads only hold small buffers; thousands of them must fit in memory.
 const CONN_STACK: usize = 512 * 1024;
-const WAKER: Token = Token(usize::MAX);
-/// When accept fails for a reason other than "nothing pending" (EMFILE, ENOBUFS), mio's
-/// edge-triggered events will not fire again for connections already queued, so retry on a timer.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -108,35 +100,14 @@ pub trait Handler: Send + Sync + 'static {
 pub type TlsSelector = Arc<dyn Fn(SocketAddr) -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
 pub struct ServerHandle {
-    stop: Arc<AtomicBool>,
-    waker: Waker,
-    thread: Option<JoinHandle<()>>,
+    acceptor: super::acceptor::Acceptor,
 }
 
 impl ServerHandle {
     /// Stops accepting and joins the accept thread. Open connections end on their own (peer
     /// close or idle timeout).
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            if let Err(e) = self.waker.wake() {
-                log::warn!("lab http: waking the accept thread: {e}");
-            }
-            if thread.join().is_err() {
-                log::error!("lab http: the accept thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    // A forgotten handle must not leave listeners accepting behind the caller's back.
-    fn drop(&mut self) {
-        self.stop_and_join();
+    pub fn shutdown(self) {
+        self.acceptor.shutdown();
     }
 }
 
@@ -147,93 +118,16 @@ pub fn serve(
     tls: TlsSelector,
     handler: Arc<dyn Handler>,
 ) -> io::Result<ServerHandle> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
     let mut sources = Vec::with_capacity(listeners.len());
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for listener in listeners {
         listener.set_nonblocking(true)?;
-        let mut listener = mio::net::TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, Token(i), Interest::READABLE)?;
-        sources.push(listener);
+        sources.push(mio::net::TcpListener::from_std(listener));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("lab-http-accept".into())
-            .spawn(move || accept_loop(poll, sources, &stop, &tls, &handler))?
-    };
-    Ok(ServerHandle {
-        stop,
-        waker,
-        thread: Some(thread),
-    })
-}
-
-fn accept_loop(
-    mut poll: Poll,
-    listeners: Vec<mio::net::TcpListener>,
-    stop: &AtomicBool,
-    tls: &TlsSelector,
-    handler: &Arc<dyn Handler>,
-) {
-    let mut events = Events::with_capacity(1024);
-    let mut retry: Vec<usize> = Vec::new();
-    loop {
-        let timeout = (!retry.is_empty()).then_some(ACCEPT_RETRY);
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            log::error!("lab http: poll: {e}");
-            return;
-        }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut ready = std::mem::take(&mut retry);
-        ready.extend(
-            events
-                .iter()
-                .map(|e| e.token())
-                .filter(|t| *t != WAKER)
-                .map(|t| t.0),
-        );
-        ready.sort_unstable();
-        ready.dedup();
-        for i in ready {
-            let Some(listener) = listeners.get(i) else {
-                continue;
-            };
-            if !accept_all(listener, tls, handler) {
-                retry.push(i);
-            }
-        }
-    }
-}
-
-/// Accepts until the backlog is empty; false if accepting failed and must be retried later.
-fn accept_all(
-    listener: &mio::net::TcpListener,
-    tls: &TlsSelector,
-    handler: &Arc<dyn Handler>,
-) -> bool {
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => spawn_connection(TcpStream::from(stream), peer, tls, handler),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => {
-                log::warn!("lab http: accept on {:?}: {e}", listener.local_addr().ok());
-                return false;
-            }
-        }
-    }
+    let acceptor =
+        super::acceptor::Acceptor::start("lab http", sources, move |_, stream, peer| {
+            spawn_connection(stream, peer, &tls, &handler)
+        })?;
+    Ok(ServerHandle { acceptor })
 }
 
 fn spawn_connection(

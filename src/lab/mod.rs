@@ -2,6 +2,7 @@
 //! the spec. REST is emulated (no device can run here); everything else is real: the SFTP side
 //! is OpenSSH's sshd, the capture files hold traffic captured by tcpdump.
 
+pub mod acceptor;
 pub mod cutproxy;
 pub mod demo;
 pub mod device;
