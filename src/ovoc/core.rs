@@ -102,6 +102,8 @@ pub enum Action {
     Reply {
         to: SocketAddr,
         text: String,
+        /// `100 Trying`: announces nothing that must be on disk first, so it goes out at once.
+        interim: bool,
     },
     Spawn {
         id: CaptureId,
@@ -215,6 +217,7 @@ impl Core {
         out.push(Action::Reply {
             to,
             text: r.to_wire(),
+            interim: code == 100,
         });
         out.push(Action::Emit(Event::OvocResponse {
             device: device.into(),
@@ -865,6 +868,7 @@ impl Core {
                         out.push(Action::Reply {
                             to: w,
                             text: r.to_wire(),
+                            interim: false,
                         });
                     }
                     // Stopping without a file name: `exited` turns it into Exited, files kept.

@@ -32,7 +32,7 @@ use crate::event::{Event, ProbeReport};
 use crate::probe::ProbeConfig;
 
 /// OVOC REST calls and probes running at once.
-const WORKERS: usize = 64;
+pub(crate) const WORKERS: usize = 64;
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
 
@@ -65,6 +65,8 @@ struct Shell {
     jobs: mpsc::Sender<Job>,
     dirty: bool,
     last_saved: Vec<u8>,
+    /// Final replies of this turn, sent by `flush` once the state is saved.
+    replies: Vec<(SocketAddr, String)>,
 }
 
 fn user_ids(name: &str) -> Option<(u32, u32)> {
@@ -227,6 +229,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
 
         dirty: true,
         last_saved: Vec::new(),
+        replies: Vec::new(),
     };
     let (adopted_n, closed_n) = core.restored_counts();
     emit(&Event::OvocListening {
@@ -248,6 +251,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         pid: std::process::id(),
     });
     sh.perform(&mut core, restored);
+    sh.flush(&core);
 
     let started = Instant::now();
     let mut events = Events::with_capacity(256);
@@ -335,9 +339,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         sh.check_adopted(&mut core);
         let actions = core.tick(Instant::now());
         sh.perform(&mut core, actions);
-        if sh.dirty {
-            sh.save(&core);
-        }
+        sh.flush(&core);
         if let Some(since) = stopping_since {
             if core.live().is_empty() {
                 break "signal";
@@ -397,14 +399,19 @@ impl Shell {
         }
     }
 
-    /// Replies go out only after the state they announce is on disk: a controller told
-    /// "200 OK CAPTURE" must be able to rely on a restarted agent knowing that capture.
+    /// Final replies wait in `replies` for [`Shell::flush`]: they go out only after the state
+    /// they announce is on disk (a controller told "200 OK CAPTURE" must be able to rely on a
+    /// restarted agent knowing that capture). `100 Trying` goes out at once.
     fn perform(&mut self, core: &mut Core, actions: Vec<Action>) {
         let mut queue: VecDeque<Action> = actions.into();
-        let mut replies = Vec::new();
         while let Some(a) = queue.pop_front() {
             match a {
-                Action::Reply { to, text } => replies.push((to, text)),
+                Action::Reply {
+                    to,
+                    text,
+                    interim: true,
+                } => self.send(to, &text),
+                Action::Reply { to, text, .. } => self.replies.push((to, text)),
                 Action::Emit(ev) => emit(&ev),
                 Action::Persist => self.dirty = true,
                 Action::Spawn { id, device, base } => {
@@ -462,13 +469,22 @@ impl Shell {
                 }
             }
         }
-        if self.dirty && !replies.is_empty() {
+    }
+
+    /// Once per turn of the loop: one save covers every reply of the turn. Saving per reply
+    /// rewrote and fsynced the whole state file a thousand times when a fleet registered.
+    fn flush(&mut self, core: &Core) {
+        if self.dirty {
             self.save(core);
         }
-        for (to, text) in replies {
-            if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
-                log::warn!("replying to {to}: {e}");
-            }
+        for (to, text) in std::mem::take(&mut self.replies) {
+            self.send(to, &text);
+        }
+    }
+
+    fn send(&self, to: SocketAddr, text: &str) {
+        if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
+            log::warn!("replying to {to}: {e}");
         }
     }
 
