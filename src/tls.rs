@@ -121,14 +121,25 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-/// A ureq agent with this trust and per-request timeout, no redirects, statuses as values.
-pub fn agent(trust: &Trust, timeout: std::time::Duration) -> Result<ureq::Agent, String> {
+/// A ureq agent with this trust and per-request timeout, no redirects, statuses as values,
+/// keeping up to `idle_per_host` idle connections to one server for reuse.
+pub fn agent(
+    trust: &Trust,
+    timeout: std::time::Duration,
+    idle_per_host: usize,
+) -> Result<ureq::Agent, String> {
     let cfg = client_config(trust)?;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(timeout))
         .user_agent(concat!("tc/", env!("CARGO_PKG_VERSION")))
+        // ureq's 128 KiB buffers each way are sized for bulk transfers; device and OVOC answers
+        // are a few KiB, and a session holds hundreds of connections at once in an alarm storm.
+        .input_buffer_size(32 << 10)
+        .output_buffer_size(16 << 10)
+        .max_idle_connections_per_host(idle_per_host)
+        .max_idle_connections(idle_per_host.max(10))
         .build();
     let connector =
         ().chain(ureq::unversioned::transport::TcpConnector::default())

@@ -133,7 +133,7 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
     let mut agents = HashMap::new();
     for t in &targets {
         if !agents.contains_key(&t.trust) {
-            let agent = crate::tls::agent(&t.trust, a.timeout).map_err(Error::usage)?;
+            let agent = crate::tls::agent(&t.trust, a.timeout, 3).map_err(Error::usage)?;
             agents.insert(t.trust.clone(), agent);
         }
     }
@@ -182,8 +182,10 @@ pub fn start(ctx: &Context, t: &Target, snmp: Option<&Snmp>) -> std::result::Res
         auth_key: &s.auth,
         priv_key: &s.privk,
     });
-    c.cli(&script::start_script(ty, &interfaces, user.as_ref()))?;
-    c.confirm(ty, true)?;
+    let mut text = script::start_script(ty, &interfaces, user.as_ref());
+    text.push_str(&script::show_script(ty));
+    let out = c.cli(&text)?;
+    c.confirm_from(ty, true, &out)?;
     Ok(Event::CpeCaptureStarted {
         device: t.device.clone(),
         device_type: ty.as_str().into(),
@@ -196,8 +198,9 @@ pub fn start(ctx: &Context, t: &Target, snmp: Option<&Snmp>) -> std::result::Res
 pub fn stop(ctx: &Context, t: &Target) -> std::result::Result<Event, String> {
     let c = ctx.client(t);
     let ty = device_type(&c, t)?;
-    c.cli(&script::stop_script(ty))?;
-    c.confirm(ty, false)?;
+    let text = script::stop_script(ty) + &script::show_script(ty);
+    let out = c.cli(&text)?;
+    c.confirm_from(ty, false, &out)?;
     Ok(Event::CpeCaptureStopped {
         device: t.device.clone(),
         device_type: ty.as_str().into(),

@@ -96,15 +96,17 @@ pub fn show_script(t: DeviceType) -> String {
     format!("debug capture {} physical show\n", plane(t))
 }
 
-/// Capture state from `show` output; None when the output says neither.
+/// Capture state from `show` output; None when the output says neither. When it says both (a
+/// script's output, with `show` last), the last statement wins.
 pub fn parse_show(output: &str) -> Option<bool> {
     let o = output.to_ascii_lowercase();
-    if o.contains("debug capture physical is not active") {
-        Some(false)
-    } else if o.contains("debug capture physical is active") {
-        Some(true)
-    } else {
-        None
+    let off = o.rfind("debug capture physical is not active");
+    let on = o.rfind("debug capture physical is active");
+    match (off, on) {
+        (Some(a), Some(b)) => Some(b > a),
+        (Some(_), None) => Some(false),
+        (None, Some(_)) => Some(true),
+        (None, None) => None,
     }
 }
 
@@ -276,6 +278,15 @@ mod tests {
             ("  debug capture physical IS ACTIVE  ", Some(true)),
             ("something else", None),
             ("", None),
+            // A script's output with `show` last: its statement is the one that counts.
+            (
+                "Debug capture physical is active\nok\nDebug capture physical is not active\n",
+                Some(false),
+            ),
+            (
+                "Debug capture physical is not active\nstarted\nDebug capture physical is active\n",
+                Some(true),
+            ),
         ];
         for (o, want) in t {
             assert_eq!(parse_show(o), *want, "{o:?}");

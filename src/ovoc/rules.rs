@@ -259,7 +259,9 @@ impl OvocClient {
         timeout: Duration,
     ) -> Result<OvocClient, String> {
         let base = check_base_url(base_url)?;
-        let agent = crate::tls::agent(trust, timeout)?;
+        // Every agent worker may be talking to OVOC at once; keep a connection each rather than
+        // a new TLS handshake per call.
+        let agent = crate::tls::agent(trust, timeout, crate::ovoc::serve::WORKERS)?;
         let auth = Secret::new(format!(
             "Basic {}",
             crate::util::base64(format!("{user}:{}", password.expose()).as_bytes())
