@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,37 @@ use crate::secret::Secret;
 use crate::timefmt::Utc;
 
 pub const DEFAULT_REMOTE: &str = "/debug-capture/debug-capture-data.pcap";
-/// 512 KiB, three in flight: libssh2 pipelines a read of this size into many SFTP requests, and a
-/// session fetching from --jobs devices at once keeps 1.5 MiB of buffers per fetch.
-const CHUNK: usize = 512 << 10;
 /// Chunks in flight between the reading and the writing thread.
 const BUFFERS: usize = 3;
+/// libssh2 keeps four chunks' worth of SFTP reads in flight, so a large chunk is what makes one
+/// fetch fast; but a session fetching from --jobs devices at once would hold 3.5 MiB per fetch.
+/// Concurrent fetches share this much chunk memory instead, each between the two bounds.
+const CHUNK_BUDGET: usize = 6 << 20;
+const CHUNK_MAX: usize = 512 << 10;
+const CHUNK_MIN: usize = 64 << 10;
+
+static FETCHING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a fetch in progress for as long as it lives.
+struct Fetching;
+
+impl Fetching {
+    /// Registers a fetch and returns its chunk size given the fetches already running.
+    fn begin() -> (Fetching, usize) {
+        let n = FETCHING.fetch_add(1, Ordering::SeqCst) + 1;
+        (Fetching, chunk_size(n))
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        FETCHING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn chunk_size(concurrent: usize) -> usize {
+    (CHUNK_BUDGET / (concurrent.max(1) * BUFFERS)).clamp(CHUNK_MIN, CHUNK_MAX) & !4095
+}
 
 pub struct Spec<'a> {
     pub device: &'a str,
@@ -185,8 +212,9 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     // hashing in line would add a third of the transfer time. Buffers go round in a ring.
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let (_fetching, chunk) = Fetching::begin();
     for _ in 0..BUFFERS {
-        let _ = empty_tx.send(vec![0u8; CHUNK]);
+        let _ = empty_tx.send(vec![0u8; chunk]);
     }
     let part_name = part.display().to_string();
     let (read, written) = std::thread::scope(|s| {
@@ -391,6 +419,23 @@ fn check_host_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_fetches_share_the_chunk_budget() {
+        for (n, want) in [
+            (0, 512 << 10),
+            (1, 512 << 10),
+            (4, 512 << 10),
+            (5, 408 << 10),
+            (8, 256 << 10),
+            (16, 128 << 10),
+            (32, 64 << 10),
+            (1000, 64 << 10),
+        ] {
+            assert_eq!(chunk_size(n), want, "{n} fetches");
+            assert!(n == 0 || n > 32 || n * BUFFERS * chunk_size(n) <= CHUNK_BUDGET);
+        }
+    }
 
     #[test]
     fn names() {
