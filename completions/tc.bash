@@ -1417,7 +1417,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --register-attempts --fetch-retry-interval --resend --out --report --probes --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --register-attempts --fetch-retry-interval --resend --alarm-jobs --out --report --probes --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1500,6 +1500,10 @@ _tc() {
                     return 0
                     ;;
                 --resend)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alarm-jobs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -328,6 +328,10 @@ pub struct SessionArgs {
     /// Wait before resending an unanswered request to an agent.
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub resend: std::time::Duration,
+    /// Most devices whose alarm is handled at once (CPE stop and probes; threads start when
+    /// alarms arrive and end when idle). --jobs bounds starts and fetches only.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub alarm_jobs: u32,
     /// Directory for the CPE captures, the journal and (by default) the report.
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,

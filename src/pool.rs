@@ -1,8 +1,10 @@
 //! A bounded pool of worker threads for per-device work. Results come back over a channel to
 //! the calling thread, which alone turns them into events: one writer of stdout.
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Run `work` on every item with at most `jobs` threads; `on_result` is called on the calling
 /// thread as each result arrives (completion order).
@@ -77,6 +79,144 @@ where
     Ok(tx)
 }
 
+/// Workers created on demand: a job that finds no idle worker gets a new thread, up to `max`; a
+/// worker idle for `linger` exits. For work that must start the moment it is asked for (an alarm
+/// storm stops a thousand captures at once) without keeping a thousand idle threads the rest of
+/// the time. Results go to `done`, then `wake` is called, as with [`workers`].
+pub struct Elastic<J> {
+    shared: Arc<Shared<J>>,
+    work: Arc<dyn Fn(J) + Send + Sync>,
+    name: String,
+    linger: Duration,
+}
+
+struct Shared<J> {
+    state: Mutex<State<J>>,
+    ready: Condvar,
+}
+
+struct State<J> {
+    queue: VecDeque<J>,
+    idle: usize,
+    threads: usize,
+    max: usize,
+    spawned: usize,
+    closed: bool,
+}
+
+impl<J> Shared<J> {
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<J: Send + 'static> Elastic<J> {
+    pub fn new<R: Send + 'static>(
+        max: usize,
+        linger: Duration,
+        name: &str,
+        run: impl Fn(J) -> R + Send + Sync + 'static,
+        done: mpsc::Sender<R>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Elastic<J> {
+        Elastic {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    idle: 0,
+                    threads: 0,
+                    max: max.max(1),
+                    spawned: 0,
+                    closed: false,
+                }),
+                ready: Condvar::new(),
+            }),
+            work: Arc::new(move |job| {
+                if done.send(run(job)).is_ok() {
+                    wake();
+                }
+            }),
+            name: name.to_string(),
+            linger,
+        }
+    }
+
+    /// Queues `job`; starts a thread for it when every live worker is busy and there is room.
+    /// Fails (handing the job back) only when no thread exists and none could be started.
+    pub fn submit(&self, job: J) -> Result<(), (J, std::io::Error)> {
+        let mut st = self.shared.lock();
+        st.queue.push_back(job);
+        if st.queue.len() <= st.idle || st.threads >= st.max {
+            self.shared.ready.notify_one();
+            return Ok(());
+        }
+        // Spawned under the lock: a worker cannot see `threads` before the thread exists.
+        let (shared, work, linger) = (
+            Arc::clone(&self.shared),
+            Arc::clone(&self.work),
+            self.linger,
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-{}", self.name, st.spawned))
+            .spawn(move || worker(&shared, work.as_ref(), linger));
+        match spawned {
+            Ok(_) => {
+                st.threads += 1;
+                st.spawned += 1;
+                Ok(())
+            }
+            Err(e) if st.threads == 0 => {
+                let job = st.queue.pop_back().expect("just queued");
+                Err((job, e))
+            }
+            Err(e) => {
+                log::warn!("{}: no new thread ({e}); the job waits for a busy one", self.name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Live worker threads.
+    #[cfg(test)]
+    pub fn threads(&self) -> usize {
+        self.shared.lock().threads
+    }
+}
+
+impl<J> Drop for Elastic<J> {
+    /// Workers finish the queued jobs, then exit.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+fn worker<J>(shared: &Shared<J>, work: &(dyn Fn(J) + Send + Sync), linger: Duration) {
+    let mut st = shared.lock();
+    loop {
+        if let Some(job) = st.queue.pop_front() {
+            drop(st);
+            work(job);
+            st = shared.lock();
+            continue;
+        }
+        if st.closed {
+            break;
+        }
+        st.idle += 1;
+        let (guard, waited) = shared
+            .ready
+            .wait_timeout(st, linger)
+            .unwrap_or_else(|p| p.into_inner());
+        st = guard;
+        st.idle -= 1;
+        if waited.timed_out() && st.queue.is_empty() {
+            break;
+        }
+    }
+    st.threads -= 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +246,71 @@ mod tests {
         drop(jobs);
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(wakes.load(Ordering::SeqCst), 10);
+    }
+
+    fn elastic(max: usize, linger_ms: u64) -> (Elastic<u64>, mpsc::Receiver<u64>) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let pool = Elastic::new(
+            max,
+            Duration::from_millis(linger_ms),
+            "t",
+            |ms: u64| {
+                std::thread::sleep(Duration::from_millis(ms));
+                ms
+            },
+            done_tx,
+            || {},
+        );
+        (pool, done_rx)
+    }
+
+    #[test]
+    fn elastic_starts_every_job_at_once_then_shrinks_to_nothing() {
+        let (pool, done) = elastic(64, 100);
+        for _ in 0..50 {
+            pool.submit(200).unwrap();
+        }
+        // Every job found its own thread (none was idle yet to take a second one).
+        assert_eq!(pool.threads(), 50);
+        for _ in 0..50 {
+            assert_eq!(done.recv().unwrap(), 200);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.threads() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pool.threads(), 0, "idle workers did not exit");
+        // And it grows again afterwards.
+        pool.submit(1).unwrap();
+        assert_eq!(done.recv().unwrap(), 1);
+    }
+
+    #[test]
+    fn elastic_reuses_idle_workers_and_respects_its_cap() {
+        let (pool, done) = elastic(3, 10_000);
+        pool.submit(1).unwrap();
+        done.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        pool.submit(1).unwrap();
+        done.recv().unwrap();
+        assert_eq!(pool.threads(), 1, "an idle worker was not reused");
+        for _ in 0..10 {
+            pool.submit(20).unwrap();
+        }
+        assert_eq!(pool.threads(), 3);
+        for _ in 0..10 {
+            done.recv().unwrap();
+        }
+    }
+
+    #[test]
+    fn elastic_drop_finishes_queued_jobs() {
+        let (pool, done) = elastic(2, 10_000);
+        for _ in 0..6 {
+            pool.submit(5).unwrap();
+        }
+        drop(pool);
+        assert_eq!(done.iter().count(), 6);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! Durability: every task is appended to the CSV report and every step to the journal as it
 //! happens, so a crash loses nothing; `--resume` replays the journal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, ErrorKind, Write};
 use std::path::Path;
 use std::sync::mpsc;
@@ -210,29 +210,39 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         mut signals,
     } = lp;
 
-    // Two bounded pools of `--jobs` threads each: stops and probes (what an alarm needs now)
-    // never queue behind starts and fetches (which a fleet has a thousand of at once).
+    // Starts and fetches (a fleet has a thousand at once) run on `--jobs` workers. What an
+    // alarm needs now (the CPE stop, the probes) never queues behind them: it gets a thread of
+    // its own on arrival, up to --alarm-jobs, so a storm of alarms stops every capture at once.
     let (done_tx, done_rx) = mpsc::channel::<(String, Job, std::result::Result<JobOk, String>)>();
-    let pool = |name: &str| {
-        let (w, wk) = (Arc::clone(&worker), Arc::clone(&waker));
-        let run = move |(device, job): (String, Job)| {
+    let run_job = {
+        let w = Arc::clone(&worker);
+        move |(device, job): (String, Job)| {
             let r = w.run(&device, job);
             (device, job, r)
-        };
-        crate::pool::workers(
-            a.target.jobs as usize,
-            name,
-            run,
-            done_tx.clone(),
-            move || {
-                let _ = wk.wake();
-            },
-        )
-        .map_err(|e| Error::failed(format!("starting workers: {e}")))
+        }
     };
-    let urgent_tx = pool("tc-session-urgent")?;
-    let job_tx = pool("tc-session")?;
-    drop(done_tx);
+    let wake = {
+        let wk = Arc::clone(&waker);
+        move || {
+            let _ = wk.wake();
+        }
+    };
+    let urgent = crate::pool::Elastic::new(
+        a.alarm_jobs as usize,
+        Duration::from_secs(5),
+        "tc-session-alarm",
+        run_job.clone(),
+        done_tx.clone(),
+        wake.clone(),
+    );
+    let job_tx = crate::pool::workers(
+        a.target.jobs as usize,
+        "tc-session",
+        run_job,
+        done_tx,
+        wake,
+    )
+    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
 
     emit(&Event::SessionStarted {
         devices: devices.len() as u32,
@@ -246,7 +256,9 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     let mut io = Io {
         sock: &sock,
         job_tx: &job_tx,
-        urgent_tx: &urgent_tx,
+        urgent: &urgent,
+        urgent_running: 0,
+        held: VecDeque::new(),
         report: &mut report,
         journal: &mut journal,
     };
@@ -259,6 +271,9 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         let now = Instant::now();
         let timeout = core
             .next_deadline()
+            .into_iter()
+            .chain(io.held_deadline())
+            .min()
             .map(|d| d.saturating_duration_since(now))
             .or(Some(Duration::from_secs(1)));
         if let Err(e) = poll.poll(&mut events, timeout) {
@@ -295,13 +310,17 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             }
         }
         while let Ok((device, job, r)) = done_rx.try_recv() {
+            if is_urgent(job) {
+                io.urgent_running -= 1;
+            }
             let actions = core.job_done(Instant::now(), &device, job, r);
             io.perform(actions);
         }
+        io.release_held(Instant::now());
         let actions = core.tick(Instant::now());
         io.perform(actions);
     }
-    drop((job_tx, urgent_tx));
+    drop((job_tx, urgent));
     let (completed, aborted, rounds) = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
@@ -325,15 +344,43 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     })
 }
 
+/// What an alarm needs done now.
+fn is_urgent(job: Job) -> bool {
+    matches!(job, Job::CpeStop | Job::Probe)
+}
+
+/// How long a fetch may wait for alarm work to finish before it runs anyway.
+const HOLD_MAX: Duration = Duration::from_secs(5);
+
 struct Io<'a> {
     sock: &'a UdpSocket,
     job_tx: &'a mpsc::Sender<(String, Job)>,
-    urgent_tx: &'a mpsc::Sender<(String, Job)>,
+    urgent: &'a crate::pool::Elastic<(String, Job)>,
+    /// Stops and probes submitted and not yet done.
+    urgent_running: usize,
+    /// Fetches held back while stops and probes run: in an alarm storm, a thousand SSH
+    /// handshakes would take the CPU the stops need (the files wait safely on the devices).
+    held: VecDeque<(Instant, String)>,
     report: &'a mut Report,
     journal: &'a mut std::fs::File,
 }
 
 impl Io<'_> {
+    /// When the oldest held fetch must run even if alarm work is still going on.
+    fn held_deadline(&self) -> Option<Instant> {
+        self.held.front().map(|(at, _)| *at + HOLD_MAX)
+    }
+
+    fn release_held(&mut self, now: Instant) {
+        while let Some((at, _)) = self.held.front() {
+            if self.urgent_running > 0 && now < *at + HOLD_MAX {
+                break;
+            }
+            let (_, device) = self.held.pop_front().expect("front exists");
+            let _ = self.job_tx.send((device, Job::Fetch));
+        }
+    }
+
     fn perform(&mut self, actions: Vec<Action>) {
         for a in actions {
             match a {
@@ -343,11 +390,18 @@ impl Io<'_> {
                     }
                 }
                 Action::Work { device, job } => {
-                    let queue = match job {
-                        Job::CpeStop | Job::Probe => self.urgent_tx,
-                        Job::CpeStart | Job::Fetch => self.job_tx,
-                    };
-                    let _ = queue.send((device, job));
+                    if is_urgent(job) {
+                        self.urgent_running += 1;
+                        if let Err(((device, job), e)) = self.urgent.submit((device, job)) {
+                            // No thread at all: the slower pool still does the work.
+                            log::warn!("{device}: no thread for {job:?} ({e}); queued");
+                            let _ = self.job_tx.send((device, job));
+                        }
+                    } else if job == Job::Fetch && self.urgent_running > 0 {
+                        self.held.push_back((Instant::now(), device));
+                    } else {
+                        let _ = self.job_tx.send((device, job));
+                    }
                 }
                 Action::Emit(ev) => emit(&ev),
                 Action::Report(row) => {
