@@ -121,6 +121,13 @@ fn trim_to_word(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
+/// The wait after the `sent`-th send of a request: `resend`, doubling with each resend up to 4x.
+/// An agent that is slow because a whole fleet registered at once (each REGISTER costs it OVOC
+/// REST calls) gets time to catch up instead of a growing backlog of duplicates.
+fn backoff(resend: Duration, sent: u32) -> Duration {
+    resend * (1u32 << sent.saturating_sub(1).min(2))
+}
+
 impl Core {
     pub fn new(cfg: Config, devices: Vec<(String, SocketAddr)>) -> Core {
         let devs = devices
@@ -219,7 +226,7 @@ impl Core {
         }
         .to_wire();
         d.sent += 1;
-        d.next_send = Some(now + resend);
+        d.next_send = Some(now + backoff(resend, d.sent));
         out.push(Action::Send { to: d.agent, text });
     }
 
@@ -900,7 +907,11 @@ mod tests {
             sends(&c.tick(t + Duration::from_secs(3))),
             ["REGISTER 10.0.0.1"]
         );
+        // The second send waits twice as long (backoff) before the device is given up.
         let a = c.tick(t + Duration::from_secs(6));
+        assert!(sends(&a).is_empty());
+        assert!(tasks(&a).is_empty());
+        let a = c.tick(t + Duration::from_secs(9));
         assert!(sends(&a).is_empty());
         assert!(tasks(&a).contains(&("register".into(), "failed".into())));
         assert!(c.finished());
@@ -928,9 +939,15 @@ mod tests {
             sends(&c.tick(t + Duration::from_secs(14))),
             ["CAPTURE 10.0.0.1"]
         );
-        // Out of budget: the CPE capture that runs is stopped and its file kept.
-        c.tick(t + Duration::from_secs(17));
-        let a = c.tick(t + Duration::from_secs(20));
+        // Each later wait is 3 s doubled twice (the backoff's cap); out of budget after the
+        // fourth send, the CPE capture that runs is stopped and its file kept.
+        assert!(sends(&c.tick(t + Duration::from_secs(25))).is_empty());
+        assert_eq!(
+            sends(&c.tick(t + Duration::from_secs(26))),
+            ["CAPTURE 10.0.0.1"]
+        );
+        assert!(jobs(&c.tick(t + Duration::from_secs(37))).is_empty());
+        let a = c.tick(t + Duration::from_secs(38));
         assert_eq!(jobs(&a), [Job::CpeStop]);
         c.job_done(t, "10.0.0.1", Job::CpeStop, Ok(JobOk::Done));
         let a = c.job_done(
