@@ -33,6 +33,8 @@ use crate::probe::ProbeConfig;
 
 /// OVOC REST calls and probes running at once.
 pub(crate) const WORKERS: usize = 64;
+/// Longest the loop reads datagrams in one turn before it handles finished work.
+const DRAIN_BUDGET: Duration = Duration::from_millis(20);
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
 
@@ -51,6 +53,59 @@ enum Done {
         device: String,
         report: ProbeReport,
     },
+    /// The saver wrote the state of request `seq` (and so of every earlier one).
+    Saved {
+        seq: u64,
+        result: std::result::Result<(), String>,
+    },
+}
+
+/// Writes the state off the loop, newest first: while one write and its fsync are under way,
+/// later states pile up and only the newest is written next (a group commit). On a busy disk an
+/// fsync can take a second; the loop keeps answering meanwhile, and each final reply waits only
+/// for the save that covers it.
+struct Saver {
+    tx: Option<mpsc::Sender<(u64, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Saver {
+    fn start(dir: PathBuf, done: mpsc::Sender<Done>, wake: Arc<mio::Waker>) -> Result<Saver> {
+        let (tx, rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        let thread = std::thread::Builder::new()
+            .name("tc-ovoc-saver".into())
+            .spawn(move || {
+                while let Ok(mut job) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        job = newer;
+                    }
+                    let result = super::state::write(&dir, &job.1);
+                    if done.send(Done::Saved { seq: job.0, result }).is_err() {
+                        break;
+                    }
+                    let _ = wake.wake();
+                }
+            })
+            .map_err(|e| Error::failed(format!("starting the state saver: {e}")))?;
+        Ok(Saver {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self, seq: u64, text: Vec<u8>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((seq, text));
+        }
+    }
+
+    /// Lets the last requested write finish.
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 struct Shell {
@@ -65,8 +120,14 @@ struct Shell {
     jobs: mpsc::Sender<Job>,
     dirty: bool,
     last_saved: Vec<u8>,
-    /// Final replies of this turn, sent by `flush` once the state is saved.
+    /// Final replies of this turn, handed to `held` by `flush`.
     replies: Vec<(SocketAddr, String)>,
+    saver: Saver,
+    /// Sequence numbers of the last state handed to the saver and of the last one written.
+    requested: u64,
+    saved: u64,
+    /// Final replies waiting for the save of the state they announce (its sequence number).
+    held: VecDeque<(u64, SocketAddr, String)>,
 }
 
 fn user_ids(name: &str) -> Option<(u32, u32)> {
@@ -206,6 +267,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         mut signals,
     } = lp;
     let (done_tx, done_rx) = mpsc::channel();
+    let waker = Arc::new(waker);
+    let saver = Saver::start(dir.clone(), done_tx.clone(), Arc::clone(&waker))?;
     let wk = waker;
     let jobs = crate::pool::workers(
         WORKERS,
@@ -230,6 +293,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         dirty: true,
         last_saved: Vec::new(),
         replies: Vec::new(),
+        saver,
+        requested: 0,
+        saved: 0,
+        held: VecDeque::new(),
     };
     let (adopted_n, closed_n) = core.restored_counts();
     emit(&Event::OvocListening {
@@ -257,6 +324,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; 65_536];
     let mut stopping_since: Option<Instant> = None;
+    // Datagrams left in the socket when the last turn's drain ran out of time.
+    let mut more = false;
     let reason = loop {
         let now = Instant::now();
         let mut wake = core.next_deadline();
@@ -270,30 +339,21 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         if stopping_since.is_some() {
             wake = wake.min(soon(50)).or(soon(50));
         }
-        let timeout = wake.map(|w| w.saturating_duration_since(now));
+        let timeout = if more {
+            Some(Duration::ZERO)
+        } else {
+            wake.map(|w| w.saturating_duration_since(now))
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != ErrorKind::Interrupted {
                 return Err(Error::failed(format!("poll: {e}")));
             }
         }
         let mut reap = false;
+        let mut readable = std::mem::take(&mut more);
         for ev in events.iter() {
             match ev.token() {
-                SOCKET => loop {
-                    match sh.sock.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let actions = core.datagram(Instant::now(), from, &buf[..n]);
-                            sh.perform(&mut core, actions);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            // ICMP errors for earlier replies surface here; they are not fatal.
-                            log::debug!("receive: {e}");
-                            break;
-                        }
-                    }
-                },
+                SOCKET => readable = true,
                 SIGNALS => {
                     for sig in signals.pending() {
                         match sig {
@@ -316,6 +376,32 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
                 _ => {}
             }
         }
+        if readable {
+            // A CAPTURE costs a tcpdump spawn; a fleet's CAPTUREs arriving faster than that
+            // would keep an unbounded drain going for seconds while finished REST calls and
+            // started tcpdumps wait for their replies. So: a time budget per turn, and the
+            // rest next turn (the socket is edge-triggered: no new event would say so).
+            let until = Instant::now() + DRAIN_BUDGET;
+            loop {
+                if Instant::now() >= until {
+                    more = true;
+                    break;
+                }
+                match sh.sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let actions = core.datagram(Instant::now(), from, &buf[..n]);
+                        sh.perform(&mut core, actions);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors for earlier replies surface here; they are not fatal.
+                        log::debug!("receive: {e}");
+                        break;
+                    }
+                }
+            }
+        }
         while let Ok(done) = done_rx.try_recv() {
             let actions = match done {
                 Done::Rule {
@@ -329,6 +415,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
                     result,
                 } => core.rule_deleted(&device, rule_id, result),
                 Done::Verified { device, report } => core.verified(&device, report),
+                Done::Saved { seq, result } => {
+                    sh.saved(seq, result);
+                    continue;
+                }
             };
             sh.perform(&mut core, actions);
         }
@@ -355,7 +445,11 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             log::warn!("stdout closed; the agent keeps running");
         }
     };
+    sh.saver.finish();
     sh.save(&core);
+    for (_, to, text) in std::mem::take(&mut sh.held) {
+        sh.send(to, &text);
+    }
     let c = &core.counters;
     emit(&Event::OvocSummary {
         requests: c.requests,
@@ -471,13 +565,44 @@ impl Shell {
         }
     }
 
-    /// Once per turn of the loop: one save covers every reply of the turn. Saving per reply
-    /// rewrote and fsynced the whole state file a thousand times when a fleet registered.
+    /// Once per turn of the loop: hands the state to the saver if it changed, and holds this
+    /// turn's final replies until the saver has written it. Saving per reply, in line, rewrote
+    /// and fsynced the whole state file a thousand times when a fleet registered.
     fn flush(&mut self, core: &Core) {
         if self.dirty {
-            self.save(core);
+            self.dirty = false;
+            match super::state::encode(&core.persisted()) {
+                Ok(text) if text == self.last_saved => {}
+                Ok(text) => {
+                    self.requested += 1;
+                    self.saver.request(self.requested, text.clone());
+                    self.last_saved = text;
+                }
+                Err(e) => log::error!("saving state: {e}"),
+            }
         }
+        // A reply that changed nothing still waits for any save in flight: it may announce
+        // what an earlier turn changed.
         for (to, text) in std::mem::take(&mut self.replies) {
+            self.held.push_back((self.requested, to, text));
+        }
+        self.release();
+    }
+
+    fn saved(&mut self, seq: u64, result: std::result::Result<(), String>) {
+        if let Err(e) = result {
+            // As before the saver existed: the replies still go out, and the next change
+            // writes the whole state again.
+            log::error!("saving state: {e}");
+            self.last_saved.clear();
+        }
+        self.saved = self.saved.max(seq);
+        self.release();
+    }
+
+    fn release(&mut self) {
+        while self.held.front().is_some_and(|(seq, ..)| *seq <= self.saved) {
+            let (_, to, text) = self.held.pop_front().expect("front exists");
             self.send(to, &text);
         }
     }

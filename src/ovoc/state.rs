@@ -13,20 +13,29 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Write `p` unless it is what was written last (`last`): most requests change nothing, and an
 /// fsync per request would cost milliseconds on a busy disk.
 pub fn save(dir: &Path, p: &Persisted, last: &mut Vec<u8>) -> Result<(), String> {
-    let target = path(dir);
-    let tmp = target.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
+    let text = encode(p)?;
     if *last == text {
         return Ok(());
     }
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    f.write_all(&text)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &target).map_err(|e| format!("renaming to {}: {e}", target.display()))?;
+    write(dir, &text)?;
     *last = text;
     Ok(())
+}
+
+pub fn encode(p: &Persisted) -> Result<Vec<u8>, String> {
+    serde_json::to_vec_pretty(p).map_err(|e| e.to_string())
+}
+
+/// Writes encoded state: temporary file, fsync, rename.
+pub fn write(dir: &Path, text: &[u8]) -> Result<(), String> {
+    let target = path(dir);
+    let tmp = target.with_extension("json.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    f.write_all(text)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &target).map_err(|e| format!("renaming to {}: {e}", target.display()))
 }
 
 /// None when there is no state yet; an unreadable file is an error (never silently dropped:
