@@ -1331,7 +1331,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__serve)
-            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-grace --verbose --quiet --help"
+            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-grace --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1354,6 +1354,10 @@ _tc() {
                     return 0
                     ;;
                 --ring-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --buffer-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

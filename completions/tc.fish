@@ -136,6 +136,7 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l dir -d 'Directory for captures and the agent\'s state (.tc/)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-files -d 'tcpdump ring: number of files per capture (-W)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ring-size -d 'tcpdump ring: size of each file in millions of bytes (-C)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l buffer-size -d 'Kernel capture buffer per capture, in KiB (tcpdump -B). One device\'s management traffic needs little; libpcap\'s 2 MiB default costs 2 GB of kernel memory at 1,000 captures' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow -d 'Accept requests only from these networks (repeatable, or comma-separated)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-url -d 'OVOC REST API base URL' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ovoc-user -d 'OVOC user (Operator level or above)' -r

@@ -234,6 +234,10 @@ pub struct ServeArgs {
     /// tcpdump ring: size of each file in millions of bytes (-C).
     #[arg(long, default_value_t = 10, value_name = "MB", value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub ring_size: u32,
+    /// Kernel capture buffer per capture, in KiB (tcpdump -B). One device's management traffic
+    /// needs little; libpcap's 2 MiB default costs 2 GB of kernel memory at 1,000 captures.
+    #[arg(long, default_value_t = 512, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub buffer_size: u32,
     /// Accept requests only from these networks (repeatable, or comma-separated).
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub allow: Vec<crate::netaddr::Cidr>,

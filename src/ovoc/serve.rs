@@ -239,6 +239,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         dir: dir.clone(),
         ring_files: a.ring_files,
         ring_size_mb: a.ring_size,
+        buffer_kib: a.buffer_size,
         user: tcpdump_user,
     };
     let mut adopted = HashMap::new();

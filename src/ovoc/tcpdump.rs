@@ -17,6 +17,8 @@ pub struct Tcpdump {
     pub dir: PathBuf,
     pub ring_files: u32,
     pub ring_size_mb: u32,
+    /// `-B`: the kernel capture buffer, KiB.
+    pub buffer_kib: u32,
     /// `-Z` user: tcpdump drops to it after opening the interface, so DIR must be writable by it.
     pub user: String,
 }
@@ -37,6 +39,10 @@ impl Tcpdump {
             self.ring_files.to_string(),
             "-C".into(),
             self.ring_size_mb.to_string(),
+            // libpcap's default is 2 MiB of kernel memory per capture, zeroed at start: 2 GB
+            // and seconds of CPU for a thousand devices' management traffic.
+            "-B".into(),
+            self.buffer_kib.to_string(),
             "-Z".into(),
             self.user.clone(),
             "host".into(),
@@ -212,11 +218,12 @@ mod tests {
             dir: "/var/lib/tc".into(),
             ring_files: 3,
             ring_size_mb: 10,
+            buffer_kib: 512,
             user: "tcpdump".into(),
         };
         assert_eq!(
             t.argv("tmp_device_10.0.0.1_X.pcap", "10.0.0.1").join(" "),
-            "-i eth0 -n -U --immediate-mode -w /var/lib/tc/tmp_device_10.0.0.1_X.pcap -W 3 -C 10 -Z tcpdump host 10.0.0.1"
+            "-i eth0 -n -U --immediate-mode -w /var/lib/tc/tmp_device_10.0.0.1_X.pcap -W 3 -C 10 -B 512 -Z tcpdump host 10.0.0.1"
         );
     }
 
