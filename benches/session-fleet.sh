@@ -19,7 +19,13 @@
 # Usage: sudo benches/session-fleet.sh     (from the repository root)
 # Environment: TC=PATH (default /tmp/target-bench2/release/tc), DEVICES=1000, LATENCY_MS=100,
 #   JOBS=32, SUBNET=180 (uses 127.0.SUBNET.. 127.0.SUBNET+DEVICES/250), STORM_SECONDS=1,
-#   SESSION_ARGS='--register-attempts 20' (extra session options), PORT=21180, LAB_USER=tcbench2s, NO_SNMPD=1 (0: let the lab start snmpd; fails beyond ~100 devices)
+#   SESSION_ARGS (extra session options, default none), PORT=21180, LAB_USER=tcbench2s,
+#   NO_SNMPD=1 (0: let the lab start snmpd; fails beyond ~100 devices),
+#   AGENT_IF=lo: the interface the agent's tcpdumps capture on. With `veth`, the script creates
+#   a veth pair tcbench0/tcbench1 and captures on tcbench0 (removed at the end). Why: every
+#   packet on an interface runs the filter of every packet socket bound to it, so 1,000 tcpdumps
+#   on lo tax every loopback packet of the lab, the session and sshd alike, which a real
+#   deployment (agent on the OVOC server, session elsewhere) does not have.
 set -euo pipefail
 TC=${TC:-/tmp/target-bench2/release/tc}
 DEVICES=${DEVICES:-1000}
@@ -27,6 +33,7 @@ LATENCY_MS=${LATENCY_MS:-100}
 JOBS=${JOBS:-32}
 SUBNET=${SUBNET:-180}
 STORM_SECONDS=${STORM_SECONDS:-1}
+AGENT_IF=${AGENT_IF:-lo}
 PORT=${PORT:-21180}
 LAB_USER=${LAB_USER:-tcbench2s}
 log() { echo "session-fleet.sh: $*" >&2; }
@@ -39,6 +46,7 @@ cleanup() {
     [ -n "$sess_pid" ] && kill -TERM "$sess_pid" 2>/dev/null && wait "$sess_pid" 2>/dev/null
     [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [ -n "$lab_pid" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null
+    [ "$AGENT_IF" != tcbench0 ] || ip link del tcbench0 2>/dev/null
     [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -66,7 +74,12 @@ lab_pid=$!
 for _ in $(seq 1800); do grep -q lab.ready "$WORK/lab.out" 2>/dev/null && break; kill -0 $lab_pid || break; sleep 0.1; done
 grep -q lab.ready "$WORK/lab.out" || { cat "$WORK/lab.err" >&2; exit 1; }
 set -a; . "$WORK/lab/env"; set +a
-"$TC" ovoc serve --interface lo --listen "127.0.$SUBNET.253:20001" --dir "$WORK/agent" \
+if [ "$AGENT_IF" = veth ]; then
+    AGENT_IF=tcbench0
+    ip link add tcbench0 type veth peer name tcbench1 && ip link set tcbench0 up \
+        && ip link set tcbench1 up || { log "cannot create the veth pair"; exit 1; }
+fi
+"$TC" ovoc serve --interface "$AGENT_IF" --listen "127.0.$SUBNET.253:20001" --dir "$WORK/agent" \
     --allow 127.0.0.0/8 --probes none -q >"$WORK/agent.out" 2>"$WORK/agent.err" &
 agent_pid=$!
 sleep 1
@@ -79,6 +92,8 @@ log "session starts"
 time_pid=$!
 sleep 0.2
 sess_pid=$(cat /proc/$time_pid/task/*/children | awk '{print $1}')
+# CPU seconds (user + system) a process has used so far; the phases below are differences.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hwm=0
 sample() { local h; h=$(awk '/^VmHWM/ {print $2}' /proc/$sess_pid/status 2>/dev/null) && [ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h; return 0; }
 ok=1
@@ -89,27 +104,34 @@ for _ in $(seq 1200); do  # 120 s
     sleep 0.1
 done
 [ "$ok" = 0 ] || log "not every device reached capture (see $WORK/session.out)"
+cpu_start="lab $(cpu $lab_pid) agent $(cpu $agent_pid) session $(cpu $sess_pid)"
 tcpdumps=$(for p in $(cat /proc/$agent_pid/task/*/children); do cat /proc/$p/comm; done | grep -c '^tcpdump$' || true)
 agent_rss=$(awk '/^VmRSS/ {print $2}' /proc/$agent_pid/status)
 log "all capturing; agent has $tcpdumps tcpdumps; alarm storm over ${STORM_SECONDS}s"
 sleep 2
+cpu_before="lab $(cpu $lab_pid) agent $(cpu $agent_pid) session $(cpu $sess_pid)"
 storm=$(python3 "$PY" storm "$WORK/lab" "$STORM_SECONDS")
 log "storm: $storm"
+cpu_after_sess=
 for _ in $(seq 3000); do  # 300 s
     sample
+    c=$(cpu $sess_pid); [ "$c" = 0 ] || cpu_after_sess=$c
     kill -0 "$sess_pid" 2>/dev/null || break
     sleep 0.1
 done
 sample
 wait "$time_pid" || log "session exit code $?"
 sess_pid=
+cpu_end="lab $(cpu $lab_pid) agent $(cpu $agent_pid) session ${cpu_after_sess:-?}"
 res=$(python3 "$PY" analyse "$WORK/session.out" "$WORK/lab.out" "$LATENCY_MS")
 log "result: $res"
 cat <<EOT
-### tc session: $DEVICES devices, ${LATENCY_MS} ms REST latency, --jobs $JOBS, --probes none ${SESSION_ARGS:-}
+### tc session: $DEVICES devices, ${LATENCY_MS} ms REST latency, --jobs $JOBS, --probes none ${SESSION_ARGS:-}, agent tcpdumps on $AGENT_IF
 
 - result: \`$res\`
 - storm sender: \`$storm\`
 - agent while all were capturing: $tcpdumps tcpdump processes, agent VmRSS $((agent_rss / 1024)) MiB
+- CPU seconds used so far (user + system), when all were capturing: $cpu_start; just before the
+  storm: $cpu_before; at the end (session: its last sample): $cpu_end
 - session peak RSS: VmHWM sampled every 0.1 s: $((hwm / 1024)) MiB; /usr/bin/time: $(cat "$WORK/time.out" | grep maxrss)
 EOT
