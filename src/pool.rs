@@ -170,7 +170,10 @@ impl<J: Send + 'static> Elastic<J> {
                 Err((job, e))
             }
             Err(e) => {
-                log::warn!("{}: no new thread ({e}); the job waits for a busy one", self.name);
+                log::warn!(
+                    "{}: no new thread ({e}); the job waits for a busy one",
+                    self.name
+                );
                 Ok(())
             }
         }

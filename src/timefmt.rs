@@ -43,6 +43,33 @@ impl Utc {
     }
 
     /// `2022-06-22T16:16:07.565758Z`
+    /// [`Utc::rfc3339`] appended to `out` without allocating (once per output line).
+    pub fn push_rfc3339(&self, out: &mut Vec<u8>) {
+        fn digits(out: &mut Vec<u8>, v: u64, width: u32) {
+            for i in (0..width).rev() {
+                out.push(b'0' + (v / 10u64.pow(i) % 10) as u8);
+            }
+        }
+        if !(0..=9999).contains(&self.year) {
+            out.extend_from_slice(self.rfc3339().as_bytes());
+            return;
+        }
+        digits(out, self.year as u64, 4);
+        out.push(b'-');
+        digits(out, self.month.into(), 2);
+        out.push(b'-');
+        digits(out, self.day.into(), 2);
+        out.push(b'T');
+        digits(out, self.hour.into(), 2);
+        out.push(b':');
+        digits(out, self.min.into(), 2);
+        out.push(b':');
+        digits(out, self.sec.into(), 2);
+        out.push(b'.');
+        digits(out, self.micros.into(), 6);
+        out.push(b'Z');
+    }
+
     pub fn rfc3339(&self) -> String {
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -125,6 +152,9 @@ mod tests {
         for &(us, rfc, stamp) in table {
             let t = Utc::from_unix_micros(us);
             assert_eq!(t.rfc3339(), rfc, "{us}");
+            let mut pushed = b"x".to_vec();
+            t.push_rfc3339(&mut pushed);
+            assert_eq!(&pushed[1..], rfc.as_bytes(), "{us}");
             assert_eq!(t.file_stamp(), stamp, "{us}");
             assert!(is_rfc3339_micros(&t.rfc3339()));
         }

@@ -13,8 +13,9 @@ use mio::Events;
 use crate::udploop::{SIGNALS, SOCKET};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::AlarmLine;
 use crate::cli::AlarmListenArgs;
-use crate::emit::emit;
+use crate::emit::{emit, Batch};
 use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::netaddr::Cidr;
@@ -38,12 +39,9 @@ impl Filter {
         };
         let device_ok = self.devices.is_empty()
             || a.device
-                .as_deref()
                 .and_then(|d| d.trim().parse::<IpAddr>().ok())
                 .is_some_and(|d| self.devices.contains(&d));
-        any_ci(&self.alarms, Some(&a.name))
-            && any_ci(&self.descriptions, a.description.as_deref())
-            && device_ok
+        any_ci(&self.alarms, Some(a.name)) && any_ci(&self.descriptions, a.description) && device_ok
     }
 }
 
@@ -62,34 +60,41 @@ pub struct Listener {
     pub counts: Counts,
 }
 
+/// What one datagram gives to print.
+pub enum Out<'a> {
+    Alarm(AlarmLine<'a>),
+    Unparsed(Event),
+}
+
 impl Listener {
-    /// What one datagram gives: an event to print, or nothing (counted).
-    pub fn datagram(&mut self, data: &[u8], sender: SocketAddr) -> Option<Event> {
+    /// Reads one datagram and hands `sink` what it gives to print, if anything (else it is
+    /// only counted). The alarm line borrows from the datagram: nothing is copied before it is
+    /// serialized.
+    pub fn datagram(&mut self, data: &[u8], sender: SocketAddr, sink: &mut dyn FnMut(Out<'_>)) {
         if !self.filter.from.is_empty() && !self.filter.from.iter().any(|c| c.contains(sender.ip()))
         {
             self.counts.refused += 1;
             log::debug!("dropped a datagram from {sender}: not in --from");
-            return None;
+            return;
         }
         self.counts.received += 1;
-        let (frame, alarm) = super::read(data);
-        let raw = super::syslog::text(data);
+        let text = super::syslog::text(data);
+        let (frame, alarm) = super::read(&text);
         match alarm {
             Some(a) if self.filter.accepts(&a) => {
                 self.counts.matched += 1;
-                Some(super::alarm_event(&frame, a, sender, &raw))
+                sink(Out::Alarm(AlarmLine::new(&frame, &a, sender, &text)));
             }
-            Some(_) => {
-                self.counts.filtered += 1;
-                None
-            }
+            Some(_) => self.counts.filtered += 1,
             None => {
                 self.counts.unparsed += 1;
-                (!self.quiet_unparsed).then(|| Event::SyslogUnparsed {
-                    sender: sender.to_string(),
-                    framing: frame.framing.to_string(),
-                    raw: super::raw_text(&raw),
-                })
+                if !self.quiet_unparsed {
+                    sink(Out::Unparsed(Event::SyslogUnparsed {
+                        sender: sender.to_string(),
+                        framing: frame.framing.to_string(),
+                        raw: super::raw_text(&text).into_owned(),
+                    }));
+                }
             }
         }
     }
@@ -185,6 +190,8 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
     let deadline = a.timeout.map(|t| started + t);
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 65_536];
+    // The lines of one drain go out together, flushed before the loop waits again.
+    let mut batch = Batch::default();
     let reason = 'outer: loop {
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout == Some(Duration::ZERO) {
@@ -206,8 +213,11 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
                                 // The baseline BENCHMARKS.md compares parsing against.
                                 l.counts.received += 1;
                                 l.counts.matched += u64::from(n > 0);
-                            } else if let Some(e) = l.datagram(&buf[..n], from) {
-                                emit(&e);
+                            } else {
+                                l.datagram(&buf[..n], from, &mut |out| match out {
+                                    Out::Alarm(line) => batch.push(&line),
+                                    Out::Unparsed(ev) => batch.push(&ev),
+                                });
                             }
                             if crate::emit::stdout_broken() {
                                 break 'outer "stdout-closed";
@@ -227,7 +237,9 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
                 _ => {}
             }
         }
+        batch.flush();
     };
+    batch.flush();
     let c = &l.counts;
     emit(&Event::AlarmSummary {
         received: c.received,
@@ -263,6 +275,20 @@ mod tests {
         }
     }
 
+    /// What `datagram` hands out, as the `Event` its line deserializes to: the borrowed alarm
+    /// line must carry exactly `Event::Alarm`'s fields (deny_unknown_fields, none missing).
+    fn one(l: &mut Listener, data: &[u8], from: SocketAddr) -> Option<Event> {
+        let mut got = None;
+        l.datagram(data, from, &mut |out| {
+            got = Some(match out {
+                Out::Alarm(line) => serde_json::from_value(serde_json::to_value(&line).unwrap())
+                    .unwrap_or_else(|e| panic!("{line:?}: {e}")),
+                Out::Unparsed(ev) => ev,
+            })
+        });
+        got
+    }
+
     const LOST: &[u8] = b"<129>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Source:Board#1, Description:Connection Lost, IP Address:10.0.0.1\0\0";
 
     #[test]
@@ -281,7 +307,7 @@ mod tests {
             raw,
             sender,
             ..
-        }) = l.datagram(LOST, from)
+        }) = one(&mut l, LOST, from)
         else {
             panic!()
         };
@@ -292,11 +318,11 @@ mod tests {
         assert_eq!(sender, "10.9.9.9:514");
         // Other device, other description, other sender, not an alarm.
         let other = b"New Alarm - Connection Alarm, Major, Description:Connection Lost, IP Address:10.0.0.2";
-        assert!(l.datagram(other, from).is_none());
-        assert!(l.datagram(b"New Alarm - Connection Alarm, Clear, Description:Connection established, IP Address:10.0.0.1", from).is_none());
-        assert!(l.datagram(LOST, "192.0.2.1:514".parse().unwrap()).is_none());
+        assert!(one(&mut l, other, from).is_none());
+        assert!(one(&mut l, b"New Alarm - Connection Alarm, Clear, Description:Connection established, IP Address:10.0.0.1", from).is_none());
+        assert!(one(&mut l, LOST, "192.0.2.1:514".parse().unwrap()).is_none());
         assert!(matches!(
-            l.datagram(b"garbage \xff", from),
+            one(&mut l, b"garbage \xff", from),
             Some(Event::SyslogUnparsed { .. })
         ));
         assert_eq!(
@@ -310,7 +336,7 @@ mod tests {
             }
         );
         l.quiet_unparsed = true;
-        assert!(l.datagram(b"more garbage", from).is_none());
+        assert!(one(&mut l, b"more garbage", from).is_none());
         assert_eq!(l.counts.unparsed, 2);
     }
 
@@ -366,7 +392,7 @@ mod tests {
                     d.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
                 }
             }
-            let _ = l.datagram(&d, from);
+            let _ = one(&mut l, &d, from);
         }
         assert_eq!(l.counts.received, 100_000);
     }

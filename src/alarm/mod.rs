@@ -5,51 +5,155 @@ pub mod listen;
 pub mod ovoc;
 pub mod syslog;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use serde::Serialize;
 
 use crate::event::Event;
 
 /// Longest `raw` text carried in an event; the rest is cut with a marker.
 const RAW_MAX: usize = 8192;
 
-pub fn raw_text(t: &str) -> String {
+pub fn raw_text(t: &str) -> Cow<'_, str> {
     if t.len() <= RAW_MAX {
-        return t.to_string();
+        return Cow::Borrowed(t);
     }
     let mut end = RAW_MAX;
     while !t.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...[{} bytes]", &t[..end], t.len())
+    Cow::Owned(format!("{}...[{} bytes]", &t[..end], t.len()))
 }
 
-/// One datagram, read: its framing, and the OVOC alarm in it if there is one.
-pub fn read(datagram: &[u8]) -> (syslog::Frame, Option<ovoc::Alarm>) {
-    let frame = syslog::parse(datagram);
-    let alarm = ovoc::parse(&frame.msg);
+/// One datagram's [`syslog::text`], read: its framing, and the OVOC alarm in it if there is one.
+pub fn read(text: &str) -> (syslog::Frame<'_>, Option<ovoc::Alarm<'_>>) {
+    let frame = syslog::parse(text);
+    let alarm = ovoc::parse(frame.msg);
     (frame, alarm)
 }
 
-pub fn alarm_event(frame: &syslog::Frame, a: ovoc::Alarm, sender: SocketAddr, raw: &str) -> Event {
+/// The `alarm` event, borrowed from the datagram: `tc alarm listen` serializes this for every
+/// alarm without copying a field. Same fields in the same order as [`Event::Alarm`], which is
+/// built from it (a test holds the two lines equal).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename = "alarm")]
+pub struct AlarmLine<'a> {
+    device: Option<&'a str>,
+    alarm: &'a str,
+    description: Option<&'a str>,
+    severity: Option<&'a str>,
+    syslog_severity: Option<&'static str>,
+    device_name: Option<&'a str>,
+    source: Option<&'a str>,
+    tenant: Option<&'a str>,
+    region: Option<&'a str>,
+    device_type: Option<&'a str>,
+    device_serial: Option<&'a str>,
+    device_description: Option<&'a str>,
+    extra: &'a BTreeMap<Cow<'a, str>, &'a str>,
+    connection_lost: bool,
+    wording: &'static str,
+    framing: &'static str,
+    hostname: Option<&'a str>,
+    /// Serialized as `ADDR:PORT`, as `SocketAddr`'s `Display`.
+    sender: SocketAddr,
+    raw: Cow<'a, str>,
+}
+
+impl<'a> AlarmLine<'a> {
+    pub fn new(
+        frame: &syslog::Frame<'a>,
+        a: &'a ovoc::Alarm<'a>,
+        sender: SocketAddr,
+        raw: &'a str,
+    ) -> AlarmLine<'a> {
+        AlarmLine {
+            device: a.device,
+            alarm: a.name,
+            description: a.description,
+            severity: a.severity,
+            syslog_severity: frame.severity.map(syslog::severity_name),
+            device_name: a.device_name,
+            source: a.source,
+            tenant: a.tenant,
+            region: a.region,
+            device_type: a.device_type,
+            device_serial: a.device_serial,
+            device_description: a.device_description,
+            extra: &a.extra,
+            connection_lost: a.is_connection_lost(),
+            wording: a.wording,
+            framing: frame.framing,
+            hostname: frame.hostname,
+            sender,
+            raw: raw_text(raw),
+        }
+    }
+}
+
+pub fn alarm_event(frame: &syslog::Frame, a: &ovoc::Alarm, sender: SocketAddr, raw: &str) -> Event {
+    let own = |s: Option<&str>| s.map(str::to_string);
+    let l = AlarmLine::new(frame, a, sender, raw);
     Event::Alarm {
-        connection_lost: a.is_connection_lost(),
-        device: a.device,
-        alarm: a.name,
-        description: a.description,
-        severity: a.severity,
-        syslog_severity: frame.severity.map(|s| syslog::severity_name(s).to_string()),
-        device_name: a.device_name,
-        source: a.source,
-        tenant: a.tenant,
-        region: a.region,
-        device_type: a.device_type,
-        device_serial: a.device_serial,
-        device_description: a.device_description,
-        extra: a.extra,
-        wording: a.wording.to_string(),
-        framing: frame.framing.to_string(),
-        hostname: frame.hostname.clone(),
-        sender: sender.to_string(),
-        raw: raw_text(raw),
+        device: own(l.device),
+        alarm: l.alarm.to_string(),
+        description: own(l.description),
+        severity: own(l.severity),
+        syslog_severity: own(l.syslog_severity),
+        device_name: own(l.device_name),
+        source: own(l.source),
+        tenant: own(l.tenant),
+        region: own(l.region),
+        device_type: own(l.device_type),
+        device_serial: own(l.device_serial),
+        device_description: own(l.device_description),
+        extra: l
+            .extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        connection_lost: l.connection_lost,
+        wording: l.wording.to_string(),
+        framing: l.framing.to_string(),
+        hostname: own(l.hostname),
+        sender: l.sender.to_string(),
+        raw: l.raw.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timefmt::Utc;
+
+    #[test]
+    fn borrowed_alarm_line_is_byte_for_byte_the_event_line() {
+        let long = format!(
+            "<130>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Description:{}, IP Address:10.0.0.1",
+            "x".repeat(9000)
+        );
+        let inputs: Vec<&[u8]> = vec![
+            b"<130>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Source:Board#1, Description:Connection Lost, Device Name:MSBR-1, Tenant:Default, Region:Default, IP Address:10.0.0.1, Device Type:M500L-MSBR, Device Serial:1, Device Description:Branch 1\0\0",
+            b"<13>1 2026-11-27T07:35:06Z ovoc app - - - Title: Alarm Connection Alarm, received from MSBR-2, 10.0.0.2 with Severity Major. Description: Board#1, Connection Lost",
+            b"New Alarm - Odd \"quoted\" \\ name\t, Minor, Site:HQ, Rack: 4, more, words, Zone:a,b",
+            b"<12>Nov  7 07:35:06 h t: New Alarm - caf\xe9 \xff, Clear, IP Address:fe80::1",
+            b"New Alarm - , , ,",
+            long.as_bytes(),
+        ];
+        let now = Utc::from_unix_micros(1_700_000_000_123_456);
+        for (i, data) in inputs.iter().enumerate() {
+            for sender in ["10.9.9.9:514", "[fe80::1]:20001"] {
+                let sender: SocketAddr = sender.parse().unwrap();
+                let text = syslog::text(data);
+                let (frame, alarm) = read(&text);
+                let alarm = alarm.unwrap_or_else(|| panic!("input {i} is an alarm"));
+                let borrowed =
+                    crate::emit::line(&AlarmLine::new(&frame, &alarm, sender, &text), now);
+                let owned = crate::emit::line(&alarm_event(&frame, &alarm, sender, &text), now);
+                assert_eq!(borrowed, owned, "input {i}");
+            }
+        }
     }
 }

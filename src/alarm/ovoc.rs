@@ -5,25 +5,28 @@
 //!
 //! Fields may come in any order; unknown ones are kept; a value may itself contain commas.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// An alarm, borrowed from the message text: reading one copies nothing unless it has fields of
+/// no known name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Alarm {
+pub struct Alarm<'a> {
     /// `new-alarm` or `template`.
     pub wording: &'static str,
-    pub name: String,
-    pub severity: Option<String>,
-    pub source: Option<String>,
-    pub description: Option<String>,
-    pub device: Option<String>,
-    pub device_name: Option<String>,
-    pub tenant: Option<String>,
-    pub region: Option<String>,
-    pub device_type: Option<String>,
-    pub device_serial: Option<String>,
-    pub device_description: Option<String>,
-    /// Fields of no known name, as sent.
-    pub extra: BTreeMap<String, String>,
+    pub name: &'a str,
+    pub severity: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub device: Option<&'a str>,
+    pub device_name: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub device_type: Option<&'a str>,
+    pub device_serial: Option<&'a str>,
+    pub device_description: Option<&'a str>,
+    /// Fields of no known name, as sent (keys `field<n>` for values without a key).
+    pub extra: BTreeMap<Cow<'a, str>, &'a str>,
 }
 
 const SEVERITY_WORDS: &[&str] = &[
@@ -37,9 +40,9 @@ const SEVERITY_WORDS: &[&str] = &[
     "info",
 ];
 
-fn opt(s: &str) -> Option<String> {
+fn opt(s: &str) -> Option<&str> {
     let t = s.trim();
-    (!t.is_empty()).then(|| t.to_string())
+    (!t.is_empty()).then_some(t)
 }
 
 /// A `Key:` prefix: letters, digits and spaces before the first colon.
@@ -54,15 +57,21 @@ fn key_of(token: &str) -> Option<(&str, &str)> {
     ok.then_some((k, v))
 }
 
-impl Alarm {
-    fn set(&mut self, key: &str, value: &str) {
-        let norm: String = key
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
+impl<'a> Alarm<'a> {
+    fn set(&mut self, key: &'a str, value: &'a str) {
+        // Letters and digits of the key, lower-cased; key_of caps keys at 40 bytes.
+        let mut norm = [0u8; 40];
+        let mut n = 0;
+        for b in key
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .take(norm.len())
+        {
+            norm[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
         let v = opt(value);
-        let slot = match norm.as_str() {
+        let slot = match std::str::from_utf8(&norm[..n]).unwrap_or("") {
             "source" => &mut self.source,
             "description" => &mut self.description,
             "ipaddress" | "ip" | "nodeip" => &mut self.device,
@@ -74,8 +83,7 @@ impl Alarm {
             "devicedescription" => &mut self.device_description,
             "severity" => &mut self.severity,
             _ => {
-                self.extra
-                    .insert(key.trim().to_string(), value.trim().to_string());
+                self.extra.insert(Cow::Borrowed(key.trim()), value.trim());
                 return;
             }
         };
@@ -88,12 +96,11 @@ impl Alarm {
         self.name.trim().eq_ignore_ascii_case("Connection Alarm")
             && self
                 .description
-                .as_deref()
                 .is_some_and(|d| d.trim().eq_ignore_ascii_case("Connection Lost"))
     }
 }
 
-pub fn parse(msg: &str) -> Option<Alarm> {
+pub fn parse(msg: &str) -> Option<Alarm<'_>> {
     if let Some(i) = find_ci(msg, "new alarm -") {
         return Some(new_alarm(&msg[i + "new alarm -".len()..]));
     }
@@ -103,66 +110,67 @@ pub fn parse(msg: &str) -> Option<Alarm> {
     None
 }
 
+/// Where the lower-case ASCII `needle` starts in `hay`, ignoring ASCII case. The index is a char
+/// boundary: the needle starts with an ASCII byte.
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.to_ascii_lowercase().find(needle)
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let first = *n.first()?;
+    (0..h.len().checked_sub(n.len())? + 1)
+        .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
-fn new_alarm(body: &str) -> Alarm {
+fn new_alarm(body: &str) -> Alarm<'_> {
     let mut a = Alarm {
         wording: "new-alarm",
         ..Alarm::default()
     };
     let mut tokens = body.split(',');
-    a.name = tokens.next().unwrap_or("").trim().to_string();
-    // (key, value) in arrival order; tokens without a key continue the previous value.
-    let mut fields: Vec<(String, String)> = Vec::new();
+    a.name = tokens.next().unwrap_or("").trim();
+    // (key, value) in arrival order; tokens without a key continue the previous value, which
+    // then reaches to the token's end: one slice of `body`, commas included.
+    let offset = |part: &str| part.as_ptr() as usize - body.as_ptr() as usize;
+    let mut fields: Vec<(&str, &str)> = Vec::new();
     for tok in tokens {
         match key_of(tok) {
-            Some((k, v)) => fields.push((k.to_string(), v.to_string())),
+            Some((k, v)) => fields.push((k, v)),
             None if a.severity.is_none()
                 && fields.is_empty()
-                && SEVERITY_WORDS.contains(&tok.trim().to_ascii_lowercase().as_str()) =>
+                && SEVERITY_WORDS
+                    .iter()
+                    .any(|w| tok.trim().eq_ignore_ascii_case(w)) =>
             {
                 a.severity = opt(tok)
             }
             None => match fields.last_mut() {
-                Some((_, v)) => {
-                    v.push(',');
-                    v.push_str(tok);
-                }
+                Some((_, v)) => *v = &body[offset(v)..offset(tok) + tok.len()],
                 None if a.severity.is_none() => a.severity = opt(tok),
                 None => {
-                    a.extra.insert(
-                        format!("field{}", a.extra.len() + 1),
-                        tok.trim().to_string(),
-                    );
+                    let key = format!("field{}", a.extra.len() + 1);
+                    a.extra.insert(Cow::Owned(key), tok.trim());
                 }
             },
         }
     }
     for (k, v) in fields {
-        a.set(&k, &v);
+        a.set(k, v);
     }
     a
 }
 
-fn template(body: &str) -> Option<Alarm> {
+fn template(body: &str) -> Option<Alarm<'_>> {
     let mut a = Alarm {
         wording: "template",
         ..Alarm::default()
     };
-    let lower = body.to_ascii_lowercase();
-    let rf = lower.find(", received from ")?;
+    let rf = find_ci(body, ", received from ")?;
     let title = body[..rf].trim();
     a.name = ["Alarm ", "Event "]
         .iter()
         .find_map(|p| title.strip_prefix(p))
         .unwrap_or(title)
-        .trim()
-        .to_string();
+        .trim();
     let after = &body[rf + ", received from ".len()..];
-    let lower_after = &lower[rf + ", received from ".len()..];
-    let ws = lower_after.find(" with severity ")?;
+    let ws = find_ci(after, " with severity ")?;
     let node = after[..ws].trim();
     match node.rsplit_once(',') {
         Some((name, ip)) => {
@@ -173,8 +181,7 @@ fn template(body: &str) -> Option<Alarm> {
         None => a.device_name = opt(node),
     }
     let sev_rest = &after[ws + " with severity ".len()..];
-    let lower_sev = sev_rest.to_ascii_lowercase();
-    match lower_sev.find(". description:") {
+    match find_ci(sev_rest, ". description:") {
         Some(d) => {
             a.severity = opt(&sev_rest[..d]);
             let desc = &sev_rest[d + ". description:".len()..];
@@ -203,16 +210,16 @@ mod tests {
         let a = parse(REAL).unwrap();
         assert_eq!(a.wording, "new-alarm");
         assert_eq!(a.name, "Connection Alarm");
-        assert_eq!(a.severity.as_deref(), Some("Major"));
-        assert_eq!(a.source.as_deref(), Some("Board#1"));
-        assert_eq!(a.description.as_deref(), Some("Connection Lost"));
-        assert_eq!(a.device.as_deref(), Some("192.168.200.218"));
-        assert_eq!(a.device_name.as_deref(), Some("MSBR-1"));
-        assert_eq!(a.tenant.as_deref(), Some("Default"));
-        assert_eq!(a.region.as_deref(), Some("Default"));
-        assert_eq!(a.device_type.as_deref(), Some("M500L-MSBR"));
-        assert_eq!(a.device_serial.as_deref(), Some("123456"));
-        assert_eq!(a.device_description.as_deref(), Some("Branch 1"));
+        assert_eq!(a.severity, Some("Major"));
+        assert_eq!(a.source, Some("Board#1"));
+        assert_eq!(a.description, Some("Connection Lost"));
+        assert_eq!(a.device, Some("192.168.200.218"));
+        assert_eq!(a.device_name, Some("MSBR-1"));
+        assert_eq!(a.tenant, Some("Default"));
+        assert_eq!(a.region, Some("Default"));
+        assert_eq!(a.device_type, Some("M500L-MSBR"));
+        assert_eq!(a.device_serial, Some("123456"));
+        assert_eq!(a.device_description, Some("Branch 1"));
         assert!(a.extra.is_empty());
         assert!(a.is_connection_lost());
     }
@@ -250,9 +257,9 @@ mod tests {
         for (msg, name, sev, desc, dev, lost) in t {
             let a = parse(msg).unwrap_or_else(|| panic!("{msg}"));
             assert_eq!(a.name, *name, "{msg}");
-            assert_eq!(a.severity.as_deref(), *sev, "{msg}");
-            assert_eq!(a.description.as_deref(), *desc, "{msg}");
-            assert_eq!(a.device.as_deref(), *dev, "{msg}");
+            assert_eq!(a.severity, *sev, "{msg}");
+            assert_eq!(a.description, *desc, "{msg}");
+            assert_eq!(a.device, *dev, "{msg}");
             assert_eq!(a.is_connection_lost(), *lost, "{msg}");
         }
     }
@@ -260,8 +267,8 @@ mod tests {
     #[test]
     fn reordered_extra_and_comma_values() {
         let a = parse("New Alarm - Connection Alarm, Major, IP Address:10.0.0.1, Site:HQ, Device Description:Branch 1, floor 2, Description:Connection Lost").unwrap();
-        assert_eq!(a.device_description.as_deref(), Some("Branch 1, floor 2"));
-        assert_eq!(a.extra.get("Site").map(String::as_str), Some("HQ"));
+        assert_eq!(a.device_description, Some("Branch 1, floor 2"));
+        assert_eq!(a.extra.get("Site").copied(), Some("HQ"));
         assert!(a.is_connection_lost());
     }
 

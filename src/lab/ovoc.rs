@@ -645,19 +645,20 @@ mod tests {
         );
 
         // The product's own parser must read them the way `tc session` will.
-        let (frame, alarm) = crate::alarm::read(&lost);
+        let lost_text = crate::alarm::syslog::text(&lost);
+        let (frame, alarm) = crate::alarm::read(&lost_text);
         assert_eq!(frame.framing, "rfc3164");
         assert_eq!(frame.severity, Some(2));
         let alarm = alarm.unwrap();
         assert!(alarm.is_connection_lost());
-        assert_eq!(alarm.device.as_deref(), Some("192.168.200.218"));
-        assert_eq!(alarm.device_name.as_deref(), Some("MSBR-1"));
-        let (frame, alarm) = crate::alarm::read(clear.as_bytes());
+        assert_eq!(alarm.device, Some("192.168.200.218"));
+        assert_eq!(alarm.device_name, Some("MSBR-1"));
+        let (frame, alarm) = crate::alarm::read(&clear);
         assert_eq!(frame.severity, Some(5));
         let alarm = alarm.unwrap();
         assert!(!alarm.is_connection_lost());
-        assert_eq!(alarm.device.as_deref(), Some("fe80::1"));
-        assert_eq!(alarm.description.as_deref(), Some("Connection established"));
+        assert_eq!(alarm.device, Some("fe80::1"));
+        assert_eq!(alarm.description, Some("Connection established"));
     }
 
     #[test]
@@ -1099,11 +1100,12 @@ mod tests {
             assert_eq!(send_alarm(dir.path(), "127.0.0.1", clear).unwrap(), dest);
             let mut buf = [0u8; 2048];
             let (n, _) = sink.recv_from(&mut buf).unwrap();
-            let (_, alarm) = crate::alarm::read(&buf[..n]);
+            let text = crate::alarm::syslog::text(&buf[..n]);
+            let (_, alarm) = crate::alarm::read(&text);
             let alarm = alarm.unwrap();
             assert_eq!(alarm.is_connection_lost(), !clear);
-            assert_eq!(alarm.device.as_deref(), Some("127.0.0.1"));
-            assert_eq!(alarm.device_name.as_deref(), Some("lab-msbr-0"));
+            assert_eq!(alarm.device, Some("127.0.0.1"));
+            assert_eq!(alarm.device_name, Some("lab-msbr-0"));
         }
     }
 

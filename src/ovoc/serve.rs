@@ -602,7 +602,11 @@ impl Shell {
     }
 
     fn release(&mut self) {
-        while self.held.front().is_some_and(|(seq, ..)| *seq <= self.saved) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(seq, ..)| *seq <= self.saved)
+        {
             let (_, to, text) = self.held.pop_front().expect("front exists");
             self.send(to, &text);
         }

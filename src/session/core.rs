@@ -343,7 +343,7 @@ impl Core {
             }
             return out;
         }
-        let (frame, alarm) = crate::alarm::read(data);
+        let (frame, alarm) = crate::alarm::read(&text);
         let Some(alarm) = alarm else {
             out.push(Action::Emit(Event::SessionIgnored {
                 device: None,
@@ -352,10 +352,10 @@ impl Core {
             }));
             return out;
         };
-        let device = alarm.device.clone().unwrap_or_default();
+        let device = alarm.device.unwrap_or_default().to_string();
         let lost = alarm.is_connection_lost();
         out.push(Action::Emit(crate::alarm::alarm_event(
-            &frame, alarm, from, &text,
+            &frame, &alarm, from, &text,
         )));
         if !lost {
             return out;

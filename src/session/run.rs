@@ -235,14 +235,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         done_tx.clone(),
         wake.clone(),
     );
-    let job_tx = crate::pool::workers(
-        a.target.jobs as usize,
-        "tc-session",
-        run_job,
-        done_tx,
-        wake,
-    )
-    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
+    let job_tx = crate::pool::workers(a.target.jobs as usize, "tc-session", run_job, done_tx, wake)
+        .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
 
     emit(&Event::SessionStarted {
         devices: devices.len() as u32,

@@ -284,3 +284,41 @@ fn sigterm_prints_the_summary_and_exits_0() {
     };
     assert_eq!(reason, "signal");
 }
+
+/// Lines of a burst are written together, but a lone alarm must reach the reader while the
+/// listener waits for the next datagram, not when it exits.
+#[test]
+fn a_line_does_not_wait_for_the_next_datagram() {
+    if skip_without_logger() {
+        return;
+    }
+    use std::io::BufRead;
+    let port = free_udp_port();
+    let mut c = tc();
+    c.args(["alarm", "listen", "--listen", &format!("127.0.0.1:{port}")]);
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_bound(port);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    logger(port, "--rfc3164", "user.crit", LOST);
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let still_running = child.try_wait().unwrap().is_none();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let line = line.expect("no alarm line within 10 s while the listener ran");
+    assert!(
+        still_running,
+        "the listener exited before its line was read"
+    );
+    let evs = events(&line);
+    assert!(matches!(evs.as_slice(), [Event::Alarm { .. }]), "{line}");
+}
