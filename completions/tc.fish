@@ -204,7 +204,7 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for dev
 complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent (REGISTER doubles it per resend, up to 4x)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-jobs -d 'Most devices whose alarm is handled at once (CPE stop and probes; threads start when alarms arrive and end when idle). --jobs bounds starts and fetches only' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l out -d 'Directory for the CPE captures, the journal and (by default) the report' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l report -d 'CSV report, appended as tasks finish (default OUT/report.csv)' -r -F

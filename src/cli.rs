@@ -329,7 +329,8 @@ pub struct SessionArgs {
     /// Wait between attempts to stop or fetch from an unreachable device.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub fetch_retry_interval: std::time::Duration,
-    /// Wait before resending an unanswered request to an agent.
+    /// Wait before resending an unanswered request to an agent (REGISTER doubles it per resend,
+    /// up to 4x).
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub resend: std::time::Duration,
     /// Most devices whose alarm is handled at once (CPE stop and probes; threads start when

@@ -195,6 +195,17 @@ impl<J> Drop for Elastic<J> {
 }
 
 fn worker<J>(shared: &Shared<J>, work: &(dyn Fn(J) + Send + Sync), linger: Duration) {
+    /// A job that panics unwinds this thread: it must still stop counting as a worker, or the
+    /// pool would believe itself full and leave jobs queued with no thread.
+    struct Leaving<'a, J>(&'a Shared<J>, bool);
+    impl<J> Drop for Leaving<'_, J> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.lock().threads -= 1;
+            }
+        }
+    }
+    let mut leaving = Leaving(shared, false);
     let mut st = shared.lock();
     loop {
         if let Some(job) = st.queue.pop_front() {
@@ -218,6 +229,7 @@ fn worker<J>(shared: &Shared<J>, work: &(dyn Fn(J) + Send + Sync), linger: Durat
         }
     }
     st.threads -= 1;
+    leaving.1 = true;
 }
 
 #[cfg(test)]
@@ -304,6 +316,31 @@ mod tests {
         for _ in 0..10 {
             done.recv().unwrap();
         }
+    }
+
+    #[test]
+    fn elastic_survives_a_panicking_job() {
+        let (done_tx, done) = mpsc::channel();
+        let pool = Elastic::new(
+            1,
+            Duration::from_secs(10),
+            "t",
+            |x: u32| {
+                assert!(x != 0, "job 0 panics (expected in this test)");
+                x
+            },
+            done_tx,
+            || {},
+        );
+        pool.submit(0).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.threads() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The only thread died with the job; the pool (max 1) must not count it any more.
+        assert_eq!(pool.threads(), 0);
+        pool.submit(7).unwrap();
+        assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(7));
     }
 
     #[test]

@@ -42,7 +42,6 @@ impl Utc {
         }
     }
 
-    /// `2022-06-22T16:16:07.565758Z`
     /// [`Utc::rfc3339`] appended to `out` without allocating (once per output line).
     pub fn push_rfc3339(&self, out: &mut Vec<u8>) {
         fn digits(out: &mut Vec<u8>, v: u64, width: u32) {
@@ -70,6 +69,7 @@ impl Utc {
         out.push(b'Z');
     }
 
+    /// `2022-06-22T16:16:07.565758Z`
     pub fn rfc3339(&self) -> String {
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",

@@ -201,6 +201,7 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
+            batch.flush();
             return Err(Error::failed(format!("poll: {e}")));
         }
         for ev in events.iter() {

@@ -20,7 +20,8 @@ pub const DEFAULT_REMOTE: &str = "/debug-capture/debug-capture-data.pcap";
 const BUFFERS: usize = 3;
 /// libssh2 keeps four chunks' worth of SFTP reads in flight, so a large chunk is what makes one
 /// fetch fast; but a session fetching from --jobs devices at once would hold 3.5 MiB per fetch.
-/// Concurrent fetches share this much chunk memory instead, each between the two bounds.
+/// A fetch's chunk is sized when it starts, from the fetches running then: this budget split
+/// between them, within the two bounds (a soft cap: fetches that started earlier keep theirs).
 const CHUNK_BUDGET: usize = 6 << 20;
 const CHUNK_MAX: usize = 512 << 10;
 const CHUNK_MIN: usize = 64 << 10;

@@ -447,6 +447,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         }
     };
     sh.saver.finish();
+    // Written whatever the saver managed: its last result is not read any more.
+    sh.last_saved.clear();
     sh.save(&core);
     for (_, to, text) in std::mem::take(&mut sh.held) {
         sh.send(to, &text);
@@ -596,6 +598,7 @@ impl Shell {
             // writes the whole state again.
             log::error!("saving state: {e}");
             self.last_saved.clear();
+            self.dirty = true;
         }
         self.saved = self.saved.max(seq);
         self.release();

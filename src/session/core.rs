@@ -121,11 +121,16 @@ fn trim_to_word(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-/// The wait after the `sent`-th send of a request: `resend`, doubling with each resend up to 4x.
-/// An agent that is slow because a whole fleet registered at once (each REGISTER costs it OVOC
-/// REST calls) gets time to catch up instead of a growing backlog of duplicates.
-fn backoff(resend: Duration, sent: u32) -> Duration {
-    resend * (1u32 << sent.saturating_sub(1).min(2))
+/// The wait after the `sent`-th send of a request. REGISTER backs off (`resend`, doubling with
+/// each resend up to 4x): an agent that is slow because a whole fleet registered at once (each
+/// REGISTER costs it OVOC REST calls) gets time to catch up instead of a growing backlog of
+/// duplicates. The others keep `resend`: a VERIFY given up late would keep the CPE capture
+/// running long after its Connection Lost.
+fn resend_wait(verb: Verb, resend: Duration, sent: u32) -> Duration {
+    match verb {
+        Verb::Register => resend * (1u32 << sent.saturating_sub(1).min(2)),
+        _ => resend,
+    }
 }
 
 impl Core {
@@ -226,7 +231,7 @@ impl Core {
         }
         .to_wire();
         d.sent += 1;
-        d.next_send = Some(now + backoff(resend, d.sent));
+        d.next_send = Some(now + resend_wait(verb, resend, d.sent));
         out.push(Action::Send { to: d.agent, text });
     }
 
@@ -939,15 +944,14 @@ mod tests {
             sends(&c.tick(t + Duration::from_secs(14))),
             ["CAPTURE 10.0.0.1"]
         );
-        // Each later wait is 3 s doubled twice (the backoff's cap); out of budget after the
-        // fourth send, the CPE capture that runs is stopped and its file kept.
-        assert!(sends(&c.tick(t + Duration::from_secs(25))).is_empty());
+        // CAPTURE does not back off (only REGISTER does): out of budget after the fourth send,
+        // the CPE capture that runs is stopped and its file kept.
         assert_eq!(
-            sends(&c.tick(t + Duration::from_secs(26))),
+            sends(&c.tick(t + Duration::from_secs(17))),
             ["CAPTURE 10.0.0.1"]
         );
-        assert!(jobs(&c.tick(t + Duration::from_secs(37))).is_empty());
-        let a = c.tick(t + Duration::from_secs(38));
+        assert!(jobs(&c.tick(t + Duration::from_secs(19))).is_empty());
+        let a = c.tick(t + Duration::from_secs(20));
         assert_eq!(jobs(&a), [Job::CpeStop]);
         c.job_done(t, "10.0.0.1", Job::CpeStop, Ok(JobOk::Done));
         let a = c.job_done(

@@ -217,7 +217,9 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     let run_job = {
         let w = Arc::clone(&worker);
         move |(device, job): (String, Job)| {
-            let r = w.run(&device, job);
+            // A bug in one device's job must not leave the device waiting forever for a result.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&device, job)))
+                .unwrap_or_else(|_| Err(format!("internal error: the {job:?} job panicked")));
             (device, job, r)
         }
     };
@@ -305,7 +307,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         }
         while let Ok((device, job, r)) = done_rx.try_recv() {
             if is_urgent(job) {
-                io.urgent_running -= 1;
+                io.urgent_running = io.urgent_running.saturating_sub(1);
             }
             let actions = core.job_done(Instant::now(), &device, job, r);
             io.perform(actions);
