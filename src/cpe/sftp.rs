@@ -209,8 +209,10 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         f.read_exact(&mut head)
             .map_err(|e| Failure::Fatal(e.to_string()))?;
     }
-    // Reading (SSH decryption) and writing + hashing run on two threads: on a two-core host
-    // hashing in line would add a third of the transfer time. Buffers go round in a ring.
+    // This thread reads (SSH decryption) and hashes; another writes, and buffers go round in a
+    // ring between them. Hashing here reads each chunk while it is still in this core's cache,
+    // in time the reader otherwise spends waiting for the next packets: 1.20x the throughput of
+    // hashing on the writing thread (BENCHMARKS.md), and all on one thread was slower still.
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     let (_fetching, chunk) = Fetching::begin();
@@ -219,17 +221,16 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     }
     let part_name = part.display().to_string();
     let (read, written) = std::thread::scope(|s| {
-        let writer = s.spawn(move || -> Result<(ring::digest::Context, File), String> {
-            let (mut hasher, mut local) = (hasher, local);
+        let writer = s.spawn(move || -> Result<File, String> {
+            let mut local = local;
             for (buf, n) in full_rx {
                 local
                     .write_all(&buf[..n])
                     .map_err(|e| format!("writing {part_name}: {e}"))?;
                 start_writeback(&local);
-                hasher.update(&buf[..n]);
                 let _ = empty_tx.send(buf);
             }
-            Ok((hasher, local))
+            Ok(local)
         });
         let read = loop {
             // No buffer back means the writer stopped on an error; join tells which.
@@ -252,6 +253,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
                 }
             }
             have += n as u64;
+            hasher.update(&buf[..n]);
             if full_tx.send((buf, n)).is_err() {
                 break Ok(());
             }
@@ -262,7 +264,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
             .unwrap_or_else(|_| Err("the writer thread panicked".into()));
         (read, written)
     });
-    let (hasher, local) = written.map_err(Failure::Fatal)?;
+    let local = written.map_err(Failure::Fatal)?;
     read?;
     if let Some(s) = size {
         if have < s {
