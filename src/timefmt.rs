@@ -42,39 +42,22 @@ impl Utc {
         }
     }
 
-    /// [`Utc::rfc3339`] appended to `out` without allocating (once per output line).
+    /// [`Utc::rfc3339`] appended to `out`, without a String of its own (once per output line).
     pub fn push_rfc3339(&self, out: &mut Vec<u8>) {
-        fn digits(out: &mut Vec<u8>, v: u64, width: u32) {
-            for i in (0..width).rev() {
-                out.push(b'0' + (v / 10u64.pow(i) % 10) as u8);
-            }
-        }
-        if !(0..=9999).contains(&self.year) {
-            out.extend_from_slice(self.rfc3339().as_bytes());
-            return;
-        }
-        digits(out, self.year as u64, 4);
-        out.push(b'-');
-        digits(out, self.month.into(), 2);
-        out.push(b'-');
-        digits(out, self.day.into(), 2);
-        out.push(b'T');
-        digits(out, self.hour.into(), 2);
-        out.push(b':');
-        digits(out, self.min.into(), 2);
-        out.push(b':');
-        digits(out, self.sec.into(), 2);
-        out.push(b'.');
-        digits(out, self.micros.into(), 6);
-        out.push(b'Z');
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            self.year, self.month, self.day, self.hour, self.min, self.sec, self.micros
+        );
     }
 
     /// `2022-06-22T16:16:07.565758Z`
     pub fn rfc3339(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            self.year, self.month, self.day, self.hour, self.min, self.sec, self.micros
-        )
+        let mut out = Vec::with_capacity(27);
+        self.push_rfc3339(&mut out);
+        String::from_utf8(out).expect("ASCII digits and separators")
     }
 
     /// `2022-06-22T16.16.07.565758`, as in the original tool's file names.

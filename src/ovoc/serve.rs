@@ -268,7 +268,6 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         mut signals,
     } = lp;
     let (done_tx, done_rx) = mpsc::channel();
-    let waker = Arc::new(waker);
     let saver = Saver::start(dir.clone(), done_tx.clone(), Arc::clone(&waker))?;
     let wk = waker;
     let jobs = crate::pool::workers(
