@@ -41,8 +41,26 @@ const SEVERITY_WORDS: &[&str] = &[
 ];
 
 fn opt(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     (!t.is_empty()).then_some(t)
+}
+
+/// `str::trim`, quicker for what OVOC sends: ASCII spaces are stripped here, and `trim`'s
+/// Unicode rules are asked only when an end still holds something other than printable ASCII.
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let (mut i, mut j) = (0, b.len());
+    while i < j && b[i] == b' ' {
+        i += 1;
+    }
+    while j > i && b[j - 1] == b' ' {
+        j -= 1;
+    }
+    let t = &s[i..j];
+    match (t.as_bytes().first(), t.as_bytes().last()) {
+        (Some(f), Some(l)) if !f.is_ascii_graphic() || !l.is_ascii_graphic() => t.trim(),
+        _ => t,
+    }
 }
 
 /// A `Key:` prefix: letters, digits and spaces before the first colon.
@@ -57,31 +75,85 @@ fn key_of(token: &str) -> Option<(&str, &str)> {
     ok.then_some((k, v))
 }
 
+/// What a byte can be in a key: 1 plain (letter, digit, space, `_`, `-`), 2 the colon ending
+/// it, 0 anything else.
+const KEY_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = match b {
+            b':' => 2,
+            b' ' | b'_' | b'-' => 1,
+            _ if b.is_ascii_alphanumeric() => 1,
+            _ => 0,
+        };
+        c += 1;
+    }
+    t
+};
+
+/// [`key_of`] from one pass over the token's bytes while they are plain (letters, digits, space,
+/// `_`, `-` until the colon), which is every field OVOC sends; any other byte before the colon
+/// hands the token to `key_of`, which defines the rule.
+fn key_of_plain(token: &str) -> Option<(&str, &str)> {
+    for (i, &c) in token.as_bytes().iter().enumerate() {
+        match KEY_BYTES[c as usize] {
+            1 => {}
+            2 => {
+                let k = trim(&token[..i]);
+                let ok = !k.is_empty() && k.len() <= 40 && k.as_bytes()[0].is_ascii_alphabetic();
+                return ok.then(|| (k, &token[i + 1..]));
+            }
+            _ => return key_of(token),
+        }
+    }
+    None
+}
+
 impl<'a> Alarm<'a> {
     fn set(&mut self, key: &'a str, value: &'a str) {
+        let slot = match key {
+            // OVOC's own spellings, without the normalizing below.
+            "IP Address" => &mut self.device,
+            "Description" => &mut self.description,
+            "Source" => &mut self.source,
+            "Device Name" => &mut self.device_name,
+            "Tenant" => &mut self.tenant,
+            "Region" => &mut self.region,
+            "Device Type" => &mut self.device_type,
+            "Device Serial" => &mut self.device_serial,
+            "Device Description" => &mut self.device_description,
+            _ => return self.set_normalized(key, value),
+        };
+        *slot = opt(value);
+    }
+
+    fn set_normalized(&mut self, key: &'a str, value: &'a str) {
         // Letters and digits of the key, lower-cased; key_of caps keys at 40 bytes.
         let mut norm = [0u8; 40];
         let mut n = 0;
-        for b in key
-            .bytes()
-            .filter(u8::is_ascii_alphanumeric)
-            .take(norm.len())
-        {
-            norm[n] = b.to_ascii_lowercase();
-            n += 1;
+        for &b in key.as_bytes() {
+            if b.is_ascii_alphanumeric() {
+                if n == norm.len() {
+                    break;
+                }
+                norm[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
         }
         let v = opt(value);
-        let slot = match std::str::from_utf8(&norm[..n]).unwrap_or("") {
-            "source" => &mut self.source,
-            "description" => &mut self.description,
-            "ipaddress" | "ip" | "nodeip" => &mut self.device,
-            "devicename" | "nodename" => &mut self.device_name,
-            "tenant" => &mut self.tenant,
-            "region" => &mut self.region,
-            "devicetype" => &mut self.device_type,
-            "deviceserial" => &mut self.device_serial,
-            "devicedescription" => &mut self.device_description,
-            "severity" => &mut self.severity,
+        let slot = match &norm[..n] {
+            b"source" => &mut self.source,
+            b"description" => &mut self.description,
+            b"ipaddress" | b"ip" | b"nodeip" => &mut self.device,
+            b"devicename" | b"nodename" => &mut self.device_name,
+            b"tenant" => &mut self.tenant,
+            b"region" => &mut self.region,
+            b"devicetype" => &mut self.device_type,
+            b"deviceserial" => &mut self.device_serial,
+            b"devicedescription" => &mut self.device_description,
+            b"severity" => &mut self.severity,
             _ => {
                 self.extra.insert(Cow::Borrowed(key.trim()), value.trim());
                 return;
@@ -93,10 +165,10 @@ impl<'a> Alarm<'a> {
     /// The original's trigger: alarm `Connection Alarm` with description `Connection Lost`,
     /// case-insensitive, spaces trimmed.
     pub fn is_connection_lost(&self) -> bool {
-        self.name.trim().eq_ignore_ascii_case("Connection Alarm")
+        trim(self.name).eq_ignore_ascii_case("Connection Alarm")
             && self
                 .description
-                .is_some_and(|d| d.trim().eq_ignore_ascii_case("Connection Lost"))
+                .is_some_and(|d| trim(d).eq_ignore_ascii_case("Connection Lost"))
     }
 }
 
@@ -124,25 +196,29 @@ fn new_alarm(body: &str) -> Alarm<'_> {
         wording: "new-alarm",
         ..Alarm::default()
     };
-    let mut tokens = body.split(',');
-    a.name = tokens.next().unwrap_or("").trim();
-    // (key, value) in arrival order; tokens without a key continue the previous value, which
-    // then reaches to the token's end: one slice of `body`, commas included.
-    let offset = |part: &str| part.as_ptr() as usize - body.as_ptr() as usize;
-    let mut fields: Vec<(&str, &str)> = Vec::new();
-    for tok in tokens {
-        match key_of(tok) {
-            Some((k, v)) => fields.push((k, v)),
-            None if a.severity.is_none()
-                && fields.is_empty()
-                && SEVERITY_WORDS
-                    .iter()
-                    .any(|w| tok.trim().eq_ignore_ascii_case(w)) =>
-            {
+    // Tokens are the text between commas (memchr finds them a vector at a time).
+    let mut commas = memchr::memchr_iter(b',', body.as_bytes());
+    let first = commas.next().unwrap_or(body.len());
+    a.name = trim(&body[..first]);
+    // The field being read: its key and its value's start and end in `body`. A token without a
+    // key continues the value, which then reaches to the token's end, commas included.
+    let mut field: Option<(&str, usize, usize)> = None;
+    let mut start = first + 1;
+    while start <= body.len() {
+        let end = commas.next().unwrap_or(body.len());
+        let tok = &body[start..end];
+        match key_of_plain(tok) {
+            Some((k, v)) => {
+                let from = v.as_ptr() as usize - body.as_ptr() as usize;
+                if let Some((k, s, e)) = field.replace((k, from, end)) {
+                    a.set(k, &body[s..e]);
+                }
+            }
+            None if a.severity.is_none() && field.is_none() && is_severity_word(tok) => {
                 a.severity = opt(tok)
             }
-            None => match fields.last_mut() {
-                Some((_, v)) => *v = &body[offset(v)..offset(tok) + tok.len()],
+            None => match &mut field {
+                Some((_, _, e)) => *e = end,
                 None if a.severity.is_none() => a.severity = opt(tok),
                 None => {
                     let key = format!("field{}", a.extra.len() + 1);
@@ -150,11 +226,17 @@ fn new_alarm(body: &str) -> Alarm<'_> {
                 }
             },
         }
+        start = end + 1;
     }
-    for (k, v) in fields {
-        a.set(k, v);
+    if let Some((k, s, e)) = field {
+        a.set(k, &body[s..e]);
     }
     a
+}
+
+fn is_severity_word(tok: &str) -> bool {
+    let t = trim(tok);
+    SEVERITY_WORDS.iter().any(|w| t.eq_ignore_ascii_case(w))
 }
 
 fn template(body: &str) -> Option<Alarm<'_>> {
@@ -270,6 +352,162 @@ mod tests {
         assert_eq!(a.device_description, Some("Branch 1, floor 2"));
         assert_eq!(a.extra.get("Site").copied(), Some("HQ"));
         assert!(a.is_connection_lost());
+    }
+
+    /// The parser as it was before its single-pass rewrite (split, collect, then set), kept to
+    /// hold the rewrite to the same answers.
+    fn reference(body: &str) -> Alarm<'_> {
+        fn set<'a>(a: &mut Alarm<'a>, key: &'a str, value: &'a str) {
+            let norm: String = key
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(40)
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            let v = opt(value);
+            let slot = match norm.as_str() {
+                "source" => &mut a.source,
+                "description" => &mut a.description,
+                "ipaddress" | "ip" | "nodeip" => &mut a.device,
+                "devicename" | "nodename" => &mut a.device_name,
+                "tenant" => &mut a.tenant,
+                "region" => &mut a.region,
+                "devicetype" => &mut a.device_type,
+                "deviceserial" => &mut a.device_serial,
+                "devicedescription" => &mut a.device_description,
+                "severity" => &mut a.severity,
+                _ => {
+                    a.extra.insert(Cow::Borrowed(key.trim()), value.trim());
+                    return;
+                }
+            };
+            *slot = v;
+        }
+        let mut a = Alarm {
+            wording: "new-alarm",
+            ..Alarm::default()
+        };
+        let mut tokens = body.split(',');
+        a.name = tokens.next().unwrap_or("").trim();
+        let offset = |part: &str| part.as_ptr() as usize - body.as_ptr() as usize;
+        let mut fields: Vec<(&str, &str)> = Vec::new();
+        for tok in tokens {
+            match key_of(tok) {
+                Some((k, v)) => fields.push((k, v)),
+                None if a.severity.is_none()
+                    && fields.is_empty()
+                    && SEVERITY_WORDS
+                        .iter()
+                        .any(|w| tok.trim().eq_ignore_ascii_case(w)) =>
+                {
+                    a.severity = opt(tok)
+                }
+                None => match fields.last_mut() {
+                    Some((_, v)) => *v = &body[offset(v)..offset(tok) + tok.len()],
+                    None if a.severity.is_none() => a.severity = opt(tok),
+                    None => {
+                        let key = format!("field{}", a.extra.len() + 1);
+                        a.extra.insert(Cow::Owned(key), tok.trim());
+                    }
+                },
+            }
+        }
+        for (k, v) in fields {
+            set(&mut a, k, v);
+        }
+        a
+    }
+
+    #[test]
+    fn single_pass_reads_as_the_reference_does() {
+        let pieces: &[&str] = &[
+            ",",
+            ",",
+            ",",
+            ":",
+            ":",
+            " ",
+            "  ",
+            "\t",
+            "\u{a0}",
+            "IP Address",
+            "ip",
+            "Node IP",
+            "Major",
+            " clear ",
+            "CRITICAL",
+            "Severity",
+            "Description",
+            "Device Name",
+            "device_type",
+            "Device-Serial",
+            "Tenant",
+            "Region",
+            "Source",
+            "Site",
+            "x",
+            "é",
+            "Board#1",
+            "10.0.0.1",
+            "fe80::1",
+            "Connection Lost",
+            "_a",
+            "-",
+            "1abc",
+            &"k".repeat(41),
+            &"K".repeat(40),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut tested = 0;
+        for _ in 0..200_000 {
+            let mut body = String::new();
+            for _ in 0..(next() % 24) {
+                body.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(new_alarm(&body), reference(&body), "{body:?}");
+            tested += 1;
+        }
+        assert_eq!(tested, 200_000);
+        for body in [
+            REAL.trim_start_matches("New Alarm -"),
+            "",
+            ",",
+            "a,",
+            ",b:",
+            "x:1,,y:2,",
+        ] {
+            assert_eq!(new_alarm(body), reference(body), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for s in [
+            "",
+            " ",
+            "   ",
+            "a",
+            " a ",
+            "a b",
+            "\ta\t",
+            " \u{a0}a\u{a0} ",
+            "\u{0b}a",
+            "a\r\n",
+            " \u{3000}",
+            "é ",
+            " é",
+            "\u{2028}x\u{2028}",
+            "  x\u{85}",
+            "\u{1680}",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
     }
 
     #[test]

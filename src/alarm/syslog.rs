@@ -23,8 +23,9 @@ pub fn severity_name(s: u8) -> &'static str {
     SEVERITIES.get(s as usize).copied().unwrap_or("unknown")
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+const MONTHS: [[u8; 3]; 12] = [
+    *b"Jan", *b"Feb", *b"Mar", *b"Apr", *b"May", *b"Jun", *b"Jul", *b"Aug", *b"Sep", *b"Oct",
+    *b"Nov", *b"Dec",
 ];
 
 /// The text of a datagram: trailing NULs and line ends dropped, invalid UTF-8 replaced (only
@@ -43,18 +44,24 @@ pub fn text(datagram: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 fn take_pri(s: &str) -> (Option<u8>, &str) {
-    let Some(rest) = s.strip_prefix('<') else {
-        return (None, s);
-    };
-    let Some(close) = rest.find('>') else {
-        return (None, s);
-    };
-    let digits = &rest[..close];
-    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'<') {
         return (None, s);
     }
-    match digits.parse::<u16>() {
-        Ok(p) if p <= 191 => (Some(p as u8), &rest[close + 1..]),
+    // `<`, one to three digits, `>`.
+    let digits = b[1..]
+        .iter()
+        .take(4)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if !(1..=3).contains(&digits) || b.get(1 + digits) != Some(&b'>') {
+        return (None, s);
+    }
+    let p = b[1..1 + digits]
+        .iter()
+        .fold(0u16, |p, &d| p * 10 + u16::from(d - b'0'));
+    match p {
+        0..=191 => (Some(p as u8), &s[2 + digits..]),
         _ => (None, s),
     }
 }
@@ -64,6 +71,14 @@ fn split_token(s: &str) -> (&str, &str) {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, ""),
     }
+}
+
+/// `s.split_once(": ")`, by memchr like the rest of the hot path.
+fn split_colon_space(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b':', b)
+        .find(|&i| b.get(i + 1) == Some(&b' '))
+        .map(|i| (&s[..i], &s[i + 2..]))
 }
 
 fn nil(s: &str) -> Option<&str> {
@@ -112,7 +127,7 @@ fn rfc5424(rest: &str) -> Option<(&str, &str, &str, &str)> {
 /// `Mmm dd hh:mm:ss` (day space-padded) at the start.
 fn rfc3164_timestamp(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
-    if b.len() < 15 || !MONTHS.contains(&s.get(..3)?) || b[3] != b' ' {
+    if b.len() < 15 || !MONTHS.contains(&[b[0], b[1], b[2]]) || b[3] != b' ' {
         return None;
     }
     let day_ok = (b[4] == b' ' || b[4].is_ascii_digit()) && b[5].is_ascii_digit();
@@ -147,7 +162,7 @@ pub fn parse(t: &str) -> Frame<'_> {
     if let Some((ts, rest)) = rfc3164_timestamp(rest) {
         let (host, after) = split_token(rest);
         // `host tag: msg`, `host tag[pid]: msg`, `host : msg` (OVOC), or `host msg`.
-        let (app, msg) = match after.split_once(": ") {
+        let (app, msg) = match split_colon_space(after) {
             Some((tag, msg)) if !tag.contains(' ') => {
                 let tag = tag.split('[').next().unwrap_or(tag);
                 (nil(tag), msg)
@@ -206,6 +221,16 @@ mod tests {
             (b"<12>text\r\n", "pri-only", Some(4), None, None, "text"),
             (b"", "none", None, None, None, ""),
             (b"<>", "none", None, None, None, "<>"),
+            (b"<0>a", "pri-only", Some(0), None, None, "a"),
+            (b"<191>a", "pri-only", Some(7), None, None, "a"),
+            (b"<192>a", "none", None, None, None, "<192>a"),
+            (b"<0013>a", "none", None, None, None, "<0013>a"),
+            (b"<013>a", "pri-only", Some(5), None, None, "a"),
+            (b"<1a>b", "none", None, None, None, "<1a>b"),
+            (b"<13", "none", None, None, None, "<13"),
+            (b"<13>Nov 27 07:35:06 host a:b c", "rfc3164", Some(5), Some("host"), None, "a:b c"),
+            (b"<13>Nov 27 07:35:06 host a:b: c", "rfc3164", Some(5), Some("host"), Some("a:b"), "c"),
+            (b"<13>Nox 27 07:35:06 host x", "pri-only", Some(5), None, None, "Nox 27 07:35:06 host x"),
         ];
         for (input, framing, sev, host, app, msg) in t {
             let text = text(input);
