@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod generate;
 mod inventory;
+mod json;
 mod lab;
 mod logging;
 mod netaddr;

@@ -58,6 +58,9 @@ pub struct Listener {
     pub filter: Filter,
     pub quiet_unparsed: bool,
     pub counts: Counts,
+    /// The last sender and its text: OVOC sends from one address, and formatting it for every
+    /// line was a twentieth of the listener's time.
+    pub sender: Option<(SocketAddr, String)>,
 }
 
 /// What one datagram gives to print.
@@ -83,7 +86,11 @@ impl Listener {
         match alarm {
             Some(a) if self.filter.accepts(&a) => {
                 self.counts.matched += 1;
-                sink(Out::Alarm(AlarmLine::new(&frame, &a, sender, &text)));
+                let s = match &mut self.sender {
+                    Some((addr, s)) if *addr == sender => s,
+                    cached => &cached.insert((sender, sender.to_string())).1,
+                };
+                sink(Out::Alarm(AlarmLine::new(&frame, &a, s, &text)));
             }
             Some(_) => self.counts.filtered += 1,
             None => {
@@ -175,6 +182,7 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
         },
         quiet_unparsed: a.quiet_unparsed,
         counts: Counts::default(),
+        sender: None,
     };
     let crate::udploop::Loop {
         mut poll,
@@ -216,7 +224,7 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
                                 l.counts.matched += u64::from(n > 0);
                             } else {
                                 l.datagram(&buf[..n], from, &mut |out| match out {
-                                    Out::Alarm(line) => batch.push(&line),
+                                    Out::Alarm(line) => batch.push_with(|o| line.write_json(o)),
                                     Out::Unparsed(ev) => batch.push(&ev),
                                 });
                             }
@@ -273,17 +281,29 @@ mod tests {
             },
             quiet_unparsed: false,
             counts: Counts::default(),
+            sender: None,
         }
     }
 
-    /// What `datagram` hands out, as the `Event` its line deserializes to: the borrowed alarm
-    /// line must carry exactly `Event::Alarm`'s fields (deny_unknown_fields, none missing).
+    /// What `datagram` hands out, as the `Event` its line deserializes to: the hand-written alarm
+    /// line must carry exactly `Event::Alarm`'s fields (deny_unknown_fields, none missing), in
+    /// serde_json's own bytes.
     fn one(l: &mut Listener, data: &[u8], from: SocketAddr) -> Option<Event> {
         let mut got = None;
         l.datagram(data, from, &mut |out| {
             got = Some(match out {
-                Out::Alarm(line) => serde_json::from_value(serde_json::to_value(&line).unwrap())
-                    .unwrap_or_else(|e| panic!("{line:?}: {e}")),
+                Out::Alarm(line) => {
+                    let mut json = Vec::new();
+                    line.write_json(&mut json);
+                    let ev: Event =
+                        serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                    // The hand-written line is what serde_json writes for the event it reads as.
+                    assert_eq!(
+                        String::from_utf8_lossy(&serde_json::to_vec(&ev).unwrap()),
+                        String::from_utf8_lossy(&json)
+                    );
+                    ev
+                }
                 Out::Unparsed(ev) => ev,
             })
         });

@@ -9,8 +9,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Serialize;
-
 use crate::event::Event;
 
 /// Longest `raw` text carried in an event; the rest is cut with a marker.
@@ -34,11 +32,10 @@ pub fn read(text: &str) -> (syslog::Frame<'_>, Option<ovoc::Alarm<'_>>) {
     (frame, alarm)
 }
 
-/// The `alarm` event, borrowed from the datagram: `tc alarm listen` serializes this for every
-/// alarm without copying a field. Same fields in the same order as [`Event::Alarm`], which is
-/// built from it (a test holds the two lines equal).
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename = "alarm")]
+/// The `alarm` event, borrowed from the datagram: `tc alarm listen` writes this for every alarm
+/// without copying a field. [`Event::Alarm`] defines the line and is built from this;
+/// [`AlarmLine::write_json`] writes the same bytes faster (tests hold the two lines equal).
+#[derive(Debug)]
 pub struct AlarmLine<'a> {
     device: Option<&'a str>,
     alarm: &'a str,
@@ -57,8 +54,8 @@ pub struct AlarmLine<'a> {
     wording: &'static str,
     framing: &'static str,
     hostname: Option<&'a str>,
-    /// Serialized as `ADDR:PORT`, as `SocketAddr`'s `Display`.
-    sender: SocketAddr,
+    /// `ADDR:PORT`, as `SocketAddr`'s `Display`; the listener formats each sender once.
+    sender: &'a str,
     raw: Cow<'a, str>,
 }
 
@@ -66,7 +63,7 @@ impl<'a> AlarmLine<'a> {
     pub fn new(
         frame: &syslog::Frame<'a>,
         a: &'a ovoc::Alarm<'a>,
-        sender: SocketAddr,
+        sender: &'a str,
         raw: &'a str,
     ) -> AlarmLine<'a> {
         AlarmLine {
@@ -91,11 +88,72 @@ impl<'a> AlarmLine<'a> {
             raw: raw_text(raw),
         }
     }
+
+    /// Appends the JSON object serde_json would write for the [`Event::Alarm`] built from this,
+    /// byte for byte, at about twice its speed (strings are checked eight bytes at a time).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::json::{opt_string, string};
+        let key = |out: &mut Vec<u8>, k: &[u8]| out.extend_from_slice(k);
+        key(out, b"{\"type\":\"alarm\",\"device\":");
+        opt_string(out, self.device);
+        key(out, b",\"alarm\":");
+        string(out, self.alarm);
+        key(out, b",\"description\":");
+        opt_string(out, self.description);
+        key(out, b",\"severity\":");
+        opt_string(out, self.severity);
+        key(out, b",\"syslog_severity\":");
+        opt_string(out, self.syslog_severity);
+        key(out, b",\"device_name\":");
+        opt_string(out, self.device_name);
+        key(out, b",\"source\":");
+        opt_string(out, self.source);
+        key(out, b",\"tenant\":");
+        opt_string(out, self.tenant);
+        key(out, b",\"region\":");
+        opt_string(out, self.region);
+        key(out, b",\"device_type\":");
+        opt_string(out, self.device_type);
+        key(out, b",\"device_serial\":");
+        opt_string(out, self.device_serial);
+        key(out, b",\"device_description\":");
+        opt_string(out, self.device_description);
+        key(out, b",\"extra\":{");
+        for (i, (k, v)) in self.extra.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
+        key(out, b"},\"connection_lost\":");
+        key(
+            out,
+            if self.connection_lost {
+                b"true"
+            } else {
+                b"false"
+            },
+        );
+        key(out, b",\"wording\":");
+        string(out, self.wording);
+        key(out, b",\"framing\":");
+        string(out, self.framing);
+        key(out, b",\"hostname\":");
+        opt_string(out, self.hostname);
+        key(out, b",\"sender\":");
+        string(out, self.sender);
+        key(out, b",\"raw\":");
+        string(out, &self.raw);
+        out.push(b'}');
+    }
 }
 
 pub fn alarm_event(frame: &syslog::Frame, a: &ovoc::Alarm, sender: SocketAddr, raw: &str) -> Event {
     let own = |s: Option<&str>| s.map(str::to_string);
-    let l = AlarmLine::new(frame, a, sender, raw);
+    let sender = sender.to_string();
+    let l = AlarmLine::new(frame, a, &sender, raw);
     Event::Alarm {
         device: own(l.device),
         alarm: l.alarm.to_string(),
@@ -149,8 +207,9 @@ mod tests {
                 let text = syslog::text(data);
                 let (frame, alarm) = read(&text);
                 let alarm = alarm.unwrap_or_else(|| panic!("input {i} is an alarm"));
-                let borrowed =
-                    crate::emit::line(&AlarmLine::new(&frame, &alarm, sender, &text), now);
+                let sender_text = sender.to_string();
+                let line = AlarmLine::new(&frame, &alarm, &sender_text, &text);
+                let borrowed = crate::emit::line_with(now, |out| line.write_json(out));
                 let owned = crate::emit::line(&alarm_event(&frame, &alarm, sender, &text), now);
                 assert_eq!(borrowed, owned, "input {i}");
             }
