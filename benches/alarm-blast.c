@@ -5,7 +5,9 @@
  *                                            datagrams per send; the kernel splits them and the
  *                                            receiver gets ordinary single datagrams), sendmmsg
  *                                            of 8 such sends per call
- *   alarm-blast pace  IP PORT SECONDS RATE   RATE datagrams per second, evenly (1 ms ticks)
+ *   alarm-blast pace  IP PORT SECONDS RATE   RATE datagrams per second, evenly (0.2 ms ticks)
+ *   alarm-blast gsopace IP PORT SECONDS RATE RATE datagrams per second in GSO sends of SEG
+ *                                            datagrams (rates beyond what `pace` can send)
  *
  * Devices cycle through 10.1<i/100>.1.1<i%100> for i < 1000 so the parser sees varied input
  * (fixed-width addresses: every datagram has the same length, which UDP GSO needs).
@@ -39,9 +41,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     int pace = strcmp(argv[1], "pace") == 0;
+    int gsopace = strcmp(argv[1], "gsopace") == 0;
     int segs = getenv("SEG") ? atoi(getenv("SEG")) : 64;
     double secs = atof(argv[4]);
-    double rate = pace && argc > 5 ? atof(argv[5]) : 0;
+    double rate = (pace || gsopace) && argc > 5 ? atof(argv[5]) : 0;
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
     if (inet_pton(AF_INET, argv[2], &dst.sin_addr) != 1) return 2;
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -61,7 +64,7 @@ int main(int argc, char **argv) {
             "Device Serial:lab-%s, Device Description:tc lab emulated device", 1000 + i, ip, ip);
     }
     if (!pace) {
-        /* GSO: one buffer of SEG equal-length datagrams per message, MM messages per call */
+        /* blast and gsopace. GSO: one buffer of SEG equal-length datagrams per message, MM messages per call */
         enum { MAXSEG = 128, MM = 8 };
         int SEG = segs > MAXSEG ? MAXSEG : segs;
         int seg = len[0];
@@ -83,8 +86,22 @@ int main(int argc, char **argv) {
         }
         unsigned long sent = 0, errors = 0;
         double t0 = now(), end = t0 + secs;
-        while (now() < end) {
-            int r = sendmmsg(fd, m, MM, 0);
+        while (1) {
+            double t = now();
+            if (t >= end) break;
+            int calls = MM;
+            if (gsopace) {
+                /* whole GSO sends that are due; sleep 0.1 ms while none is */
+                double due = (t - t0) * rate - (double)sent;
+                calls = due < SEG ? 0 : (int)(due / SEG);
+                if (calls > MM) calls = MM;
+                if (calls == 0) {
+                    struct timespec ts = {0, 100000};
+                    nanosleep(&ts, NULL);
+                    continue;
+                }
+            }
+            int r = sendmmsg(fd, m, calls, 0);
             if (r < 0) { if (errno != EINTR) errors++; continue; }
             sent += (unsigned long)r * SEG;
         }
