@@ -51,9 +51,37 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(b) {
         escaped(out, b);
     } else {
-        out.extend_from_slice(b);
+        copy(out, b);
     }
     out.push(b'"');
+}
+
+/// `out.extend_from_slice(b)`, in pieces of fixed size that the compiler copies inline. The
+/// static build's C library is musl, whose memcpy starts every copy with `rep movsq`, slow to get
+/// going: a call for each of an alarm line's two dozen short strings was a sixth of the
+/// listener's time (perf), against 3 % with glibc's.
+fn copy(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len());
+    let mut rest = b;
+    while let Some((c, r)) = rest.split_first_chunk::<16>() {
+        out.extend_from_slice(c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<8>() {
+        out.extend_from_slice(c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<4>() {
+        out.extend_from_slice(c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<2>() {
+        out.extend_from_slice(c);
+        rest = r;
+    }
+    if let Some(&c) = rest.first() {
+        out.push(c);
+    }
 }
 
 /// Whether any byte of `b` needs an escape. Sixteen bytes at a time with SSE2 (part of every
