@@ -83,6 +83,43 @@ impl Utc {
     }
 }
 
+/// The RFC 3339 stamp of the present for a writer of many lines a second (`tc alarm listen`):
+/// the clock is read for every stamp, but the date and time of day are formatted once per second.
+#[derive(Default)]
+pub struct Clock {
+    /// The second `prefix` shows (`YYYY-MM-DDTHH:MM:SS.`).
+    second: Option<i64>,
+    prefix: [u8; 20],
+}
+
+impl Clock {
+    pub fn push_now(&mut self, out: &mut Vec<u8>) {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.push(d.as_micros() as i64, out);
+    }
+
+    fn push(&mut self, us: i64, out: &mut Vec<u8>) {
+        let second = us.div_euclid(1_000_000);
+        if self.second != Some(second) {
+            let t = Utc::from_unix_micros(us);
+            if !(0..=9999).contains(&t.year) {
+                self.second = None;
+                return t.push_rfc3339(out);
+            }
+            let mut stamp = Vec::with_capacity(27);
+            t.push_rfc3339(&mut stamp);
+            self.prefix.copy_from_slice(&stamp[..20]);
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        let mut rest = *b"000000Z";
+        digits(&mut rest[..6], us.rem_euclid(1_000_000) as u32);
+        out.extend_from_slice(&rest);
+    }
+}
+
 /// `v` in decimal, right-aligned and zero-padded to fill `dst` (higher digits are dropped).
 fn digits(dst: &mut [u8], mut v: u32) {
     for d in dst.iter_mut().rev() {
@@ -179,6 +216,39 @@ mod tests {
             assert_eq!(
                 is_rfc3339_micros(&t.rfc3339()),
                 (0..=9999).contains(&t.year),
+                "{us}"
+            );
+        }
+    }
+
+    #[test]
+    fn clock_stamps_as_utc_does() {
+        let mut c = Clock::default();
+        // Within a second, across second, minute, day and year ends, backwards (a stepped
+        // clock), before 1970 and past 9999.
+        let mut times = vec![
+            1_655_914_567_565_758,
+            1_655_914_567_999_999,
+            1_655_914_568_000_000,
+            1_655_914_559_000_001,
+            1_704_067_199_999_999,
+            1_704_067_200_000_000,
+            0,
+            -1,
+            253_402_300_800_000_000,
+            1_655_914_568_000_001,
+        ];
+        let mut t = 1_700_000_000_000_000i64;
+        for _ in 0..10_000 {
+            t += 137_731;
+            times.push(t);
+        }
+        for us in times {
+            let mut got = Vec::new();
+            c.push(us, &mut got);
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                Utc::from_unix_micros(us).rfc3339(),
                 "{us}"
             );
         }
