@@ -63,24 +63,22 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 fn copy(out: &mut Vec<u8>, b: &[u8]) {
     out.reserve(b.len());
     let mut rest = b;
-    while let Some((c, r)) = rest.split_first_chunk::<16>() {
-        out.extend_from_slice(c);
-        rest = r;
-    }
-    if let Some((c, r)) = rest.split_first_chunk::<8>() {
-        out.extend_from_slice(c);
-        rest = r;
-    }
-    if let Some((c, r)) = rest.split_first_chunk::<4>() {
-        out.extend_from_slice(c);
-        rest = r;
-    }
-    if let Some((c, r)) = rest.split_first_chunk::<2>() {
-        out.extend_from_slice(c);
-        rest = r;
-    }
-    if let Some(&c) = rest.first() {
-        out.push(c);
+    while piece::<16>(out, &mut rest) {}
+    piece::<8>(out, &mut rest);
+    piece::<4>(out, &mut rest);
+    piece::<2>(out, &mut rest);
+    piece::<1>(out, &mut rest);
+}
+
+/// Moves the first `N` bytes of `rest` to `out`, if it has that many.
+fn piece<const N: usize>(out: &mut Vec<u8>, rest: &mut &[u8]) -> bool {
+    match rest.split_first_chunk::<N>() {
+        Some((c, r)) => {
+            out.extend_from_slice(c);
+            *rest = r;
+            true
+        }
+        None => false,
     }
 }
 
@@ -209,13 +207,7 @@ mod tests {
         let alphabet: Vec<char> = "ab \"\\\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}é€😀,:{}"
             .chars()
             .collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::util::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut checked = 0;
         for _ in 0..50_000 {
             let len = (next() % 80) as usize;

@@ -492,13 +492,7 @@ mod tests {
 
     #[test]
     fn random_datagrams_never_panic() {
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::util::xorshift(0x2545_f491_4f6c_dd1du64);
         let words: &[&[u8]] = &[
             b"REGISTER",
             b"CAPTURE",

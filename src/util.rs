@@ -119,6 +119,18 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A xorshift generator for the randomized tests: the same inputs on every run.
+#[cfg(test)]
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -376,13 +376,7 @@ mod tests {
     fn random_datagrams_never_panic() {
         let mut l = listener(&[], &[], &[], &[]);
         let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::util::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let pieces: &[&[u8]] = &[
             b"<",
             b">",

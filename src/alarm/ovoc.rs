@@ -457,13 +457,7 @@ mod tests {
             &"k".repeat(41),
             &"K".repeat(40),
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::util::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut tested = 0;
         for _ in 0..200_000 {
             let mut body = String::new();

@@ -1353,13 +1353,7 @@ mod tests {
     fn random_datagrams_never_panic_and_always_get_at_most_bounded_answers() {
         let t0 = Instant::now();
         let mut c = Core::new(cfg(false));
-        let mut s = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::util::xorshift(0x1234_5678_9abc_def1u64);
         let words: &[&[u8]] = &[
             b"REGISTER ",
             b"CAPTURE ",
