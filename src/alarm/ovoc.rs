@@ -63,7 +63,8 @@ fn trim(s: &str) -> &str {
     }
 }
 
-/// A `Key:` prefix: letters, digits and spaces before the first colon.
+/// A `Key:` prefix: letters, digits, spaces, `_` and `-` before the first colon, starting with a
+/// letter, at most 40 bytes once trimmed.
 fn key_of(token: &str) -> Option<(&str, &str)> {
     let (k, v) = token.split_once(':')?;
     let k = k.trim();
