@@ -66,7 +66,8 @@ pub struct Listener {
 /// What one datagram gives to print.
 pub enum Out<'a> {
     Alarm(AlarmLine<'a>),
-    Unparsed(Event),
+    /// Boxed: the rare case should not make every `Out` the size of an `Event`.
+    Unparsed(Box<Event>),
 }
 
 impl Listener {
@@ -82,25 +83,27 @@ impl Listener {
         }
         self.counts.received += 1;
         let text = super::syslog::text(data);
-        let (frame, alarm) = super::read(&text);
+        // Borrowed, not destructured: moving the alarm out cost a copy of the struct per datagram.
+        let read = super::read(&text);
+        let (frame, alarm) = (&read.0, &read.1);
         match alarm {
-            Some(a) if self.filter.accepts(&a) => {
+            Some(a) if self.filter.accepts(a) => {
                 self.counts.matched += 1;
                 let s = match &mut self.sender {
                     Some((addr, s)) if *addr == sender => s,
                     cached => &cached.insert((sender, sender.to_string())).1,
                 };
-                sink(Out::Alarm(AlarmLine::new(&frame, &a, s, &text)));
+                sink(Out::Alarm(AlarmLine::new(frame, a, s, &text)));
             }
             Some(_) => self.counts.filtered += 1,
             None => {
                 self.counts.unparsed += 1;
                 if !self.quiet_unparsed {
-                    sink(Out::Unparsed(Event::SyslogUnparsed {
+                    sink(Out::Unparsed(Box::new(Event::SyslogUnparsed {
                         sender: sender.to_string(),
                         framing: frame.framing.to_string(),
                         raw: super::raw_text(&text).into_owned(),
-                    }));
+                    })));
                 }
             }
         }
@@ -225,7 +228,7 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
                             } else {
                                 l.datagram(&buf[..n], from, &mut |out| match out {
                                     Out::Alarm(line) => batch.push_with(|o| line.write_json(o)),
-                                    Out::Unparsed(ev) => batch.push(&ev),
+                                    Out::Unparsed(ev) => batch.push(&*ev),
                                 });
                             }
                             if crate::emit::stdout_broken() {
@@ -304,7 +307,7 @@ mod tests {
                     );
                     ev
                 }
-                Out::Unparsed(ev) => ev,
+                Out::Unparsed(ev) => *ev,
             })
         });
         got
