@@ -94,15 +94,24 @@ pub struct Clock {
 
 impl Clock {
     pub fn push_now(&mut self, out: &mut Vec<u8>) {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        self.push(d.as_micros() as i64, out);
+        // clock_gettime itself, not SystemTime: without its duration_since and u128 micros and
+        // the division back into seconds, `tc alarm listen` wrote 1.3 % more lines per CPU-second
+        // (6 of 7 rounds).
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we own; CLOCK_REALTIME always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+        self.push(ts.tv_sec, (ts.tv_nsec / 1000) as u32, out);
     }
 
-    fn push(&mut self, us: i64, out: &mut Vec<u8>) {
-        let second = us.div_euclid(1_000_000);
+    /// `micros` below 1,000,000.
+    fn push(&mut self, second: i64, micros: u32, out: &mut Vec<u8>) {
         if self.second != Some(second) {
+            let us = second
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(micros));
             let t = Utc::from_unix_micros(us);
             if !(0..=9999).contains(&t.year) {
                 self.second = None;
@@ -115,7 +124,7 @@ impl Clock {
         }
         out.extend_from_slice(&self.prefix);
         let mut rest = *b"000000Z";
-        digits(&mut rest[..6], us.rem_euclid(1_000_000) as u32);
+        digits(&mut rest[..6], micros);
         out.extend_from_slice(&rest);
     }
 }
@@ -245,7 +254,11 @@ mod tests {
         }
         for us in times {
             let mut got = Vec::new();
-            c.push(us, &mut got);
+            c.push(
+                us.div_euclid(1_000_000),
+                us.rem_euclid(1_000_000) as u32,
+                &mut got,
+            );
             assert_eq!(
                 String::from_utf8(got).unwrap(),
                 Utc::from_unix_micros(us).rfc3339(),
