@@ -66,8 +66,10 @@ fn take_pri(s: &str) -> (Option<u8>, &str) {
     }
 }
 
+/// Header tokens are a few bytes long: a byte loop finds their end sooner than `str::find`'s
+/// searcher (1.4 % of `tc alarm listen`'s time in perf).
 fn split_token(s: &str) -> (&str, &str) {
-    match s.find(' ') {
+    match s.bytes().position(|c| c == b' ') {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, ""),
     }
