@@ -94,22 +94,71 @@ const KEY_BYTES: [u8; 256] = {
     t
 };
 
-/// [`key_of`] from one pass over the token's bytes while they are plain (letters, digits, space,
-/// `_`, `-` until the colon), which is every field OVOC sends; any other byte before the colon
-/// hands the token to `key_of`, which defines the rule.
-fn key_of_plain(token: &str) -> Option<(&str, &str)> {
-    for (i, &c) in token.as_bytes().iter().enumerate() {
-        match KEY_BYTES[c as usize] {
-            1 => {}
-            2 => {
-                let k = trim(&token[..i]);
-                let ok = !k.is_empty() && k.len() <= 40 && k.as_bytes()[0].is_ascii_alphabetic();
-                return ok.then(|| (k, &token[i + 1..]));
-            }
-            _ => return key_of(token),
+/// [`key_of`] for the token `body[start..end]`, from one pass over its bytes while they are
+/// plain (letters, digits, space, `_`, `-` until the colon), which is every field OVOC sends;
+/// any other byte before the colon hands the token to `key_of`, which defines the rule.
+fn key_at(body: &str, start: usize, end: usize) -> Option<(&str, &str)> {
+    let b = body.as_bytes();
+    let stop = plain_run(b, start).min(end);
+    if stop == end {
+        return None;
+    }
+    if b[stop] != b':' {
+        return key_of(&body[start..end]);
+    }
+    let k = trim(&body[start..stop]);
+    let ok = !k.is_empty() && k.len() <= 40 && k.as_bytes()[0].is_ascii_alphabetic();
+    ok.then(|| (k, &body[stop + 1..end]))
+}
+
+/// Where the run of plain key bytes that starts at `i` ends: 16 bytes at a time while `b` has
+/// 16 left (on x86-64), else a byte at a time. The run may go past a token's end only through
+/// plain bytes; the comma that ends a token is not one.
+fn plain_run(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        let blocked = sse2::not_plain(&b[i..i + 16]);
+        if blocked != 0 {
+            return i + blocked.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while i < b.len() && KEY_BYTES[b[i] as usize] == 1 {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    /// A bit for each of the 16 bytes that is not plain (see `KEY_BYTES`), lowest bit first.
+    pub fn not_plain(b: &[u8]) -> u32 {
+        assert_eq!(b.len(), 16);
+        // SAFETY: SSE2 is in every x86-64 CPU; the load reads the 16 bytes of `b`. The signed
+        // comparisons leave every byte from 0x80 up (negative) outside the ranges.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+            let within = |x: __m128i, lo: u8, hi: u8| {
+                _mm_and_si128(
+                    _mm_cmpgt_epi8(x, _mm_set1_epi8(lo as i8 - 1)),
+                    _mm_cmplt_epi8(x, _mm_set1_epi8(hi as i8 + 1)),
+                )
+            };
+            let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+            let letter = within(_mm_or_si128(v, _mm_set1_epi8(0x20)), b'a', b'z');
+            let digit = within(v, b'0', b'9');
+            let plain = _mm_or_si128(
+                _mm_or_si128(letter, digit),
+                _mm_or_si128(is(b' '), _mm_or_si128(is(b'_'), is(b'-'))),
+            );
+            !(_mm_movemask_epi8(plain) as u32) & 0xffff
         }
     }
-    None
 }
 
 impl<'a> Alarm<'a> {
@@ -209,7 +258,7 @@ fn new_alarm(body: &str) -> Alarm<'_> {
     while start <= body.len() {
         let end = commas.next().unwrap_or(body.len());
         let tok = &body[start..end];
-        match key_of_plain(tok) {
+        match key_at(body, start, end) {
             Some((k, v)) => {
                 let from = v.as_ptr() as usize - body.as_ptr() as usize;
                 if let Some((k, s, e)) = field.replace((k, from, end)) {
@@ -480,6 +529,26 @@ mod tests {
         ] {
             assert_eq!(new_alarm(body), reference(body), "{body:?}");
         }
+    }
+
+    #[test]
+    fn plain_run_follows_the_key_byte_table() {
+        // Every byte in every lane of a 16-byte block, and past it in the byte-at-a-time tail.
+        for c in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'a'; 20];
+                b[at] = c;
+                let want = if KEY_BYTES[c as usize] == 1 { 20 } else { at };
+                assert_eq!(plain_run(&b, 0), want, "{c:#x} at {at}");
+                #[cfg(target_arch = "x86_64")]
+                if at < 16 {
+                    let bit = sse2::not_plain(&b[..16]) >> at & 1;
+                    assert_eq!(bit == 1, KEY_BYTES[c as usize] != 1, "{c:#x} at {at}");
+                }
+            }
+        }
+        assert_eq!(plain_run(b"Device Name:x", 0), 11);
+        assert_eq!(plain_run(b"ab", 2), 2);
     }
 
     #[test]
