@@ -94,21 +94,38 @@ const KEY_BYTES: [u8; 256] = {
     t
 };
 
-/// [`key_of`] for the token `body[start..end]`, from one pass over its bytes while they are
-/// plain (letters, digits, space, `_`, `-` until the colon), which is every field OVOC sends;
-/// any other byte before the colon hands the token to `key_of`, which defines the rule.
-fn key_at(body: &str, start: usize, end: usize) -> Option<(&str, &str)> {
-    let b = body.as_bytes();
-    let stop = plain_run(b, start).min(end);
-    if stop == end {
+/// [`key_of`] for the token `body[start..end]`, whose bytes from `start` are plain (letters,
+/// digits, space, `_`, `-`) up to `stop` (see [`plain_run`]). Every field OVOC sends has a plain
+/// key up to the colon; any other byte before the colon hands the token to `key_of`, which
+/// defines the rule.
+fn key_at(body: &str, start: usize, stop: usize, end: usize) -> Option<(&str, &str)> {
+    if stop >= end {
         return None;
     }
-    if b[stop] != b':' {
+    if body.as_bytes()[stop] != b':' {
         return key_of(&body[start..end]);
     }
     let k = trim(&body[start..stop]);
     let ok = !k.is_empty() && k.len() <= 40 && k.as_bytes()[0].is_ascii_alphabetic();
     ok.then(|| (k, &body[stop + 1..end]))
+}
+
+/// The first comma at or after `i`, else `b.len()`: 16 bytes at a time while `b` has 16 left
+/// (on x86-64). OVOC's values are a few to a few dozen bytes: one or two blocks, where
+/// `memchr`'s setup for each call cost more than the search.
+fn next_comma(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        let commas = sse2::commas(&b[i..i + 16]);
+        if commas != 0 {
+            return i + commas.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while i < b.len() && b[i] != b',' {
+        i += 1;
+    }
+    i
 }
 
 /// Where the run of plain key bytes that starts at `i` ends: 16 bytes at a time while `b` has
@@ -135,6 +152,16 @@ mod sse2 {
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
         _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
+
+    /// A bit for each of the 16 bytes that is a comma, lowest bit first.
+    pub fn commas(b: &[u8]) -> u32 {
+        assert_eq!(b.len(), 16);
+        // SAFETY: SSE2 is in every x86-64 CPU; the load reads the 16 bytes of `b`.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32
+        }
+    }
 
     /// A bit for each of the 16 bytes that is not plain (see `KEY_BYTES`), lowest bit first.
     pub fn not_plain(b: &[u8]) -> u32 {
@@ -247,18 +274,20 @@ fn new_alarm(body: &str) -> Alarm<'_> {
         wording: "new-alarm",
         ..Alarm::default()
     };
-    // Tokens are the text between commas (memchr finds them a vector at a time).
-    let mut commas = memchr::memchr_iter(b',', body.as_bytes());
-    let first = commas.next().unwrap_or(body.len());
+    // Tokens are the text between commas. A token's key is read first, and its comma looked
+    // for from where the key's plain bytes end (they hold no comma).
+    let b = body.as_bytes();
+    let first = next_comma(b, 0);
     a.name = trim(&body[..first]);
     // The field being read: its key and its value's start and end in `body`. A token without a
     // key continues the value, which then reaches to the token's end, commas included.
     let mut field: Option<(&str, usize, usize)> = None;
     let mut start = first + 1;
     while start <= body.len() {
-        let end = commas.next().unwrap_or(body.len());
+        let stop = plain_run(b, start);
+        let end = next_comma(b, stop);
         let tok = &body[start..end];
-        match key_at(body, start, end) {
+        match key_at(body, start, stop, end) {
             Some((k, v)) => {
                 let from = v.as_ptr() as usize - body.as_ptr() as usize;
                 if let Some((k, s, e)) = field.replace((k, from, end)) {
@@ -549,6 +578,29 @@ mod tests {
         }
         assert_eq!(plain_run(b"Device Name:x", 0), 11);
         assert_eq!(plain_run(b"ab", 2), 2);
+    }
+
+    #[test]
+    fn next_comma_finds_the_first_in_any_lane() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'x'; len];
+                if at < len {
+                    b[at] = b',';
+                    // A second comma after it must not be the one found.
+                    if at + 1 < len {
+                        b[len - 1] = b',';
+                    }
+                }
+                for from in 0..=at {
+                    assert_eq!(
+                        next_comma(&b, from),
+                        at,
+                        "len {len}, comma at {at}, from {from}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
