@@ -26,9 +26,17 @@ pub fn raw_text(t: &str) -> Cow<'_, str> {
 
 /// One datagram's [`syslog::text`], read: its framing, and the OVOC alarm in it if there is one.
 pub fn read(text: &str) -> (syslog::Frame<'_>, Option<ovoc::Alarm<'_>>) {
+    let mut alarm = ovoc::Alarm::default();
+    let (frame, is_alarm) = read_into(text, &mut alarm);
+    (frame, is_alarm.then_some(alarm))
+}
+
+/// [`read`], the alarm into `alarm`, an `Alarm::default()` (see [`ovoc::parse_into`]): the
+/// framing, and whether there is an alarm.
+pub fn read_into<'a>(text: &'a str, alarm: &mut ovoc::Alarm<'a>) -> (syslog::Frame<'a>, bool) {
     let frame = syslog::parse(text);
-    let alarm = ovoc::parse(frame.msg);
-    (frame, alarm)
+    let is_alarm = ovoc::parse_into(frame.msg, alarm);
+    (frame, is_alarm)
 }
 
 /// The `alarm` event, borrowed from the datagram: `tc alarm listen` writes this for every alarm
@@ -103,14 +111,12 @@ impl<'a> AlarmLine<'a> {
             string(out, v);
         }
         key(out, b"},\"connection_lost\":");
-        key(
-            out,
-            if self.connection_lost {
-                b"true"
-            } else {
-                b"false"
-            },
-        );
+        // Two calls: one of a length known only at run time went to musl's memcpy.
+        if self.connection_lost {
+            key(out, b"true");
+        } else {
+            key(out, b"false");
+        }
         key(out, b",\"wording\":");
         string(out, a.wording);
         key(out, b",\"framing\":");
