@@ -75,7 +75,7 @@ udp_drops() { # the kernel's drop count for the socket bound to PORT
     awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" {print $NF; exit}' /proc/net/udp
 }
 
-# measure MODE REGIME -> "per_cpu_second received drops cpu_seconds"
+# measure MODE REGIME -> "per_cpu_second received drops cpu_seconds sender_rate"
 measure() {
     run_recv "$1"
     local n0 n1 s sent drops
@@ -95,8 +95,10 @@ measure() {
         log "warning: $1/$2: sent - drops = $received, the listener counted $(jq -r .received "$WORK/summary")"
     fi
     log "raw $1/$2: sender '$s' drops $drops run_ns $((n1 - n0))"
-    awk -v r="$received" -v ns="$((n1 - n0))" -v d="$drops" \
-        'BEGIN{printf "%.0f %d %d %.2f", r / (ns / 1e9), r, d, ns / 1e9}'
+    local rate
+    rate=$(sed -E 's/.*rate=([0-9]+).*/\1/' <<<"$s")
+    awk -v r="$received" -v ns="$((n1 - n0))" -v d="$drops" -v rate="$rate" \
+        'BEGIN{printf "%.0f %d %d %.2f %d", r / (ns / 1e9), r, d, ns / 1e9, rate}'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
@@ -113,11 +115,13 @@ for regime in overload equal; do
     fi
     echo
     echo "Datagrams received per CPU-second of the receiver (kernel drops for the socket in brackets;"
-    echo "in the equal-load rounds every mode must show 0)."
+    echo "in the equal-load rounds every mode must show 0). Last column: the sender's rate in the bare"
+    echo "round; the slower it sends, the more often the bare loop sleeps and wakes, and the lower the"
+    echo "bare loop's figure."
     echo
     hdr="| round |"; sep="|---|"
     for m in "${modes[@]}"; do hdr="$hdr $m /CPU-s |"; sep="$sep---|"; done
-    echo "$hdr null / bare | file / bare |"; echo "$sep---|---|"
+    echo "$hdr null / bare | file / bare | sent/s to bare |"; echo "$sep---|---|---|"
     declare -A all=()
     for r in $(seq "$ROUNDS"); do
         # rotate the order each round
@@ -130,14 +134,14 @@ for regime in overload equal; do
             row="$row $(fmt "$per") ($drops) |"
             all[$m]="${all[$m]:-} $per"
         done
-        read -r b _ <<<"${got[bare]}"; read -r n _ <<<"${got[null]}"; read -r f _ <<<"${got[file]}"
+        read -r b _ _ _ brate <<<"${got[bare]}"; read -r n _ <<<"${got[null]}"; read -r f _ <<<"${got[file]}"
         all[rn]="${all[rn]:-} $(pct "$n" "$b")"; all[rf]="${all[rf]:-} $(pct "$f" "$b")"
-        echo "$row $(pct "$n" "$b") % | $(pct "$f" "$b") % |"
+        echo "$row $(pct "$n" "$b") % | $(pct "$f" "$b") % | $(fmt "$brate") |"
         log "$regime round $r: $row"
     done
     row="| **median** |"
     for m in "${modes[@]}"; do row="$row **$(fmt "$(tr ' ' '\n' <<<"${all[$m]}" | grep . | median)")** |"; done
-    echo "$row **$(tr ' ' '\n' <<<"${all[rn]}" | grep . | median) %** | **$(tr ' ' '\n' <<<"${all[rf]}" | grep . | median) %** |"
+    echo "$row **$(tr ' ' '\n' <<<"${all[rn]}" | grep . | median) %** | **$(tr ' ' '\n' <<<"${all[rf]}" | grep . | median) %** | |"
     echo
     unset all
 done
