@@ -8,10 +8,16 @@
  *   alarm-blast pace  IP PORT SECONDS RATE   RATE datagrams per second, evenly (0.2 ms ticks)
  *   alarm-blast gsopace IP PORT SECONDS RATE RATE datagrams per second in GSO sends of SEG
  *                                            datagrams (rates beyond what `pace` can send)
+ *   alarm-blast drain IP PORT SECONDS PID    for SECONDS, in cycles: stop the receiver PID
+ *                                            (SIGSTOP), blast for FILL_MS (default 10) so that
+ *                                            its receive queue fills, let it go (SIGCONT) and
+ *                                            stay idle for IDLE_MS (default 40) while it works
+ *                                            the queue off (benches/alarm-ab.sh REGIME=drain)
  *
  * Devices cycle through 10.1<i/100>.1.1<i%100> for i < 1000 so the parser sees varied input
  * (fixed-width addresses: every datagram has the same length, which UDP GSO needs).
- * On exit prints one line: `sent=N seconds=S rate=R errors=E` (stdout).
+ * On exit prints one line: `sent=N seconds=S rate=R errors=E` (stdout), and ` cycles=C` in
+ * blast, gsopace and drain.
  * Build: cc -O2 -o /tmp/alarm-blast benches/alarm-blast.c
  */
 #define _GNU_SOURCE
@@ -22,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,11 +45,17 @@ static double now(void) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s blast|pace IP PORT SECONDS [RATE]\n", argv[0]);
+        fprintf(stderr, "usage: %s blast|pace|gsopace|drain IP PORT SECONDS [RATE|PID]\n", argv[0]);
         return 2;
     }
     int pace = strcmp(argv[1], "pace") == 0;
     int gsopace = strcmp(argv[1], "gsopace") == 0;
+    int drain = strcmp(argv[1], "drain") == 0;
+    pid_t receiver = drain && argc > 5 ? (pid_t)atol(argv[5]) : 0;
+    if (drain && receiver <= 0) { fprintf(stderr, "drain needs the receiver's PID\n"); return 2; }
+    double fill = (getenv("FILL_MS") ? atof(getenv("FILL_MS")) : 10) / 1e3;
+    double idle = (getenv("IDLE_MS") ? atof(getenv("IDLE_MS")) : 40) / 1e3;
+    unsigned long cycles = 0;
     int segs = getenv("SEG") ? atoi(getenv("SEG")) : 64;
     double secs = atof(argv[4]);
     double rate = (pace || gsopace) && argc > 5 ? atof(argv[5]) : 0;
@@ -85,10 +99,23 @@ int main(int argc, char **argv) {
             m[b].msg_hdr.msg_iovlen = 1;
         }
         unsigned long sent = 0, errors = 0;
-        double t0 = now(), end = t0 + secs;
+        double t0 = now(), end = t0 + secs, fill_end = 0;
         while (1) {
             double t = now();
             if (t >= end) break;
+            if (drain && t >= fill_end) {
+                /* a fill has ended (or none has begun): let the receiver work, then stop it */
+                if (cycles > 0) {
+                    kill(receiver, SIGCONT);
+                    struct timespec ts = {(time_t)idle, (long)((idle - (time_t)idle) * 1e9)};
+                    nanosleep(&ts, NULL);
+                    if (now() >= end) break;
+                }
+                if (kill(receiver, SIGSTOP) < 0) { perror("kill"); return 1; }
+                cycles++;
+                fill_end = now() + fill;
+                continue;
+            }
             int calls = MM;
             if (gsopace) {
                 /* whole GSO sends that are due; sleep 0.1 ms while none is */
@@ -105,8 +132,15 @@ int main(int argc, char **argv) {
             if (r < 0) { if (errno != EINTR) errors++; continue; }
             sent += (unsigned long)r * SEG;
         }
+        if (drain) {
+            /* never leave the receiver stopped */
+            kill(receiver, SIGCONT);
+            struct timespec ts = {(time_t)idle, (long)((idle - (time_t)idle) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
         double el = now() - t0;
-        printf("sent=%lu seconds=%.6f rate=%.0f errors=%lu\n", sent, el, sent / el, errors);
+        printf("sent=%lu seconds=%.6f rate=%.0f errors=%lu cycles=%lu\n", sent, el, sent / el,
+               errors, cycles);
         return 0;
     }
     struct mmsghdr mm[BATCH];
