@@ -103,7 +103,17 @@ impl Clock {
         };
         // SAFETY: clock_gettime writes the timespec we own; CLOCK_REALTIME always exists.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-        self.push(ts.tv_sec, (ts.tv_nsec / 1000) as u32, out);
+        // time_t and c_long are i64 on the targets built here, i32 on some 32-bit ones.
+        #[allow(clippy::useless_conversion)]
+        self.push_timespec(i64::from(ts.tv_sec), i64::from(ts.tv_nsec), out);
+    }
+
+    /// A clock before 1970 stamps the epoch, as [`Utc::now`] does.
+    fn push_timespec(&mut self, second: i64, nanos: i64, out: &mut Vec<u8>) {
+        match second < 0 {
+            true => self.push(0, 0, out),
+            false => self.push(second, (nanos / 1000) as u32, out),
+        }
     }
 
     /// `micros` below 1,000,000.
@@ -265,6 +275,25 @@ mod tests {
                 "{us}"
             );
         }
+    }
+
+    #[test]
+    fn clock_before_1970_stamps_the_epoch_as_utc_now_does() {
+        let mut c = Clock::default();
+        for (second, nanos, want) in [
+            (-1, 500_000_000, "1970-01-01T00:00:00.000000Z"),
+            (0, 999_999_999, "1970-01-01T00:00:00.999999Z"),
+            (1_655_914_567, 565_758_123, "2022-06-22T16:16:07.565758Z"),
+        ] {
+            let mut got = Vec::new();
+            c.push_timespec(second, nanos, &mut got);
+            assert_eq!(String::from_utf8(got).unwrap(), want);
+        }
+        let before = UNIX_EPOCH - std::time::Duration::from_secs(1);
+        assert_eq!(
+            Utc::from_system(before).rfc3339(),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 
     #[test]

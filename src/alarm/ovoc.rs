@@ -251,7 +251,7 @@ impl<'a> Alarm<'a> {
 }
 
 /// Reads the OVOC alarm in a syslog message's text into `a`, an `Alarm::default()` (filled in
-/// place: returning the 208-byte struct cost two copies of it, by musl's memcpy, per datagram).
+/// place: returning the 216-byte struct cost two copies of it, by musl's memcpy, per datagram).
 /// False (and `a` unspecified) when `msg` holds no alarm.
 pub fn parse_into<'a>(msg: &'a str, a: &mut Alarm<'a>) -> bool {
     if let Some(i) = find_ci(msg, "new alarm -") {
