@@ -65,7 +65,7 @@ measure() {
     awk -v r="$((sent - drops))" -v ns="$((n1 - n0))" 'BEGIN{printf "%.0f", r / (ns / 1e9)}'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 n=$#
 echo "### $REGIME, $ROUNDS rounds of $SECONDS_EACH s, datagrams received per CPU-second"
@@ -92,7 +92,7 @@ for r in $(seq "$ROUNDS"); do
     echo "$row"
 done
 row="| **median** |"
-for i in $(seq "$n"); do row="$row **$(tr ' ' '\n' <<<"${all[$i]}" | grep . | median)** |"; done
+for i in $(seq "$n"); do row="$row **$(tr ' ' '\n' <<<"${all[$i]}" | grep . | median | awk '{printf "%.0f", $1}')** |"; done
 for i in $(seq 2 "$n"); do row="$row **$(tr ' ' '\n' <<<"${all[r$i]}" | grep . | median | awk '{printf "%.3f", $1}')** |"; done
 echo "$row"
 echo
