@@ -116,8 +116,8 @@ for regime in overload equal; do
     echo
     echo "Datagrams received per CPU-second of the receiver (kernel drops for the socket in brackets;"
     echo "in the equal-load rounds every mode must show 0). Last column: the sender's rate in the bare"
-    echo "round; the slower it sends, the more often the bare loop sleeps and wakes, and the lower the"
-    echo "bare loop's figure."
+    echo "round; when it falls, the machine has slowed, and the bare loop's figure falls more than the"
+    echo "others' (see BENCHMARKS.md)."
     echo
     hdr="| round |"; sep="|---|"
     for m in "${modes[@]}"; do hdr="$hdr $m /CPU-s |"; sep="$sep---|"; done
