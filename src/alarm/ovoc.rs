@@ -431,8 +431,6 @@ mod tests {
         assert!(a.is_connection_lost());
     }
 
-    /// The parser as it was before its single-pass rewrite (split, collect, then set), kept to
-    /// hold the rewrite to the same answers.
     fn parse(msg: &str) -> Option<Alarm<'_>> {
         let mut a = Alarm::default();
         parse_into(msg, &mut a).then_some(a)
@@ -444,6 +442,8 @@ mod tests {
         a
     }
 
+    /// The parser as it was before its single-pass rewrite (split, collect, then set), kept to
+    /// hold the rewrite to the same answers.
     fn reference(body: &str) -> Alarm<'_> {
         fn set<'a>(a: &mut Alarm<'a>, key: &'a str, value: &'a str) {
             let norm: String = key
