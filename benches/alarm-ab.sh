@@ -28,16 +28,14 @@ ADDR=${ADDR:-127.0.0.1}
 export SEG=${SEG:-128}
 case $REGIME in overload | drain) ;; *) echo "REGIME: overload or drain, not $REGIME" >&2; exit 2 ;; esac
 WORK=$(mktemp -d /dev/shm/tc-alarm-ab.XXXXXX)
-BLAST=$WORK/alarm-blast
-cc -O2 -o "$BLAST" "$repo/benches/alarm-blast.c"
+. "$repo/benches/alarm-lib.sh"
+BLAST=$(build_blast "$WORK")
 rpid=
 cleanup() {
     if [ -n "$rpid" ]; then kill -CONT "$rpid" 2>/dev/null; kill -TERM "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-udp_drops() { awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" {print $NF; exit}' /proc/net/udp; }
 
 # measure "BIN [ARGS]" -> per-CPU-second figure
 measure() {
@@ -48,14 +46,14 @@ measure() {
     rpid=$!
     sleep 0.4
     local n0 n1 s sent drops
-    n0=$(awk '{print $1}' "/proc/$rpid/schedstat")
+    n0=$(run_ns "$rpid")
     if [ "$REGIME" = drain ]; then
         s=$(taskset -c 1 "$BLAST" drain "$ADDR" "$PORT" "$SECONDS_EACH" "$rpid")
     else
         s=$(taskset -c 1 "$BLAST" blast "$ADDR" "$PORT" "$SECONDS_EACH")
     fi
     sleep 0.3
-    n1=$(awk '{print $1}' "/proc/$rpid/schedstat")
+    n1=$(run_ns "$rpid")
     drops=$(udp_drops)
     kill -TERM "$rpid"
     wait "$rpid" || true
@@ -64,8 +62,6 @@ measure() {
     echo "alarm-ab.sh: $1: sender '$s' drops $drops run_ns $((n1 - n0))" >&2
     awk -v r="$((sent - drops))" -v ns="$((n1 - n0))" 'BEGIN{printf "%.0f", r / (ns / 1e9)}'
 }
-
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 n=$#
 echo "### $REGIME, $ROUNDS rounds of $SECONDS_EACH s, datagrams received per CPU-second"

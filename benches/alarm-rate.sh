@@ -44,8 +44,8 @@ export SEG=${SEG:-128}
 ADDR=${ADDR:-127.0.0.1}
 log() { echo "alarm-rate.sh: $*" >&2; }
 WORK=$(mktemp -d /dev/shm/tc-alarm-rate.XXXXXX)
-BLAST=$WORK/alarm-blast
-cc -O2 -o "$BLAST" "$repo/benches/alarm-blast.c"
+. "$repo/benches/alarm-lib.sh"
+BLAST=$(build_blast "$WORK")
 rpid=
 cleanup() { if [ -n "$rpid" ]; then kill -TERM "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -69,10 +69,6 @@ stop_recv() { # not in a $(...) subshell: `wait` only works for the shell's own 
     rpid=
     grep '"alarm.summary"' "$WORK/recv.out" >"$WORK/summary" 2>/dev/null || : >"$WORK/summary"
     rm -f "$WORK/recv.out"
-}
-run_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
-udp_drops() { # the kernel's drop count for the socket bound to PORT
-    awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" {print $NF; exit}' /proc/net/udp
 }
 
 # measure MODE REGIME -> "per_cpu_second received drops cpu_seconds sender_rate"
@@ -101,9 +97,8 @@ measure() {
         'BEGIN{printf "%.0f %d %d %.2f %d", r / (ns / 1e9), r, d, ns / 1e9, rate}'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", 100*a/b}'; }
-fmt() { printf '%d' "$1"; }
+fmt() { printf '%.0f' "$1"; }
 
 for regime in overload equal; do
     if [ "$regime" = overload ]; then
