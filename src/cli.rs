@@ -269,6 +269,8 @@ pub struct ServeArgs {
     /// Probes for VERIFY: any of icmp,snmp,tcp, or all, or none.
     #[arg(long, default_value = "icmp,snmp,tcp", value_name = "LIST")]
     pub probes: String,
+    #[command(flatten)]
+    pub pacing: ProbePacing,
     /// SNMPv3 user for the probe (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY).
     #[arg(long, default_value = "CaptureScript", value_name = "NAME")]
     pub snmp_user: String,
@@ -346,6 +348,8 @@ pub struct SessionArgs {
     /// Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none.
     #[arg(long, default_value = "icmp,snmp,tcp", value_name = "LIST")]
     pub probes: String,
+    #[command(flatten)]
+    pub pacing: ProbePacing,
     /// SNMPv3 user created on each CPE at start and used by the probes (keys from
     /// TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY).
     #[arg(long, value_name = "NAME")]
@@ -362,6 +366,33 @@ pub struct SessionArgs {
     /// Continue the session journaled in OUT after a crash or reboot.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// How the probes of a VERIFY are spread: they exist to put traffic into both captures after
+/// the alarm, so they keep going for a while (the original: 10 of each kind, one a second).
+#[derive(Debug, Clone, Args)]
+pub struct ProbePacing {
+    /// Probes of each kind per VERIFY.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub probe_count: u32,
+    /// Between two probes of one kind; each waits for its answer until the next is due (the last
+    /// one 2 s).
+    #[arg(long, default_value = "1s", value_parser = parse_probe_interval, value_name = "DURATION")]
+    pub probe_interval: std::time::Duration,
+}
+
+fn parse_probe_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(60) {
+        return Err(format!("{s:?}: give 10ms to 60s"));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Register {
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]

@@ -79,9 +79,12 @@ pub fn parse_kinds(s: &str) -> Result<Vec<ProbeKind>, String> {
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
     pub kinds: Vec<ProbeKind>,
-    /// Probes per kind.
+    /// Probes per kind (the original sent 10).
     pub count: u32,
-    /// Overall bound for each kind (they run in parallel, so also for `run`).
+    /// From one probe of a kind to the next (the original: 1 s). A probe waits for its answer
+    /// until the next one is due, so an unreachable device still gets every probe on time.
+    pub interval: Duration,
+    /// How long the last probe of each kind waits for its answer.
     pub timeout: Duration,
     pub snmp_user: String,
     pub snmp_auth: Option<Secret>,
@@ -94,8 +97,9 @@ impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
             kinds: ProbeKind::ALL.to_vec(),
-            count: 3,
-            timeout: Duration::from_secs(3),
+            count: 10,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
             snmp_user: "CaptureScript".to_string(),
             snmp_auth: None,
             snmp_priv: None,
@@ -105,27 +109,46 @@ impl Default for ProbeConfig {
     }
 }
 
+impl ProbeConfig {
+    /// From the first probe until the last answer can come: the kinds run in parallel, so this
+    /// bounds `run` too.
+    pub fn duration(&self) -> Duration {
+        self.interval * self.count.saturating_sub(1) + self.timeout
+    }
+
+    /// When probe `i` (from 0) is due, and until when it may wait for its answer.
+    fn slot(&self, start: Instant, i: u32) -> (Instant, Instant) {
+        let due = start + self.interval * i;
+        let until = if i + 1 >= self.count {
+            due + self.timeout
+        } else {
+            (due + self.interval).min(due + self.timeout)
+        };
+        (due, until)
+    }
+}
+
 /// Threads are scheduled late and sockets time out a little after their deadline; past this,
 /// `run` reports what it has rather than wait.
 const SLACK: Duration = Duration::from_millis(300);
-/// Like ping(8): close enough to finish quickly, far enough apart to look like separate probes.
-const ICMP_INTERVAL: Duration = Duration::from_millis(200);
 const SYS_DESCR: [u64; 9] = [1, 3, 6, 1, 2, 1, 1, 1, 0];
 pub const NO_SNMP_KEYS: &str = "no SNMPv3 keys (TC_SNMP_AUTH_KEY/TC_SNMP_PRIV_KEY)";
 
 /// Blocking; the enabled kinds run in parallel threads; returns within about `timeout` (+ small
 /// slack) whatever the device does. Never panics.
 pub fn run(device: &str, cfg: &ProbeConfig) -> ProbeReport {
-    let deadline = Instant::now() + cfg.timeout;
-    let resolved = resolve(device, deadline).map_err(|e| format!("resolving {device}: {e}"));
-    run_resolved(resolved, cfg, deadline)
+    let start = Instant::now();
+    let resolved =
+        resolve(device, start + cfg.timeout).map_err(|e| format!("resolving {device}: {e}"));
+    run_resolved(resolved, cfg, Instant::now())
 }
 
 fn run_resolved(
     resolved: Result<SocketAddr, String>,
     cfg: &ProbeConfig,
-    deadline: Instant,
+    start: Instant,
 ) -> ProbeReport {
+    let deadline = start + cfg.duration();
     let mut kinds = cfg.kinds.clone();
     let mut seen = HashSet::new();
     kinds.retain(|k| seen.insert(*k));
@@ -162,9 +185,9 @@ fn run_resolved(
                 .spawn(move || {
                     let _done = done;
                     match kind {
-                        ProbeKind::Icmp => icmp(addr, cfg.count, deadline, &tally),
-                        ProbeKind::Snmp => snmp(addr, &cfg, deadline, &tally),
-                        ProbeKind::Tcp => tcp(addr, &cfg, deadline, &tally),
+                        ProbeKind::Icmp => icmp(addr, &cfg, start, &tally),
+                        ProbeKind::Snmp => snmp(addr, &cfg, start, &tally),
+                        ProbeKind::Tcp => tcp(addr, &cfg, start, &tally),
                     }
                 })
         };
@@ -192,7 +215,7 @@ fn run_resolved(
         if !finished.contains(&kind) && counts.error.is_none() {
             counts.error = Some(format!(
                 "still waiting for answers after {} ms",
-                cfg.timeout.as_millis()
+                cfg.duration().as_millis()
             ));
         }
         *slot(&mut report, kind) = Some(counts);
@@ -276,27 +299,26 @@ fn resolve(device: &str, deadline: Instant) -> Result<SocketAddr, String> {
     }
 }
 
-/// Splits what is left of the budget evenly over the attempts still to make, so a slow early
-/// attempt cannot starve the later ones and a fast one leaves them more time.
-fn attempt_budget(deadline: Instant, attempts_left: u32) -> Option<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left < Duration::from_millis(1) {
-        return None;
+/// Sleeps until probe `i` is due; returns how long it may wait for its answer.
+fn pace(cfg: &ProbeConfig, start: Instant, i: u32) -> Duration {
+    let (due, until) = cfg.slot(start, i);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
     }
-    Some((left / attempts_left.max(1)).max(Duration::from_millis(1)))
+    until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
 }
 
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-fn tcp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
+fn tcp(addr: SocketAddr, cfg: &ProbeConfig, start: Instant, tally: &Tally) {
     let target = SocketAddr::new(addr.ip(), cfg.tcp_port);
     let mut last_err = None;
     for i in 0..cfg.count {
-        let Some(budget) = attempt_budget(deadline, cfg.count - i) else {
-            last_err.get_or_insert_with(|| format!("connect {target}: out of time"));
-            break;
-        };
+        let budget = pace(cfg, start, i);
         tally.sent();
         match TcpStream::connect_timeout(&target, budget) {
             Ok(_) => tally.answered(),
@@ -308,11 +330,7 @@ fn tcp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
                     budget.as_millis()
                 ))
             }
-            Err(e) => {
-                last_err = Some(format!("connect {target}: {e}"));
-                // Unreachable answers come back at once; do not fire the rest in a burst.
-                std::thread::sleep(budget.min(ICMP_INTERVAL));
-            }
+            Err(e) => last_err = Some(format!("connect {target}: {e}")),
         }
     }
     if let Some(e) = last_err {
@@ -323,7 +341,7 @@ fn tcp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
 // ---------------------------------------------------------------------------------------------
 // SNMPv3
 
-fn snmp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
+fn snmp(addr: SocketAddr, cfg: &ProbeConfig, start: Instant, tally: &Tally) {
     let (Some(auth), Some(privacy)) = (&cfg.snmp_auth, &cfg.snmp_priv) else {
         tally.fail(NO_SNMP_KEYS.to_string());
         return;
@@ -331,10 +349,7 @@ fn snmp(addr: SocketAddr, cfg: &ProbeConfig, deadline: Instant, tally: &Tally) {
     let target = SocketAddr::new(addr.ip(), cfg.snmp_port);
     let mut last_err = None;
     for i in 0..cfg.count {
-        let Some(budget) = attempt_budget(deadline, cfg.count - i) else {
-            last_err.get_or_insert_with(|| format!("SNMPv3 {target}: out of time"));
-            break;
-        };
+        let budget = pace(cfg, start, i);
         match snmp_get(target, &cfg.snmp_user, auth, privacy, budget, tally) {
             Ok(()) => tally.answered(),
             Err(e) => last_err = Some(e),
@@ -731,7 +746,8 @@ fn random_u16() -> u16 {
     (nanos ^ std::process::id()) as u16
 }
 
-fn icmp(addr: SocketAddr, count: u32, deadline: Instant, tally: &Tally) {
+fn icmp(addr: SocketAddr, cfg: &ProbeConfig, start: Instant, tally: &Tally) {
+    let deadline = start + cfg.duration();
     let family = match addr {
         SocketAddr::V4(_) => Family::V4,
         SocketAddr::V6(_) => Family::V6,
@@ -751,10 +767,10 @@ fn icmp(addr: SocketAddr, count: u32, deadline: Instant, tally: &Tally) {
     let id = random_u16();
     // Sequence numbers are 1..=count; `count` is u32 but beyond u16 the wire cannot tell them
     // apart, and nobody sends that many probes in one VERIFY.
-    let count = count.min(u32::from(u16::MAX));
+    let count = cfg.count.min(u32::from(u16::MAX));
     let mut next_seq: u32 = 1;
     let mut answered: HashSet<u16> = HashSet::new();
-    let mut next_send = Instant::now();
+    let mut next_send = start;
     let mut last_err: Option<String> = None;
     let mut buf = [0u8; 2048];
     loop {
@@ -765,7 +781,7 @@ fn icmp(addr: SocketAddr, count: u32, deadline: Instant, tally: &Tally) {
         if next_seq <= count && now >= next_send {
             let seq = next_seq as u16;
             next_seq += 1;
-            next_send = now + ICMP_INTERVAL;
+            next_send = cfg.slot(start, next_seq - 1).0;
             match sock.send_to(&echo_request(family, id, seq, ICMP_PAYLOAD), target) {
                 Ok(()) => tally.sent(),
                 Err(e) => last_err = Some(format!("sending echo request to {}: {e}", addr.ip())),
@@ -846,9 +862,13 @@ mod tests {
         unsafe { libc::geteuid() == 0 }
     }
 
+    /// 3 probes 100 ms apart, the last waiting 300 ms: quick on loopback.
     fn only(kind: ProbeKind) -> ProbeConfig {
         ProbeConfig {
             kinds: vec![kind],
+            count: 3,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
             ..ProbeConfig::default()
         }
     }
@@ -886,10 +906,38 @@ mod tests {
     }
 
     #[test]
+    fn probes_are_paced_and_wait_until_the_next_is_due() {
+        let ms = Duration::from_millis;
+        let t = Instant::now();
+        // (count, interval, timeout, probe) -> (due, waits until), in ms from the start
+        let table: &[(u32, u64, u64, u32, u64, u64)] = &[
+            (10, 1000, 2000, 0, 0, 1000),
+            (10, 1000, 2000, 8, 8000, 9000),
+            (10, 1000, 2000, 9, 9000, 11000), // the last waits the whole timeout
+            (3, 1000, 300, 1, 1000, 1300),    // a timeout shorter than the interval
+            (1, 1000, 2000, 0, 0, 2000),
+        ];
+        for &(count, interval, timeout, i, due, until) in table {
+            let c = ProbeConfig {
+                count,
+                interval: ms(interval),
+                timeout: ms(timeout),
+                ..ProbeConfig::default()
+            };
+            assert_eq!(c.slot(t, i), (t + ms(due), t + ms(until)), "{count} {i}");
+        }
+    }
+
+    #[test]
     fn default_config() {
         let c = ProbeConfig::default();
         assert_eq!(c.kinds, ProbeKind::ALL);
-        assert_eq!((c.count, c.timeout), (3, Duration::from_secs(3)));
+        // The original's pacing: 10 of each kind, one a second.
+        assert_eq!(
+            (c.count, c.interval, c.timeout),
+            (10, Duration::from_secs(1), Duration::from_secs(2))
+        );
+        assert_eq!(c.duration(), Duration::from_secs(11));
         assert_eq!(c.snmp_user, "CaptureScript");
         assert_eq!((c.snmp_port, c.tcp_port), (161, 443));
         assert!(c.snmp_auth.is_none() && c.snmp_priv.is_none());
@@ -1092,7 +1140,7 @@ mod tests {
             ..ProbeConfig::default()
         };
         let err = "resolving nowhere.example: no addresses".to_string();
-        let r = run_resolved(Err(err.clone()), &cfg, Instant::now() + cfg.timeout);
+        let r = run_resolved(Err(err.clone()), &cfg, Instant::now());
         let want = Some(ProbeCounts {
             sent: 0,
             answered: 0,
@@ -1194,7 +1242,7 @@ mod tests {
         let err = c.error.unwrap();
         assert!(err.contains("no answer within"), "{err}");
         assert!(!err.contains("authpass123") && !err.contains("privpass123"));
-        assert!(took < cfg.timeout + SLACK, "took {took:?}");
+        assert!(took < cfg.duration() + SLACK, "took {took:?}");
         assert!(took >= Duration::from_millis(800), "took {took:?}");
     }
 
@@ -1298,7 +1346,8 @@ mod tests {
             snmp_auth: Some(Secret::new("authpass123".into())),
             snmp_priv: Some(Secret::new("privpass123".into())),
             timeout: Duration::from_secs(1),
-            ..ProbeConfig::default()
+            kinds: ProbeKind::ALL.to_vec(),
+            ..only(ProbeKind::Icmp)
         };
         let start = Instant::now();
         let r = run("127.0.0.1", &cfg);
@@ -1312,7 +1361,7 @@ mod tests {
         );
         assert!(!r.ok());
         // In parallel: about one timeout, not the sum of three.
-        assert!(took < cfg.timeout + SLACK, "took {took:?}");
+        assert!(took < cfg.duration() + SLACK, "took {took:?}");
     }
 
     /// An snmpd started by a test, stopped by its PID when the test ends, however it ends.

@@ -222,6 +222,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         snmp_user: a.snmp_user.clone(),
         snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
         snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
+        count: a.pacing.probe_count,
+        interval: a.pacing.probe_interval,
         ..ProbeConfig::default()
     });
 

@@ -197,6 +197,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "CaptureScript".into()),
             snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
             snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
+            count: a.pacing.probe_count,
+            interval: a.pacing.probe_interval,
             ..ProbeConfig::default()
         },
     });
