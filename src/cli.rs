@@ -284,6 +284,11 @@ pub struct ServeArgs {
     /// How long tcpdump may take to report it is capturing.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub start_timeout: std::time::Duration,
+    /// From STOP (or the agent's shutdown) to tcpdump's SIGTERM: tcpdump receives packets from
+    /// the kernel in blocks handed over up to 1 s after their first packet, so a quicker SIGTERM
+    /// loses the capture's last second.
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub stop_flush: std::time::Duration,
     /// After SIGTERM, how long before tcpdump gets SIGKILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: std::time::Duration,

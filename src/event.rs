@@ -216,6 +216,9 @@ pub enum Event {
         packets_captured: Option<u64>,
         packets_received: Option<u64>,
         packets_dropped_kernel: Option<u64>,
+        /// tcpdump reported 0 packets dropped by the kernel; false when it reported drops or
+        /// could not report (killed): the capture is incomplete evidence.
+        complete: bool,
     },
     /// `tc ovoc serve`: a capture ended without STOP (tcpdump died, agent shutdown, found dead at
     /// start); its files are kept under their `tmp_device_` names until a STOP renames them.

@@ -176,6 +176,38 @@ pub fn reason(code: u16) -> &'static str {
     }
 }
 
+/// Sent just before the `200 OK` to a STOP whose capture is incomplete:
+/// `199 Dropped <n> Packets <device> STOP`, or `199 Drops Unknown <device> STOP` when tcpdump
+/// could not say (it was killed). A provisional answer, like `100 Trying`: the original
+/// controller changes state on `200 OK` only, so it passes over it.
+pub const INCOMPLETE: u16 = 199;
+
+/// The `199` answer for a capture that lost `dropped` packets (None: unknown).
+pub fn incomplete(device: &str, dropped: Option<u64>) -> Response {
+    Response {
+        code: INCOMPLETE,
+        reason: match dropped {
+            Some(n) => format!("Dropped {n} Packets"),
+            None => "Drops Unknown".into(),
+        },
+        device: device.into(),
+        verb: Some(Verb::Stop),
+    }
+}
+
+/// What a `199` says: Some(Some(n)) n packets dropped, Some(None) unknown, None not a `199`.
+pub fn parse_incomplete(r: &Response) -> Option<Option<u64>> {
+    if r.code != INCOMPLETE {
+        return None;
+    }
+    let w: Vec<&str> = r.reason.split(' ').collect();
+    match w.as_slice() {
+        ["Dropped", n, "Packets"] => Some(Some(n.parse().ok()?)),
+        ["Drops", "Unknown"] => Some(None),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub code: u16,

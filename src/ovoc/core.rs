@@ -29,6 +29,10 @@ pub struct Config {
     pub rule_idle: Duration,
     pub start_timeout: Duration,
     pub stop_grace: Duration,
+    /// From STOP (or shutdown) to tcpdump's SIGTERM. libpcap hands packets to tcpdump in blocks
+    /// that the kernel closes at most a second (tcpdump's timeout) after their first packet; a
+    /// SIGTERM before that loses what the open block holds.
+    pub stop_flush: Duration,
 }
 
 /// End-of-capture figures tcpdump prints on exit.
@@ -37,6 +41,13 @@ pub struct Stats {
     pub captured: Option<u64>,
     pub received: Option<u64>,
     pub dropped_kernel: Option<u64>,
+}
+
+impl Stats {
+    /// tcpdump said it lost nothing in the kernel (unknown, e.g. after SIGKILL, is not complete).
+    pub fn complete(&self) -> bool {
+        self.dropped_kernel == Some(0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,11 +64,15 @@ enum Phase {
         deadline: Instant,
     },
     Running,
+    /// Waiting for tcpdump to have written everything (`term_at`), then for it to exit.
     Stopping {
-        filename: String,
+        /// None: the agent is shutting down; the files keep their tmp_ names.
+        filename: Option<String>,
         waiters: Vec<SocketAddr>,
+        term_at: Instant,
         kill_at: Instant,
-        killed: bool,
+        /// 0 none yet, 1 SIGTERM, 2 SIGKILL.
+        signalled: u8,
     },
     /// tcpdump is gone without a STOP (died, agent shutdown, found dead on restart).
     Exited {
@@ -565,7 +580,9 @@ impl Core {
                 return self.failed(id, why);
             }
             Phase::Stopping {
-                filename, waiters, ..
+                filename: Some(filename),
+                waiters,
+                ..
             } => {
                 let target = proto::ovoc_base(&filename);
                 out.push(Action::Rename {
@@ -579,7 +596,7 @@ impl Core {
                     stats,
                 };
             }
-            Phase::Running => {
+            Phase::Running | Phase::Stopping { filename: None, .. } => {
                 let reason = if self.stopping {
                     "agent shutdown".to_string()
                 } else {
@@ -636,9 +653,10 @@ impl Core {
                     packets_captured: stats.captured,
                     packets_received: stats.received,
                     packets_dropped_kernel: stats.dropped_kernel,
+                    complete: stats.complete(),
                 }));
                 for w in waiters {
-                    self.reply(&mut out, w, 200, &cap.device, Verb::Stop, None);
+                    self.stopped_reply(&mut out, w, &cap.device, &stats, None);
                 }
             }
             Err(e) => {
@@ -658,81 +676,112 @@ impl Core {
         out
     }
 
+    /// The final answer to a STOP that renamed the files, preceded by `199` when the capture
+    /// is incomplete, so that a `tc` session can flag it.
+    fn stopped_reply(
+        &mut self,
+        out: &mut Vec<Action>,
+        to: SocketAddr,
+        device: &str,
+        stats: &Stats,
+        detail: Option<String>,
+    ) {
+        if !stats.complete() {
+            out.push(Action::Reply {
+                to,
+                text: proto::incomplete(device, stats.dropped_kernel).to_wire(),
+                interim: false,
+            });
+        }
+        self.reply(out, to, 200, device, Verb::Stop, detail);
+    }
+
+    /// SIGTERM after the flush wait (at once when there is nothing to flush).
+    fn stopping(
+        &self,
+        now: Instant,
+        filename: Option<String>,
+        waiters: Vec<SocketAddr>,
+        flush: bool,
+    ) -> Phase {
+        let flush = if flush {
+            self.cfg.stop_flush
+        } else {
+            Duration::ZERO
+        };
+        Phase::Stopping {
+            filename,
+            waiters,
+            term_at: now + flush,
+            kill_at: now + flush + self.cfg.stop_grace,
+            signalled: 0,
+        }
+    }
+
     fn stop(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
         if !self.known(now, from, req, out) {
             return;
         }
         self.trying(out, from, &req.device, Verb::Stop);
         let filename = req.filename.clone().unwrap_or_default();
-        let grace = self.cfg.stop_grace;
         let dev = &self.devices[&req.device];
         let Some(id) = dev.current else {
-            if dev.last_stop.is_some() {
-                self.reply(
+            match dev.last_stop.clone() {
+                Some(last) => self.stopped_reply(
                     out,
                     from,
-                    200,
                     &req.device,
-                    Verb::Stop,
+                    &last.stats,
                     Some("already stopped".into()),
-                );
-            } else {
-                self.reply(
+                ),
+                None => self.reply(
                     out,
                     from,
                     404,
                     &req.device,
                     Verb::Stop,
                     Some("no capture for this device".into()),
-                );
+                ),
             }
             return;
         };
-        let cap = self.captures.get_mut(&id).expect("current capture exists");
-        match &mut cap.phase {
+        let phase = self.captures[&id].phase.clone();
+        match phase {
             Phase::Starting { waiters, .. } => {
-                // Stopped before it started: CAPTURE waiters learn it failed.
-                let ws = std::mem::take(waiters);
-                cap.phase = Phase::Stopping {
-                    filename,
-                    waiters: vec![from],
-                    kill_at: now + grace,
-                    killed: false,
-                };
-                out.push(Action::Signal { id, kill: false });
-                let device = req.device.clone();
-                for w in ws {
+                // Stopped before it started: nothing to flush; CAPTURE waiters learn it failed.
+                let p = self.stopping(now, Some(filename), vec![from], false);
+                self.captures.get_mut(&id).expect("current").phase = p;
+                for w in waiters {
                     self.reply(
                         out,
                         w,
                         503,
-                        &device,
+                        &req.device,
                         Verb::Capture,
                         Some("stopped before it started".into()),
                     );
                 }
             }
             Phase::Running => {
-                cap.phase = Phase::Stopping {
-                    filename,
-                    waiters: vec![from],
-                    kill_at: now + grace,
-                    killed: false,
-                };
-                out.push(Action::Signal { id, kill: false });
+                let p = self.stopping(now, Some(filename), vec![from], true);
+                self.captures.get_mut(&id).expect("current").phase = p;
             }
-            Phase::Stopping { waiters, .. } | Phase::Renaming { waiters, .. } => {
-                if !waiters.contains(&from) {
-                    waiters.push(from);
+            Phase::Stopping { .. } | Phase::Renaming { .. } => {
+                let cap = self.captures.get_mut(&id).expect("current");
+                if let Phase::Stopping { waiters, .. } | Phase::Renaming { waiters, .. } =
+                    &mut cap.phase
+                {
+                    if !waiters.contains(&from) {
+                        waiters.push(from);
+                    }
                 }
             }
             Phase::Exited { stats, .. } => {
-                let stats = stats.clone();
-                let target = proto::ovoc_base(&filename);
+                let cap = self.captures.get_mut(&id).expect("current");
                 out.push(Action::Rename {
                     id,
                     base: cap.base.clone(),
-                    target,
+                    target: proto::ovoc_base(&filename),
                 });
                 cap.phase = Phase::Renaming {
                     filename,
@@ -741,6 +790,8 @@ impl Core {
                 };
             }
         }
+        // A flush of zero signals now rather than on the next tick.
+        out.extend(self.signals_due(now, id));
     }
 
     fn verify(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
@@ -786,7 +837,34 @@ impl Core {
         out
     }
 
-    /// Timers: start timeouts, kill after the stop grace, idle rule clean-up.
+    /// SIGTERM once the flush wait is over, SIGKILL once the grace after it is.
+    fn signals_due(&mut self, now: Instant, id: CaptureId) -> Vec<Action> {
+        let Some(Capture {
+            phase:
+                Phase::Stopping {
+                    term_at,
+                    kill_at,
+                    signalled,
+                    ..
+                },
+            ..
+        }) = self.captures.get_mut(&id)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if *signalled == 0 && *term_at <= now {
+            *signalled = 1;
+            out.push(Action::Signal { id, kill: false });
+        }
+        if *signalled == 1 && *kill_at <= now {
+            *signalled = 2;
+            out.push(Action::Signal { id, kill: true });
+        }
+        out
+    }
+
+    /// Timers: start timeouts, SIGTERM after the flush, SIGKILL after the grace, idle rules.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let ids: Vec<CaptureId> = self.captures.keys().copied().collect();
@@ -801,12 +879,7 @@ impl Core {
                         &format!("tcpdump did not report capturing within {secs} s"),
                     ));
                 }
-                Phase::Stopping {
-                    kill_at, killed, ..
-                } if *kill_at <= now && !*killed => {
-                    *killed = true;
-                    out.push(Action::Signal { id, kill: true });
-                }
+                Phase::Stopping { .. } => out.extend(self.signals_due(now, id)),
                 _ => {}
             }
         }
@@ -838,8 +911,13 @@ impl Core {
         let caps = self.captures.values().filter_map(|c| match &c.phase {
             Phase::Starting { deadline, .. } => Some(*deadline),
             Phase::Stopping {
+                term_at,
+                signalled: 0,
+                ..
+            } => Some(*term_at),
+            Phase::Stopping {
                 kill_at,
-                killed: false,
+                signalled: 1,
                 ..
             } => Some(*kill_at),
             _ => None,
@@ -852,35 +930,34 @@ impl Core {
         caps.chain(rules).min()
     }
 
-    /// SIGINT/SIGTERM: stop every tcpdump; the shell exits once `live()` is empty.
+    /// SIGINT/SIGTERM: stop every tcpdump (after the flush wait); the shell exits once `live()`
+    /// is empty. The files keep their tmp_ names until a STOP renames them.
     pub fn shutdown(&mut self, now: Instant) -> Vec<Action> {
         self.stopping = true;
         let mut out = Vec::new();
-        for (id, cap) in self.captures.iter_mut() {
-            match &cap.phase {
-                Phase::Running | Phase::Starting { .. } => {
-                    let waiters = match std::mem::replace(&mut cap.phase, Phase::Running) {
-                        Phase::Starting { waiters, .. } => waiters,
-                        _ => Vec::new(),
-                    };
+        let ids: Vec<CaptureId> = self.captures.keys().copied().collect();
+        for id in ids {
+            let (device, phase) = {
+                let c = &self.captures[&id];
+                (c.device.clone(), c.phase.clone())
+            };
+            let next = match phase {
+                Phase::Starting { waiters, .. } => {
                     for w in waiters {
-                        let r = Response::new(503, &cap.device, Verb::Capture);
+                        let r = Response::new(503, &device, Verb::Capture);
                         out.push(Action::Reply {
                             to: w,
                             text: r.to_wire(),
                             interim: false,
                         });
                     }
-                    // Stopping without a file name: `exited` turns it into Exited, files kept.
-                    cap.phase = Phase::Running;
-                    out.push(Action::Signal {
-                        id: *id,
-                        kill: false,
-                    });
-                    let _ = now;
+                    self.stopping(now, None, Vec::new(), false)
                 }
-                _ => {}
-            }
+                Phase::Running => self.stopping(now, None, Vec::new(), true),
+                _ => continue,
+            };
+            self.captures.get_mut(&id).expect("listed").phase = next;
+            out.extend(self.signals_due(now, id));
         }
         out
     }
@@ -1046,6 +1123,8 @@ mod tests {
             rule_idle: Duration::from_secs(7200),
             start_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(5),
+            // Most tests look at the order of things, not at the flush wait (its own test).
+            stop_flush: Duration::ZERO,
         }
     }
 
@@ -1228,6 +1307,91 @@ mod tests {
     }
 
     #[test]
+    fn stop_waits_for_tcpdump_to_flush_then_flags_an_incomplete_capture() {
+        let s = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            stop_flush: s(1500),
+            ..cfg(false)
+        });
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        c.ready(id, "lo", "f");
+        let a = c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_a.pcap");
+        assert_eq!(replies(&a), ["100 Trying 10.0.0.1 STOP"]);
+        assert!(!a.iter().any(|x| matches!(x, Action::Signal { .. })));
+        // (time in ms, the signal the tick sends)
+        let table: &[(u64, Option<bool>)] = &[
+            (1499, None),
+            (1500, Some(false)), // SIGTERM once the flush is over
+            (3000, None),
+            (6500, Some(true)), // SIGKILL after the 5 s grace
+            (9000, None),
+        ];
+        for &(at, want) in table {
+            let got: Vec<bool> = c
+                .tick(t0 + s(at))
+                .iter()
+                .filter_map(|x| match x {
+                    Action::Signal { kill, .. } => Some(*kill),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "at {at} ms");
+        }
+        let dropped = Stats {
+            captured: Some(40),
+            received: Some(52),
+            dropped_kernel: Some(12),
+        };
+        c.exited(id, dropped, "signal");
+        let a = c.renamed(id, Ok(vec!["OVOC_a-0.pcap".into()]));
+        assert_eq!(
+            replies(&a),
+            [
+                "199 Dropped 12 Packets 10.0.0.1 STOP",
+                "200 OK 10.0.0.1 STOP"
+            ]
+        );
+        assert!(a.iter().any(|x| matches!(
+            x,
+            Action::Emit(Event::OvocCaptureStopped {
+                complete: false,
+                packets_dropped_kernel: Some(12),
+                ..
+            })
+        )));
+        // A repeated STOP says the same again.
+        let a = c.datagram(t0 + s(9000), ctl(), b"STOP 10.0.0.1 CPE_a.pcap");
+        assert_eq!(
+            replies(&a),
+            [
+                "100 Trying 10.0.0.1 STOP",
+                "199 Dropped 12 Packets 10.0.0.1 STOP",
+                "200 OK 10.0.0.1 STOP"
+            ]
+        );
+    }
+
+    #[test]
+    fn shutdown_flushes_before_sigterm() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            stop_flush: Duration::from_millis(1500),
+            ..cfg(false)
+        });
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        c.ready(id, "lo", "f");
+        assert!(c.shutdown(t0).is_empty());
+        assert_eq!(c.live(), vec![id]);
+        assert_eq!(
+            c.tick(t0 + Duration::from_millis(1500)),
+            vec![Action::Signal { id, kill: false }]
+        );
+    }
+
+    #[test]
     fn idle_rules_are_deleted_by_the_timer_but_not_while_capturing() {
         let t0 = Instant::now();
         let mut c = Core::new(cfg(true));
@@ -1300,7 +1464,8 @@ mod tests {
             id,
             Stats {
                 captured: Some(3),
-                ..Stats::default()
+                received: Some(3),
+                dropped_kernel: Some(0),
             },
             "signal",
         );

@@ -234,6 +234,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         rule_idle: a.rule_idle,
         start_timeout: a.start_timeout,
         stop_grace: a.stop_grace,
+        stop_flush: a.stop_flush,
     });
     let tcpdump = Tcpdump {
         program,
@@ -438,7 +439,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             }
             // tcpdump ignoring SIGTERM past the grace period (core sends SIGKILL then); an adopted
             // one we cannot reap is given up on after twice that.
-            if since.elapsed() > a.stop_grace * 2 + Duration::from_secs(1) {
+            if since.elapsed() > a.stop_flush + a.stop_grace * 2 + Duration::from_secs(1) {
                 log::warn!("some tcpdump did not exit; leaving");
                 break "signal";
             }

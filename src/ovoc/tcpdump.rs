@@ -31,8 +31,12 @@ impl Tcpdump {
             "-n".into(),
             // Packet-buffered: what was captured is on disk even if tcpdump is killed.
             "-U".into(),
-            // Without it, packets still in the kernel's ring block when SIGTERM arrives are lost.
-            "--immediate-mode".into(),
+            // Not --immediate-mode: that makes libpcap use TPACKET_V2, a ring of one-packet
+            // frames sized for the largest packet the interface may deliver (64 KiB on lo, or
+            // with offloads), so a 512 KiB buffer holds 8 packets and a tcpdump not scheduled
+            // in time drops the rest of a burst. TPACKET_V3 blocks hold hundreds; the price is
+            // that a block reaches tcpdump up to 1 s late, which the agent waits out before
+            // SIGTERM (--stop-flush).
             "-w".into(),
             self.dir.join(base).display().to_string(),
             "-W".into(),
@@ -223,7 +227,7 @@ mod tests {
         };
         assert_eq!(
             t.argv("tmp_device_10.0.0.1_X.pcap", "10.0.0.1").join(" "),
-            "-i eth0 -n -U --immediate-mode -w /var/lib/tc/tmp_device_10.0.0.1_X.pcap -W 3 -C 10 -B 512 -Z tcpdump host 10.0.0.1"
+            "-i eth0 -n -U -w /var/lib/tc/tmp_device_10.0.0.1_X.pcap -W 3 -C 10 -B 512 -Z tcpdump host 10.0.0.1"
         );
     }
 
