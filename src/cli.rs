@@ -519,7 +519,8 @@ pub struct LabUpArgs {
     /// Third octet of the first device address (127.0.<N>.1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub subnet: u8,
-    /// REST port of every device (0 picks a free one).
+    /// REST port of every device (0 picks a free one). Tools that hard-code the real devices'
+    /// ports, such as the original controller (443 and 22), need `--rest-port 443 --ssh-port 22`.
     #[arg(long, default_value_t = 0)]
     pub rest_port: u16,
     /// SSH port of every device (0 picks a free one).

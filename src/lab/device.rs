@@ -123,6 +123,17 @@ impl DeviceState {
         self.interfaces.clone()
     }
 
+    /// The configured SNMPv3 users, keys included: what the device's SNMP agent must answer.
+    pub fn snmp_config(&self) -> &[SnmpUser] {
+        &self.snmp_users
+    }
+
+    /// A device as shipped to the lab: its SNMP agent already has these users.
+    pub fn with_snmp_users(mut self, users: Vec<SnmpUser>) -> DeviceState {
+        self.snmp_users = users;
+        self
+    }
+
     #[cfg(test)]
     pub fn snmp_users(&self) -> Vec<String> {
         self.snmp_users.iter().map(|u| u.name.clone()).collect()
@@ -242,19 +253,28 @@ fn cli_script(dev: &mut DeviceState, req: &Request) -> Response {
     };
     let commands = match validate(dev.kind, &script) {
         Ok(c) => c,
-        Err(why) => return describe(400, &why),
+        Err(why) => return rejected(&why, ""),
     };
     let mut output = String::new();
     // A user under construction lives only as long as its script: one never `exit`ed is dropped.
     let mut pending = None;
     for (line_no, cmd) in commands {
         if let Err(why) = apply(dev, cmd, &mut pending, &mut output) {
-            return describe(400, &format!("{why} (line {line_no})"));
+            return rejected(&format!("{why} (line {line_no})"), &output);
         }
     }
     Response::json(
         200,
-        &json!({ "description": "CLI script applied", "output": output }),
+        &json!({ "status": "success", "description": "CLI script applied", "output": output }),
+    )
+}
+
+/// A rejected script: real devices say `status` (the original controller reads it), the
+/// documentation shows `description`; the output is what the CLI printed before the error.
+fn rejected(why: &str, output: &str) -> Response {
+    Response::json(
+        400,
+        &json!({ "status": "failure", "description": why, "output": output }),
     )
 }
 
@@ -679,15 +699,28 @@ mod tests {
         reply(&handle(dev, &auth(), &script_request(script)))
     }
 
+    /// The shape real devices answer with (the original controller requires `status`).
     fn applied(output: &str) -> (u16, Value) {
         (
             200,
-            serde_json::json!({"description": "CLI script applied", "output": output}),
+            serde_json::json!({"status": "success", "description": "CLI script applied", "output": output}),
         )
     }
 
     fn rejected(description: &str) -> (u16, Value) {
+        rejected_after(description, "")
+    }
+
+    /// An upload that is not a script at all: the device says why, as for any bad request.
+    fn malformed(description: &str) -> (u16, Value) {
         (400, serde_json::json!({ "description": description }))
+    }
+
+    fn rejected_after(description: &str, output: &str) -> (u16, Value) {
+        (
+            400,
+            serde_json::json!({"status": "failure", "description": description, "output": output}),
+        )
     }
 
     const ACTIVE_MSBR: &str = "Debug capture physical is active\nInterfaces: eth-wan eth-lan\n";
@@ -838,6 +871,15 @@ mod tests {
         assert_eq!(
             run(&mut dev, dup),
             rejected("SNMPv3 user CaptureScript already exists (line 4)")
+        );
+        // The reply of a script that fails part-way carries what the CLI printed before.
+        let shown = format!("debug capture data physical show\n{dup}");
+        assert_eq!(
+            run(&mut dev, &shown),
+            rejected_after(
+                "SNMPv3 user CaptureScript already exists (line 5)",
+                "Debug capture physical is not active\n"
+            )
         );
         // A user never committed with `exit` is dropped with its script.
         assert_eq!(
@@ -1001,16 +1043,16 @@ mod tests {
             ("multipart/form-data; boundary=q", format!("--q  \nContent-Disposition: form-data; name=\"file\"\n\n{SCRIPT}\n--q--\n"), ok.clone()),
             // Content that merely contains the boundary text mid-line is not a delimiter.
             ("multipart/form-data; boundary=q", "--q\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nfoo --q bar\r\n--q--\r\n".to_string(), rejected("Unknown command at line 1: \"foo --q bar\"")),
-            ("multipart/form-data; boundary=b1", "--b1\r\nContent-Disposition: form-data; name=\"notfile\"\r\n\r\nx\r\n--b1--\r\n".to_string(), rejected("Missing multipart part 'file'")),
-            ("multipart/form-data; boundary=b1", "--b1--\r\n".to_string(), rejected("Missing multipart part 'file'")),
-            ("multipart/form-data; boundary=b1", format!("--b1\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n{SCRIPT}\r\n"), rejected("Bad multipart body: no closing delimiter")),
-            ("multipart/form-data; boundary=b1", "no delimiter at all".to_string(), rejected("Bad multipart body: no boundary delimiter")),
-            ("multipart/form-data; boundary=b1", "--b1\r\nContent-Disposition: form-data; name=\"file\"\r\n--b1--".to_string(), rejected("Bad multipart body: part headers not terminated")),
-            ("multipart/form-data; boundary=b1", "--b1\r\nNoColonHere\r\n\r\nx\r\n--b1--".to_string(), rejected("Bad multipart body: malformed part header")),
-            ("multipart/form-data; boundary=b1", "--b1junk\r\n".to_string(), rejected("Bad multipart body: delimiter not followed by a line end")),
-            ("multipart/form-data", String::new(), rejected("Missing multipart boundary")),
-            ("multipart/form-data; boundary=\"\"", String::new(), rejected("Bad multipart boundary")),
-            ("application/json", "{}".to_string(), rejected("Expected multipart/form-data")),
+            ("multipart/form-data; boundary=b1", "--b1\r\nContent-Disposition: form-data; name=\"notfile\"\r\n\r\nx\r\n--b1--\r\n".to_string(), malformed("Missing multipart part 'file'")),
+            ("multipart/form-data; boundary=b1", "--b1--\r\n".to_string(), malformed("Missing multipart part 'file'")),
+            ("multipart/form-data; boundary=b1", format!("--b1\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n{SCRIPT}\r\n"), malformed("Bad multipart body: no closing delimiter")),
+            ("multipart/form-data; boundary=b1", "no delimiter at all".to_string(), malformed("Bad multipart body: no boundary delimiter")),
+            ("multipart/form-data; boundary=b1", "--b1\r\nContent-Disposition: form-data; name=\"file\"\r\n--b1--".to_string(), malformed("Bad multipart body: part headers not terminated")),
+            ("multipart/form-data; boundary=b1", "--b1\r\nNoColonHere\r\n\r\nx\r\n--b1--".to_string(), malformed("Bad multipart body: malformed part header")),
+            ("multipart/form-data; boundary=b1", "--b1junk\r\n".to_string(), malformed("Bad multipart body: delimiter not followed by a line end")),
+            ("multipart/form-data", String::new(), malformed("Missing multipart boundary")),
+            ("multipart/form-data; boundary=\"\"", String::new(), malformed("Bad multipart boundary")),
+            ("application/json", "{}".to_string(), malformed("Expected multipart/form-data")),
         ];
         for (content_type, body, want) in cases {
             let mut dev = DeviceState::new("10.0.0.1", Kind::Msbr, "SN1", 0);
@@ -1029,14 +1071,14 @@ mod tests {
         let req = request("PUT", CLI_SCRIPT, ADMIN);
         assert_eq!(
             reply(&handle(&mut dev, &auth(), &req)),
-            rejected("Missing Content-Type: expected multipart/form-data")
+            malformed("Missing Content-Type: expected multipart/form-data")
         );
         let mut req = script_request("x");
         req.body =
             b"--XyZ\r\nContent-Disposition: form-data; name=file\r\n\r\n\xff\r\n--XyZ--".to_vec();
         assert_eq!(
             reply(&handle(&mut dev, &auth(), &req)),
-            rejected("CLI script is not UTF-8 text")
+            malformed("CLI script is not UTF-8 text")
         );
     }
 }

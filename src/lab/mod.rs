@@ -115,6 +115,8 @@ struct Lab {
     ovoc: ovoc::LabOvoc,
     ovoc_ip: IpAddr,
     auth: device::Auth,
+    /// Each device's real snmpd, given the users its CLI scripts configure.
+    snmp: Option<snmpd::Agents>,
     latency: Duration,
     log_requests: bool,
     requests: AtomicU64,
@@ -157,9 +159,18 @@ impl http::Handler for Lab {
         let resp = {
             let mut d = dev.lock().unwrap_or_else(|p| p.into_inner());
             let was = d.capture_active();
+            let users = d.snmp_config().to_vec();
             let resp = device::handle(&mut d, &self.auth, req);
             if let Some(live) = &self.live {
                 live.transition(local.ip(), was, d.capture_active());
+            }
+            // As a real device: the new users answer SNMP before the script's reply is sent.
+            if let (Some(snmp), IpAddr::V4(ip)) = (&self.snmp, local.ip()) {
+                if d.snmp_config() != users.as_slice() {
+                    if let Err(e) = snmp.provision(ip, d.snmp_config()) {
+                        crate::logging::warn_user(&format!("{ip}: SNMP agent: {e}"));
+                    }
+                }
             }
             resp
         };
@@ -352,23 +363,27 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         ssh_port = Some(port);
     }
 
-    // SNMPv3 for the probes: a real snmpd on the device addresses. snmpd opens its listening
-    // addresses slowly (about two per second past a hundred or so), so a big lab serves SNMP
-    // on its first SNMP_MAX devices only and says so.
+    // SNMPv3 for the probes: a real snmpd per device (a process each, so a big lab serves SNMP
+    // on its first SNMP_MAX devices only and says so), with the probe user the devices ship
+    // with here; CLI scripts change it.
     let snmp_auth = random_password();
     let snmp_priv = random_password();
+    let probe_user = device::SnmpUser {
+        name: "CaptureScript".into(),
+        auth_protocol: "sha-1".into(),
+        priv_protocol: "aes-128".into(),
+        auth_key: Some(Secret::new(snmp_auth.clone())),
+        priv_key: Some(Secret::new(snmp_priv.clone())),
+    };
     let snmp = if is_root() && Path::new(snmpd::SNMPD).exists() {
-        let names: Vec<String> = addrs.iter().take(SNMP_MAX).map(|a| a.to_string()).collect();
         if addrs.len() > SNMP_MAX {
             crate::logging::warn_user(&format!(
                 "snmpd answers on the first {SNMP_MAX} devices only; SNMP probes to the others go unanswered"
             ));
         }
-        let (au, pr) = (
-            Secret::new(snmp_auth.clone()),
-            Secret::new(snmp_priv.clone()),
-        );
-        Some(snmpd::start(&dir, &names, 161, "CaptureScript", &au, &pr).map_err(Error::failed)?)
+        let first: Vec<Ipv4Addr> = addrs.iter().take(SNMP_MAX).copied().collect();
+        let users = std::slice::from_ref(&probe_user);
+        Some(snmpd::Agents::start(&dir, &first, 161, users).map_err(Error::failed)?)
     } else {
         crate::logging::warn_user(
             "snmpd not available (apt-get install snmpd): SNMP probes will not be answered",
@@ -438,16 +453,20 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
                 let serial = format!("TCLAB{:06}", i + 1);
                 (
                     IpAddr::V4(*ad),
-                    Mutex::new(device::DeviceState::new(
-                        &ad.to_string(),
-                        lab_kind(i as u32),
-                        &serial,
-                        a.busy_first,
-                    )),
+                    Mutex::new(
+                        device::DeviceState::new(
+                            &ad.to_string(),
+                            lab_kind(i as u32),
+                            &serial,
+                            a.busy_first,
+                        )
+                        .with_snmp_users(vec![probe_user.clone()]),
+                    ),
                 )
             })
             .collect(),
         auth,
+        snmp,
         latency: Duration::from_millis(a.latency_ms),
         log_requests: a.log_requests,
         requests: AtomicU64::new(0),
@@ -538,8 +557,8 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
     if let Some(s) = sshd {
         s.stop();
     }
-    if let Some(s) = snmp {
-        s.stop();
+    if let Some(s) = &lab.snmp {
+        s.stop_all();
     }
     if created_user {
         if let Err(e) = sshd::remove_user(&a.user) {

@@ -314,3 +314,79 @@ fn cut_transfer_is_resumed_and_complete() {
     assert_eq!(*attempts, 2, "{}", r.dump());
     assert_eq!(sha256_hex(&lab.capture_of(device)), *sha256);
 }
+
+/// `snmpget` (net-snmp's client) as the probe user with these keys: does the device answer?
+fn snmp_answers(device: &str, auth: &str, privacy: &str) -> bool {
+    let out = std::process::Command::new("snmpget")
+        .args([
+            "-v3",
+            "-l",
+            "authPriv",
+            "-u",
+            "CaptureScript",
+            "-a",
+            "SHA",
+            "-A",
+            auth,
+        ])
+        .args([
+            "-x",
+            "AES",
+            "-X",
+            privacy,
+            "-r",
+            "0",
+            "-t",
+            "1",
+            device,
+            "1.3.6.1.2.1.1.1.0",
+        ])
+        .env("MIBS", "")
+        .output()
+        .expect("snmpget runs");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("tc lab emulated")
+}
+
+/// A device applies the SNMPv3 user of a start script: the new keys answer, the old ones not.
+#[test]
+fn start_script_provisions_the_devices_snmp_user() {
+    skip_without_lab!();
+    if !have("snmpget") || !have("snmpd") {
+        println!("SKIPPED: snmpget/snmpd not installed (apt-get install snmp snmpd)");
+        return;
+    }
+    let lab = Lab::up(2, &[]);
+    let devs = lab.devices();
+    let (old_auth, old_priv) = (
+        lab.env["TC_SNMP_AUTH_KEY"].clone(),
+        lab.env["TC_SNMP_PRIV_KEY"].clone(),
+    );
+    for d in &devs {
+        assert!(snmp_answers(d, &old_auth, &old_priv), "{d}: lab keys");
+    }
+    let (new_auth, new_priv) = ("NewAuthKey-4711", "NewPrivKey-0815");
+    register_secret(new_auth);
+    register_secret(new_priv);
+    // An inventory of the first device only.
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    let first: Vec<&str> = text.lines().take(2).collect();
+    let inv = lab.path().join("first.csv");
+    std::fs::write(&inv, first.join("\n") + "\n").unwrap();
+    let mut c = lab.tc();
+    c.envs([
+        ("TC_SNMP_AUTH_KEY", new_auth),
+        ("TC_SNMP_PRIV_KEY", new_priv),
+    ])
+    .args(["cpe", "start", "--devices"])
+    .arg(&inv)
+    .args(["--snmp-user", "CaptureScript"]);
+    run(c).expect(0);
+    assert!(snmp_answers(&devs[0], new_auth, new_priv), "new keys");
+    assert!(
+        !snmp_answers(&devs[0], &old_auth, &old_priv),
+        "old keys still work"
+    );
+    // The other device kept its user.
+    assert!(snmp_answers(&devs[1], &old_auth, &old_priv));
+    assert!(!snmp_answers(&devs[1], new_auth, new_priv));
+}
