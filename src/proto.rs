@@ -176,6 +176,21 @@ pub fn reason(code: u16) -> &'static str {
     }
 }
 
+/// `101 tc Agent <device> <REQUEST>`: a `tc` agent's first answer to REGISTER and CAPTURE. It
+/// works on requests at once and answers a repeated request as the first, so a `tc` session
+/// may resend to it sooner than to the original, single-threaded agent, which a duplicate
+/// costs dearly. Provisional: the original controller changes state on `200 OK` only.
+pub const TC_AGENT: u16 = 101;
+
+pub fn tc_agent(device: &str, verb: Verb) -> Response {
+    Response {
+        code: TC_AGENT,
+        reason: "tc Agent".into(),
+        device: device.into(),
+        verb: Some(verb),
+    }
+}
+
 /// Sent just before the `200 OK` to a STOP whose capture is incomplete:
 /// `199 Dropped <n> Packets <device> STOP`, or `199 Drops Unknown <device> STOP` when tcpdump
 /// could not say (it was killed). A provisional answer, like `100 Trying`: the original

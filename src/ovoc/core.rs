@@ -290,6 +290,13 @@ impl Core {
             );
             return out;
         }
+        if matches!(req.verb, Verb::Register | Verb::Capture) {
+            out.push(Action::Reply {
+                to: from,
+                text: proto::tc_agent(&req.device, req.verb).to_wire(),
+                interim: true,
+            });
+        }
         match req.verb {
             Verb::Register => self.register(now, from, &req, &mut out),
             Verb::Capture => self.capture(now, from, &req, &mut out),
@@ -1132,15 +1139,52 @@ mod tests {
         "127.0.0.1:20001".parse().unwrap()
     }
 
+    /// The answers sent, but for the `101 tc Agent` marker (its own test).
     fn replies(actions: &[Action]) -> Vec<String> {
         actions
             .iter()
-            .filter_map(|a| {
-                if let Action::Reply { text, .. } = a {
-                    Some(text.clone())
-                } else {
-                    None
-                }
+            .filter_map(|a| match a {
+                Action::Reply { text, .. } if !text.starts_with("101 ") => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn register_and_capture_say_first_that_this_is_a_tc_agent() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let first = |a: &[Action]| {
+            a.iter().find_map(|x| match x {
+                Action::Reply { text, interim, .. } => Some((text.clone(), *interim)),
+                _ => None,
+            })
+        };
+        let a = c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        assert_eq!(
+            first(&a),
+            Some(("101 tc Agent 10.0.0.1 REGISTER".into(), true))
+        );
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1");
+        assert_eq!(
+            first(&a),
+            Some(("101 tc Agent 10.0.0.1 CAPTURE".into(), true))
+        );
+        for req in [&b"VERIFY 10.0.0.1"[..], b"STOP 10.0.0.1 CPE_a.pcap"] {
+            let a = c.datagram(t0, ctl(), req);
+            assert!(
+                !replies_all(&a).iter().any(|r| r.starts_with("101 ")),
+                "{a:?}"
+            );
+        }
+    }
+
+    fn replies_all(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply { text, .. } => Some(text.clone()),
+                _ => None,
             })
             .collect()
     }

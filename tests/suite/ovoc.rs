@@ -296,6 +296,18 @@ fn idle_rules_are_deleted_by_the_timer() {
     assert!(rules[0]["name"].as_str().unwrap().ends_with(&devs[1]));
 }
 
+/// The next datagram on `s` that is not the agent's `101 tc Agent` marker (None: timed out).
+fn answer(s: &UdpSocket) -> Option<String> {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("101 tc Agent ") {
+            return Some(text);
+        }
+    }
+}
+
 #[test]
 fn hostile_datagrams_change_nothing() {
     skip_without_lab!();
@@ -323,12 +335,8 @@ fn hostile_datagrams_change_nothing() {
     ];
     for h in &hostile {
         s.send_to(h, agent.listen).unwrap();
-        let mut buf = [0u8; 2048];
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            answers.insert(
-                String::from_utf8_lossy(h).into_owned(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            );
+        if let Some(a) = answer(&s) {
+            answers.insert(String::from_utf8_lossy(h).into_owned(), a);
         }
     }
     assert_eq!(
@@ -529,7 +537,7 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     ask(&format!("REGISTER {}", devs[0]));
     ask(&format!("REGISTER {}", devs[1]));
     for _ in 0..2 {
-        s.recv_from(&mut buf).unwrap();
+        answer(&s).unwrap();
     }
     // VERIFY takes at least the ICMP probe spacing (several hundred ms).
     ask(&format!("VERIFY {}", devs[0]));
@@ -543,8 +551,7 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     let mut order = Vec::new();
     let mut trying = None;
     while order.len() < 3 {
-        let (n, _) = s.recv_from(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let text = answer(&s).unwrap();
         if text.starts_with("100 Trying") && text.ends_with("CAPTURE") {
             trying = Some(t.elapsed());
         }
