@@ -125,10 +125,22 @@ sess_pid=
 cpu_end="lab $(cpu $lab_pid) agent $(cpu $agent_pid) session ${cpu_after_sess:-?}"
 res=$(python3 "$PY" analyse "$WORK/session.out" "$WORK/lab.out" "$LATENCY_MS")
 log "result: $res"
+# The agent's own account of its captures: tcpdump's kernel drops, summed over every capture.
+drops=$(python3 - "$WORK/agent.out" <<'PYEOF'
+import json, sys
+caps = [e for e in map(json.loads, open(sys.argv[1])) if e.get("type") == "ovoc.capture_stopped"]
+dropped = sum(e.get("packets_dropped_kernel") or 0 for e in caps)
+unknown = sum(1 for e in caps if e.get("packets_dropped_kernel") is None)
+incomplete = sum(1 for e in caps if not e.get("complete"))
+print(f"captures_stopped={len(caps)} packets_dropped_kernel={dropped} drops_unknown={unknown} incomplete={incomplete}")
+PYEOF
+)
+log "agent: $drops"
 cat <<EOT
 ### tc session: $DEVICES devices, ${LATENCY_MS} ms REST latency, --jobs $JOBS, --probes none ${SESSION_ARGS:-}, agent tcpdumps on $AGENT_IF
 
 - result: \`$res\`
+- agent captures: \`$drops\`
 - storm sender: \`$storm\`
 - agent while all were capturing: $tcpdumps tcpdump processes, agent VmRSS $((agent_rss / 1024)) MiB
 - CPU seconds used so far (user + system), when all were capturing: $cpu_start; just before the

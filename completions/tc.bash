@@ -1331,7 +1331,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__serve)
-            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-grace --verbose --quiet --help"
+            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --probe-count --probe-interval --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-flush --stop-grace --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1393,6 +1393,14 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --probe-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --snmp-user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1409,6 +1417,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --stop-flush)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --stop-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1421,7 +1433,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --register-attempts --fetch-retry-interval --resend --alarm-jobs --out --report --probes --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1499,6 +1511,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --register)
+                    COMPREPLY=($(compgen -W "always never" -- "${cur}"))
+                    return 0
+                    ;;
                 --fetch-retry-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1520,6 +1536,14 @@ _tc() {
                     return 0
                     ;;
                 --probes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -145,10 +145,13 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l probes -d 'Probes for VERIFY: any of icmp,snmp,tcp, or all, or none' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l probe-count -d 'Probes of each kind per VERIFY' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l probe-interval -d 'Between two probes of one kind; each waits for its answer until the next is due (the last one 2 s)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l snmp-user -d 'SNMPv3 user for the probe (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l tcpdump -d 'tcpdump program' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l tcpdump-user -d 'User tcpdump drops privileges to (-Z); DIR is made writable for it. Default: tcpdump if that user exists, else root' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l start-timeout -d 'How long tcpdump may take to report it is capturing' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l stop-flush -d 'From STOP (or the agent\'s shutdown) to tcpdump\'s SIGTERM: tcpdump receives packets from the kernel in blocks handed over up to 1 s after their first packet, so a quicker SIGTERM loses the capture\'s last second' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l stop-grace -d 'After SIGTERM, how long before tcpdump gets SIGKILL' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-any -d 'Accept requests from anywhere (the original\'s behaviour; the agent runs as root)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l no-ovoc-rules -d 'Answer REGISTER without OVOC\'s REST API (rules set by hand)'
@@ -203,12 +206,16 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-port -d 'The agen
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand session" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent (REGISTER doubles it per resend, up to 4x)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent, doubled per resend up to 8x. A request answered `100 Trying` is never resent while its final answer may still come (60 s, VERIFY 120 s; 15 s and twice the probe time from an agent seen to be `tc`)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-jobs -d 'Most devices whose alarm is handled at once (CPE stop and probes; threads start when alarms arrive and end when idle). --jobs bounds starts and fetches only' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l out -d 'Directory for the CPE captures, the journal and (by default) the report' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l report -d 'CSV report, appended as tasks finish (default OUT/report.csv)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l probes -d 'Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l probe-count -d 'Probes of each kind per VERIFY' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l probe-interval -d 'Between two probes of one kind; each waits for its answer until the next is due (the last one 2 s)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l snmp-user -d 'SNMPv3 user created on each CPE at start and used by the probes (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l known-hosts -d 'known_hosts file for the SFTP fetch' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l remote-path -d 'Remote capture file on the devices' -r
@@ -232,7 +239,7 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l busy-first -d 'Answer the first N cliScript requests of each device with 409 Busy' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l subnet -d 'Third octet of the first device address (127.0.<N>.1)' -r
-complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l rest-port -d 'REST port of every device (0 picks a free one)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l rest-port -d 'REST port of every device (0 picks a free one). Tools that hard-code the real devices\' ports, such as the original controller (443 and 22), need `--rest-port 443 --ssh-port 22`' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l ssh-port -d 'SSH port of every device (0 picks a free one)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l capture-bytes -d 'Size of each device\'s capture file; padded with generated packets after the real ones' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l cut-sftp-after -d 'Cut each device\'s first SFTP connection after this many bytes (fault injection)' -r

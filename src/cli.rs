@@ -333,11 +333,16 @@ pub struct SessionArgs {
     /// REGISTER sends before a device is given up.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub register_attempts: u32,
+    /// `never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and
+    /// for 1.0.1 agents, which ignore REGISTER.
+    #[arg(long, value_enum, default_value_t = Register::Always)]
+    pub register: Register,
     /// Wait between attempts to stop or fetch from an unreachable device.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub fetch_retry_interval: std::time::Duration,
-    /// Wait before resending an unanswered request to an agent (REGISTER doubles it per resend,
-    /// up to 4x).
+    /// Wait before resending an unanswered request to an agent, doubled per resend up to 8x. A
+    /// request answered `100 Trying` is never resent while its final answer may still come
+    /// (60 s, VERIFY 120 s; 15 s and twice the probe time from an agent seen to be `tc`).
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub resend: std::time::Duration,
     /// Most devices whose alarm is handled at once (CPE stop and probes; threads start when

@@ -316,6 +316,8 @@ pub enum Event {
         devices: u32,
         completed: u32,
         aborted: u32,
+        /// Captured, but STOP was never confirmed by the agent (`--resume` retries it).
+        failed: u32,
         rounds: u32,
         seconds: f64,
         /// `done` or `interrupted`.

@@ -4,10 +4,24 @@
 //!
 //! Per device: REGISTER -> CPE start -> CAPTURE -> wait for Connection Lost -> VERIFY with local
 //! probes -> CPE stop -> fetch (retried every interval, never abandoned) -> STOP <file> -> next
-//! round or done. Control datagrams are retransmitted until answered (UDP loses them); the
-//! agent's requests are idempotent, so a duplicate does no harm.
+//! round or done. A device whose STOP was never confirmed has not completed (`failed`): its
+//! journal still says STOP, so `--resume` sends it again.
+//!
+//! Resending, right for `tc` agents and for the original single-threaded ones alike:
+//! - one request per device at a time (the device's step);
+//! - an unanswered request is resent with backoff (`resend`, doubling per send up to 8x) until
+//!   its budget of sends is spent;
+//! - a request answered `100 Trying` has arrived: it is not sent again while its final answer
+//!   can still come ([`trying_wait`], per request kind and agent); only when that wait passes is
+//!   the final answer taken as lost;
+//! - an agent that has not shown it works on two requests at once may be the original, which
+//!   reads one datagram, works on it (about 10 s for a VERIFY) and only then reads the next:
+//!   while it answers another device's request, this device's unanswered request is queued at
+//!   the agent, not lost, so it is held and its resend clock starts again once the agent is free.
+//!   A duplicate would cost the original agent another 10 s VERIFY, or turn a STOP into a 503
+//!   and, the third time, a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,11 +38,36 @@ pub struct Config {
     /// Sends of CAPTURE, VERIFY and STOP before giving up on an answer.
     pub retries: u32,
     pub fetch_retry_interval: Duration,
-    /// Wait before resending an unanswered request.
+    /// Wait before the first resend of an unanswered request (doubling per send).
     pub resend: Duration,
-    /// Wait after `100 Trying` before resending.
-    pub trying_wait: Duration,
     pub probes: bool,
+    /// Send REGISTER first (false: the forwarding rules are set by hand, or the agent is the
+    /// 1.0.1 one, which ignores REGISTER).
+    pub register: bool,
+    /// How long this session's own probes take (a `tc` agent's take about as long).
+    pub probe_time: Duration,
+}
+
+/// How long the final answer to a request that got `100 Trying` may take before it is taken as
+/// lost. An agent not (yet) seen working on two requests at once may be the original, whose
+/// VERIFY takes 10 s or more and to which a resend costs dearly: 60 s, 120 s for VERIFY. A `tc`
+/// agent (it works on requests at once) bounds its own answers, and a resend does it no harm:
+/// CAPTURE once tcpdump listens (5 s at most by default), STOP once tcpdump has flushed and
+/// exited (1.5 s, then 5 s grace), VERIFY after its probes, taken as twice this session's own.
+pub fn trying_wait(verb: Verb, concurrent: bool, probe_time: Duration) -> Duration {
+    match (concurrent, verb) {
+        (false, Verb::Verify) => Duration::from_secs(120),
+        (false, _) => Duration::from_secs(60),
+        (true, Verb::Verify) => probe_time * 2 + Duration::from_secs(5),
+        (true, _) => Duration::from_secs(15),
+    }
+}
+
+/// The wait after the `sent`-th send of an unanswered request: `resend`, doubling with each
+/// resend up to 8x (3, 6, 12, 24 s by default). An agent that is slow because a whole fleet asked
+/// at once gets time to catch up instead of a growing backlog of duplicates.
+pub fn backoff(resend: Duration, sent: u32) -> Duration {
+    resend * (1u32 << sent.saturating_sub(1).min(3))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +83,8 @@ pub enum Step {
     Stop,
     Done,
     Aborted,
+    /// STOP was never confirmed: the device has not completed; `--resume` retries the STOP.
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +140,19 @@ struct Dev {
     agent: SocketAddr,
     step: Step,
     rounds: u32,
+    /// Sends of the current request.
     sent: u32,
+    /// When the current request is next resent or given up; None while held or none is out.
     next_send: Option<Instant>,
+    /// The agent answered `100 Trying` to the current request (at this time): it arrived.
+    trying: Option<Instant>,
+    /// The current request got `100 Trying` at some send (a 503 to a repeated STOP then means an
+    /// original agent confused by the repeat, not a capture that failed to stop).
+    acked: bool,
+    /// Unanswered, and held while its (possibly single-threaded) agent works on another request.
+    held: bool,
+    /// The agent said (`199`) that this round's capture lost packets: Some(None) = unknown count.
+    incomplete: Option<Option<u64>>,
     /// The CPE capture was started and not yet stopped: it must be stopped on the way out.
     cpe_capturing: bool,
     job_running: bool,
@@ -109,28 +161,30 @@ struct Dev {
     local_verify: Option<ProbeReport>,
     retry_at: Option<Instant>,
     winding_down: bool,
+    /// Why the capture cycle was left (the files are still collected): the device ends aborted.
+    aborted: Option<String>,
+}
+
+/// How the devices ended, for the session summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub completed: u32,
+    pub aborted: u32,
+    /// Captured, but the agent never confirmed STOP.
+    pub failed: u32,
+    pub rounds: u32,
 }
 
 pub struct Core {
     cfg: Config,
     devs: BTreeMap<String, Dev>,
+    /// Agents seen working on two requests at once: never single-threaded, nothing is held.
+    concurrent: BTreeSet<SocketAddr>,
     interrupted: bool,
 }
 
 fn trim_to_word(s: &str) -> String {
     s.chars().take(200).collect()
-}
-
-/// The wait after the `sent`-th send of a request. REGISTER backs off (`resend`, doubling with
-/// each resend up to 4x): an agent that is slow because a whole fleet registered at once (each
-/// REGISTER costs it OVOC REST calls) gets time to catch up instead of a growing backlog of
-/// duplicates. The others keep `resend`: a VERIFY given up late would keep the CPE capture
-/// running long after its Connection Lost.
-fn resend_wait(verb: Verb, resend: Duration, sent: u32) -> Duration {
-    match verb {
-        Verb::Register => resend * (1u32 << sent.saturating_sub(1).min(2)),
-        _ => resend,
-    }
 }
 
 impl Core {
@@ -146,6 +200,10 @@ impl Core {
                         rounds: 0,
                         sent: 0,
                         next_send: None,
+                        trying: None,
+                        acked: false,
+                        held: false,
+                        incomplete: None,
                         cpe_capturing: false,
                         job_running: false,
                         filename: None,
@@ -153,6 +211,7 @@ impl Core {
                         local_verify: None,
                         retry_at: None,
                         winding_down: false,
+                        aborted: None,
                     },
                 )
             })
@@ -160,6 +219,7 @@ impl Core {
         Core {
             cfg,
             devs,
+            concurrent: BTreeSet::new(),
             interrupted: false,
         }
     }
@@ -231,15 +291,51 @@ impl Core {
         }
         .to_wire();
         d.sent += 1;
-        d.next_send = Some(now + resend_wait(verb, resend, d.sent));
+        d.next_send = Some(now + backoff(resend, d.sent));
         out.push(Action::Send { to: d.agent, text });
     }
 
+    /// The current request is no longer in the agent's hands (answered, given up, or the step
+    /// moved on). If it was, requests held behind it at a single-threaded agent get a fresh
+    /// resend clock: the agent now reads the next datagram in its queue.
+    fn settle(&mut self, now: Instant, device: &str) {
+        let d = self.devs.get_mut(device).expect("known device");
+        d.held = false;
+        let Some(_) = d.trying.take() else {
+            return;
+        };
+        let agent = d.agent;
+        if self.concurrent.contains(&agent) {
+            return;
+        }
+        let resend = self.cfg.resend;
+        for d in self
+            .devs
+            .values_mut()
+            .filter(|d| d.held && d.agent == agent)
+        {
+            d.held = false;
+            d.next_send = Some(now + backoff(resend, d.sent));
+        }
+    }
+
+    /// Another device's request to `agent` is being worked on (answered `100 Trying`, no final).
+    fn agent_busy(&self, agent: SocketAddr, except: &str) -> bool {
+        self.devs
+            .iter()
+            .any(|(n, d)| n != except && d.agent == agent && d.trying.is_some())
+    }
+
     fn enter(&mut self, out: &mut Vec<Action>, now: Instant, device: &str, step: Step) {
+        self.settle(now, device);
         {
             let d = self.devs.get_mut(device).expect("known device");
             d.step = step;
             d.sent = 0;
+            d.acked = false;
+            if step == Step::Stop {
+                d.incomplete = None;
+            }
             d.next_send = None;
             d.retry_at = None;
         }
@@ -270,9 +366,12 @@ impl Core {
                     job,
                 });
             }
-            Step::Armed | Step::Done | Step::Aborted => {}
+            Step::Armed | Step::Done | Step::Aborted | Step::Failed => {}
         }
-        self.journal(out, device);
+        // A failed STOP stays journaled as STOP, so that --resume sends it again.
+        if step != Step::Failed {
+            self.journal(out, device);
+        }
     }
 
     /// Start every device (or resume it where the journal left it).
@@ -281,7 +380,11 @@ impl Core {
         let names: Vec<(String, Step)> =
             self.devs.iter().map(|(n, d)| (n.clone(), d.step)).collect();
         for (n, step) in names {
-            if !matches!(step, Step::Done | Step::Aborted) {
+            let step = match step {
+                Step::Register if !self.cfg.register => Step::CpeStart,
+                s => s,
+            };
+            if !matches!(step, Step::Done | Step::Aborted | Step::Failed) {
                 self.enter(&mut out, now, &n, step);
             }
         }
@@ -299,6 +402,7 @@ impl Core {
         out.push(self.row(device, task, "failed", None, why.clone(), None));
         let d = self.devs.get_mut(device).expect("known");
         d.winding_down = true;
+        d.aborted = Some(why.clone());
         if d.cpe_capturing {
             // Nothing is left running on the device; its file is still worth keeping.
             self.enter(out, now, device, Step::CpeStop);
@@ -314,7 +418,18 @@ impl Core {
         d.rounds += 1;
         d.filename = None;
         let (rounds, winding) = (d.rounds, d.winding_down || self.interrupted);
-        if winding || (max > 0 && rounds >= max) {
+        if let Some(why) = d.aborted.clone() {
+            // Its files are kept, but the device did not get through its rounds.
+            self.enter(out, now, device, Step::Aborted);
+            out.push(self.row(
+                device,
+                "abort",
+                "failed",
+                None,
+                format!("{why}; the capture's files were kept ({rounds} round(s))"),
+                None,
+            ));
+        } else if winding || (max > 0 && rounds >= max) {
             self.enter(out, now, device, Step::Done);
             let why = if winding {
                 "wound down"
@@ -417,12 +532,13 @@ impl Core {
             }));
             return;
         }
-        let expected = match d.step {
-            Step::Register => Verb::Register,
-            Step::Capture => Verb::Capture,
-            Step::Verify => Verb::Verify,
-            Step::Stop => Verb::Stop,
-            _ => return, // a late duplicate: nothing waits for it
+        let agent = d.agent;
+        if r.code == proto::TC_AGENT {
+            return self.mark_concurrent(now, agent);
+        }
+        self.answered_while_busy(now, agent, &r.device);
+        let Some(expected) = step_verb(self.devs[&r.device].step) else {
+            return; // a late duplicate: nothing waits for it
         };
         // Agents before 1.0.6 do not name the request; then the step decides.
         if r.verb.is_some_and(|v| v != expected) {
@@ -430,13 +546,18 @@ impl Core {
         }
         let device = r.device.clone();
         if r.code == 100 {
-            let wait = self.cfg.trying_wait;
-            if let Some(d) = self.devs.get_mut(&device) {
-                d.next_send = Some(now + wait);
+            self.trying_received(now, &device, expected);
+            return;
+        }
+        if r.code < 200 {
+            // Other provisional answers only inform; `199` says the agent's capture lost packets.
+            if let Some(dropped) = proto::parse_incomplete(&r).filter(|_| expected == Verb::Stop) {
+                self.devs.get_mut(&device).expect("known").incomplete = Some(dropped);
             }
             return;
         }
         let desc = format!("{} {}", r.code, r.reason);
+        self.settle(now, &device);
         match (expected, r.code) {
             (Verb::Register, 200) => {
                 out.push(self.row(&device, "register", "ok", Some(200), desc, None));
@@ -459,15 +580,102 @@ impl Core {
                 self.verify_progress(out, now, &device);
             }
             (Verb::Stop, 200) => {
-                let file = self.devs[&device].filename.clone();
-                out.push(self.row(&device, "stop", "ok", Some(200), desc, file));
+                let d = &self.devs[&device];
+                let file = d.filename.clone();
+                let (status, desc) = match d.incomplete {
+                    None => ("ok", desc),
+                    Some(dropped) => (
+                        "incomplete",
+                        format!(
+                            "{desc}; the agent's capture is incomplete: {} (tcpdump)",
+                            match dropped {
+                                Some(n) => format!("{n} packets dropped by the kernel"),
+                                None => "its kernel drops are unknown".into(),
+                            }
+                        ),
+                    ),
+                };
+                out.push(self.row(&device, "stop", status, Some(200), desc, file));
                 self.finish_round(out, now, &device);
+            }
+            (Verb::Stop, 503) if self.devs[&device].acked => {
+                let why = format!(
+                    "{desc} to a repeated STOP (an answer was lost; the original agent refuses a \
+                     second STOP): not sent again, --resume retries it"
+                );
+                self.stop_failed(out, now, &device, why);
             }
             (verb, code) => {
                 // 503 and friends: try again after the resend delay, within the budget.
+                let resend = self.cfg.resend;
+                if let Some(d) = self.devs.get_mut(&device) {
+                    d.next_send = Some(now + backoff(resend, d.sent));
+                }
                 out.push(self.row(&device, verb_task(verb), "retry", Some(code), desc, None));
             }
         }
+    }
+
+    /// `100 Trying`: the request arrived; its final answer may take up to [`trying_wait`].
+    fn trying_received(&mut self, now: Instant, device: &str, verb: Verb) {
+        let d = &self.devs[device];
+        if d.trying.is_some() || (verb == Verb::Verify && d.agent_verify.is_some()) {
+            return; // the Trying of a duplicate: the first one set the wait
+        }
+        let wait = self.trying_wait(verb, d.agent);
+        let d = self.devs.get_mut(device).expect("known");
+        d.trying = Some(now);
+        d.acked = true;
+        d.held = false;
+        d.next_send = Some(now + wait);
+    }
+
+    fn trying_wait(&self, verb: Verb, agent: SocketAddr) -> Duration {
+        trying_wait(verb, self.concurrent.contains(&agent), self.cfg.probe_time)
+    }
+
+    /// The agent answered about `device` while another device's request was in its hands. A
+    /// single-threaded agent sends one request's final answer before it reads the next, so this
+    /// one works on requests at once (a `tc` agent, unless an answer was lost).
+    fn answered_while_busy(&mut self, now: Instant, agent: SocketAddr, device: &str) {
+        if !self.concurrent.contains(&agent) && self.agent_busy(agent, device) {
+            self.mark_concurrent(now, agent);
+        }
+    }
+
+    /// A `tc` agent: nothing is held for it, and its answers come within its own bounds.
+    fn mark_concurrent(&mut self, now: Instant, agent: SocketAddr) {
+        if !self.concurrent.insert(agent) {
+            return;
+        }
+        let probe_time = self.cfg.probe_time;
+        for d in self.devs.values_mut().filter(|d| d.agent == agent) {
+            if d.held {
+                d.held = false;
+                d.next_send = Some(now);
+            }
+            // Requests it has: their final answers now come within a tc agent's bounds.
+            if let (Some(at), Some(verb)) = (d.trying, step_verb(d.step)) {
+                d.next_send = Some(at + trying_wait(verb, true, probe_time));
+            }
+        }
+    }
+
+    /// STOP never got its 200: the CPE file is safe, the agent keeps its files under their tmp_
+    /// names, and the device has not completed.
+    fn stop_failed(&mut self, out: &mut Vec<Action>, now: Instant, device: &str, why: String) {
+        let file = self.devs[device].filename.clone();
+        out.push(self.row(device, "stop", "failed", None, why, file));
+        self.enter(out, now, device, Step::Failed);
+        out.push(self.row(
+            device,
+            "done",
+            "failed",
+            None,
+            "the agent never confirmed STOP: its files are not renamed; --resume sends it again"
+                .into(),
+            None,
+        ));
     }
 
     fn verify_progress(&mut self, out: &mut Vec<Action>, now: Instant, device: &str) {
@@ -588,51 +796,59 @@ impl Core {
         let names: Vec<String> = self.devs.keys().cloned().collect();
         for n in names {
             let d = &self.devs[&n];
-            if let Some(at) = d.retry_at.filter(|t| *t <= now) {
-                let _ = at;
+            if d.retry_at.is_some_and(|t| t <= now) {
                 let step = d.step;
                 self.enter(&mut out, now, &n, step);
-                continue;
-            }
-            let Some(at) = d.next_send else { continue };
-            if at > now {
-                continue;
-            }
-            let (step, sent) = (d.step, d.sent);
-            let budget = if step == Step::Register {
-                self.cfg.register_attempts
-            } else {
-                self.cfg.retries + 1
-            };
-            let verb = match step {
-                Step::Register => Verb::Register,
-                Step::Capture => Verb::Capture,
-                Step::Verify => Verb::Verify,
-                Step::Stop => Verb::Stop,
-                _ => continue,
-            };
-            if sent < budget {
-                self.send(&mut out, now, &n, verb);
-                continue;
-            }
-            let why = format!("no answer to {verb} after {sent} sends");
-            match step {
-                Step::Verify => {
-                    let d = self.devs.get_mut(&n).expect("known");
-                    d.next_send = None;
-                    d.agent_verify = Some((0, why));
-                    self.verify_progress(&mut out, now, &n);
-                }
-                Step::Stop => {
-                    // The CPE file is safe; the agent keeps its files under their tmp_ names.
-                    let file = self.devs[&n].filename.clone();
-                    out.push(self.row(&n, "stop", "failed", None, why, file));
-                    self.finish_round(&mut out, now, &n);
-                }
-                _ => self.abort(&mut out, now, &n, why),
+            } else if d.next_send.is_some_and(|t| t <= now) {
+                self.request_due(&mut out, now, &n);
             }
         }
         out
+    }
+
+    /// The current request's wait is over: resend it, hold it, or give up.
+    fn request_due(&mut self, out: &mut Vec<Action>, now: Instant, n: &str) {
+        let d = &self.devs[n];
+        let Some(verb) = step_verb(d.step) else {
+            self.devs.get_mut(n).expect("known").next_send = None;
+            return;
+        };
+        let (agent, sent, lost_final) = (d.agent, d.sent, d.trying.is_some());
+        if lost_final {
+            self.settle(now, n);
+        } else if !self.concurrent.contains(&agent) && self.agent_busy(agent, n) {
+            let d = self.devs.get_mut(n).expect("known");
+            d.held = true;
+            d.next_send = None;
+            return;
+        }
+        let budget = if verb == Verb::Register {
+            self.cfg.register_attempts
+        } else {
+            self.cfg.retries + 1
+        };
+        if sent < budget {
+            self.send(out, now, n, verb);
+            return;
+        }
+        let why = if lost_final {
+            format!(
+                "100 Trying to {verb}, then no final answer within {} s ({sent} send(s))",
+                self.trying_wait(verb, agent).as_secs()
+            )
+        } else {
+            format!("no answer to {verb} after {sent} sends")
+        };
+        match verb {
+            Verb::Verify => {
+                let d = self.devs.get_mut(n).expect("known");
+                d.next_send = None;
+                d.agent_verify = Some((0, why));
+                self.verify_progress(out, now, n);
+            }
+            Verb::Stop => self.stop_failed(out, now, n, why),
+            _ => self.abort(out, now, n, why),
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -675,22 +891,32 @@ impl Core {
     pub fn finished(&self) -> bool {
         self.devs
             .values()
-            .all(|d| matches!(d.step, Step::Done | Step::Aborted) && !d.job_running)
+            .all(|d| matches!(d.step, Step::Done | Step::Aborted | Step::Failed) && !d.job_running)
     }
 
-    /// (completed, aborted, total rounds)
-    pub fn tally(&self) -> (u32, u32, u32) {
-        let done = self.devs.values().filter(|d| d.step == Step::Done).count() as u32;
-        let aborted = self
-            .devs
-            .values()
-            .filter(|d| d.step == Step::Aborted)
-            .count() as u32;
-        (done, aborted, self.devs.values().map(|d| d.rounds).sum())
+    pub fn tally(&self) -> Tally {
+        let count = |s: Step| self.devs.values().filter(|d| d.step == s).count() as u32;
+        Tally {
+            completed: count(Step::Done),
+            aborted: count(Step::Aborted),
+            failed: count(Step::Failed),
+            rounds: self.devs.values().map(|d| d.rounds).sum(),
+        }
     }
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted
+    }
+}
+
+/// The request a step waits on.
+fn step_verb(step: Step) -> Option<Verb> {
+    match step {
+        Step::Register => Some(Verb::Register),
+        Step::Capture => Some(Verb::Capture),
+        Step::Verify => Some(Verb::Verify),
+        Step::Stop => Some(Verb::Stop),
+        _ => None,
     }
 }
 
@@ -717,8 +943,18 @@ mod tests {
             retries: 3,
             fetch_retry_interval: Duration::from_secs(30),
             resend: Duration::from_secs(3),
-            trying_wait: Duration::from_secs(10),
             probes: true,
+            register: true,
+            probe_time: Duration::from_secs(11),
+        }
+    }
+
+    fn tally(completed: u32, aborted: u32, failed: u32, rounds: u32) -> Tally {
+        Tally {
+            completed,
+            aborted,
+            failed,
+            rounds,
         }
     }
 
@@ -842,7 +1078,7 @@ mod tests {
             let a = round(&mut c, t, form);
             assert!(tasks(&a).contains(&("done".into(), "ok".into())));
             assert!(c.finished());
-            assert_eq!(c.tally(), (1, 0, 1));
+            assert_eq!(c.tally(), tally(1, 0, 0, 1));
         }
         // 1.0.1 agents: `OK <device>`.
         let t = Instant::now();
@@ -899,7 +1135,7 @@ mod tests {
         );
         let a = reply(&mut c, t, "200 OK 10.0.0.1 STOP");
         assert!(tasks(&a).contains(&("done".into(), "ok".into())));
-        assert_eq!(c.tally(), (1, 0, 2));
+        assert_eq!(c.tally(), tally(1, 0, 0, 2));
     }
 
     #[test]
@@ -920,49 +1156,250 @@ mod tests {
         assert!(sends(&a).is_empty());
         assert!(tasks(&a).contains(&("register".into(), "failed".into())));
         assert!(c.finished());
-        assert_eq!(c.tally(), (0, 1, 0));
+        assert_eq!(c.tally(), tally(0, 1, 0, 0));
+    }
+
+    /// Up to CAPTURE; returns the time CAPTURE was sent.
+    fn to_capture(c: &mut Core, t: Instant) {
+        c.start(t);
+        reply(c, t, "200 OK 10.0.0.1 REGISTER");
+        let a = c.job_done(t, "10.0.0.1", Job::CpeStart, Ok(JobOk::Done));
+        assert_eq!(sends(&a), ["CAPTURE 10.0.0.1"]);
     }
 
     #[test]
-    fn capture_resent_then_trying_extends_the_wait() {
+    fn unanswered_capture_backs_off_then_trying_stops_the_resends() {
         let t = Instant::now();
+        let s = Duration::from_secs;
         let mut c = core(cfg());
-        c.start(t);
-        reply(&mut c, t, "200 OK 10.0.0.1 REGISTER");
-        c.job_done(t, "10.0.0.1", Job::CpeStart, Ok(JobOk::Done));
+        to_capture(&mut c, t);
+        // (time, what the agent says first or None, CAPTURE sent at that tick?)
+        let table: &[(u64, Option<&str>, bool)] = &[
+            (2, None, false),
+            (3, None, true), // 1st resend after 3 s
+            (8, None, false),
+            (9, None, true), // then 6 s
+            (10, Some("100 Trying 10.0.0.1 CAPTURE"), false),
+            // Arrived: nothing more for 60 s, although the budget would allow two more sends.
+            (21, None, false),
+            (40, None, false),
+            (69, None, false),
+        ];
+        for (at, said, resent) in table {
+            if let Some(text) = said {
+                assert!(sends(&reply(&mut c, t + s(*at), text)).is_empty());
+            }
+            let a = c.tick(t + s(*at));
+            assert_eq!(!sends(&a).is_empty(), *resent, "at {at} s: {a:?}");
+        }
+        let a = reply(&mut c, t + s(69), "200 OK 10.0.0.1 CAPTURE");
+        assert!(tasks(&a).contains(&("capture".into(), "ok".into())));
+        assert_eq!(c.next_deadline(), None, "armed: nothing to resend");
+    }
+
+    #[test]
+    fn trying_without_a_final_answer_is_lost_after_the_wait() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(cfg());
+        to_capture(&mut c, t);
+        reply(&mut c, t, "100 Trying 10.0.0.1 CAPTURE");
+        assert_eq!(c.next_deadline(), Some(t + Duration::from_secs(60)));
+        // A duplicate Trying does not move the wait.
+        reply(&mut c, t + s(30), "100 Trying 10.0.0.1 CAPTURE");
+        assert!(sends(&c.tick(t + s(59))).is_empty());
+        assert_eq!(sends(&c.tick(t + s(60))), ["CAPTURE 10.0.0.1"]);
+        // Budget of 4 sends: 2 more after 6 and 12 s, then the device is given up.
+        assert_eq!(sends(&c.tick(t + s(66))), ["CAPTURE 10.0.0.1"]);
+        assert_eq!(sends(&c.tick(t + s(78))), ["CAPTURE 10.0.0.1"]);
+        let a = c.tick(t + s(102));
+        assert!(sends(&a).is_empty());
         assert_eq!(
-            sends(&c.tick(t + Duration::from_secs(3))),
-            ["CAPTURE 10.0.0.1"]
+            jobs(&a),
+            [Job::CpeStop],
+            "the CPE capture is stopped, its file kept"
         );
-        reply(
-            &mut c,
-            t + Duration::from_secs(4),
-            "100 Trying 10.0.0.1 CAPTURE",
-        );
-        assert!(sends(&c.tick(t + Duration::from_secs(10))).is_empty());
-        assert_eq!(
-            sends(&c.tick(t + Duration::from_secs(14))),
-            ["CAPTURE 10.0.0.1"]
-        );
-        // CAPTURE does not back off (only REGISTER does): out of budget after the fourth send,
-        // the CPE capture that runs is stopped and its file kept.
-        assert_eq!(
-            sends(&c.tick(t + Duration::from_secs(17))),
-            ["CAPTURE 10.0.0.1"]
-        );
-        assert!(jobs(&c.tick(t + Duration::from_secs(19))).is_empty());
-        let a = c.tick(t + Duration::from_secs(20));
-        assert_eq!(jobs(&a), [Job::CpeStop]);
+        assert!(tasks(&a).contains(&("capture".into(), "failed".into())));
+    }
+
+    /// Up to STOP.
+    fn to_stop(c: &mut Core, t: Instant) {
+        to_capture(c, t);
+        reply(c, t, "200 OK 10.0.0.1 CAPTURE");
+        c.datagram(t, agent(), LOST);
+        reply(c, t, "200 OK 10.0.0.1 VERIFY");
+        c.job_done(t, "10.0.0.1", Job::Probe, Ok(probes_ok()));
         c.job_done(t, "10.0.0.1", Job::CpeStop, Ok(JobOk::Done));
         let a = c.job_done(
             t,
             "10.0.0.1",
             Job::Fetch,
             Ok(JobOk::Fetched {
-                path: "/o/CPE_c.pcap".into(),
+                path: "/o/CPE_s.pcap".into(),
             }),
         );
-        assert_eq!(sends(&a), ["STOP 10.0.0.1 CPE_c.pcap"]);
+        assert_eq!(sends(&a), ["STOP 10.0.0.1 CPE_s.pcap"]);
+    }
+
+    fn journals(a: &[Action]) -> Vec<Step> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Journal(j) => Some(j.step),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stop_never_answered_leaves_the_device_failed_not_completed() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(cfg());
+        to_stop(&mut c, t);
+        for at in [3, 9, 21] {
+            assert_eq!(sends(&c.tick(t + s(at))), ["STOP 10.0.0.1 CPE_s.pcap"]);
+        }
+        let a = c.tick(t + s(45));
+        assert_eq!(
+            tasks(&a),
+            [
+                ("stop".into(), "failed".into()),
+                ("done".into(), "failed".into())
+            ]
+        );
+        assert!(journals(&a).is_empty(), "the journal still says STOP");
+        assert!(c.finished());
+        assert_eq!(c.tally(), tally(0, 0, 1, 0));
+        // --resume: the journal's STOP is sent again, and completes the device.
+        let mut c = core(cfg());
+        c.resume(&[Journal {
+            device: "10.0.0.1".into(),
+            step: Step::Stop,
+            rounds: 0,
+            cpe_capturing: false,
+            filename: Some("CPE_s.pcap".into()),
+        }]);
+        assert_eq!(sends(&c.start(t)), ["STOP 10.0.0.1 CPE_s.pcap"]);
+        reply(&mut c, t, "200 OK 10.0.0.1 STOP");
+        assert_eq!(c.tally(), tally(1, 0, 0, 1));
+    }
+
+    #[test]
+    fn a_503_to_a_repeated_stop_is_not_answered_with_a_third() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(cfg());
+        to_stop(&mut c, t);
+        reply(&mut c, t, "100 Trying 10.0.0.1 STOP");
+        // The final 200 was lost: after the wait STOP goes once more; the original answers 503.
+        assert_eq!(
+            sends(&c.tick(t + Duration::from_secs(60))),
+            ["STOP 10.0.0.1 CPE_s.pcap"]
+        );
+        let a = reply(&mut c, t + s(61), "503 Service Unavailable 10.0.0.1 STOP");
+        assert!(tasks(&a).contains(&("stop".into(), "failed".into())));
+        assert!(sends(&c.tick(t + s(600))).is_empty());
+        assert_eq!(c.tally(), tally(0, 0, 1, 0));
+        // Without a Trying first, a 503 is a refusal worth another try.
+        let mut c = core(cfg());
+        to_stop(&mut c, t);
+        let a = reply(&mut c, t, "503 Service Unavailable 10.0.0.1 STOP");
+        assert_eq!(tasks(&a), [("stop".into(), "retry".into())]);
+        assert_eq!(sends(&c.tick(t + s(3))), ["STOP 10.0.0.1 CPE_s.pcap"]);
+    }
+
+    #[test]
+    fn an_incomplete_agent_capture_is_flagged_on_the_stop_row() {
+        let t = Instant::now();
+        for (said, status, text) in [
+            (
+                Some("199 Dropped 12 Packets 10.0.0.1 STOP"),
+                "incomplete",
+                "12 packets dropped by the kernel",
+            ),
+            (
+                Some("199 Drops Unknown 10.0.0.1 STOP"),
+                "incomplete",
+                "unknown",
+            ),
+            // Other provisional answers only inform; a 199 for another request means nothing.
+            (Some("183 Session Progress 10.0.0.1 STOP"), "ok", "200 OK"),
+            (None, "ok", "200 OK"),
+        ] {
+            let mut c = core(cfg());
+            to_stop(&mut c, t);
+            reply(&mut c, t, "100 Trying 10.0.0.1 STOP");
+            if let Some(said) = said {
+                let a = reply(&mut c, t, said);
+                assert!(a.is_empty(), "{said}: {a:?}");
+            }
+            let a = reply(&mut c, t, "200 OK 10.0.0.1 STOP");
+            let row = a
+                .iter()
+                .find_map(|x| match x {
+                    Action::Report(r) if r.task == "stop" => Some(r.clone()),
+                    _ => None,
+                })
+                .expect("a stop row");
+            assert_eq!(row.status, status, "{said:?}");
+            assert!(
+                row.description.contains(text),
+                "{said:?}: {}",
+                row.description
+            );
+            assert_eq!(
+                c.tally(),
+                tally(1, 0, 0, 1),
+                "incomplete is still completed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tc_agent_says_so_and_its_answers_are_awaited_less() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(cfg());
+        to_capture(&mut c, t);
+        reply(&mut c, t, "100 Trying 10.0.0.1 CAPTURE");
+        assert_eq!(
+            c.next_deadline(),
+            Some(t + s(60)),
+            "maybe the original agent"
+        );
+        let a = reply(&mut c, t + s(1), "101 tc Agent 10.0.0.1 CAPTURE");
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(
+            c.next_deadline(),
+            Some(t + s(15)),
+            "a tc agent bounds its answers"
+        );
+        assert_eq!(sends(&c.tick(t + s(15))), ["CAPTURE 10.0.0.1"]);
+    }
+
+    #[test]
+    fn register_never_starts_at_the_cpe() {
+        let t = Instant::now();
+        let mut c = core(Config {
+            register: false,
+            ..cfg()
+        });
+        let a = c.start(t);
+        assert!(sends(&a).is_empty());
+        assert_eq!(jobs(&a), [Job::CpeStart]);
+        // A journal from a session that did register resumes the same way.
+        let mut c = core(Config {
+            register: false,
+            ..cfg()
+        });
+        c.resume(&[Journal {
+            device: "10.0.0.1".into(),
+            step: Step::Register,
+            rounds: 1,
+            cpe_capturing: false,
+            filename: None,
+        }]);
+        assert_eq!(jobs(&c.start(t)), [Job::CpeStart]);
     }
 
     #[test]
@@ -1075,5 +1512,442 @@ mod tests {
         c.resume(&[j(Step::Done, None)]);
         assert!(c.start(t).is_empty());
         assert!(c.finished());
+    }
+}
+
+/// The resend policy against simulated agents, in synthetic time: the original's single-threaded
+/// agent (reads one datagram, works on it, then reads the next; 10 s per VERIFY; 503 to a
+/// repeated STOP, a crash at the third) and a `tc`-like agent that works on requests at once.
+#[cfg(test)]
+mod sim {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, VecDeque};
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Kind {
+        Serial,
+        Concurrent,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+    enum Dir {
+        ToAgent,
+        ToSession,
+    }
+
+    #[derive(Debug)]
+    enum Ev {
+        ToAgent(String),
+        /// The agent has worked on a request: its final answer (None: the agent crashed).
+        AgentDone(String, Option<String>),
+        ToSession(String),
+        Job(String, Job),
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    struct Sim<'a> {
+        t0: Instant,
+        now: Instant,
+        core: Core,
+        kind: Kind,
+        queue: BinaryHeap<Reverse<(Duration, u64)>>,
+        events: BTreeMap<u64, Ev>,
+        seq: u64,
+        lose: &'a dyn Fn(Dir, &str, u32) -> bool,
+        seen: BTreeMap<(Dir, String), u32>,
+        // The agent.
+        inbox: VecDeque<String>,
+        busy: bool,
+        working: BTreeSet<String>,
+        stops: BTreeMap<String, u32>,
+        crashed: bool,
+        /// (device, verb) -> requests the agent read.
+        read: BTreeMap<(String, String), u32>,
+        answered_503: u32,
+        // The session.
+        trying_seen: BTreeSet<(String, String)>,
+        resent_after_trying: u32,
+    }
+
+    fn words(text: &str) -> (String, String) {
+        let mut w = text.split(' ');
+        let verb = w.next().unwrap_or("").to_string();
+        (w.next().unwrap_or("").to_string(), verb)
+    }
+
+    impl Sim<'_> {
+        fn at(&mut self, after: Duration, ev: Ev) {
+            self.seq += 1;
+            let when = self.now + after - self.t0;
+            self.queue.push(Reverse((when, self.seq)));
+            self.events.insert(self.seq, ev);
+        }
+
+        /// UDP: a datagram arrives 1 ms later, unless the loss rule takes it.
+        fn datagram(&mut self, dir: Dir, text: String) {
+            let n = self.seen.entry((dir, text.clone())).or_insert(0);
+            *n += 1;
+            if !(self.lose)(dir, &text, *n) {
+                let ev = match dir {
+                    Dir::ToAgent => Ev::ToAgent(text),
+                    Dir::ToSession => Ev::ToSession(text),
+                };
+                self.at(MS, ev);
+            }
+        }
+
+        fn perform(&mut self, actions: Vec<Action>) {
+            for a in actions {
+                match a {
+                    Action::Send { text, .. } => {
+                        let key = words(&text);
+                        if self.trying_seen.contains(&key) {
+                            self.resent_after_trying += 1;
+                        }
+                        self.datagram(Dir::ToAgent, text);
+                    }
+                    Action::Work { device, job } => {
+                        let secs = match job {
+                            Job::CpeStart | Job::CpeStop => 1000,
+                            Job::Fetch => 2000,
+                            Job::Probe => 10_000,
+                        };
+                        self.at(MS * secs, Ev::Job(device, job));
+                    }
+                    Action::Report(r) if r.task == "capture" && r.status == "ok" => {
+                        let alarm = format!(
+                            "New Alarm - Connection Alarm, Major, Description:Connection Lost, \
+                             IP Address:{}",
+                            r.device
+                        );
+                        self.at(MS * 5000, Ev::ToSession(alarm));
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// The agent reads one request: `100 Trying` at once, the final answer after the work.
+        fn agent_read(&mut self, text: String) {
+            let (device, verb) = words(&text);
+            *self.read.entry((device.clone(), verb.clone())).or_insert(0) += 1;
+            if self.kind == Kind::Concurrent && (verb == "REGISTER" || verb == "CAPTURE") {
+                self.datagram(Dir::ToSession, format!("101 tc Agent {device} {verb}"));
+            }
+            if self.kind == Kind::Concurrent && !self.working.insert(text.clone()) {
+                // A duplicate of a request being worked on: one more waiter, one final answer.
+                self.datagram(Dir::ToSession, format!("100 Trying {device} {verb}"));
+                return;
+            }
+            let (ms, final_code) = match verb.as_str() {
+                "REGISTER" => (500, Some(200)),
+                "CAPTURE" => (1000, Some(200)),
+                "VERIFY" => (10_000, Some(200)),
+                _ => {
+                    let n = self.stops.entry(device.clone()).or_insert(0);
+                    *n += 1;
+                    match (self.kind, *n) {
+                        (Kind::Serial, 2) => (0, Some(503)),
+                        (Kind::Serial, 3..) => (0, None),
+                        _ => (500, Some(200)),
+                    }
+                }
+            };
+            if verb != "REGISTER" {
+                self.datagram(Dir::ToSession, format!("100 Trying {device} {verb}"));
+            }
+            let answer = final_code.map(|c| format!("{c} {} {device} {verb}", proto::reason(c)));
+            self.busy = true;
+            self.at(MS * ms, Ev::AgentDone(text, answer));
+        }
+
+        fn step(&mut self, ev: Ev) {
+            match ev {
+                Ev::ToAgent(text) if !self.crashed => match self.kind {
+                    Kind::Concurrent => self.agent_read(text),
+                    Kind::Serial => {
+                        self.inbox.push_back(text);
+                        if !self.busy {
+                            let next = self.inbox.pop_front().expect("pushed");
+                            self.agent_read(next);
+                        }
+                    }
+                },
+                Ev::ToAgent(_) => {}
+                Ev::AgentDone(text, answer) => {
+                    self.working.remove(&text);
+                    match answer {
+                        None => self.crashed = true,
+                        Some(a) => {
+                            self.answered_503 += u32::from(a.starts_with("503"));
+                            self.datagram(Dir::ToSession, a);
+                        }
+                    }
+                    self.busy = false;
+                    if self.kind == Kind::Serial && !self.crashed {
+                        if let Some(next) = self.inbox.pop_front() {
+                            self.agent_read(next);
+                        }
+                    }
+                }
+                Ev::ToSession(text) => {
+                    if let Some(rest) = text.strip_prefix("100 Trying ") {
+                        let mut w = rest.split(' ');
+                        let device = w.next().unwrap_or("").to_string();
+                        self.trying_seen
+                            .insert((device, w.next().unwrap_or("").to_string()));
+                    }
+                    let from: SocketAddr = AGENT.parse().expect("address");
+                    let a = self.core.datagram(self.now, from, text.as_bytes());
+                    self.perform(a);
+                }
+                Ev::Job(device, job) => {
+                    let r = match job {
+                        Job::Probe => Ok(probes_ok()),
+                        Job::Fetch => Ok(JobOk::Fetched {
+                            path: format!("/o/CPE_device_{device}_T.pcap"),
+                        }),
+                        _ => Ok(JobOk::Done),
+                    };
+                    let a = self.core.job_done(self.now, &device, job, r);
+                    self.perform(a);
+                }
+            }
+        }
+
+        fn run(&mut self) {
+            let a = self.core.start(self.now);
+            self.perform(a);
+            while !self.core.finished() {
+                let ev_at = self.queue.peek().map(|Reverse((d, _))| self.t0 + *d);
+                let tick_at = self.core.next_deadline();
+                let next = match (ev_at, tick_at) {
+                    (Some(e), Some(t)) => e.min(t),
+                    (e, t) => e.or(t).expect("the session waits for nothing: stuck"),
+                };
+                assert!(
+                    next - self.t0 < Duration::from_secs(3600),
+                    "not done in an hour"
+                );
+                self.now = self.now.max(next);
+                if ev_at == Some(next) {
+                    let Reverse((_, id)) = self.queue.pop().expect("peeked");
+                    let ev = self.events.remove(&id).expect("scheduled");
+                    self.step(ev);
+                } else {
+                    let a = self.core.tick(self.now);
+                    self.perform(a);
+                }
+            }
+        }
+    }
+
+    const AGENT: &str = "127.0.0.9:20001";
+
+    fn probes_ok() -> JobOk {
+        let ok = crate::event::ProbeCounts {
+            sent: 10,
+            answered: 10,
+            error: None,
+        };
+        JobOk::Probed(ProbeReport {
+            icmp: Some(ok.clone()),
+            snmp: Some(ok.clone()),
+            tcp: Some(ok),
+        })
+    }
+
+    struct Row {
+        name: &'static str,
+        kind: Kind,
+        devices: u32,
+        lose: &'static dyn Fn(Dir, &str, u32) -> bool,
+        /// (completed, failed)
+        outcome: (u32, u32),
+        /// Requests the agent read more than once: (device, verb, times).
+        repeated: &'static [(&'static str, &'static str, u32)],
+        resent_after_trying: u32,
+        answered_503: u32,
+    }
+
+    fn lossy(dir: Dir, text: &str, n: u32) -> bool {
+        // Deterministic, about one datagram in eight in each direction: FNV-1a over what makes
+        // this datagram this one (its text, which send of that text, its direction).
+        let h = text
+            .bytes()
+            .chain(n.to_le_bytes())
+            .chain([dir as u8])
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        (h >> 32) % 8 == 0
+    }
+
+    #[test]
+    fn resend_policy_table() {
+        let rows: &[Row] = &[
+            Row {
+                name: "original agent, 3 devices",
+                kind: Kind::Serial,
+                devices: 3,
+                lose: &|_, _, _| false,
+                outcome: (3, 0),
+                repeated: &[],
+                resent_after_trying: 0,
+                answered_503: 0,
+            },
+            Row {
+                name: "original agent, 3 devices, a VERIFY lost on the way",
+                kind: Kind::Serial,
+                devices: 3,
+                lose: &|d, t, n| d == Dir::ToAgent && t == "VERIFY 10.0.0.2" && n == 1,
+                outcome: (3, 0),
+                repeated: &[],
+                resent_after_trying: 0,
+                answered_503: 0,
+            },
+            Row {
+                name: "original agent, 3 devices, the 200 to a STOP lost",
+                kind: Kind::Serial,
+                devices: 3,
+                lose: &|d, t, n| d == Dir::ToSession && t == "200 OK 10.0.0.1 STOP" && n == 1,
+                // Resent once after the 60 s wait; the 503 to the repeat ends it, no third STOP.
+                outcome: (2, 1),
+                repeated: &[("10.0.0.1", "STOP", 2)],
+                resent_after_trying: 1,
+                answered_503: 1,
+            },
+            Row {
+                name: "original agent, 1 device, STOP never arrives",
+                kind: Kind::Serial,
+                devices: 1,
+                lose: &|d, t, _| d == Dir::ToAgent && t.starts_with("STOP"),
+                outcome: (0, 1),
+                repeated: &[],
+                resent_after_trying: 0,
+                answered_503: 0,
+            },
+            Row {
+                name: "tc agent, 10 devices",
+                kind: Kind::Concurrent,
+                devices: 10,
+                lose: &|_, _, _| false,
+                outcome: (10, 0),
+                repeated: &[],
+                resent_after_trying: 0,
+                answered_503: 0,
+            },
+        ];
+        for row in rows {
+            let t0 = Instant::now();
+            let devices = (1..=row.devices)
+                .map(|i| (format!("10.0.0.{i}"), AGENT.parse().expect("address")))
+                .collect();
+            let mut sim = Sim {
+                t0,
+                now: t0,
+                core: Core::new(
+                    Config {
+                        max_events: 1,
+                        register_attempts: 2,
+                        retries: 3,
+                        fetch_retry_interval: Duration::from_secs(30),
+                        resend: Duration::from_secs(3),
+                        probes: true,
+                        register: true,
+                        probe_time: Duration::from_secs(11),
+                    },
+                    devices,
+                ),
+                kind: row.kind,
+                queue: BinaryHeap::new(),
+                events: BTreeMap::new(),
+                seq: 0,
+                lose: row.lose,
+                seen: BTreeMap::new(),
+                inbox: VecDeque::new(),
+                busy: false,
+                working: BTreeSet::new(),
+                stops: BTreeMap::new(),
+                crashed: false,
+                read: BTreeMap::new(),
+                answered_503: 0,
+                trying_seen: BTreeSet::new(),
+                resent_after_trying: 0,
+            };
+            sim.run();
+            let t = sim.core.tally();
+            assert_eq!((t.completed, t.failed), row.outcome, "{}", row.name);
+            assert!(!sim.crashed, "{}: the agent crashed", row.name);
+            let repeated: Vec<(String, String, u32)> = sim
+                .read
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|((d, v), n)| (d.clone(), v.clone(), *n))
+                .collect();
+            let want: Vec<(String, String, u32)> = row
+                .repeated
+                .iter()
+                .map(|(d, v, n)| (d.to_string(), v.to_string(), *n))
+                .collect();
+            assert_eq!(repeated, want, "{}: requests read more than once", row.name);
+            assert_eq!(
+                sim.resent_after_trying, row.resent_after_trying,
+                "{}: resent after 100 Trying",
+                row.name
+            );
+            assert_eq!(sim.answered_503, row.answered_503, "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn tc_agent_on_a_lossy_network_completes_every_device() {
+        let t0 = Instant::now();
+        let devices = (1..=20)
+            .map(|i| (format!("10.0.0.{i}"), AGENT.parse().expect("address")))
+            .collect();
+        let mut sim = Sim {
+            t0,
+            now: t0,
+            core: Core::new(
+                Config {
+                    max_events: 2,
+                    // The default budget of the other requests; REGISTER's default (2 sends,
+                    // the original's) gives up too soon on a network this lossy.
+                    register_attempts: 4,
+                    retries: 5,
+                    fetch_retry_interval: Duration::from_secs(30),
+                    resend: Duration::from_secs(3),
+                    probes: true,
+                    register: true,
+                    probe_time: Duration::from_secs(11),
+                },
+                devices,
+            ),
+            kind: Kind::Concurrent,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            lose: &lossy,
+            seen: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            busy: false,
+            working: BTreeSet::new(),
+            stops: BTreeMap::new(),
+            crashed: false,
+            read: BTreeMap::new(),
+            answered_503: 0,
+            trying_seen: BTreeSet::new(),
+            resent_after_trying: 0,
+        };
+        sim.run();
+        let t = sim.core.tally();
+        assert_eq!((t.completed, t.failed, t.rounds), (20, 0, 40));
+        assert!(
+            sim.read.values().any(|n| *n > 1),
+            "the loss rule lost nothing: the test would not test resending"
+        );
     }
 }

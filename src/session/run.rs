@@ -167,8 +167,9 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             retries: a.target.retries,
             fetch_retry_interval: a.fetch_retry_interval,
             resend: a.resend,
-            trying_wait: a.resend * 4,
             probes: !kinds.is_empty(),
+            register: a.register == crate::cli::Register::Always,
+            probe_time: probe_time(&a.pacing),
         },
         devices.clone(),
     );
@@ -319,13 +320,14 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         io.perform(actions);
     }
     drop((job_tx, urgent));
-    let (completed, aborted, rounds) = core.tally();
+    let tally = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
         devices: devices.len() as u32,
-        completed,
-        aborted,
-        rounds,
+        completed: tally.completed,
+        aborted: tally.aborted,
+        failed: tally.failed,
+        rounds: tally.rounds,
         seconds: started.elapsed().as_secs_f64(),
         reason: if interrupted {
             "interrupted".into()
@@ -335,11 +337,21 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     });
     Ok(if interrupted {
         ExitCode::Interrupted
-    } else if completed as usize == devices.len() {
+    } else if tally.completed as usize == devices.len() {
         ExitCode::Ok
     } else {
         ExitCode::Failed
     })
+}
+
+/// How long this session's probes take, as `ProbeConfig::duration` counts it.
+fn probe_time(p: &crate::cli::ProbePacing) -> Duration {
+    ProbeConfig {
+        count: p.probe_count,
+        interval: p.probe_interval,
+        ..ProbeConfig::default()
+    }
+    .duration()
 }
 
 /// What an alarm needs done now.

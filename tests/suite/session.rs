@@ -38,15 +38,12 @@ impl Session {
             "--snmp-user",
             "CaptureScript",
         ]);
-        c.args([
-            "--resend",
-            "1s",
-            "--fetch-retry-interval",
-            "3s",
-            "--timeout",
-            "3s",
-        ])
-        .args(extra);
+        // Quick resends, unless the test says otherwise.
+        if !extra.contains(&"--resend") {
+            c.args(["--resend", "1s"]);
+        }
+        c.args(["--fetch-retry-interval", "3s", "--timeout", "3s"])
+            .args(extra);
         c.stdout(Stdio::piped()).stderr(stderr_log("session"));
         let mut child = c.spawn().expect("spawn tc session");
         let rx = line_reader(&mut child);
@@ -465,4 +462,215 @@ fn sigint_mid_capture_winds_down_and_keeps_everything() {
         "{}",
         r.dump()
     );
+}
+
+/// Behaves on the wire as the original 1.0.6 agent does (read from its code): one thread that
+/// reads a datagram, works on it, and only then reads the next; answers `<code> <reason>
+/// <device>` without the request word; REGISTER gets no `100 Trying`; a VERIFY takes 10 s; a
+/// repeated STOP gets 503 and a third one crashes it. It stands in for OVOC too: 2 s after a
+/// capture starts, that device's Connection Lost goes to the REGISTER source.
+struct OriginalAgent {
+    addr: SocketAddr,
+    read: Arc<std::sync::Mutex<Vec<String>>>,
+    crashed: Arc<AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl OriginalAgent {
+    fn start() -> OriginalAgent {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let a = OriginalAgent {
+            addr: sock.local_addr().unwrap(),
+            read: Arc::default(),
+            crashed: Arc::default(),
+            refused: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (read, crashed, refused, stop) = (
+            Arc::clone(&a.read),
+            Arc::clone(&a.crashed),
+            Arc::clone(&a.refused),
+            Arc::clone(&a.stop),
+        );
+        let (alarm_tx, alarm_rx) = mpsc::channel::<(SocketAddr, String)>();
+        std::thread::spawn(move || {
+            let ovoc = UdpSocket::bind("127.0.0.1:0").unwrap();
+            while let Ok((to, device)) = alarm_rx.recv() {
+                std::thread::sleep(Duration::from_secs(2));
+                let text = format!(
+                    "<129>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, \
+                     Source:Board#1, Description:Connection Lost, IP Address:{device}"
+                );
+                let _ = ovoc.send_to(text.as_bytes(), to);
+            }
+        });
+        std::thread::spawn(move || {
+            let mut stops: std::collections::HashMap<String, u32> = Default::default();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                read.lock().unwrap().push(text.clone());
+                let w: Vec<&str> = text.split(' ').collect();
+                let (verb, device) = (w[0], w.get(1).copied().unwrap_or(""));
+                let say = |s: &str| {
+                    let _ = sock.send_to(format!("{s} {device}").as_bytes(), from);
+                };
+                match verb {
+                    "REGISTER" => say("200 OK"),
+                    "CAPTURE" => {
+                        say("100 Trying");
+                        std::thread::sleep(Duration::from_millis(300));
+                        say("200 OK");
+                        let _ = alarm_tx.send((from, device.to_string()));
+                    }
+                    "VERIFY" => {
+                        say("100 Trying");
+                        std::thread::sleep(Duration::from_secs(10));
+                        say("200 OK");
+                    }
+                    "STOP" => {
+                        say("100 Trying");
+                        let n = stops.entry(device.to_string()).or_insert(0);
+                        *n += 1;
+                        match *n {
+                            1 => say("200 OK"),
+                            2 => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                say("503 Service Unavailable");
+                            }
+                            _ => {
+                                crashed.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        a
+    }
+}
+
+impl Drop for OriginalAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn three_devices_on_an_original_agent_each_request_once() {
+    skip_without_lab!();
+    let lab = Lab::up(3, &[]);
+    let agent = OriginalAgent::start();
+    let work = tempfile::tempdir().unwrap();
+    let inv = inventory_with_agent(&lab, agent.addr, work.path());
+    let out = work.path().join("out");
+    // The session's default resend (3 s), not the 1 s of the other tests.
+    let mut s = Session::start(&lab, &inv, &out, free_udp(), &["--resend", "3s"]);
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    assert!(
+        s.seen.last().unwrap().contains("\"completed\":3"),
+        "{}",
+        s.seen.join("\n")
+    );
+    assert!(!agent.crashed.load(Ordering::Relaxed), "the agent crashed");
+    assert_eq!(
+        agent.refused.load(Ordering::Relaxed),
+        0,
+        "a STOP was repeated"
+    );
+    let mut read = agent.read.lock().unwrap().clone();
+    read.sort();
+    let mut want = Vec::new();
+    for d in lab.devices() {
+        for verb in ["REGISTER", "CAPTURE", "VERIFY"] {
+            want.push(format!("{verb} {d}"));
+        }
+    }
+    let stops: Vec<String> = read
+        .iter()
+        .filter(|r| r.starts_with("STOP "))
+        .cloned()
+        .collect();
+    read.retain(|r| !r.starts_with("STOP "));
+    want.sort();
+    assert_eq!(read, want, "every request read exactly once");
+    assert_eq!(stops.len(), 3, "{stops:?}");
+    assert_eq!(s.count("\"task\":\"stop\",\"status\":\"ok\""), 3);
+}
+
+/// Passes the control datagrams between the session and an agent, dropping every STOP while
+/// `drop_stops` is set.
+fn stop_eating_relay(agent: SocketAddr, drop_stops: Arc<AtomicBool>) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&front, &back] {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    }
+    let addr = front.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut session: Option<SocketAddr> = None;
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                session = Some(from);
+                if !(buf.starts_with(b"STOP ") && drop_stops.load(Ordering::Relaxed)) {
+                    let _ = back.send_to(&buf[..n], agent);
+                }
+            }
+            if let Ok((n, _)) = back.recv_from(&mut buf) {
+                if let Some(s) = session {
+                    let _ = front.send_to(&buf[..n], s);
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_stop_never_answered_fails_the_device_and_resume_completes_it() {
+    skip_without_lab!();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let drop_stops = Arc::new(AtomicBool::new(true));
+    let relay = stop_eating_relay(agent.listen, Arc::clone(&drop_stops));
+    let work = tempfile::tempdir().unwrap();
+    let inv = inventory_with_agent(&lab, relay, work.path());
+    let out = work.path().join("out");
+    let devs = lab.devices();
+    let port = free_udp();
+    let mut s = Session::start(&lab, &inv, &out, port, &["--retries", "2"]);
+    let alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(240)), 1, "{}", s.seen.join("\n"));
+    drop(alarms);
+    let last = s.seen.last().unwrap();
+    assert!(
+        last.contains("\"completed\":0") && last.contains("\"failed\":1"),
+        "{last}"
+    );
+    assert_eq!(s.count("\"task\":\"stop\",\"status\":\"failed\""), 1);
+    assert_eq!(s.count("\"task\":\"done\",\"status\":\"failed\""), 1);
+    let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    assert!(report.contains(",stop,failed,"), "{report}");
+
+    // The agent is reachable again: --resume sends the STOP, and the device completes.
+    drop_stops.store(false, Ordering::Relaxed);
+    let mut s = Session::start(&lab, &inv, &out, port, &["--resume"]);
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    assert!(s.seen.last().unwrap().contains("\"completed\":1"));
+    assert_eq!(
+        s.count("\"task\":\"fetch\""),
+        0,
+        "the CPE file is not fetched again"
+    );
+    check_evidence(&out, agent_dir.path(), &devs, 1);
 }
