@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::event::Event;
-use crate::timefmt::{Clock, Utc};
+use crate::timefmt::Utc;
 
 static BROKEN: AtomicBool = AtomicBool::new(false);
 
@@ -20,13 +20,8 @@ pub fn stdout_broken() -> bool {
 
 #[cfg(test)]
 pub fn line<T: Serialize>(ev: &T, now: Utc) -> String {
-    line_with(now, |out| to_json(ev, out))
-}
-
-#[cfg(test)]
-pub fn line_with(now: Utc, object: impl FnOnce(&mut Vec<u8>)) -> String {
     let mut out = Vec::new();
-    append_line(|o| now.push_rfc3339(o), &mut out, object);
+    append_line(|o| now.push_rfc3339(o), &mut out, |out| to_json(ev, out));
     out.pop();
     String::from_utf8(out).expect("JSON is UTF-8")
 }
@@ -82,19 +77,17 @@ pub fn emit(ev: &Event) {
 #[derive(Default)]
 pub struct Batch {
     text: Vec<u8>,
-    clock: Clock,
 }
 
 impl Batch {
     const LIMIT: usize = 64 << 10;
 
     pub fn push<T: Serialize>(&mut self, ev: &T) {
-        self.push_with(|out| to_json(ev, out));
-    }
-
-    /// A record its owner writes itself: `object` appends one JSON object.
-    pub fn push_with(&mut self, object: impl FnOnce(&mut Vec<u8>)) {
-        append_line(|o| self.clock.push_now(o), &mut self.text, object);
+        append_line(
+            |o| Utc::now().push_rfc3339(o),
+            &mut self.text,
+            |out| to_json(ev, out),
+        );
         if self.text.len() >= Batch::LIMIT {
             self.flush();
         }

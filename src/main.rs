@@ -5,12 +5,12 @@
 mod alarm;
 mod cli;
 mod cpe;
+mod daemon;
 mod emit;
 mod error;
 mod event;
 mod generate;
 mod inventory;
-mod json;
 mod lab;
 mod logging;
 mod netaddr;
@@ -22,9 +22,9 @@ mod proto;
 
 mod secret;
 mod session;
+mod sys;
 mod timefmt;
 mod tls;
-mod udploop;
 mod util;
 
 use clap::Parser;

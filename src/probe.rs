@@ -9,9 +9,11 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::mem;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{ipproto, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -565,34 +567,28 @@ struct IcmpSocket {
     raw: bool,
 }
 
-fn open_socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; a non-negative result is a new descriptor that nothing else owns.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_socket(family: Family, ty: SocketType) -> io::Result<OwnedFd> {
+    let (domain, proto) = match family {
+        Family::V4 => (AddressFamily::INET, ipproto::ICMP),
+        Family::V6 => (AddressFamily::INET6, ipproto::ICMPV6),
+    };
+    rustix::net::socket_with(domain, ty, SocketFlags::CLOEXEC, Some(proto)).map_err(io::Error::from)
 }
 
 fn is_permission(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+    matches!(e.kind(), io::ErrorKind::PermissionDenied)
 }
 
 impl IcmpSocket {
     fn open(family: Family) -> Result<IcmpSocket, String> {
-        let (domain, proto) = match family {
-            Family::V4 => (libc::AF_INET, libc::IPPROTO_ICMP),
-            Family::V6 => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
-        };
-        match open_socket(domain, libc::SOCK_RAW, proto) {
+        match open_socket(family, SocketType::RAW) {
             Ok(fd) => return Ok(IcmpSocket { fd, raw: true }),
             Err(e) if is_permission(&e) => {
                 log::debug!("icmp: raw socket not allowed ({e}); trying a ping socket");
             }
             Err(e) => return Err(format!("opening a raw ICMP socket: {e}")),
         }
-        match open_socket(domain, libc::SOCK_DGRAM, proto) {
+        match open_socket(family, SocketType::DGRAM) {
             Ok(fd) => Ok(IcmpSocket { fd, raw: false }),
             Err(e) if is_permission(&e) => {
                 let sysctl = match family {
@@ -606,136 +602,43 @@ impl IcmpSocket {
     }
 
     fn send_to(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
-        let (sa, len) = sockaddr(to);
-        // SAFETY: the buffer and the address are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&sa as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        rustix::net::sendto(&self.fd, packet, SendFlags::empty(), &to)
+            .map(|_| ())
+            .map_err(io::Error::from)
     }
 
     /// Waits up to `wait` for something to read. EINTR counts as "not ready yet".
     fn wait_readable(&self, wait: Duration) -> io::Result<bool> {
-        let ms = wait
-            .as_micros()
-            .div_ceil(1000)
-            .min(libc::c_int::MAX as u128) as libc::c_int;
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
+        let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(r > 0)
     }
 
     /// One datagram without blocking, or `None` when none is queued.
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<IpAddr>)>> {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut sa: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: buffer and address storage are valid for the lengths given.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut sa as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(e),
-            };
+        match rustix::net::recvfrom(&self.fd, buf, RecvFlags::DONTWAIT) {
+            Ok((n, _, from)) => {
+                let ip = from
+                    .and_then(|a| SocketAddr::try_from(a).ok())
+                    .map(|a| a.ip());
+                Ok(Some((n, ip)))
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(Some((n as usize, ip_of(&sa))))
-    }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage, and it is large and aligned enough for
-    // either address type.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: see above.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: see above.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-fn ip_of(sa: &libc::sockaddr_storage) -> Option<IpAddr> {
-    match libc::c_int::from(sa.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin: libc::sockaddr_in =
-                unsafe { std::ptr::read((sa as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::from(
-                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: libc::sockaddr_in6 =
-                unsafe { std::ptr::read((sa as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-        }
-        _ => None,
     }
 }
 
 fn random_u16() -> u16 {
     let mut b = [0u8; 2];
-    // SAFETY: writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
-    if n == 2 {
+    if crate::sys::random(&mut b) {
         return u16::from_ne_bytes(b);
     }
     // Unpredictability is not a security property here, only a way to differ from other pingers.
@@ -857,10 +760,7 @@ mod tests {
     use std::net::{Ipv4Addr, TcpListener, UdpSocket};
     use std::process::{Child, Command, Stdio};
 
-    fn is_root() -> bool {
-        // SAFETY: plain syscall without arguments.
-        unsafe { libc::geteuid() == 0 }
-    }
+    use crate::sys::is_root;
 
     /// 3 probes 100 ms apart, the last waiting 300 ms: quick on loopback.
     fn only(kind: ProbeKind) -> ProbeConfig {
@@ -1378,10 +1278,7 @@ mod tests {
 
     impl Drop for Snmpd {
         fn drop(&mut self) {
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-                // SAFETY: signals only the child this test spawned and has not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
+            let _ = crate::sys::terminate(self.child.id());
             let until = Instant::now() + Duration::from_secs(5);
             while Instant::now() < until {
                 if let Ok(Some(_)) = self.child.try_wait() {

@@ -1,19 +1,16 @@
-//! `tc alarm listen`: one mio loop over a UDP socket and the signals. Every readable datagram is
-//! drained until `WouldBlock`; each becomes an `alarm` or `syslog.unparsed` line, or a count.
-//! The decision per datagram (`Listener::datagram`) is pure and tested without sockets.
+//! `tc alarm listen`: a daemon loop (`crate::daemon`) over a UDP socket and the signals. Every
+//! datagram becomes an `alarm` or `syslog.unparsed` line, or a count. The decision per datagram
+//! (`Listener::datagram`) is pure and tested without sockets.
 
-use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::UdpSocket;
-use mio::Events;
 
-use crate::udploop::{SIGNALS, SOCKET};
+use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::AlarmLine;
 use crate::cli::AlarmListenArgs;
 use crate::emit::{emit, Batch};
 use crate::error::{Error, ExitCode, Result};
@@ -63,18 +60,10 @@ pub struct Listener {
     pub sender: Option<(SocketAddr, String)>,
 }
 
-/// What one datagram gives to print.
-pub enum Out<'a> {
-    Alarm(AlarmLine<'a>),
-    /// Boxed: the rare case should not make every `Out` the size of an `Event`.
-    Unparsed(Box<Event>),
-}
-
 impl Listener {
     /// Reads one datagram and hands `sink` what it gives to print, if anything (else it is
-    /// only counted). The alarm line borrows from the datagram: nothing is copied before it is
-    /// serialized.
-    pub fn datagram(&mut self, data: &[u8], sender: SocketAddr, sink: &mut dyn FnMut(Out<'_>)) {
+    /// only counted).
+    pub fn datagram(&mut self, data: &[u8], sender: SocketAddr, sink: &mut dyn FnMut(&Event)) {
         if !self.filter.from.is_empty() && !self.filter.from.iter().any(|c| c.contains(sender.ip()))
         {
             self.counts.refused += 1;
@@ -83,7 +72,6 @@ impl Listener {
         }
         self.counts.received += 1;
         let text = super::syslog::text(data);
-        // Read in place and borrowed: each move of the alarm struct (216 bytes) was a memcpy.
         let mut alarm = super::ovoc::Alarm::default();
         let (frame, is_alarm) = super::read_into(&text, &mut alarm);
         match is_alarm.then_some(&alarm) {
@@ -93,17 +81,17 @@ impl Listener {
                     Some((addr, s)) if *addr == sender => s,
                     cached => &cached.insert((sender, sender.to_string())).1,
                 };
-                sink(Out::Alarm(AlarmLine::new(&frame, a, s, &text)));
+                sink(&super::alarm_event(&frame, a, s, &text));
             }
             Some(_) => self.counts.filtered += 1,
             None => {
                 self.counts.unparsed += 1;
                 if !self.quiet_unparsed {
-                    sink(Out::Unparsed(Box::new(Event::SyslogUnparsed {
+                    sink(&Event::SyslogUnparsed {
                         sender: sender.to_string(),
                         framing: frame.framing.to_string(),
                         raw: super::raw_text(&text).into_owned(),
-                    })));
+                    });
                 }
             }
         }
@@ -135,38 +123,56 @@ pub fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
     })
 }
 
-/// Ask for a receive buffer that absorbs bursts (as root beyond rmem_max).
-pub fn grow_receive_buffer(sock: &UdpSocket, bytes: i32) {
-    let fd = sock.as_raw_fd();
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt on a socket we own, with a correctly sized int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &bytes as *const i32 as *const libc::c_void,
-                4,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
-    }
-    log::info!("could not enlarge the UDP receive buffer");
+/// The listener in the daemon loop: every datagram is read, parsed and batched; the batch is
+/// written at the end of each turn, before the loop waits again.
+struct Listen {
+    l: Listener,
+    batch: Batch,
+    /// Benchmark baseline: count only.
+    bare: bool,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    reason: &'static str,
 }
 
-pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
-    let sock = UdpSocket::bind(addr).map_err(|e| {
-        let hint = if e.kind() == ErrorKind::AddrInUse {
-            " (another listener, or an agent, owns it)"
+impl Driver for Listen {
+    fn datagram(&mut self, _: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        if self.bare {
+            // The baseline BENCHMARKS.md compares parsing against.
+            self.l.counts.received += 1;
+            self.l.counts.matched += u64::from(!data.is_empty());
         } else {
-            ""
-        };
-        Error::usage(format!("binding UDP {addr}: {e}{hint}"))
-    })?;
-    grow_receive_buffer(&sock, 8 << 20);
-    Ok(sock)
+            let batch = &mut self.batch;
+            self.l.datagram(data, from, &mut |ev| batch.push(ev));
+        }
+        if crate::emit::stdout_broken() {
+            self.reason = "stdout-closed";
+            return Flow::Stop;
+        }
+        if self.count.is_some_and(|c| self.l.counts.matched >= c) {
+            self.reason = "count";
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn signal(&mut self, _: Instant, _: i32) -> Flow {
+        self.reason = "signal";
+        Flow::Stop
+    }
+
+    fn turn(&mut self, now: Instant) -> Flow {
+        self.batch.flush();
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.reason = "timeout";
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn next_wake(&self, _: Instant) -> Option<Instant> {
+        self.deadline
+    }
 }
 
 pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
@@ -176,94 +182,42 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
             Error::usage(format!("invalid --device {d:?}: expected an IP address"))
         })?);
     }
-    let mut l = Listener {
-        filter: Filter {
-            alarms: a.alarm.clone(),
-            descriptions: a.description.clone(),
-            devices,
-            from: a.from.clone(),
-        },
-        quiet_unparsed: a.quiet_unparsed,
-        counts: Counts::default(),
-        sender: None,
-    };
-    let crate::udploop::Loop {
-        mut poll,
-        sock,
-        mut signals,
-    } = crate::udploop::open(a.listen, &[SIGINT, SIGTERM])?;
-    log::info!(
-        "listening for syslog on {}",
-        sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
-
+    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM])?;
+    log::info!("listening for syslog on {}", daemon.local_addr());
     let started = Instant::now();
-    let deadline = a.timeout.map(|t| started + t);
-    let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; 65_536];
-    // The lines of one drain go out together, flushed before the loop waits again.
-    let mut batch = Batch::default();
-    let reason = 'outer: loop {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout == Some(Duration::ZERO) {
-            break 'outer "timeout";
-        }
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            batch.flush();
-            return Err(Error::failed(format!("poll: {e}")));
-        }
-        for ev in events.iter() {
-            match ev.token() {
-                SIGNALS if signals.pending().next().is_some() => break 'outer "signal",
-                SOCKET => loop {
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            if a.bare {
-                                // The baseline BENCHMARKS.md compares parsing against.
-                                l.counts.received += 1;
-                                l.counts.matched += u64::from(n > 0);
-                            } else {
-                                l.datagram(&buf[..n], from, &mut |out| match out {
-                                    Out::Alarm(line) => batch.push_with(|o| line.write_json(o)),
-                                    Out::Unparsed(ev) => batch.push(&*ev),
-                                });
-                            }
-                            if crate::emit::stdout_broken() {
-                                break 'outer "stdout-closed";
-                            }
-                            if a.count.is_some_and(|c| l.counts.matched >= c) {
-                                break 'outer "count";
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::warn!("receiving: {e}");
-                            break;
-                        }
-                    }
-                },
-                _ => {}
-            }
-        }
-        batch.flush();
+    let mut listen = Listen {
+        l: Listener {
+            filter: Filter {
+                alarms: a.alarm.clone(),
+                descriptions: a.description.clone(),
+                devices,
+                from: a.from.clone(),
+            },
+            quiet_unparsed: a.quiet_unparsed,
+            counts: Counts::default(),
+            sender: None,
+        },
+        batch: Batch::default(),
+        bare: a.bare,
+        count: a.count,
+        deadline: a.timeout.map(|t| started + t),
+        reason: "timeout",
     };
-    batch.flush();
-    let c = &l.counts;
+    let result = daemon.run(&mut listen);
+    listen.batch.flush();
+    result?;
+    let c = &listen.l.counts;
     emit(&Event::AlarmSummary {
         received: c.received,
         matched: c.matched,
         filtered: c.filtered,
         unparsed: c.unparsed,
         refused: c.refused,
-        dropped_kernel: kernel_drops(&sock),
+        dropped_kernel: kernel_drops(&daemon.socket()),
         seconds: started.elapsed().as_secs_f64(),
-        reason: reason.into(),
+        reason: listen.reason.into(),
     });
-    Ok(match reason {
+    Ok(match listen.reason {
         "timeout" => ExitCode::Failed,
         "signal" if a.count.is_some() => ExitCode::Interrupted,
         _ => ExitCode::Ok,
@@ -288,28 +242,10 @@ mod tests {
         }
     }
 
-    /// What `datagram` hands out, as the `Event` its line deserializes to: the hand-written alarm
-    /// line must carry exactly `Event::Alarm`'s fields (deny_unknown_fields, none missing), in
-    /// serde_json's own bytes.
+    /// What `datagram` hands out, if anything.
     fn one(l: &mut Listener, data: &[u8], from: SocketAddr) -> Option<Event> {
         let mut got = None;
-        l.datagram(data, from, &mut |out| {
-            got = Some(match out {
-                Out::Alarm(line) => {
-                    let mut json = Vec::new();
-                    line.write_json(&mut json);
-                    let ev: Event =
-                        serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-                    // The hand-written line is what serde_json writes for the event it reads as.
-                    assert_eq!(
-                        String::from_utf8_lossy(&serde_json::to_vec(&ev).unwrap()),
-                        String::from_utf8_lossy(&json)
-                    );
-                    ev
-                }
-                Out::Unparsed(ev) => *ev,
-            })
-        });
+        l.datagram(data, from, &mut |ev| got = Some(ev.clone()));
         got
     }
 

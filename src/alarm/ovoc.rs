@@ -110,89 +110,24 @@ fn key_at(body: &str, start: usize, stop: usize, end: usize) -> Option<(&str, &s
     ok.then(|| (k, &body[stop + 1..end]))
 }
 
-/// The first comma at or after `i`, else `b.len()`: 16 bytes at a time while `b` has 16 left
-/// (on x86-64). OVOC's values are a few to a few dozen bytes: one or two blocks, where
-/// `memchr`'s setup for each call cost more than the search.
-fn next_comma(b: &[u8], mut i: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        let commas = sse2::commas(&b[i..i + 16]);
-        if commas != 0 {
-            return i + commas.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    while i < b.len() && b[i] != b',' {
-        i += 1;
-    }
-    i
+/// The first comma at or after `i`, else `b.len()`.
+fn next_comma(b: &[u8], i: usize) -> usize {
+    memchr::memchr(b',', &b[i..]).map_or(b.len(), |p| i + p)
 }
 
-/// Where the run of plain key bytes that starts at `i` ends: 16 bytes at a time while `b` has
-/// 16 left (on x86-64), else a byte at a time. The run may go past a token's end only through
-/// plain bytes; the comma that ends a token is not one.
+/// Where the run of plain key bytes that starts at `i` ends. The run may go past a token's end
+/// only through plain bytes; the comma that ends a token is not one.
 fn plain_run(b: &[u8], mut i: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        let blocked = sse2::not_plain(&b[i..i + 16]);
-        if blocked != 0 {
-            return i + blocked.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
     while i < b.len() && KEY_BYTES[b[i] as usize] == 1 {
         i += 1;
     }
     i
 }
 
-#[cfg(target_arch = "x86_64")]
-mod sse2 {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
-        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-
-    /// A bit for each of the 16 bytes that is a comma, lowest bit first.
-    pub fn commas(b: &[u8]) -> u32 {
-        assert_eq!(b.len(), 16);
-        // SAFETY: SSE2 is in every x86-64 CPU; the load reads the 16 bytes of `b`.
-        unsafe {
-            let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
-            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32
-        }
-    }
-
-    /// A bit for each of the 16 bytes that is not plain (see `KEY_BYTES`), lowest bit first.
-    pub fn not_plain(b: &[u8]) -> u32 {
-        assert_eq!(b.len(), 16);
-        // SAFETY: SSE2 is in every x86-64 CPU; the load reads the 16 bytes of `b`. The signed
-        // comparisons leave every byte from 0x80 up (negative) outside the ranges.
-        unsafe {
-            let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
-            let within = |x: __m128i, lo: u8, hi: u8| {
-                _mm_and_si128(
-                    _mm_cmpgt_epi8(x, _mm_set1_epi8(lo as i8 - 1)),
-                    _mm_cmplt_epi8(x, _mm_set1_epi8(hi as i8 + 1)),
-                )
-            };
-            let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-            let letter = within(_mm_or_si128(v, _mm_set1_epi8(0x20)), b'a', b'z');
-            let digit = within(v, b'0', b'9');
-            let plain = _mm_or_si128(
-                _mm_or_si128(letter, digit),
-                _mm_or_si128(is(b' '), _mm_or_si128(is(b'_'), is(b'-'))),
-            );
-            !(_mm_movemask_epi8(plain) as u32) & 0xffff
-        }
-    }
-}
-
 impl<'a> Alarm<'a> {
     fn set(&mut self, key: &'a str, value: &'a str) {
         let slot = match key {
-            // OVOC's own spellings, without the normalizing below: this second table is worth
-            // 8 % of `tc alarm listen`'s throughput (6 of 6 A/B rounds, musl build).
+            // OVOC's own spellings, found without the normalizing below.
             "IP Address" => &mut self.device,
             "Description" => &mut self.description,
             "Source" => &mut self.source,
@@ -250,9 +185,8 @@ impl<'a> Alarm<'a> {
     }
 }
 
-/// Reads the OVOC alarm in a syslog message's text into `a`, an `Alarm::default()` (filled in
-/// place: returning the 216-byte struct cost two copies of it, by musl's memcpy, per datagram).
-/// False (and `a` unspecified) when `msg` holds no alarm.
+/// Reads the OVOC alarm in a syslog message's text into `a`, an `Alarm::default()`, filled in
+/// place. False (and `a` unspecified) when `msg` holds no alarm.
 pub fn parse_into<'a>(msg: &'a str, a: &mut Alarm<'a>) -> bool {
     if let Some(i) = find_ci(msg, "new alarm -") {
         new_alarm(&msg[i + "new alarm -".len()..], a);
@@ -570,18 +504,12 @@ mod tests {
 
     #[test]
     fn plain_run_follows_the_key_byte_table() {
-        // Every byte in every lane of a 16-byte block, and past it in the byte-at-a-time tail.
         for c in 0..=255u8 {
             for at in 0..20 {
                 let mut b = vec![b'a'; 20];
                 b[at] = c;
                 let want = if KEY_BYTES[c as usize] == 1 { 20 } else { at };
                 assert_eq!(plain_run(&b, 0), want, "{c:#x} at {at}");
-                #[cfg(target_arch = "x86_64")]
-                if at < 16 {
-                    let bit = sse2::not_plain(&b[..16]) >> at & 1;
-                    assert_eq!(bit == 1, KEY_BYTES[c as usize] != 1, "{c:#x} at {at}");
-                }
             }
         }
         assert_eq!(plain_run(b"Device Name:x", 0), 11);
@@ -589,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn next_comma_finds_the_first_in_any_lane() {
+    fn next_comma_finds_the_first() {
         for len in 0..40 {
             for at in 0..=len {
                 let mut b = vec![b'x'; len];

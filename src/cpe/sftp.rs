@@ -233,7 +233,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
                 local
                     .write_all(&buf[..n])
                     .map_err(|e| format!("writing {part_name}: {e}"))?;
-                start_writeback(&local);
+                crate::sys::start_writeback(&local);
                 let _ = empty_tx.send(buf);
             }
             Ok(local)
@@ -307,16 +307,6 @@ fn prefer_aes(sess: &Session) {
         if let Err(e) = sess.method_pref(t, &aes.join(",")) {
             log::debug!("cipher preference not set: {e}");
         }
-    }
-}
-
-/// Starts writing the dirty pages of `f` to disk without waiting, so the fsync before the rename
-/// finds little left to do instead of the whole file.
-fn start_writeback(f: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor; offset 0 and length 0 mean the whole file.
-    unsafe {
-        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

@@ -82,8 +82,7 @@ impl Proc {
     }
 
     fn stop(mut self) {
-        // SAFETY: SIGTERM to a child we spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = crate::sys::terminate(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -357,7 +356,6 @@ fn demo(
 /// run, so two demos started together cannot pick the same one), and its agent address
 /// (127.0.N.253:20001) and first device's SNMP port (127.0.N.1:161) are free.
 fn free_subnet() -> Option<(u8, std::fs::File)> {
-    use std::os::fd::AsRawFd;
     let free = |s: u8, host: u8, port: u16| {
         UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, s, host), port)).is_ok()
     };
@@ -369,8 +367,8 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
             .write(true)
             .open(path)
             .ok()?;
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        let locked = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        // Released when the file is closed.
+        let locked = crate::sys::try_lock(&f);
         (locked && free(s, 253, 20001) && free(s, 1, 161)).then_some((s, f))
     })
 }

@@ -85,8 +85,7 @@ impl Live {
         else {
             return;
         };
-        // SAFETY: SIGTERM to the tcpdump we spawned.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = crate::sys::terminate(c.id());
         let deadline = Instant::now() + Duration::from_secs(3);
         while !matches!(c.try_wait(), Ok(Some(_))) {
             if Instant::now() > deadline {

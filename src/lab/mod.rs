@@ -80,10 +80,7 @@ fn random_password() -> String {
         .collect()
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use crate::sys::is_root;
 
 /// `'...'` quoting for the env file: the only character that needs care inside is `'`.
 fn sh_quote(s: &str) -> String {
@@ -238,7 +235,7 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
     if sftp {
         crate::lab::sshd::check_chroot_path(&a.sftp_root).map_err(Error::usage)?;
     }
-    raise_fd_limit();
+    crate::sys::raise_fd_limit();
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| Error::usage(format!("creating {}: {e}", a.dir.display())))?;
     let dir = a
@@ -573,21 +570,6 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         signal: Some("SIGINT/SIGTERM".into()),
     });
     Ok(ExitCode::Ok)
-}
-
-/// One listener per device plus their connections: lift the soft descriptor limit to the hard one.
-pub fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
 }
 
 pub fn which(prog: &str) -> bool {

@@ -29,9 +29,6 @@ const FACILITY: u8 = 16;
 /// OVOC severity -> syslog severity (ovoc.md): Major -> Critical, Clear -> Notice.
 const SYSLOG_CRITICAL: u8 = 2;
 const SYSLOG_NOTICE: u8 = 5;
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
 
 /// One forwarding rule as the lab stores it (the rules file is a `Vec<LabRule>`).
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -445,16 +442,12 @@ pub fn alarm_datagram(device_ip: &str, device_name: &str, clear: bool, now: Syst
         ("Major", SYSLOG_CRITICAL, "Connection Lost")
     };
     format!(
-        "<{pri}>{mon} {day:>2} {h:02}:{m:02}:{s:02} ovoc-lab : New Alarm - Connection Alarm, \
+        "<{pri}>{stamp} ovoc-lab : New Alarm - Connection Alarm, \
          {severity}, Source:Board#1, Description:{description}, Device Name:{device_name}, \
          Tenant:Default, Region:Default, IP Address:{device_ip}, Device Type:tc-lab, \
          Device Serial:lab-{device_ip}, Device Description:tc lab emulated device",
         pri = FACILITY * 8 + syslog_severity,
-        mon = MONTHS[(t.month as usize).clamp(1, 12) - 1],
-        day = t.day,
-        h = t.hour,
-        m = t.min,
-        s = t.sec,
+        stamp = t.rfc3164(),
     )
     .into_bytes()
 }

@@ -82,8 +82,8 @@ struct Daemon {
 
 impl Daemon {
     fn stop(mut self) {
-        // SAFETY: SIGTERM to the child we spawned (and have not reaped).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // Our child, not yet reaped: its pid cannot have been reused.
+        let _ = crate::sys::terminate(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

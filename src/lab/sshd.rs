@@ -409,10 +409,8 @@ pub(crate) fn terminate(child: &mut Child, what: &str) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: plain kill(2) on our own not-yet-reaped child, so the pid cannot be reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
+    // Our own not-yet-reaped child, so the pid cannot have been reused.
+    let _ = crate::sys::terminate(child.id());
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {
         match child.try_wait() {
@@ -496,28 +494,7 @@ fn quote(p: &Path) -> String {
 }
 
 fn user_exists(name: &str) -> Result<bool, String> {
-    let cname = std::ffi::CString::new(name).map_err(|_| format!("invalid user name {name:?}"))?;
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to a live local of the right type and `buf.len()` is its size;
-    // getpwnam_r is the reentrant form, safe alongside other threads.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "look up user {name}: {}",
-            std::io::Error::from_raw_os_error(rc)
-        ));
-    }
-    Ok(!result.is_null())
+    Ok(crate::sys::user_ids(name).is_some())
 }
 
 fn scrub_env(cmd: &mut Command) {
@@ -767,7 +744,7 @@ mod tests {
 
     fn skip_reason() -> Option<String> {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             return Some("needs root (system user, chroot, /run/sshd)".into());
         }
         for tool in [

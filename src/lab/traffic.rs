@@ -212,7 +212,7 @@ fn all_datagrams_written(file: &Path, addrs: &[Ipv4Addr]) -> bool {
 
 fn root_hint() -> &'static str {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         " (capturing on lo needs root or CAP_NET_RAW)"
     } else {
         ""
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn real_capture_splits_per_address() {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             eprintln!("real_capture_splits_per_address: skipped, capturing on lo needs root");
             return;
         }
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn real_capture_scales_to_1000_addresses() {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || tcpdump_missing() {
+        if !crate::sys::is_root() || tcpdump_missing() {
             eprintln!("real_capture_scales_to_1000_addresses: skipped, needs root and tcpdump");
             return;
         }

@@ -1,13 +1,12 @@
-//! `tc ovoc serve`: the agent's I/O shell around `core`. One mio loop: the UDP socket, the
-//! signals (INT, TERM, CHLD) and a waker for worker results are sources in the same poll; the
-//! poll timeout is the time to the core's next deadline (shorter while a tcpdump is starting or
-//! an adopted one is watched through /proc).
+//! `tc ovoc serve`: the agent's I/O shell around `core`, in a daemon loop (`crate::daemon`): the
+//! UDP socket, the signals (INT, TERM, HUP, CHLD) and a waker for worker results; the loop wakes
+//! at the core's next deadline (sooner while a tcpdump is starting or an adopted one is watched
+//! through /proc).
 //!
 //! Invariants: the loop never blocks on anything but `poll`; OVOC REST calls and probes run on
 //! worker threads; every child is reaped; state is written after each change that matters.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::Events;
 
-use crate::udploop::{SIGNALS, SOCKET, WAKER};
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use crate::daemon::{Daemon, Driver, Flow};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use super::core::{Action, CaptureId, Config, Core, Found};
 use super::rules::OvocClient;
@@ -109,7 +107,7 @@ impl Saver {
 }
 
 struct Shell {
-    sock: UdpSocket,
+    sock: Arc<UdpSocket>,
     dir: PathBuf,
     tcpdump: Tcpdump,
     children: HashMap<CaptureId, Child>,
@@ -130,16 +128,6 @@ struct Shell {
     held: VecDeque<(u64, SocketAddr, String)>,
 }
 
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == name)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
-}
-
 /// DIR holds the captures (writable by tcpdump's user) and `.tc/` (root only: state, logs).
 fn prepare_dir(dir: &Path, tcpdump_user: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join(".tc"))
@@ -147,7 +135,7 @@ fn prepare_dir(dir: &Path, tcpdump_user: &str) -> Result<()> {
     std::fs::set_permissions(dir.join(".tc"), std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::usage(format!("{}: {e}", dir.display())))?;
     if tcpdump_user != "root" {
-        let (uid, gid) = user_ids(tcpdump_user)
+        let (uid, gid) = crate::sys::user_ids(tcpdump_user)
             .ok_or_else(|| Error::usage(format!("no user {tcpdump_user:?}")))?;
         std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
             Error::usage(format!(
@@ -173,7 +161,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     crate::cpe::script::validate_snmp_user(&a.snmp_user).map_err(Error::usage)?;
     let program = tcpdump::find_program(a.tcpdump.as_deref()).map_err(Error::usage)?;
     let tcpdump_user = a.tcpdump_user.clone().unwrap_or_else(|| {
-        if user_ids("tcpdump").is_some() {
+        if crate::sys::user_ids("tcpdump").is_some() {
             "tcpdump".into()
         } else {
             "root".into()
@@ -263,28 +251,23 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
 
-    let lp = crate::udploop::open(a.listen, &[SIGINT, SIGTERM, SIGCHLD])?;
-    let waker = lp.waker()?;
-    let crate::udploop::Loop {
-        mut poll,
-        sock,
-        mut signals,
-    } = lp;
+    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM, SIGHUP, SIGCHLD])?
+        .with_drain_budget(DRAIN_BUDGET);
+    let waker = daemon.waker();
     let (done_tx, done_rx) = mpsc::channel();
     let saver = Saver::start(dir.clone(), done_tx.clone(), Arc::clone(&waker))?;
-    let wk = waker;
     let jobs = crate::pool::workers(
         WORKERS,
         "tc-ovoc-worker",
         |job: Job| job(),
         done_tx,
         move || {
-            let _ = wk.wake();
+            let _ = waker.wake();
         },
     )
     .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
     let mut sh = Shell {
-        sock,
+        sock: daemon.socket(),
         dir: dir.clone(),
         tcpdump,
         children: HashMap::new(),
@@ -303,11 +286,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     };
     let (adopted_n, closed_n) = core.restored_counts();
     emit(&Event::OvocListening {
-        listen: sh
-            .sock
-            .local_addr()
-            .map(|x| x.to_string())
-            .unwrap_or_default(),
+        listen: daemon.local_addr(),
         interface: a.interface.clone(),
         dir: dir.display().to_string(),
         allow: if a.allow_any {
@@ -324,88 +303,81 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     sh.flush(&core);
 
     let started = Instant::now();
-    let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 65_536];
-    let mut stopping_since: Option<Instant> = None;
-    // Datagrams left in the socket when the last turn's drain ran out of time.
-    let mut more = false;
-    let reason = loop {
-        let now = Instant::now();
-        let mut wake = core.next_deadline();
-        let soon = |ms| Some(now + Duration::from_millis(ms));
-        if !core.starting().is_empty() {
-            wake = wake.min(soon(10)).or(soon(10));
-        }
-        if !sh.adopted.is_empty() {
-            wake = wake.min(soon(500)).or(soon(500));
-        }
-        if stopping_since.is_some() {
-            wake = wake.min(soon(50)).or(soon(50));
-        }
-        let timeout = if more {
-            Some(Duration::ZERO)
-        } else {
-            wake.map(|w| w.saturating_duration_since(now))
-        };
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(Error::failed(format!("poll: {e}")));
+    let mut agent = Agent {
+        core,
+        sh,
+        done_rx,
+        stopping_since: None,
+        // tcpdump ignoring SIGTERM past the grace period (core sends SIGKILL then); an adopted
+        // one we cannot reap is given up on after twice that.
+        give_up: a.stop_flush + a.stop_grace * 2 + Duration::from_secs(1),
+        stdout_warned: false,
+    };
+    daemon.run(&mut agent)?;
+    let Agent { core, mut sh, .. } = agent;
+    sh.saver.finish();
+    // Written whatever the saver managed: its last result is not read any more.
+    sh.last_saved.clear();
+    sh.save(&core);
+    for (_, to, text) in std::mem::take(&mut sh.held) {
+        sh.send(to, &text);
+    }
+    let c = &core.counters;
+    emit(&Event::OvocSummary {
+        requests: c.requests,
+        responses: c.responses,
+        dropped: c.dropped,
+        refused: c.refused,
+        captures_started: c.captures_started,
+        captures_stopped: c.captures_stopped,
+        seconds: started.elapsed().as_secs_f64(),
+        reason: "signal".into(),
+    });
+    Ok(ExitCode::Ok)
+}
+
+/// The agent in the daemon loop: requests to the core, worker and child results every turn,
+/// until a signal's shutdown has seen every tcpdump exit.
+struct Agent {
+    core: Core,
+    sh: Shell,
+    done_rx: mpsc::Receiver<Done>,
+    stopping_since: Option<Instant>,
+    give_up: Duration,
+    stdout_warned: bool,
+}
+
+impl Driver for Agent {
+    fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        let actions = self.core.datagram(now, from, data);
+        self.sh.perform(&mut self.core, actions);
+        Flow::Continue
+    }
+
+    /// SIGCHLD only wakes the loop (every turn reaps); the others stop every capture, and a
+    /// second one leaves at once. SIGHUP is a stop too: a daemon whose terminal went away is
+    /// not left half running.
+    fn signal(&mut self, now: Instant, sig: i32) -> Flow {
+        match sig {
+            SIGCHLD => {}
+            _ if self.stopping_since.is_some() => {
+                // Second signal: leave at once, state as last written.
+                log::warn!("second signal: exiting without waiting for tcpdump");
+                std::process::exit(ExitCode::Interrupted as i32);
+            }
+            _ => {
+                log::info!("signal {sig}: stopping every capture");
+                self.stopping_since = Some(now);
+                let actions = self.core.shutdown(now);
+                self.sh.perform(&mut self.core, actions);
             }
         }
-        let mut reap = false;
-        let mut readable = std::mem::take(&mut more);
-        for ev in events.iter() {
-            match ev.token() {
-                SOCKET => readable = true,
-                SIGNALS => {
-                    for sig in signals.pending() {
-                        match sig {
-                            SIGCHLD => reap = true,
-                            _ if stopping_since.is_some() => {
-                                // Second signal: leave at once, state as last written.
-                                log::warn!("second signal: exiting without waiting for tcpdump");
-                                std::process::exit(ExitCode::Interrupted as i32);
-                            }
-                            _ => {
-                                log::info!("signal {sig}: stopping every capture");
-                                stopping_since = Some(Instant::now());
-                                let actions = core.shutdown(Instant::now());
-                                sh.perform(&mut core, actions);
-                            }
-                        }
-                    }
-                }
-                WAKER => {}
-                _ => {}
-            }
-        }
-        if readable {
-            // A CAPTURE costs a tcpdump spawn; a fleet's CAPTUREs arriving faster than that
-            // would keep an unbounded drain going for seconds while finished REST calls and
-            // started tcpdumps wait for their replies. So: a time budget per turn, and the
-            // rest next turn (the socket is edge-triggered: no new event would say so).
-            let until = Instant::now() + DRAIN_BUDGET;
-            loop {
-                if Instant::now() >= until {
-                    more = true;
-                    break;
-                }
-                match sh.sock.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let actions = core.datagram(Instant::now(), from, &buf[..n]);
-                        sh.perform(&mut core, actions);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // ICMP errors for earlier replies surface here; they are not fatal.
-                        log::debug!("receive: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-        while let Ok(done) = done_rx.try_recv() {
+        Flow::Continue
+    }
+
+    fn turn(&mut self, now: Instant) -> Flow {
+        let (core, sh) = (&mut self.core, &mut self.sh);
+        while let Ok(done) = self.done_rx.try_recv() {
             let actions = match done {
                 Done::Rule {
                     device,
@@ -423,55 +395,51 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
                     continue;
                 }
             };
-            sh.perform(&mut core, actions);
+            sh.perform(core, actions);
         }
         // Cheap enough to do every turn: a handful of children at most per turn.
-        let _ = reap;
-        sh.reap(&mut core);
-        sh.check_starting(&mut core);
-        sh.check_adopted(&mut core);
-        let actions = core.tick(Instant::now());
-        sh.perform(&mut core, actions);
-        sh.flush(&core);
-        if let Some(since) = stopping_since {
+        sh.reap(core);
+        sh.check_starting(core);
+        sh.check_adopted(core);
+        let actions = core.tick(now);
+        sh.perform(core, actions);
+        sh.flush(core);
+        if let Some(since) = self.stopping_since {
             if core.live().is_empty() {
-                break "signal";
+                return Flow::Stop;
             }
-            // tcpdump ignoring SIGTERM past the grace period (core sends SIGKILL then); an adopted
-            // one we cannot reap is given up on after twice that.
-            if since.elapsed() > a.stop_flush + a.stop_grace * 2 + Duration::from_secs(1) {
+            if since.elapsed() > self.give_up {
                 log::warn!("some tcpdump did not exit; leaving");
-                break "signal";
+                return Flow::Stop;
             }
         }
-        if crate::emit::stdout_broken() {
+        if crate::emit::stdout_broken() && !self.stdout_warned {
             log::warn!("stdout closed; the agent keeps running");
+            self.stdout_warned = true;
         }
-    };
-    sh.saver.finish();
-    // Written whatever the saver managed: its last result is not read any more.
-    sh.last_saved.clear();
-    sh.save(&core);
-    for (_, to, text) in std::mem::take(&mut sh.held) {
-        sh.send(to, &text);
+        Flow::Continue
     }
-    let c = &core.counters;
-    emit(&Event::OvocSummary {
-        requests: c.requests,
-        responses: c.responses,
-        dropped: c.dropped,
-        refused: c.refused,
-        captures_started: c.captures_started,
-        captures_stopped: c.captures_stopped,
-        seconds: started.elapsed().as_secs_f64(),
-        reason: reason.into(),
-    });
-    Ok(ExitCode::Ok)
+
+    /// The core's next deadline, sooner while a tcpdump starts (its "listening" line), an
+    /// adopted one is watched through /proc, or the agent shuts down.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let soon = |ms| Some(now + Duration::from_millis(ms));
+        let mut wake = self.core.next_deadline();
+        if !self.core.starting().is_empty() {
+            wake = wake.min(soon(10)).or(soon(10));
+        }
+        if !self.sh.adopted.is_empty() {
+            wake = wake.min(soon(500)).or(soon(500));
+        }
+        if self.stopping_since.is_some() {
+            wake = wake.min(soon(50)).or(soon(50));
+        }
+        wake
+    }
 }
 
 /// One agent per DIR: a second one would fight over the same captures and state.
 fn lock(dir: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let p = dir.join(".tc").join("lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -479,8 +447,7 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&p)
         .map_err(|e| Error::usage(format!("{}: {e}", p.display())))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !crate::sys::try_lock(&f) {
         return Err(Error::usage(format!(
             "another agent is using {} (lock {})",
             dir.display(),
@@ -632,7 +599,6 @@ impl Shell {
     }
 
     fn signal(&mut self, core: &Core, id: CaptureId, kill: bool) {
-        let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
         let pid = if let Some(child) = self.children.get(&id) {
             Some(child.id())
         } else if let Some(&pid) = self.adopted.get(&id) {
@@ -646,8 +612,14 @@ impl Shell {
             None
         };
         if let Some(pid) = pid {
-            // SAFETY: kill(2) on a process we started (or verified through /proc).
-            unsafe { libc::kill(pid as i32, sig) };
+            let r = if kill {
+                crate::sys::kill(pid)
+            } else {
+                crate::sys::terminate(pid)
+            };
+            if let Err(e) = r {
+                log::debug!("signalling tcpdump {pid}: {e}");
+            }
         }
     }
 

@@ -475,7 +475,10 @@ impl Core {
         let device = alarm.device.unwrap_or_default().to_string();
         let lost = alarm.is_connection_lost();
         out.push(Action::Emit(crate::alarm::alarm_event(
-            &frame, &alarm, from, &text,
+            &frame,
+            &alarm,
+            &from.to_string(),
+            &text,
         )));
         if !lost {
             return out;

@@ -1,5 +1,5 @@
-//! `tc session`: the I/O shell around the session core. One mio loop owns the UDP socket that
-//! receives both agent responses and forwarded alarms (the forwarding rule points at the
+//! `tc session`: the I/O shell around the session core. One daemon loop (`crate::daemon`) owns
+//! the UDP socket that receives both agent responses and forwarded alarms (the forwarding rule points at the
 //! REGISTER source, which is this socket), the signals, and a waker for the bounded worker pool
 //! that runs device REST/SFTP work and local probes. Devices progress independently: a slow
 //! device holds one worker, never the loop.
@@ -8,17 +8,17 @@
 //! happens, so a crash loses nothing; `--resume` replays the journal.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, ErrorKind, Write};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::Events;
 
-use crate::udploop::{SIGNALS, SOCKET};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use crate::daemon::{Daemon, Driver, Flow};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::core::{Action, Config, Core, Job, JobOk, Journal, Row};
 use crate::cli::SessionArgs;
@@ -204,14 +204,9 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         },
     });
 
-    crate::lab::raise_fd_limit();
-    let lp = crate::udploop::open(a.listen, &[SIGINT, SIGTERM])?;
-    let waker = lp.waker()?;
-    let crate::udploop::Loop {
-        mut poll,
-        sock,
-        mut signals,
-    } = lp;
+    crate::sys::raise_fd_limit();
+    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM, SIGHUP])?;
+    let waker = daemon.waker();
 
     // Starts and fetches (a fleet has a thousand at once) run on `--jobs` workers. What an
     // alarm needs now (the CPE stop, the probes) never queues behind them: it gets a thread of
@@ -226,11 +221,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             (device, job, r)
         }
     };
-    let wake = {
-        let wk = Arc::clone(&waker);
-        move || {
-            let _ = wk.wake();
-        }
+    let wake = move || {
+        let _ = waker.wake();
     };
     let urgent = crate::pool::Elastic::new(
         a.alarm_jobs as usize,
@@ -245,80 +237,32 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
 
     emit(&Event::SessionStarted {
         devices: devices.len() as u32,
-        listen: sock.local_addr().map(|x| x.to_string()).unwrap_or_default(),
+        listen: daemon.local_addr(),
         out: a.out.display().to_string(),
         report: report_path.display().to_string(),
         resumed: a.resume,
         max_events: a.max_events,
     });
     let started = Instant::now();
-    let mut io = Io {
-        sock: &sock,
-        job_tx: &job_tx,
-        urgent: &urgent,
-        urgent_running: 0,
-        held: VecDeque::new(),
-        report: &mut report,
-        journal: &mut journal,
+    let mut sess = Loop {
+        core,
+        done_rx,
+        io: Io {
+            sock: daemon.socket(),
+            job_tx: &job_tx,
+            urgent: &urgent,
+            urgent_running: 0,
+            held: VecDeque::new(),
+            report: &mut report,
+            journal: &mut journal,
+        },
     };
-    let actions = core.start(Instant::now());
-    io.perform(actions);
-
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 65_536];
-    while !core.finished() {
-        let now = Instant::now();
-        let timeout = core
-            .next_deadline()
-            .into_iter()
-            .chain(io.held_deadline())
-            .min()
-            .map(|d| d.saturating_duration_since(now))
-            .or(Some(Duration::from_secs(1)));
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(Error::failed(format!("poll: {e}")));
-            }
-        }
-        for ev in events.iter() {
-            match ev.token() {
-                SOCKET => loop {
-                    match io.sock.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let actions = core.datagram(Instant::now(), from, &buf[..n]);
-                            io.perform(actions);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::debug!("receive: {e}");
-                            break;
-                        }
-                    }
-                },
-                SIGNALS if signals.pending().next().is_some() => {
-                    if core.is_interrupted() {
-                        log::warn!("second signal: exiting now; the journal is intact (--resume continues)");
-                        std::process::exit(ExitCode::Interrupted as i32);
-                    }
-                    crate::logging::warn_user("interrupted: stopping every capture, fetching its file, then exiting (again to exit now)");
-                    let actions = core.interrupt(Instant::now());
-                    io.perform(actions);
-                }
-                _ => {}
-            }
-        }
-        while let Ok((device, job, r)) = done_rx.try_recv() {
-            if is_urgent(job) {
-                io.urgent_running = io.urgent_running.saturating_sub(1);
-            }
-            let actions = core.job_done(Instant::now(), &device, job, r);
-            io.perform(actions);
-        }
-        io.release_held(Instant::now());
-        let actions = core.tick(Instant::now());
-        io.perform(actions);
+    let actions = sess.core.start(Instant::now());
+    sess.io.perform(actions);
+    if !sess.core.finished() {
+        daemon.run(&mut sess)?;
     }
+    let core = sess.core;
     drop((job_tx, urgent));
     let tally = core.tally();
     let interrupted = core.is_interrupted();
@@ -344,6 +288,61 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     })
 }
 
+/// The session in the daemon loop: datagrams and worker results go to the core, its actions
+/// to `Io`; the loop ends when every device is done.
+struct Loop<'a> {
+    core: Core,
+    done_rx: mpsc::Receiver<(String, Job, std::result::Result<JobOk, String>)>,
+    io: Io<'a>,
+}
+
+impl Driver for Loop<'_> {
+    fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        let actions = self.core.datagram(now, from, data);
+        self.io.perform(actions);
+        Flow::Continue
+    }
+
+    /// SIGINT, SIGTERM and SIGHUP (a closed terminal) all wind down; a second one exits now.
+    fn signal(&mut self, now: Instant, _: i32) -> Flow {
+        if self.core.is_interrupted() {
+            log::warn!("second signal: exiting now; the journal is intact (--resume continues)");
+            std::process::exit(ExitCode::Interrupted as i32);
+        }
+        crate::logging::warn_user("interrupted: stopping every capture, fetching its file, then exiting (again to exit now)");
+        let actions = self.core.interrupt(now);
+        self.io.perform(actions);
+        Flow::Continue
+    }
+
+    fn turn(&mut self, _: Instant) -> Flow {
+        while let Ok((device, job, r)) = self.done_rx.try_recv() {
+            if is_urgent(job) {
+                self.io.urgent_running = self.io.urgent_running.saturating_sub(1);
+            }
+            let actions = self.core.job_done(Instant::now(), &device, job, r);
+            self.io.perform(actions);
+        }
+        self.io.release_held(Instant::now());
+        let actions = self.core.tick(Instant::now());
+        self.io.perform(actions);
+        if self.core.finished() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.core
+            .next_deadline()
+            .into_iter()
+            .chain(self.io.held_deadline())
+            .min()
+            .or(Some(now + Duration::from_secs(1)))
+    }
+}
+
 /// How long this session's probes take, as `ProbeConfig::duration` counts it.
 fn probe_time(p: &crate::cli::ProbePacing) -> Duration {
     ProbeConfig {
@@ -363,7 +362,7 @@ fn is_urgent(job: Job) -> bool {
 const HOLD_MAX: Duration = Duration::from_secs(5);
 
 struct Io<'a> {
-    sock: &'a UdpSocket,
+    sock: Arc<UdpSocket>,
     job_tx: &'a mpsc::Sender<(String, Job)>,
     urgent: &'a crate::pool::Elastic<(String, Job)>,
     /// Stops and probes submitted and not yet done.

@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 #[path = "../../src/event.rs"]
 pub mod event;
-#[path = "../../src/timefmt.rs"]
-#[allow(dead_code)]
-mod timefmt;
 
 pub use event::Event;
 
@@ -39,8 +36,7 @@ pub fn assert_no_secret(what: &str, text: &str) {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 pub fn have(prog: &str) -> bool {
@@ -86,6 +82,16 @@ pub fn tc() -> Command {
     c
 }
 
+/// `ts` as the README says: RFC 3339, UTC (`Z`), microseconds.
+fn is_rfc3339_micros(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[26] == b'Z'
+        && s.parse::<jiff::Timestamp>().is_ok()
+}
+
 /// Parse and schema-check every stdout line.
 pub fn events(stdout: &str) -> Vec<Event> {
     stdout
@@ -98,7 +104,7 @@ pub fn events(stdout: &str) -> Vec<Event> {
                 .and_then(|m| m.remove("ts"))
                 .unwrap_or_else(|| panic!("no ts: {l}"));
             assert!(
-                timefmt::is_rfc3339_micros(ts.as_str().unwrap_or("")),
+                is_rfc3339_micros(ts.as_str().unwrap_or("")),
                 "bad ts in {l}"
             );
             serde_json::from_value::<Event>(v)
@@ -370,9 +376,11 @@ pub fn check_stderr_logs() {
     }
 }
 
+/// `sig` (a libc signal number) to a child the test spawned.
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: plain syscall on a child we spawned.
-    unsafe { libc::kill(pid as i32, sig) };
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid");
+    let sig = rustix::process::Signal::from_named_raw(sig).expect("a named signal");
+    rustix::process::kill_process(pid, sig).expect("signalling a child");
 }
 
 impl Drop for Lab {
@@ -440,4 +448,18 @@ pub fn capinfos_packets(files: &[PathBuf]) -> Vec<u64> {
         .filter_map(|l| l.strip_prefix("Number of packets:"))
         .map(|n| n.trim().parse().unwrap())
         .collect()
+}
+
+#[test]
+fn the_ts_checker_takes_what_the_readme_says_and_nothing_near() {
+    assert!(is_rfc3339_micros("2022-06-22T16:16:07.565758Z"));
+    for bad in [
+        "2022-06-22T16:16:07Z",
+        "2022-06-22 16:16:07.565758Z",
+        "2022-06-22T16:16:07.565758",
+        "2022-06-22T16:16:07.565758+00:00",
+        "2022-13-22T16:16:07.565758Z",
+    ] {
+        assert!(!is_rfc3339_micros(bad), "{bad}");
+    }
 }

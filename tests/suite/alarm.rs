@@ -311,8 +311,7 @@ fn a_line_does_not_wait_for_the_next_datagram() {
     logger(port, "--rfc3164", "user.crit", LOST);
     let line = rx.recv_timeout(Duration::from_secs(10));
     let still_running = child.try_wait().unwrap().is_none();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child.id(), libc::SIGTERM);
     let _ = child.wait();
     let line = line.expect("no alarm line within 10 s while the listener ran");
     assert!(

@@ -1,0 +1,115 @@
+//! Every system call `tc` makes beyond `std`, through `rustix` (safe wrappers, maintained), so
+//! that no other module needs `unsafe`. One call rustix does not wrap, `sync_file_range`, is
+//! here too, as the crate's only `unsafe` outside the alarm parser's tests.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+
+use rustix::process::{Pid, Resource, Signal};
+
+/// Running as root (effective user 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// SIGTERM to `pid` (a child we started, or one checked through /proc).
+pub fn terminate(pid: u32) -> io::Result<()> {
+    send_signal(pid, Signal::TERM)
+}
+
+/// SIGKILL to `pid`.
+pub fn kill(pid: u32) -> io::Result<()> {
+    send_signal(pid, Signal::KILL)
+}
+
+fn send_signal(pid: u32, sig: Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no pid {pid}")))?;
+    rustix::process::kill_process(pid, sig).map_err(io::Error::from)
+}
+
+/// An exclusive advisory lock on `f`, or false at once if another process holds it.
+pub fn try_lock(f: &File) -> bool {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Lift the soft limit on open descriptors to the hard one (a listener and its connections per
+/// emulated device; a connection per device fetch).
+pub fn raise_fd_limit() {
+    let mut r = rustix::process::getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (r.current, r.maximum) {
+        if cur < max {
+            r.current = Some(max);
+            if let Err(e) = rustix::process::setrlimit(Resource::Nofile, r) {
+                log::debug!("raising the open-file limit: {e}");
+            }
+        }
+    }
+}
+
+/// Random bytes from the kernel, without waiting for the entropy pool (false: none to be had).
+pub fn random(buf: &mut [u8]) -> bool {
+    matches!(
+        rustix::rand::getrandom(&mut *buf, rustix::rand::GetRandomFlags::NONBLOCK),
+        Ok(n) if n == buf.len()
+    )
+}
+
+/// Start writing `f`'s dirty pages back now rather than when the kernel gets to them: a 200 MB
+/// download then ends with little left to flush. Advice only; errors do not matter.
+pub fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_fd().as_raw_fd();
+    // rustix does not wrap sync_file_range(2).
+    // SAFETY: a plain system call on a descriptor `f` keeps open; no memory is passed.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// A user's uid and gid from /etc/passwd (the lab's and the agent's system users are local).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd_entry(&passwd, name)
+}
+
+fn passwd_entry(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == name)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lines() {
+        let p = "root:x:0:0:root:/root:/bin/bash\n\
+                 tcpdump:x:104:110::/nonexistent:/usr/sbin/nologin\n\
+                 broken:x:notanumber:1::/:/bin/false\n";
+        assert_eq!(passwd_entry(p, "tcpdump"), Some((104, 110)));
+        assert_eq!(passwd_entry(p, "root"), Some((0, 0)));
+        assert_eq!(passwd_entry(p, "broken"), None);
+        assert_eq!(passwd_entry(p, "tcp"), None);
+    }
+
+    #[test]
+    fn signals_and_locks() {
+        assert!(
+            send_signal(0, Signal::TERM).is_err(),
+            "pid 0 is the group: refused"
+        );
+        let f = tempfile::tempfile().unwrap();
+        assert!(try_lock(&f));
+        let mut b = [0u8; 16];
+        assert!(random(&mut b));
+    }
+}
