@@ -276,9 +276,18 @@ fn main_pass(
         diss[side].dissect(&f, &mut pkts);
         let mut any = false;
         for p in &pkts {
-            let dir = ovoc_addr.and_then(|a| direction(side, p, cfg.device, a));
+            // Without the OVOC address on the CPE side nothing can be matched: OVOC's packets
+            // are still counted, for the report to say what it found.
+            let dir = match (side, ovoc_addr) {
+                (OVOC, _) => direction(OVOC, p, cfg.device, cfg.device),
+                (_, Some(a)) => direction(CPE, p, cfg.device, a),
+                (_, None) => None,
+            };
             if let Some(dir) = dir {
                 any = true;
+                if ovoc_addr.is_none() {
+                    continue;
+                }
                 m.push(Seen {
                     side,
                     dir,
