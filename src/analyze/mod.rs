@@ -121,79 +121,120 @@ impl Report {
 const PREFIX_OVOC: u64 = 200_000;
 const PREFIX_CPE: u64 = 2_000_000;
 
-/// The direction of a packet between the device and OVOC, as each side sees it.
-fn direction(side: usize, p: &Pkt, device: IpAddr, ovoc_addr: IpAddr) -> Option<usize> {
-    let peer = if side == OVOC { device } else { ovoc_addr };
-    match (p.src == peer, p.dst == peer) {
-        (false, true) if side == OVOC => Some(O2C),
-        (true, false) if side == OVOC => Some(C2O),
-        (true, false) => Some(O2C),
-        (false, true) => Some(C2O),
+/// OVOC as each capture sees it: pairs of (its address in the OVOC capture, its address in the
+/// CPE capture), found by matching; the first is the one reported. An OVOC-side address of
+/// `None` (only `--ovoc-addr` given, nothing matched) takes any peer of the device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Peers(pub Vec<(Option<IpAddr>, IpAddr)>);
+
+impl Peers {
+    fn cpe_view(&self) -> Option<IpAddr> {
+        self.0.first().map(|p| p.1)
+    }
+
+    /// The direction of a packet between the device and OVOC, as `side` sees it.
+    fn direction(&self, side: usize, p: &Pkt, device: IpAddr) -> Option<usize> {
+        if side == OVOC {
+            let ovoc = |a: IpAddr| self.0.iter().any(|(o, _)| o.is_none_or(|o| o == a));
+            return match (p.src == device, p.dst == device) {
+                (false, true) if ovoc(p.src) => Some(O2C),
+                (true, false) if ovoc(p.dst) => Some(C2O),
+                _ => None,
+            };
+        }
+        let ovoc = |a: IpAddr| self.0.iter().any(|(_, c)| *c == a);
+        match (ovoc(p.src), ovoc(p.dst)) {
+            (true, false) => Some(O2C),
+            (false, true) => Some(C2O),
+            _ => None,
+        }
+    }
+}
+
+/// Any packet to or from the device in the OVOC capture, before OVOC's own address is known.
+fn device_direction(p: &Pkt, device: IpAddr) -> Option<usize> {
+    match (p.src == device, p.dst == device) {
+        (false, true) => Some(O2C),
+        (true, false) => Some(C2O),
         _ => None,
     }
 }
 
 struct FirstLook {
-    ovoc_addr: Option<IpAddr>,
+    peers: Peers,
     /// (direction, OVOC time, CPE time - OVOC time)
     pairs: Vec<(usize, i64, i64)>,
 }
 
-/// The beginnings of both captures: the OVOC address the CPE sees (the peer of the CPE-side
-/// packets that match OVOC's), and matched pairs for a first offset. Only packets whose key is
-/// unique on both sides count, so a retransmission cannot pose as a long delay.
+/// The beginnings of both captures: OVOC's address in each (the peers of the packets that
+/// match), and matched pairs for a first offset. Only packets whose key is unique on both
+/// sides count, so a retransmission cannot pose as a long delay.
 fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String> {
     let mut src = Source::new(ovoc_files.to_vec());
     let mut d = Dissector::default();
     let mut pkts = Vec::new();
-    // key -> (direction, time, count)
-    let mut ovoc: HashMap<u64, (usize, i64, u32)> = HashMap::new();
+    // key -> (direction, OVOC-side peer, time, count)
+    let mut ovoc: HashMap<u64, (usize, IpAddr, i64, u32)> = HashMap::new();
     let mut n = 0;
     while n < PREFIX_OVOC && src.advance()? {
         let f = src.frame();
         d.dissect(&f, &mut pkts);
         for p in &pkts {
-            if let Some(dir) = direction(OVOC, p, cfg.device, cfg.device) {
+            if let Some(dir) = device_direction(p, cfg.device) {
                 n += 1;
-                let e = ovoc.entry(p.key).or_insert((dir, f.ts_ns, 0));
-                e.2 += 1;
+                let peer = if dir == O2C { p.src } else { p.dst };
+                ovoc.entry(p.key).or_insert((dir, peer, f.ts_ns, 0)).3 += 1;
             }
         }
     }
     let mut src = Source::new(vec![cfg.cpe.clone()]);
     let mut d = Dissector::default();
-    // key -> (peer, direction, OVOC time, CPE time, count)
-    let mut found: HashMap<u64, (IpAddr, usize, i64, i64, u32)> = HashMap::new();
+    // key -> ((OVOC-side peer, CPE-side peer), direction, OVOC time, CPE time, count)
+    type Found = ((IpAddr, IpAddr), usize, i64, i64, u32);
+    let mut found: HashMap<u64, Found> = HashMap::new();
     let mut n = 0;
     while n < PREFIX_CPE && src.advance()? {
         n += 1;
         let f = src.frame();
         d.dissect(&f, &mut pkts);
         for p in &pkts {
-            let Some(&(dir, t, 1)) = ovoc.get(&p.key) else {
+            let Some(&(dir, peer, t, 1)) = ovoc.get(&p.key) else {
                 continue;
             };
-            let peer = if dir == O2C { p.src } else { p.dst };
-            let e = found.entry(p.key).or_insert((peer, dir, t, f.ts_ns, 0));
-            e.4 += 1;
+            let seen = if dir == O2C { p.src } else { p.dst };
+            found
+                .entry(p.key)
+                .or_insert(((peer, seen), dir, t, f.ts_ns, 0))
+                .4 += 1;
         }
     }
-    let mut votes: HashMap<IpAddr, u64> = HashMap::new();
-    for (peer, ..) in found.values().filter(|v| v.4 == 1) {
-        *votes.entry(*peer).or_default() += 1;
+    let mut votes: HashMap<(IpAddr, IpAddr), u64> = HashMap::new();
+    for v in found.values().filter(|v| v.4 == 1) {
+        *votes.entry(v.0).or_default() += 1;
     }
-    let ovoc_addr = cfg.ovoc_addr.or_else(|| {
-        votes
+    let mut ranked: Vec<((IpAddr, IpAddr), u64)> = votes
+        .into_iter()
+        .filter(|(p, _)| cfg.ovoc_addr.is_none_or(|a| a == p.1))
+        .collect();
+    ranked.sort_by_key(|(p, n)| (std::cmp::Reverse(*n), *p));
+    // A pair seen once, beside others seen often, is a coincidence of keys.
+    let top = ranked.first().map_or(0, |r| r.1);
+    let mut peers = Peers(
+        ranked
             .iter()
-            .max_by_key(|(a, n)| (**n, std::cmp::Reverse(**a)))
-            .map(|(a, _)| *a)
-    });
+            .filter(|(_, n)| *n * 100 >= top && (*n >= 2 || *n == top))
+            .map(|((o, c), _)| (Some(*o), *c))
+            .collect(),
+    );
+    if let (Some(a), true) = (cfg.ovoc_addr, peers.0.is_empty()) {
+        peers.0.push((None, a));
+    }
     let pairs = found
         .values()
-        .filter(|v| v.4 == 1 && Some(v.0) == ovoc_addr)
+        .filter(|v| v.4 == 1 && peers.0.contains(&(Some(v.0 .0), v.0 .1)))
         .map(|&(_, dir, t, tc, _)| (dir, t, tc - t))
         .collect();
-    Ok(FirstLook { ovoc_addr, pairs })
+    Ok(FirstLook { peers, pairs })
 }
 
 /// The OVOC files in time order, with whether the ring wrapped.
@@ -221,8 +262,14 @@ pub fn analyze(cfg: &Config) -> Result<Report, String> {
         },
         None => Model::fixed(first_ovoc, clock::first_offset(&look.pairs).unwrap_or(0.0)),
     };
-    let pass = main_pass(cfg, &ovoc_files, look.ovoc_addr, model)?;
-    Ok(report(cfg, ovoc_files, wrapped, look.ovoc_addr, pass))
+    let pass = main_pass(cfg, &ovoc_files, &look.peers, model)?;
+    Ok(report(
+        cfg,
+        ovoc_files,
+        wrapped,
+        look.peers.cpe_view(),
+        pass,
+    ))
 }
 
 struct Pass {
@@ -238,9 +285,10 @@ struct Pass {
 fn main_pass(
     cfg: &Config,
     ovoc_files: &[PathBuf],
-    ovoc_addr: Option<IpAddr>,
+    peers: &Peers,
     mut model: Model,
 ) -> Result<Pass, String> {
+    let known = !peers.0.is_empty();
     let mut src = [
         Source::new(ovoc_files.to_vec()),
         Source::new(vec![cfg.cpe.clone()]),
@@ -278,14 +326,13 @@ fn main_pass(
         for p in &pkts {
             // Without the OVOC address on the CPE side nothing can be matched: OVOC's packets
             // are still counted, for the report to say what it found.
-            let dir = match (side, ovoc_addr) {
-                (OVOC, _) => direction(OVOC, p, cfg.device, cfg.device),
-                (_, Some(a)) => direction(CPE, p, cfg.device, a),
-                (_, None) => None,
+            let dir = match (side, known) {
+                (OVOC, false) => device_direction(p, cfg.device),
+                _ => peers.direction(side, p, cfg.device),
             };
             if let Some(dir) = dir {
                 any = true;
-                if ovoc_addr.is_none() {
+                if !known {
                     continue;
                 }
                 m.push(Seen {
@@ -794,10 +841,12 @@ mod tests {
 
     #[test]
     fn directions_by_side() {
-        let (dev, ovoc, other): (IpAddr, IpAddr, IpAddr) = (
-            "198.51.100.7".parse().unwrap(),
-            "10.1.1.1".parse().unwrap(),
-            "10.9.9.9".parse().unwrap(),
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (dev, ovoc, seen, other) = (
+            ip("198.51.100.7"),
+            ip("10.20.0.5"),
+            ip("203.0.113.5"),
+            ip("10.9.9.9"),
         );
         let p = |src, dst| Pkt {
             src,
@@ -807,16 +856,22 @@ mod tests {
             seq: 0,
             role: dissect::Role::None,
         };
+        let peers = Peers(vec![(Some(ovoc), seen)]);
+        let any = Peers(vec![(None, seen)]);
         let cases = [
-            (OVOC, p(other, dev), Some(O2C)),
-            (OVOC, p(dev, other), Some(C2O)),
-            (OVOC, p(other, other), None),
-            (CPE, p(ovoc, other), Some(O2C)),
-            (CPE, p(other, ovoc), Some(C2O)),
-            (CPE, p(other, dev), None),
+            (&peers, OVOC, p(ovoc, dev), Some(O2C)),
+            (&peers, OVOC, p(dev, ovoc), Some(C2O)),
+            // The device's traffic with another host of the OVOC side is not OVOC's.
+            (&peers, OVOC, p(other, dev), None),
+            (&any, OVOC, p(other, dev), Some(O2C)),
+            (&peers, OVOC, p(ovoc, other), None),
+            (&peers, CPE, p(seen, other), Some(O2C)),
+            (&peers, CPE, p(other, seen), Some(C2O)),
+            (&peers, CPE, p(other, dev), None),
         ];
-        for (side, pkt, want) in cases {
-            assert_eq!(direction(side, &pkt, dev, ovoc), want, "{side} {pkt:?}");
+        for (peers, side, pkt, want) in cases {
+            assert_eq!(peers.direction(side, &pkt, dev), want, "{side} {pkt:?}");
         }
+        assert_eq!(device_direction(&p(other, dev), dev), Some(O2C));
     }
 }
