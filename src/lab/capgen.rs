@@ -314,7 +314,9 @@ fn cpe_chatter(out: &mut Vec<Logical>, base: &Logical, t: i64, k: i64, r: &mut R
 }
 
 /// One TCP session of OVOC's to the CPE's port 443: handshake, a request and a response of
-/// three segments, a second exchange, close; every 5th with a spurious retransmission.
+/// three segments (of an MSS of 1380, as a clamping router or a tunnel leaves it, so that IPv6
+/// fits an Ethernet MTU too), a second exchange, close; every 5th with a spurious
+/// retransmission.
 fn tcp_session(out: &mut Vec<Logical>, base: &Logical, t: i64, k: i64, arrived: i64, r: &mut Rng) {
     // The session's steps are 30 ms apart on a path whose one-way delay is below that.
     let scale = (arrived + 2 * MS).max(30 * MS) as f64 / (30 * MS) as f64;
@@ -329,21 +331,21 @@ fn tcp_session(out: &mut Vec<Logical>, base: &Logical, t: i64, k: i64, arrived: 
         (C2O, 30, 0, true, true, false, isn_s, c),
         (O2C, 60, 0, false, true, false, c, s),
         (O2C, 61, 517, false, true, false, c, s),
-        (C2O, 95, 1448, false, true, false, s, at(c, 517)),
-        (C2O, 95, 1448, false, true, false, at(s, 1448), at(c, 517)),
-        (C2O, 96, 600, false, true, false, at(s, 2896), at(c, 517)),
-        (O2C, 125, 0, false, true, false, at(c, 517), at(s, 3496)),
-        (O2C, 130, 120, false, true, false, at(c, 517), at(s, 3496)),
-        (C2O, 160, 80, false, true, false, at(s, 3496), at(c, 637)),
-        (O2C, 190, 0, false, true, true, at(c, 637), at(s, 3576)),
-        (C2O, 220, 0, false, true, true, at(s, 3576), at(c, 638)),
-        (O2C, 250, 0, false, true, false, at(c, 638), at(s, 3577)),
+        (C2O, 95, 1380, false, true, false, s, at(c, 517)),
+        (C2O, 95, 1380, false, true, false, at(s, 1380), at(c, 517)),
+        (C2O, 96, 600, false, true, false, at(s, 2760), at(c, 517)),
+        (O2C, 125, 0, false, true, false, at(c, 517), at(s, 3360)),
+        (O2C, 130, 120, false, true, false, at(c, 517), at(s, 3360)),
+        (C2O, 160, 80, false, true, false, at(s, 3360), at(c, 637)),
+        (O2C, 190, 0, false, true, true, at(c, 637), at(s, 3440)),
+        (C2O, 220, 0, false, true, true, at(s, 3440), at(c, 638)),
+        (O2C, 250, 0, false, true, false, at(c, 638), at(s, 3441)),
     ];
     if k % 5 == 4 {
         // A spurious retransmission of the last response segment: both copies arrive.
         segs.insert(
             7,
-            (C2O, 124, 600, false, true, false, at(s, 2896), at(c, 517)),
+            (C2O, 124, 600, false, true, false, at(s, 2760), at(c, 517)),
         );
     }
     let mut data: BTreeMap<(usize, u32), Vec<u8>> = BTreeMap::new();
@@ -946,4 +948,122 @@ pub fn run(a: LabCapturesArgs) -> Result<ExitCode> {
     let truth = serde_json::to_string_pretty(&w.truth).expect("serializes");
     std::fs::write(a.dir.join("truth.json"), truth).map_err(io)?;
     Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::dissect::{Class, Dissector};
+    use crate::analyze::read::Frame;
+
+    fn keys(frames: &[Vec<u8>], linktype: u32) -> Vec<crate::analyze::dissect::Pkt> {
+        let mut d = Dissector::default();
+        let (mut all, mut out) = (Vec::new(), Vec::new());
+        for (i, f) in frames.iter().enumerate() {
+            let frame = Frame {
+                ts_ns: i as i64,
+                linktype,
+                data: f,
+                orig_len: f.len() as u32,
+            };
+            d.dissect(&frame, &mut out);
+            all.extend_from_slice(&out);
+        }
+        all
+    }
+
+    /// One packet of each kind, as both captures record it through NAT (other addresses,
+    /// ports, TTL, checksums; fragments on one side only): the same key, and the same class and
+    /// role.
+    #[test]
+    fn keys_survive_nat_ttl_and_fragmentation() {
+        let a = LabCapturesArgs {
+            rate: 1.0,
+            seed: 7,
+            delay_ms: 20.0,
+            jitter_ms: 8.0,
+            ..test_args()
+        };
+        let t0 = 1_000 * S;
+        let traffic = traffic(&a, t0, t0, t0 + 31 * S);
+        let mut kinds = std::collections::BTreeSet::new();
+        for ipv6 in [false, true] {
+            let ad = addrs(ipv6, !ipv6);
+            for l in traffic.iter().filter(|l| !l.lan) {
+                let (o, c) = (on_wire(l, 0, &ad, !ipv6), on_wire(l, 1, &ad, !ipv6));
+                let ko = keys(
+                    &o.iter().map(|ip| framed(ip, 1, None)).collect::<Vec<_>>(),
+                    1,
+                );
+                let kc = keys(
+                    &c.iter().map(|ip| framed(ip, 276, None)).collect::<Vec<_>>(),
+                    276,
+                );
+                assert_eq!(ko.len(), 1, "{} {ipv6}", l.class);
+                assert_eq!(kc.len(), 1, "{} {ipv6}", l.class);
+                let (ko, kc) = (ko[0], kc[0]);
+                assert_eq!((ko.key, ko.class), (kc.key, kc.class), "{} {ipv6}", l.class);
+                assert_eq!(
+                    std::mem::discriminant(&ko.role),
+                    std::mem::discriminant(&kc.role)
+                );
+                if !ipv6 {
+                    assert_ne!(ko.src, kc.src);
+                }
+                kinds.insert((ko.class, c.len() > 1 || o.len() > 1));
+            }
+        }
+        // Every kind was there: fragmented SNMP and syslog, requests and responses.
+        assert!(kinds.iter().any(|k| k.0 == Class::Snmp && k.1), "{kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k.0 == Class::Syslog && k.1),
+            "{kinds:?}"
+        );
+        for c in [Class::Icmp, Class::Tcp(443), Class::SnmpTrap] {
+            assert!(kinds.iter().any(|k| k.0 == c), "{c:?} {kinds:?}");
+        }
+    }
+
+    /// A sender's TSO segment (one 4000-byte capture record) and the three segments the wire
+    /// carried: the same keys once the large one is cut back.
+    #[test]
+    fn offloaded_segments_match_the_wire() {
+        let ip = |id: u16, seq: u32, data: &[u8]| {
+            let mut h = Ipv4Header::new(0, 64, IpNumber::TCP, [10, 0, 0, 1], [10, 0, 0, 2])
+                .expect("header");
+            h.identification = id;
+            let mut out = Vec::new();
+            PacketBuilder::ip(IpHeaders::Ipv4(h, Default::default()))
+                .tcp(443, 50000, seq, 1000)
+                .ack(1)
+                .write(&mut out, data)
+                .expect("packet");
+            framed(&out, 1, None)
+        };
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+        let big = keys(&[ip(100, 5000, &data)], 1);
+        let wire = keys(
+            &[
+                ip(100, 5000, &data[..1460]),
+                ip(101, 6460, &data[1460..2920]),
+                ip(102, 7920, &data[2920..]),
+            ],
+            1,
+        );
+        let k = |v: &[crate::analyze::dissect::Pkt]| {
+            v.iter().map(|p| (p.key, p.seq)).collect::<Vec<_>>()
+        };
+        assert_eq!(big.len(), 3);
+        assert_eq!(k(&big), k(&wire));
+    }
+
+    fn test_args() -> LabCapturesArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: LabCapturesArgs,
+        }
+        W::parse_from(["x", "--dir", "/nonexistent"]).a
+    }
 }

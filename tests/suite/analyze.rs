@@ -213,7 +213,7 @@ fn one_way_loss_behind_nat_with_offset_drift_and_unequal_windows() {
     let inputs: u64 = capinfos_packets(&[vec![p.cpe()], p.ovoc()].concat())
         .iter()
         .sum();
-    assert_eq!(capinfos_packets(&[merged.clone()]), [inputs]);
+    assert_eq!(capinfos_packets(std::slice::from_ref(&merged)), [inputs]);
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&merged)
