@@ -14,7 +14,6 @@
 //! TCP segment larger than an Ethernet MTU (a sender's TSO or a receiver's GRO made it) is cut
 //! back into the MSS-sized segments that crossed the wire, so both sides count the same ones.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use etherparse::defrag::IpDefragPool;
@@ -93,6 +92,9 @@ pub struct Pkt {
     /// TCP: sequence number, relative to the flow's first if its SYN was seen; else 0.
     pub seq: u32,
     pub role: Role,
+    /// The key covers a payload: unlikely to be shared by two packets of the same time
+    /// (a pure ACK's 16-bit IP id is).
+    pub strong: bool,
 }
 
 const TCP_FIN: u8 = 1;
@@ -113,7 +115,7 @@ type FlowId = (IpAddr, IpAddr, u16, u16);
 pub struct Dissector {
     defrag: IpDefragPool<i64, ()>,
     fragments: u64,
-    flows: HashMap<FlowId, Flow>,
+    flows: super::core::FastMap<FlowId, Flow>,
     /// Frames that are not IP, or whose headers do not parse.
     pub skipped: u64,
 }
@@ -231,6 +233,7 @@ impl Dissector {
                 hash(&[u64::from(ip.proto.0), ip.id_or_zero()], bytes),
                 0,
                 Role::None,
+                !bytes.is_empty(),
             )),
         }
     }
@@ -247,7 +250,7 @@ impl Dissector {
                     _ => Role::None,
                 };
                 let key = hash(&[17, ip.id_or_zero(), p.len() as u64], p);
-                out.push(ip.pkt(class, key, 0, role));
+                out.push(ip.pkt(class, key, 0, role, !p.is_empty()));
             }
             TransportSlice::Tcp(t) => self.tcp(t, ip, out),
             TransportSlice::Icmpv4(i) => {
@@ -258,7 +261,13 @@ impl Dissector {
                 let (ty, code) = (i.type_u8(), i.code_u8());
                 out.push(icmp(ip, ty, code, i.bytes5to8(), i.payload(), (128, 129)));
             }
-            _ => out.push(ip.pkt(Class::Other, hash(&[ip.id_or_zero()], &[]), 0, Role::None)),
+            _ => out.push(ip.pkt(
+                Class::Other,
+                hash(&[ip.id_or_zero()], &[]),
+                0,
+                Role::None,
+                false,
+            )),
         }
     }
 
@@ -298,7 +307,7 @@ impl Dissector {
                 &[6, ip.id_or_zero(), u64::from(flags), payload.len() as u64],
                 payload,
             );
-            out.push(ip.pkt(class, key, rel, role));
+            out.push(ip.pkt(class, key, rel, role, !payload.is_empty()));
             return;
         }
         // Offloaded: the segments of the flow's MSS (else the most an Ethernet MTU carries)
@@ -319,7 +328,8 @@ impl Dissector {
             };
             let key = hash(&[6, id, u64::from(f), chunk.len() as u64], chunk);
             let r = rel.wrapping_add((i * mss) as u32);
-            out.push(ip.pkt(class, key, r, if i == 0 { role } else { Role::None }));
+            let role = if i == 0 { role } else { Role::None };
+            out.push(ip.pkt(class, key, r, role, true));
         }
     }
 }
@@ -338,7 +348,7 @@ impl IpInfo {
         u64::from(self.id)
     }
 
-    fn pkt(&self, class: Class, key: u64, seq: u32, role: Role) -> Pkt {
+    fn pkt(&self, class: Class, key: u64, seq: u32, role: Role, strong: bool) -> Pkt {
         Pkt {
             src: self.src,
             dst: self.dst,
@@ -346,6 +356,7 @@ impl IpInfo {
             key,
             seq,
             role,
+            strong,
         }
     }
 }
@@ -377,7 +388,7 @@ fn icmp(
             &[1, v6, u64::from(ty), u64::from(echo_seq), ip.id_or_zero()],
             payload,
         );
-        return ip.pkt(Class::Icmp, key, 0, role);
+        return ip.pkt(Class::Icmp, key, 0, role, !payload.is_empty());
     }
     // Errors quote the packet they are about, as NAT rewrote it on each side: only the type,
     // code, id and length are the same on both.
@@ -392,7 +403,7 @@ fn icmp(
         ],
         &[],
     );
-    ip.pkt(Class::Icmp, key, 0, Role::None)
+    ip.pkt(Class::Icmp, key, 0, Role::None, false)
 }
 
 fn udp_class(sport: u16, dport: u16) -> Class {

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use self::clock::{Estimate, Model, Timeline};
 use self::core::{
-    ExchangeCounts, FlowCounts, LossWindow, Matcher, Params, Seen, C2O, CPE, DIRECTIONS, O2C, OVOC,
+    ExchangeCounts, FastMap, FlowCounts, LossWindow, Matcher, Params, Seen, C2O, CPE, DIRECTIONS,
+    O2C, OVOC,
 };
 use self::dissect::{Class, Dissector, Exchange, Pkt};
 use self::read::{FileStats, Source};
@@ -117,9 +118,11 @@ impl Report {
     }
 }
 
-/// Packets of each side compared in the first look.
-const PREFIX_OVOC: u64 = 200_000;
+/// The first look: OVOC's packets with a payload kept (their keys), the CPE's frames read at
+/// most, and the matches after which it stops.
+const PREFIX_OVOC: u64 = 50_000;
 const PREFIX_CPE: u64 = 2_000_000;
+const PREFIX_MATCHES: usize = 10_000;
 
 /// OVOC as each capture sees it: pairs of (its address in the OVOC capture, its address in the
 /// CPE capture), found by matching; the first is the one reported. An OVOC-side address of
@@ -174,12 +177,12 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
     let mut d = Dissector::default();
     let mut pkts = Vec::new();
     // key -> (direction, OVOC-side peer, time, count)
-    let mut ovoc: HashMap<u64, (usize, IpAddr, i64, u32)> = HashMap::new();
+    let mut ovoc: FastMap<u64, (usize, IpAddr, i64, u32)> = FastMap::default();
     let mut n = 0;
     while n < PREFIX_OVOC && src.advance()? {
         let f = src.frame();
         d.dissect(&f, &mut pkts);
-        for p in &pkts {
+        for p in pkts.iter().filter(|p| p.strong) {
             if let Some(dir) = device_direction(p, cfg.device) {
                 n += 1;
                 let peer = if dir == O2C { p.src } else { p.dst };
@@ -191,13 +194,13 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
     let mut d = Dissector::default();
     // key -> ((OVOC-side peer, CPE-side peer), direction, OVOC time, CPE time, count)
     type Found = ((IpAddr, IpAddr), usize, i64, i64, u32);
-    let mut found: HashMap<u64, Found> = HashMap::new();
+    let mut found: FastMap<u64, Found> = FastMap::default();
     let mut n = 0;
-    while n < PREFIX_CPE && src.advance()? {
+    while n < PREFIX_CPE && found.len() < PREFIX_MATCHES && src.advance()? {
         n += 1;
         let f = src.frame();
         d.dissect(&f, &mut pkts);
-        for p in &pkts {
+        for p in pkts.iter().filter(|p| p.strong) {
             let Some(&(dir, peer, t, 1)) = ovoc.get(&p.key) else {
                 continue;
             };
@@ -229,12 +232,29 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
     if let (Some(a), true) = (cfg.ovoc_addr, peers.0.is_empty()) {
         peers.0.push((None, a));
     }
-    let pairs = found
+    let pairs: Vec<(usize, i64, i64)> = found
         .values()
         .filter(|v| v.4 == 1 && peers.0.contains(&(Some(v.0 .0), v.0 .1)))
         .map(|&(_, dir, t, tc, _)| (dir, t, tc - t))
         .collect();
-    Ok(FirstLook { peers, pairs })
+    Ok(FirstLook {
+        peers,
+        pairs: near_median(pairs),
+    })
+}
+
+/// The pairs whose `t_cpe - t_ovoc` is within 2 s of the median: a packet of the OVOC prefix
+/// that the CPE capture has beyond the prefix's span is gone, but an equal key of another
+/// packet there is not, and would pose as a delay of minutes.
+fn near_median(mut pairs: Vec<(usize, i64, i64)>) -> Vec<(usize, i64, i64)> {
+    if pairs.is_empty() {
+        return pairs;
+    }
+    let mut d: Vec<i64> = pairs.iter().map(|p| p.2).collect();
+    let mid = d.len() / 2;
+    let median = *d.select_nth_unstable(mid).1;
+    pairs.retain(|p| (p.2 - median).abs() <= 2_000_000_000);
+    pairs
 }
 
 /// The OVOC files in time order, with whether the ring wrapped.
@@ -840,6 +860,19 @@ mod tests {
     }
 
     #[test]
+    fn pairs_far_from_the_median_are_coincidences() {
+        const S: i64 = 1_000_000_000;
+        let pairs = vec![
+            (0, 1, 3 * S),
+            (1, 2, 3 * S - 5),
+            (0, 3, 3 * S + 9),
+            (0, 4, 70 * S),
+        ];
+        assert_eq!(near_median(pairs).len(), 3);
+        assert!(near_median(Vec::new()).is_empty());
+    }
+
+    #[test]
     fn directions_by_side() {
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let (dev, ovoc, seen, other) = (
@@ -855,6 +888,7 @@ mod tests {
             key: 0,
             seq: 0,
             role: dissect::Role::None,
+            strong: true,
         };
         let peers = Peers(vec![(Some(ovoc), seen)]);
         let any = Peers(vec![(None, seen)]);

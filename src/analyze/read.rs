@@ -103,7 +103,10 @@ impl Reader {
     pub fn advance(&mut self) -> Result<bool, String> {
         loop {
             if self.pending > 0 {
-                self.inner.consume(self.pending);
+                // Without the shift: `consume` moves the rest of the buffer to its start each
+                // time half of it was read, copying every byte once more; `refill` moves only
+                // the partial record left at the end.
+                self.inner.consume_noshift(self.pending);
                 self.pending = 0;
             }
             // `next` parses in place: the buffer does not move until `consume` or `refill`.
