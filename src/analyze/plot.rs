@@ -115,7 +115,9 @@ fn draw_panel(
     let data = steps(&r.timeline, dir, from, to, step);
     // Headroom above the data for the legend.
     let ymax = data.iter().map(|d| d.1.max(d.2)).max().unwrap_or(0).max(1) as f64 * 1.6;
-    let x = |t: i64| (t - from) as f64 / SECOND as f64;
+    // x is seconds since the day's start, so that the axis' round numbers are round times.
+    let day = from.div_euclid(86_400 * SECOND) * 86_400 * SECOND;
+    let x = |t: i64| (t - day) as f64 / SECOND as f64;
     let (lost, sent): (u64, u64) = r
         .flows
         .iter()
@@ -130,13 +132,13 @@ fn draw_panel(
         },
         step_words(step)
     );
-    let formatter = |v: &f64| clock_time(from + (*v * SECOND as f64) as i64)[..8].to_string();
+    let formatter = |v: &f64| clock_time(day + (*v * SECOND as f64) as i64)[..8].to_string();
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x(to), 0f64..ymax)?;
+        .build_cartesian_2d(x(from)..x(to), 0f64..ymax)?;
     chart
         .configure_mesh()
         .x_labels(12)
@@ -147,26 +149,31 @@ fn draw_panel(
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     // The receiving capture's absence: nothing sent then can be judged.
-    let far = 1 - sender(dir);
-    if let Some((a, b)) = r.windows[far] {
-        let grey = RGBColor(200, 200, 200).mix(0.45).filled();
-        let mut shade = Vec::new();
+    // Where a capture was not running nothing can be judged: the receiver's absence shaded
+    // darker than the sender's.
+    for (side, shade) in [(1 - sender(dir), 0.45), (sender(dir), 0.2)] {
+        let Some((a, b)) = r.windows[side] else {
+            continue;
+        };
+        let grey = RGBColor(150, 150, 150).mix(shade).filled();
+        let mut bands = Vec::new();
         if a > from {
-            shade.push(Rectangle::new([(0.0, 0.0), (x(a), ymax)], grey));
+            bands.push(Rectangle::new([(x(from), 0.0), (x(a), ymax)], grey));
         }
         if b < to {
-            shade.push(Rectangle::new([(x(b), 0.0), (x(to), ymax)], grey));
+            bands.push(Rectangle::new([(x(b), 0.0), (x(to), ymax)], grey));
         }
+        if bands.is_empty() {
+            continue;
+        }
+        let name = if side == super::core::CPE {
+            "CPE"
+        } else {
+            "OVOC"
+        };
         chart
-            .draw_series(shade)?
-            .label(format!(
-                "{} capture not running",
-                if far == super::core::CPE {
-                    "CPE"
-                } else {
-                    "OVOC"
-                }
-            ))
+            .draw_series(bands)?
+            .label(format!("{name} capture not running"))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], grey));
     }
     let red = LOST.mix(0.25).filled();
@@ -182,13 +189,16 @@ fn draw_panel(
         })
         .collect();
     // Windows of several classes overlap: one band for their union.
-    let windows = union(spans)
+    let windows: Vec<_> = union(spans)
         .into_iter()
-        .map(|(a, b)| Rectangle::new([(a, 0.0), (b, ymax)], red));
-    chart
-        .draw_series(windows)?
-        .label("loss window")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], red));
+        .map(|(a, b)| Rectangle::new([(a, 0.0), (b, ymax)], red))
+        .collect();
+    if !windows.is_empty() {
+        chart
+            .draw_series(windows)?
+            .label("loss window")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], red));
+    }
     let half = step as f64 / SECOND as f64 / 2.0;
     chart
         .draw_series(LineSeries::new(
