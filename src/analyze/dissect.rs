@@ -107,6 +107,9 @@ const FRAG_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Flows whose initial sequence numbers are remembered; past this the table starts over
 /// (sequence numbers only break ties, so forgetting costs little).
 const MAX_FLOWS: usize = 1 << 20;
+/// A flow without packets for this long is forgotten (swept every 65,536 TCP packets), so
+/// the table holds the flows of the last minutes, not of the whole capture.
+const FLOW_IDLE_NS: i64 = 300_000_000_000;
 
 type FlowId = (IpAddr, IpAddr, u16, u16);
 
@@ -116,12 +119,16 @@ pub struct Dissector {
     defrag: IpDefragPool<i64, ()>,
     fragments: u64,
     flows: super::core::FastMap<FlowId, Flow>,
+    tcp_packets: u64,
+    /// The current frame's time.
+    now: i64,
     /// Frames that are not IP, or whose headers do not parse.
     pub skipped: u64,
 }
 
 #[derive(Clone, Copy, Default)]
 struct Flow {
+    last: i64,
     isn: Option<u32>,
     /// Largest payload of a wire-sized segment seen, the best guess of the MSS.
     mss: u16,
@@ -151,6 +158,7 @@ impl Dissector {
     /// one, or several (an offloaded TCP segment cut back to wire size).
     pub fn dissect(&mut self, frame: &Frame<'_>, out: &mut Vec<Pkt>) {
         out.clear();
+        self.now = frame.ts_ns;
         let Some(s) = slice(frame.linktype, frame.data) else {
             self.skipped += 1;
             return;
@@ -277,11 +285,17 @@ impl Dissector {
         let flags =
             (t.fin() as u8 * TCP_FIN) | (t.syn() as u8 * TCP_SYN) | (t.rst() as u8 * TCP_RST);
         let class = Class::Tcp(sport.min(dport));
+        self.tcp_packets += 1;
+        if self.tcp_packets % 65_536 == 0 {
+            let idle = self.now - FLOW_IDLE_NS;
+            self.flows.retain(|_, f| f.last > idle);
+        }
         if self.flows.len() >= MAX_FLOWS {
             self.flows.clear();
         }
         let id: FlowId = (ip.src, ip.dst, sport, dport);
         let flow = self.flows.entry(id).or_default();
+        flow.last = self.now;
         if t.syn() {
             flow.isn = Some(seq);
         }

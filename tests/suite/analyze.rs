@@ -226,6 +226,17 @@ fn one_way_loss_behind_nat_with_offset_drift_and_unequal_windows() {
     assert!(comments
         .lines()
         .all(|l| l.contains("lost in transit: sent by OVOC")));
+    // The section comment states the clock model applied to the CPE side.
+    let out = std::process::Command::new("capinfos")
+        .arg("-k")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        info.contains("CPE timestamps corrected to the OVOC clock") && info.contains("ppm"),
+        "{info}"
+    );
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&merged)
