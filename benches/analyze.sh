@@ -63,26 +63,27 @@ bytes_cpe=$(stat -c %s "$cpe")
 bytes_ovoc=$(stat -c %s "$ovoc")
 packets=$(capinfos -c -M "$cpe" "$ovoc" | awk -F: '/Number of packets/ { s += $2 } END { print s }')
 
+# One command under /usr/bin/time, pinned to the core: prints "wall maxrss_kib user sys".
+timed() {
+  /usr/bin/time -o "$DIR/time.txt" -f '%e %M %U %S' taskset -c "$CPU" "$@" >/dev/null 2>&1
+  cat "$DIR/time.txt"
+}
+
 # One contender once: prints "wall maxrss_kib user sys".
 measure() {
-  local what=$1 out
-  case "$what" in
+  case "$1" in
     tc)
-      out=$( { /usr/bin/time -f '%e %M %U %S' taskset -c "$CPU" "$TC" analyze --cpe "$cpe" \
-        --ovoc "$ovoc" >"$DIR/analyze.jsonl"; } 2>&1 | tail -1) ;;
-    capinfos)
-      out=$( { /usr/bin/time -f '%e %M %U %S' taskset -c "$CPU" capinfos "$cpe" "$ovoc" \
-        >/dev/null; } 2>&1 | tail -1) ;;
+      /usr/bin/time -o "$DIR/time.txt" -f '%e %M %U %S' taskset -c "$CPU" "$TC" analyze \
+        --cpe "$cpe" --ovoc "$ovoc" >"$DIR/analyze.jsonl"
+      cat "$DIR/time.txt" ;;
+    capinfos) timed capinfos "$cpe" "$ovoc" ;;
     tshark)
       local a b
-      a=$( { /usr/bin/time -f '%e %M %U %S' taskset -c "$CPU" tshark -r "$cpe" -q -z io,stat,0 \
-        >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-      b=$( { /usr/bin/time -f '%e %M %U %S' taskset -c "$CPU" tshark -r "$ovoc" -q -z io,stat,0 \
-        >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-      out=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        printf "%.2f %d %.2f %.2f", x[1] + y[1], (x[2] > y[2] ? x[2] : y[2]), x[3] + y[3], x[4] + y[4] }') ;;
+      a=$(timed tshark -r "$cpe" -q -z io,stat,0)
+      b=$(timed tshark -r "$ovoc" -q -z io,stat,0)
+      awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf "%.2f %d %.2f %.2f\n", x[1] + y[1], (x[2] > y[2] ? x[2] : y[2]), x[3] + y[3], x[4] + y[4] }' ;;
   esac
-  echo "$out"
 }
 
 echo "warming the page cache (one untimed run of each)" >&2
@@ -112,7 +113,7 @@ stats() { # values -> "median min max"
 }
 
 tc_version=$("$TC" --version)
-echo "Run $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $tc_version ($TC), $(capinfos --version | head -1 | cut -d' ' -f1-2), $(tshark --version | head -1)."
+echo "Run $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $tc_version ($TC), $(capinfos --version | head -1 | cut -d' ' -f1-3), $(tshark --version | head -1 | cut -d' ' -f1-3)."
 echo "Files: CPE $bytes_cpe bytes, OVOC $bytes_ovoc bytes, $packets packets together; each contender pinned to core $CPU (taskset); $RUNS rounds after one warm-up each."
 echo
 echo "| round | load | order | tc s | capinfos s | tshark s | capinfos / tc | tshark / tc |"
