@@ -219,8 +219,15 @@ fn one_way_loss_behind_nat_with_offset_drift_and_unequal_windows() {
         .args(["-T", "fields", "-e", "frame.number"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count() as u64, inputs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count() as u64,
+        inputs
+    );
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&merged)
