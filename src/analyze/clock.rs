@@ -322,13 +322,20 @@ fn delays(tl: &Timeline, m: &Model, dir: usize) -> Option<Delay> {
 }
 
 /// A first offset from a few matched pairs `(direction, t_ovoc, t_cpe - t_ovoc)`: the middle of
-/// the two envelopes' extremes, or one envelope when only one direction matched.
-pub fn first_offset(pairs: &[(usize, i64, i64)]) -> Option<f64> {
+/// the two envelopes' extremes, or one envelope when only one direction matched; and the
+/// one-way delay that leaves (half their gap; 0 with one direction).
+pub fn first_offset(pairs: &[(usize, i64, i64)]) -> Option<(f64, i64)> {
     let down = pairs.iter().filter(|p| p.0 == 0).map(|p| p.2).min();
     let up = pairs.iter().filter(|p| p.0 == 1).map(|p| p.2).max();
+    envelope_middle(down, up)
+}
+
+/// The offset and delay of a lower envelope of OVOC-to-CPE samples and an upper envelope of
+/// CPE-to-OVOC ones.
+pub fn envelope_middle(down: Option<i64>, up: Option<i64>) -> Option<(f64, i64)> {
     match (down, up) {
-        (Some(d), Some(u)) => Some((d as f64 + u as f64) / 2.0),
-        (Some(x), None) | (None, Some(x)) => Some(x as f64),
+        (Some(d), Some(u)) => Some(((d as f64 + u as f64) / 2.0, (d - u) / 2)),
+        (Some(x), None) | (None, Some(x)) => Some((x as f64, 0)),
         (None, None) => None,
     }
 }
@@ -446,8 +453,8 @@ mod tests {
         }
         assert_eq!(
             first_offset(&[(0, 0, 30), (0, 1, 20), (1, 2, 10), (1, 3, 0)]),
-            Some(15.0)
+            Some((15.0, 5))
         );
-        assert_eq!(first_offset(&[(1, 2, 10)]), Some(10.0));
+        assert_eq!(first_offset(&[(1, 2, 10)]), Some((10.0, 0)));
     }
 }

@@ -196,20 +196,27 @@ impl Waiting {
         self.fifo.get_mut(i as usize)
     }
 
-    /// The unmatched entry with this key nearest to `t` (corrected time) within `window`,
+    /// The unmatched entry with this key within `window` of `t` (corrected time) that is
+    /// nearest to `expected` (where its copy should be: a one-way delay before or after `t`),
     /// preferring one with sequence number `seq` (when not 0). Nearest, not first: when equal
     /// keys meet (pure ACKs of look-alike sessions whose 16-bit IP ids collide, a retransmission
-    /// of which only one copy arrived), the copy a packet's own delay away is the right one, and
-    /// copies that both arrive still pair up in time order.
-    fn take(&mut self, key: u64, t: i64, seq: u32, window: i64) -> Option<&mut Entry> {
+    /// of which only one copy arrived), the copy one delay away is the right one, and copies
+    /// that all arrived still pair up in time order.
+    fn take(
+        &mut self,
+        key: u64,
+        t: i64,
+        expected: i64,
+        seq: u32,
+        window: i64,
+    ) -> Option<&mut Entry> {
         let mut id = *self.tails.get(&key)?;
         let mut best: Option<((bool, i64), u64)> = None;
         let mut steps = 0;
         while id != NONE && steps < 64 {
             let Some(e) = self.get_mut(id) else { break };
-            let gap = (e.seen.t - t).abs();
-            if !e.matched && gap <= window {
-                let cost = (seq != 0 && e.seen.seq != seq, gap);
+            if !e.matched && (e.seen.t - t).abs() <= window {
+                let cost = (seq != 0 && e.seen.seq != seq, (e.seen.t - expected).abs());
                 if best.is_none_or(|(c, _)| cost <= c) {
                     best = Some((cost, id));
                 }
@@ -357,6 +364,8 @@ pub struct Matcher {
     /// Counted here, handed over sorted as `Outcome::flows`.
     flows: FastMap<(usize, Class), FlowCounts>,
     pub timeline: Timeline,
+    /// See [`Matcher::set_delay`].
+    delay: i64,
     out: Outcome,
 }
 
@@ -373,8 +382,15 @@ impl Matcher {
             open_runs: FastMap::default(),
             flows: FastMap::default(),
             timeline: Timeline::new(origin),
+            delay: 0,
             out: Outcome::default(),
         }
+    }
+
+    /// The one-way delay expected in corrected time (the clock estimate makes both directions'
+    /// equal), for choosing among equal keys.
+    pub fn set_delay(&mut self, delay: i64) {
+        self.delay = delay.max(0);
     }
 
     /// A frame of `side` at OVOC time `t` that is not part of the analysed traffic: it still
@@ -399,7 +415,13 @@ impl Matcher {
         let key = chain_key(&s);
         let is_sent = sender(s.dir) == s.side;
         let window = self.p.window;
-        if let Some(e) = self.waiting[other].take(key, s.t, s.pkt.seq, window) {
+        // A received packet's copy was sent a delay earlier; a sent one's arrives a delay later.
+        let expected = if is_sent {
+            s.t + self.delay
+        } else {
+            s.t - self.delay
+        };
+        if let Some(e) = self.waiting[other].take(key, s.t, expected, s.pkt.seq, window) {
             e.matched = true;
             e.far_native = s.native;
             let far = e.seen;
@@ -662,6 +684,39 @@ mod tests {
         // Key 6 got through at 3000, between the two losses: two windows.
         assert_eq!(starts, [2000, 3500]);
         assert_eq!(counts(&o, O2C).1, 6);
+    }
+
+    /// Two copies sent 42 ms apart, both waiting (the CPE's clock is behind, or the path is
+    /// slow) when the first arrives 76 ms after the first was sent: nearer in time to the
+    /// second copy, but one delay away from the first.
+    #[test]
+    fn equal_keys_pair_one_delay_apart() {
+        for (delay_ms, want) in [(77, [-76, -79]), (0, [-34, -121])] {
+            let mut m = Matcher::new(Params::default(), 0);
+            m.set_delay(delay_ms * MS);
+            let ev = [
+                (OVOC, O2C, 0, 1),
+                (CPE, C2O, 0, 2),
+                (CPE, C2O, 960, 5),
+                (CPE, C2O, 1002, 5),
+                (OVOC, C2O, 1036, 5),
+                (OVOC, C2O, 1081, 5),
+            ];
+            for (i, &(side, dir, t, key)) in ev.iter().enumerate() {
+                m.push(Seen {
+                    side,
+                    dir,
+                    t: t * MS,
+                    native: t * MS,
+                    frame: i as u64,
+                    pkt: pkt(key, Class::Tcp(443), Role::None),
+                });
+            }
+            let (o, tl) = m.finish();
+            assert_eq!(o.flows[&(C2O, Class::Tcp(443))].seen, 2, "{delay_ms}");
+            let b = tl.buckets.iter().find(|b| b.dir[C2O].n == 2).unwrap().dir[C2O];
+            assert_eq!([b.max / MS, b.min / MS], want, "{delay_ms}");
+        }
     }
 
     #[test]

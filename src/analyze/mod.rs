@@ -280,9 +280,13 @@ pub fn analyze(cfg: &Config) -> Result<Report, String> {
             offset: offset as f64,
             drift,
         },
-        None => Model::fixed(first_ovoc, clock::first_offset(&look.pairs).unwrap_or(0.0)),
+        None => Model::fixed(
+            first_ovoc,
+            clock::first_offset(&look.pairs).map_or(0.0, |f| f.0),
+        ),
     };
-    let pass = main_pass(cfg, &ovoc_files, &look.peers, model)?;
+    let delay = clock::first_offset(&look.pairs).map_or(0, |f| f.1);
+    let pass = main_pass(cfg, &ovoc_files, &look.peers, model, delay)?;
     Ok(report(
         cfg,
         ovoc_files,
@@ -307,6 +311,7 @@ fn main_pass(
     ovoc_files: &[PathBuf],
     peers: &Peers,
     mut model: Model,
+    delay: i64,
 ) -> Result<Pass, String> {
     let known = !peers.0.is_empty();
     let mut src = [
@@ -323,6 +328,7 @@ fn main_pass(
         .unwrap_or(0)
         - 10_000_000_000;
     let mut m = Matcher::new(cfg.params, origin);
+    m.set_delay(delay);
     let mut selected: [Vec<u64>; 2] = [vec![0; ovoc_files.len()], vec![0]];
     let mut pkts = Vec::new();
     let mut tracker = Tracker::new(cfg.clock.is_none());
@@ -375,7 +381,9 @@ fn main_pass(
             m.end(side);
         }
         if side == CPE {
-            tracker.follow(&m.timeline, now, &mut model);
+            if let Some(delay) = tracker.follow(&m.timeline, now, &mut model) {
+                m.set_delay(delay);
+            }
         }
     }
     let windows = m.windows();
@@ -414,9 +422,10 @@ impl Tracker {
         Tracker { on, next: 0 }
     }
 
-    fn follow(&mut self, tl: &Timeline, now: i64, model: &mut Model) {
+    /// Moves the model; returns the one-way delay it leaves.
+    fn follow(&mut self, tl: &Timeline, now: i64, model: &mut Model) -> Option<i64> {
         if !self.on || now < self.next {
-            return;
+            return None;
         }
         self.next = now + Self::EVERY;
         let recent = tl.buckets.iter().rev().take(Self::SPAN);
@@ -430,10 +439,10 @@ impl Tracker {
                 up = Some(up.map_or(c2o.max, |u| u.max(c2o.max)));
             }
         }
-        if let (Some(d), Some(u)) = (down, up) {
-            let offset = (d as f64 + u as f64) / 2.0;
-            *model = Model::fixed(now, offset);
-        }
+        let (offset, delay) =
+            clock::envelope_middle(down, up).filter(|_| down.and(up).is_some())?;
+        *model = Model::fixed(now, offset);
+        Some(delay)
     }
 }
 

@@ -66,12 +66,19 @@ struct State {
     stats: FileStats,
 }
 
+/// The error in words; never the bytes a parse error carries (they can be the whole buffer).
 fn describe(e: &PcapError<&[u8]>) -> String {
     match e {
         PcapError::HeaderNotRecognized => "not a pcap or pcapng file".into(),
         PcapError::ReadError => "read error".into(),
         PcapError::Eof => "empty file".into(),
-        other => format!("{other:?}"),
+        PcapError::BufferTooSmall => "a record longer than any capture has (corrupt)".into(),
+        PcapError::UnexpectedEof | PcapError::Incomplete(_) => {
+            "the file ends inside a record".into()
+        }
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("a malformed record ({kind:?})")
+        }
     }
 }
 
@@ -125,6 +132,11 @@ impl Reader {
                     }
                 }
                 Err(PcapError::Eof) => return Ok(false),
+                // The reader's own word for a record cut short at the end of the file.
+                Err(PcapError::UnexpectedEof) => {
+                    self.st.stats.truncated = true;
+                    return Ok(false);
+                }
                 Err(PcapError::Incomplete(_)) => {
                     if self.inner.reader_exhausted() {
                         // Records cut short at the end: what was read stays valid.
@@ -424,6 +436,20 @@ mod tests {
             let got: Vec<u32> = order.iter().map(|p| ring_number(p).unwrap()).collect();
             assert_eq!((&got[..], w), (*want, *wrapped), "{files:?}");
         }
+    }
+
+    #[test]
+    fn errors_are_words_not_bytes() {
+        let junk = [0u8; 4096];
+        let e = describe(&PcapError::NomError(
+            &junk[..],
+            pcap_parser::nom::error::ErrorKind::Verify,
+        ));
+        assert_eq!(e, "a malformed record (Verify)");
+        assert_eq!(
+            describe(&PcapError::HeaderNotRecognized),
+            "not a pcap or pcapng file"
+        );
     }
 
     #[test]

@@ -458,6 +458,38 @@ fn usage_and_unreadable_inputs() {
     );
 }
 
+/// A capture cut inside a record (tcpdump killed, disk full) is read up to the cut and said
+/// to be truncated; one whose record lengths are garbage is unreadable (exit 1).
+#[test]
+fn cut_and_corrupt_captures() {
+    let p = Pair::new(&["--seconds", "30"]);
+    let ovoc = p.ovoc()[0].clone();
+    let bytes = std::fs::read(&ovoc).unwrap();
+    let cut = p.path("OVOC_cut-0.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+    let r = p.analyze(&[cut], &["--device", "198.51.100.7"]);
+    assert!(
+        r.stdout.contains("\"truncated\":true") && verdict(&r).0 == "no_loss",
+        "{}",
+        r.dump()
+    );
+    let mut bad = bytes.clone();
+    // The second record's captured length (its header starts after the first record).
+    let first_len = u32::from_le_bytes(bad[32..36].try_into().unwrap()) as usize;
+    let at = 24 + 16 + first_len + 8;
+    bad[at..at + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    let corrupt = p.path("OVOC_bad-0.pcap");
+    std::fs::write(&corrupt, &bad).unwrap();
+    let mut c = tc();
+    c.args(["analyze", "--device", "198.51.100.7", "--cpe"])
+        .arg(p.cpe())
+        .arg("--ovoc")
+        .arg(&corrupt);
+    let r = run(c).expect(1);
+    assert!(r.stderr.contains("OVOC_bad-0.pcap"), "{}", r.dump());
+    assert!(r.stderr.len() < 500, "{}", r.dump());
+}
+
 #[test]
 fn captures_of_different_devices_are_inconclusive() {
     let a = Pair::new(&["--seconds", "30"]);
