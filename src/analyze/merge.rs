@@ -102,33 +102,7 @@ pub fn write(cfg: &Config, r: &Report, out: &Path) -> Result<(), String> {
             [None, None] => break,
         };
         let f = src[side].frame();
-        let next = ifaces.len() as u32;
-        let id = match ifaces.get(&(side, f.linktype)) {
-            Some(id) => *id,
-            None => {
-                let first = !ifaces.keys().any(|(s, _)| *s == side);
-                let base = if side == CPE { "CPE" } else { "OVOC" };
-                let name = if first {
-                    base.to_string()
-                } else {
-                    format!("{base} {}", linktype_name(f.linktype))
-                };
-                w.write_all(&block(InterfaceDescriptionBlock {
-                    block_type: 0,
-                    block_len1: 0,
-                    linktype: Linktype(f.linktype as i32),
-                    reserved: 0,
-                    snaplen: 0,
-                    options: vec![option(OptionCode::IfName, &name)],
-                    block_len2: 0,
-                    if_tsresol: 9,
-                    if_tsoffset: 0,
-                })?)
-                .map_err(io)?;
-                ifaces.insert((side, f.linktype), next);
-                next
-            }
-        };
+        let id = interface(&mut w, &mut ifaces, side, f.linktype)?;
         let frame = src[side].frames - 1;
         let lost = &r.lost_frames[side];
         while lost_at[side] < lost.len() && lost[lost_at[side]] < frame {
@@ -157,6 +131,42 @@ pub fn write(cfg: &Config, r: &Report, out: &Path) -> Result<(), String> {
         has[side] = src[side].advance()?;
     }
     w.flush().map_err(io)
+}
+
+/// The interface id of a side's frames of one link type, declared (an IDB) when first needed:
+/// one per side, named CPE and OVOC, unless a side has several link types (a pcapng of several
+/// interfaces), whose others get the link type in their name.
+fn interface(
+    w: &mut impl Write,
+    ifaces: &mut HashMap<(usize, u32), u32>,
+    side: usize,
+    linktype: u32,
+) -> Result<u32, String> {
+    if let Some(id) = ifaces.get(&(side, linktype)) {
+        return Ok(*id);
+    }
+    let first = !ifaces.keys().any(|(s, _)| *s == side);
+    let base = if side == CPE { "CPE" } else { "OVOC" };
+    let name = if first {
+        base.to_string()
+    } else {
+        format!("{base} {}", linktype_name(linktype))
+    };
+    w.write_all(&block(InterfaceDescriptionBlock {
+        block_type: 0,
+        block_len1: 0,
+        linktype: Linktype(linktype as i32),
+        reserved: 0,
+        snaplen: 0,
+        options: vec![option(OptionCode::IfName, &name)],
+        block_len2: 0,
+        if_tsresol: 9,
+        if_tsoffset: 0,
+    })?)
+    .map_err(|e| e.to_string())?;
+    let id = ifaces.len() as u32;
+    ifaces.insert((side, linktype), id);
+    Ok(id)
 }
 
 fn time(model: &Model, side: usize, native: i64) -> i64 {

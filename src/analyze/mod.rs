@@ -313,7 +313,6 @@ fn main_pass(
     mut model: Model,
     delay: i64,
 ) -> Result<Pass, String> {
-    let known = !peers.0.is_empty();
     let mut src = [
         Source::new(ovoc_files.to_vec()),
         Source::new(vec![cfg.cpe.clone()]),
@@ -348,33 +347,13 @@ fn main_pass(
         let now = t[side].expect("picked");
         let f = src[side].frame();
         diss[side].dissect(&f, &mut pkts);
-        let mut any = false;
-        for p in &pkts {
-            // Without the OVOC address on the CPE side nothing can be matched: OVOC's packets
-            // are still counted, for the report to say what it found.
-            let dir = match (side, known) {
-                (OVOC, false) => device_direction(p, cfg.device),
-                _ => peers.direction(side, p, cfg.device),
-            };
-            if let Some(dir) = dir {
-                any = true;
-                if !known {
-                    continue;
-                }
-                m.push(Seen {
-                    side,
-                    dir,
-                    t: now,
-                    native: f.ts_ns,
-                    frame: src[side].frames - 1,
-                    pkt: *p,
-                });
-            }
-        }
-        if any {
+        let at = Place {
+            side,
+            now,
+            frame: src[side].frames - 1,
+        };
+        if feed(&mut m, cfg.device, peers, at, &f, &pkts) {
             selected[side][src[side].file_index()] += 1;
-        } else {
-            m.running(side, now, f.ts_ns);
         }
         has[side] = src[side].advance()?;
         if !has[side] {
@@ -397,6 +376,51 @@ fn main_pass(
         selected,
         model,
     })
+}
+
+/// Where a frame is: its side, its OVOC time, its number in its side's capture.
+#[derive(Clone, Copy)]
+struct Place {
+    side: usize,
+    now: i64,
+    frame: u64,
+}
+
+/// One frame's packets to the matcher; true when any of them was between the device and OVOC.
+/// Without OVOC's address nothing can be matched: OVOC's packets are still counted, for the
+/// report to say what it found.
+fn feed(
+    m: &mut Matcher,
+    device: IpAddr,
+    peers: &Peers,
+    at: Place,
+    f: &read::Frame<'_>,
+    pkts: &[Pkt],
+) -> bool {
+    let known = !peers.0.is_empty();
+    let mut any = false;
+    for p in pkts {
+        let dir = match (at.side, known) {
+            (OVOC, false) => device_direction(p, device),
+            _ => peers.direction(at.side, p, device),
+        };
+        let Some(dir) = dir else { continue };
+        any = true;
+        if known {
+            m.push(Seen {
+                side: at.side,
+                dir,
+                t: at.now,
+                native: f.ts_ns,
+                frame: at.frame,
+                pkt: *p,
+            });
+        }
+    }
+    if !any {
+        m.running(at.side, at.now, f.ts_ns);
+    }
+    any
 }
 
 fn side_time(model: &Model, side: usize, native: i64) -> i64 {
@@ -466,26 +490,7 @@ fn report(
         _ => None,
     };
     let at = common.map_or(running.at, |c| c.0);
-    let clock = match cfg.clock {
-        Some((offset, drift)) => Some(Clock {
-            estimate: Estimate {
-                model: Model {
-                    at: running.at,
-                    offset: offset as f64,
-                    drift,
-                },
-                uncertainty: None,
-                delay: [None, None],
-            },
-            matched: timeline.matched(),
-            given: true,
-        }),
-        None => clock::estimate(&timeline, at).map(|estimate| Clock {
-            estimate,
-            matched: timeline.matched(),
-            given: false,
-        }),
-    };
+    let clock = final_clock(cfg, &timeline, running, at);
     let model = clock.as_ref().map_or(running, |c| c.estimate.model);
     let mut inputs = Vec::new();
     for side in [OVOC, CPE] {
@@ -498,26 +503,7 @@ fn report(
             });
         }
     }
-    let losses: Vec<Loss> = o
-        .losses
-        .iter()
-        .map(|w| {
-            let (start_ovoc, end_ovoc, start_cpe, end_cpe) = if core::sender(w.dir) == OVOC {
-                let (s, e) = (w.start_native, w.end_native);
-                (s, e, model.to_cpe(s), model.to_cpe(e))
-            } else {
-                let (s, e) = (w.start_native, w.end_native);
-                (model.to_ovoc(s), model.to_ovoc(e), s, e)
-            };
-            Loss {
-                window: *w,
-                start_cpe,
-                end_cpe,
-                start_ovoc,
-                end_ovoc,
-            }
-        })
-        .collect();
+    let losses: Vec<Loss> = o.losses.iter().map(|w| in_both_clocks(w, &model)).collect();
     let requests = requests(&o.exchanges);
     let facts = facts(
         cfg, ovoc_addr, &clock, &o, &timeline, common, &inputs, model,
@@ -538,6 +524,48 @@ fn report(
         timeline,
         windows,
         lost_frames: o.lost_frames,
+    }
+}
+
+/// The clock as given (`--offset`) or as estimated from the whole pass, stated at `at`.
+fn final_clock(cfg: &Config, tl: &Timeline, running: Model, at: i64) -> Option<Clock> {
+    match cfg.clock {
+        Some((offset, drift)) => Some(Clock {
+            estimate: Estimate {
+                model: Model {
+                    at: running.at,
+                    offset: offset as f64,
+                    drift,
+                },
+                uncertainty: None,
+                delay: [None, None],
+            },
+            matched: tl.matched(),
+            given: true,
+        }),
+        None => clock::estimate(tl, at).map(|estimate| Clock {
+            estimate,
+            matched: tl.matched(),
+            given: false,
+        }),
+    }
+}
+
+/// A loss window's first and last packet in both clocks (the sender's own, and the other's
+/// through the model).
+fn in_both_clocks(w: &LossWindow, model: &Model) -> Loss {
+    let (s, e) = (w.start_native, w.end_native);
+    let (start_ovoc, end_ovoc, start_cpe, end_cpe) = if core::sender(w.dir) == OVOC {
+        (s, e, model.to_cpe(s), model.to_cpe(e))
+    } else {
+        (model.to_ovoc(s), model.to_ovoc(e), s, e)
+    };
+    Loss {
+        window: *w,
+        start_cpe,
+        end_cpe,
+        start_ovoc,
+        end_ovoc,
     }
 }
 

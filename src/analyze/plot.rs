@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::clock::Timeline;
@@ -105,40 +106,68 @@ pub fn write(r: &Report, alarm_at: Option<i64>, out: &Path) -> Result<(), String
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// One panel's x axis: seconds since the day's start, so that the axis' round numbers are round
+/// times; and its span.
+#[derive(Clone, Copy)]
+struct Axis {
+    day: i64,
+    from: i64,
+    to: i64,
+    step: i64,
+    ymax: f64,
+}
+
+impl Axis {
+    fn x(&self, t: i64) -> f64 {
+        (t - self.day) as f64 / SECOND as f64
+    }
+}
+
+fn side_name(side: usize) -> &'static str {
+    if side == super::core::CPE {
+        "CPE"
+    } else {
+        "OVOC"
+    }
+}
+
 fn draw_panel(
     r: &Report,
     dir: usize,
     area: &Area<'_>,
     (from, to, step): (i64, i64, i64),
     alarm_at: Option<i64>,
-) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+) -> DrawResult {
     let data = steps(&r.timeline, dir, from, to, step);
-    // Headroom above the data for the legend.
-    let ymax = data.iter().map(|d| d.1.max(d.2)).max().unwrap_or(0).max(1) as f64 * 1.6;
-    // x is seconds since the day's start, so that the axis' round numbers are round times.
-    let day = from.div_euclid(86_400 * SECOND) * 86_400 * SECOND;
-    let x = |t: i64| (t - day) as f64 / SECOND as f64;
+    let ax = Axis {
+        day: from.div_euclid(86_400 * SECOND) * 86_400 * SECOND,
+        from,
+        to,
+        step,
+        // Headroom above the data for the legend.
+        ymax: data.iter().map(|d| d.1.max(d.2)).max().unwrap_or(0).max(1) as f64 * 1.6,
+    };
     let (lost, sent): (u64, u64) = r
         .flows
         .iter()
         .filter(|((d, _), _)| *d == dir)
         .fold((0, 0), |(l, s), (_, c)| (l + c.lost, s + c.sent));
     let caption = format!(
-        "{}: {sent} sent, {lost} lost (packets per {})",
-        if dir == O2C {
-            "OVOC to CPE"
-        } else {
-            "CPE to OVOC"
-        },
+        "{} to {}: {sent} sent, {lost} lost (packets per {})",
+        side_name(sender(dir)),
+        side_name(1 - sender(dir)),
         step_words(step)
     );
-    let formatter = |v: &f64| clock_time(day + (*v * SECOND as f64) as i64)[..8].to_string();
+    let formatter = |v: &f64| clock_time(ax.day + (*v * SECOND as f64) as i64)[..8].to_string();
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d(x(from)..x(to), 0f64..ymax)?;
+        .build_cartesian_2d(ax.x(from)..ax.x(to), 0f64..ax.ymax)?;
     chart
         .configure_mesh()
         .x_labels(12)
@@ -148,83 +177,32 @@ fn draw_panel(
         .label_style(("sans-serif", 15))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
-    // The receiving capture's absence: nothing sent then can be judged.
-    // Where a capture was not running nothing can be judged: the receiver's absence shaded
-    // darker than the sender's.
-    for (side, shade) in [(1 - sender(dir), 0.45), (sender(dir), 0.2)] {
-        let Some((a, b)) = r.windows[side] else {
-            continue;
-        };
-        let grey = RGBColor(150, 150, 150).mix(shade).filled();
-        let mut bands = Vec::new();
-        if a > from {
-            bands.push(Rectangle::new([(x(from), 0.0), (x(a), ymax)], grey));
-        }
-        if b < to {
-            bands.push(Rectangle::new([(x(b), 0.0), (x(to), ymax)], grey));
-        }
-        if bands.is_empty() {
-            continue;
-        }
-        let name = if side == super::core::CPE {
-            "CPE"
-        } else {
-            "OVOC"
-        };
-        chart
-            .draw_series(bands)?
-            .label(format!("{name} capture not running"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], grey));
-    }
-    let red = LOST.mix(0.25).filled();
-    // A window one packet long still gets a visible band.
-    let min_width = step as f64 / SECOND as f64;
-    let spans: Vec<(f64, f64)> = r
-        .losses
-        .iter()
-        .filter(|l| l.window.dir == dir)
-        .map(|l| {
-            let a = x(l.window.start_t);
-            (a, x(l.window.end_t).max(a + min_width))
-        })
-        .collect();
-    // Windows of several classes overlap: one band for their union.
-    let windows: Vec<_> = union(spans)
-        .into_iter()
-        .map(|(a, b)| Rectangle::new([(a, 0.0), (b, ymax)], red))
-        .collect();
-    if !windows.is_empty() {
-        chart
-            .draw_series(windows)?
-            .label("loss window")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], red));
-    }
+    shade_absence(&mut chart, r, dir, &ax)?;
+    shade_losses(&mut chart, r, dir, &ax)?;
     let half = step as f64 / SECOND as f64 / 2.0;
-    chart
-        .draw_series(LineSeries::new(
-            data.iter().map(|d| (x(d.0) + half, f64::from(d.1))),
-            SENT.stroke_width(3),
-        ))?
-        .label(format!(
-            "sent by {}",
-            if dir == O2C { "OVOC" } else { "CPE" }
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SENT.stroke_width(3)));
-    chart
-        .draw_series(LineSeries::new(
-            data.iter().map(|d| (x(d.0) + half, f64::from(d.2))),
-            SEEN.stroke_width(2),
-        ))?
-        .label(format!(
-            "seen by {}",
-            if dir == O2C { "CPE" } else { "OVOC" }
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SEEN.stroke_width(2)));
+    for (i, (color, width, what, side)) in [
+        (SENT, 3, "sent", sender(dir)),
+        (SEEN, 2, "seen", 1 - sender(dir)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let count = |d: &(i64, u32, u32)| f64::from(if i == 0 { d.1 } else { d.2 });
+        chart
+            .draw_series(LineSeries::new(
+                data.iter().map(|d| (ax.x(d.0) + half, count(d))),
+                color.stroke_width(width),
+            ))?
+            .label(format!("{what} by {}", side_name(side)))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
+            });
+    }
     if let Some(t) = alarm_at.filter(|t| (from..=to).contains(t)) {
-        let at = x(t);
+        let at = ax.x(t);
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(at, 0.0), (at, ymax)],
+                vec![(at, 0.0), (at, ax.ymax)],
                 BLACK.stroke_width(2),
             )))?
             .label(format!("alarm {}", clock_time(t)))
@@ -236,7 +214,65 @@ fn draw_panel(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
-        .draw()?;
+        .draw()
+}
+
+/// Where a capture was not running nothing can be judged: the receiver's absence shaded
+/// darker than the sender's.
+fn shade_absence(chart: &mut Chart<'_, '_>, r: &Report, dir: usize, ax: &Axis) -> DrawResult {
+    for (side, shade) in [(1 - sender(dir), 0.45), (sender(dir), 0.2)] {
+        let Some((a, b)) = r.windows[side] else {
+            continue;
+        };
+        let grey = RGBColor(150, 150, 150).mix(shade).filled();
+        let mut bands = Vec::new();
+        if a > ax.from {
+            bands.push(Rectangle::new(
+                [(ax.x(ax.from), 0.0), (ax.x(a), ax.ymax)],
+                grey,
+            ));
+        }
+        if b < ax.to {
+            bands.push(Rectangle::new(
+                [(ax.x(b), 0.0), (ax.x(ax.to), ax.ymax)],
+                grey,
+            ));
+        }
+        if bands.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(bands)?
+            .label(format!("{} capture not running", side_name(side)))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], grey));
+    }
+    Ok(())
+}
+
+/// The loss windows, one band for the union of overlapping ones (several classes lost at
+/// once); a window one packet long still gets a visible band.
+fn shade_losses(chart: &mut Chart<'_, '_>, r: &Report, dir: usize, ax: &Axis) -> DrawResult {
+    let red = LOST.mix(0.25).filled();
+    let min_width = ax.step as f64 / SECOND as f64;
+    let spans: Vec<(f64, f64)> = r
+        .losses
+        .iter()
+        .filter(|l| l.window.dir == dir)
+        .map(|l| {
+            let a = ax.x(l.window.start_t);
+            (a, ax.x(l.window.end_t).max(a + min_width))
+        })
+        .collect();
+    let windows: Vec<_> = union(spans)
+        .into_iter()
+        .map(|(a, b)| Rectangle::new([(a, 0.0), (b, ax.ymax)], red))
+        .collect();
+    if !windows.is_empty() {
+        chart
+            .draw_series(windows)?
+            .label("loss window")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], red));
+    }
     Ok(())
 }
 

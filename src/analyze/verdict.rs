@@ -71,18 +71,34 @@ pub fn decide(f: &Facts) -> Verdict {
             text: format!("Inconclusive: {why}."),
         };
     }
+    loss(f).or_else(|| silence(f)).unwrap_or_else(|| {
+        if f.sent[O2C] + f.sent[C2O] == 0 {
+            return Verdict {
+                verdict: "inconclusive",
+                text: "Inconclusive: neither side sent anything to the other while both \
+                       captures ran."
+                    .into(),
+            };
+        }
+        Verdict {
+            verdict: "no_loss",
+            text: format!(
+                "Every packet sent while both captures ran reached the other side: {} from \
+                 OVOC to the CPE, {} from the CPE to OVOC.",
+                f.sent[O2C], f.sent[C2O]
+            ),
+        }
+    })
+}
+
+/// Losses decide first: which direction, since when, and whether anything got through after.
+fn loss(f: &Facts) -> Option<Verdict> {
     let down: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == O2C).collect();
     let up: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == C2O).collect();
-    // Loss until the end: nothing of that direction got through once the loss began.
-    let never = |dir: usize, ws: &[&LossWindow]| -> bool {
-        ws.first()
-            .is_some_and(|w| f.last_seen[dir].is_none_or(|seen| seen < w.start_t))
-    };
-    let last_end = |ws: &[&LossWindow]| ws.iter().map(|w| w.end_t).max().unwrap_or(0);
     match (f.lost[O2C] > 0, f.lost[C2O] > 0) {
         (true, true) => {
             let start = down[0].start_t.min(up[0].start_t);
-            return Verdict {
+            Some(Verdict {
                 verdict: "wan_loss_both",
                 text: format!(
                     "From {} (CPE clock) traffic was lost in both directions: {} of {} packets \
@@ -95,67 +111,69 @@ pub fn decide(f: &Facts) -> Verdict {
                     f.sent[C2O],
                     classes(&up)
                 ),
-            };
+            })
         }
-        (true, false) => {
-            let w = down[0];
-            let what = if never(O2C, &down) {
-                format!("{} from OVOC never reached the CPE", classes(&down))
-            } else {
-                format!(
-                    "{} of {} packets from OVOC ({}) did not reach the CPE, the last at {}",
-                    f.lost[O2C],
-                    f.sent[O2C],
-                    classes(&down),
-                    f.cpe_time(last_end(&down))
-                )
-            };
-            return Verdict {
-                verdict: "wan_loss_ovoc_to_cpe",
-                text: format!(
-                    "From {} (CPE clock) {what}; {}.",
-                    f.cpe_time(w.start_t),
-                    other_way(f, C2O)
-                ),
-            };
-        }
-        (false, true) => {
-            let w = up[0];
-            let what = if never(C2O, &up) {
-                format!("{} from the CPE never reached OVOC", classes(&up))
-            } else {
-                format!(
-                    "{} of {} packets from the CPE ({}) did not reach OVOC, the last at {}",
-                    f.lost[C2O],
-                    f.sent[C2O],
-                    classes(&up),
-                    f.ovoc_time(last_end(&up))
-                )
-            };
-            return Verdict {
-                verdict: "wan_loss_cpe_to_ovoc",
-                text: format!(
-                    "From {} (OVOC clock) {what}; {}.",
-                    f.ovoc_time(w.start_t),
-                    other_way(f, O2C)
-                ),
-            };
-        }
-        (false, false) => {}
+        (true, false) => Some(one_way(f, O2C, &down)),
+        (false, true) => Some(one_way(f, C2O, &up)),
+        (false, false) => None,
     }
+}
+
+/// Loss in one direction, told in the receiver's clock for OVOC-to-CPE (when the CPE stopped
+/// hearing) and in OVOC's for CPE-to-OVOC.
+fn one_way(f: &Facts, dir: usize, ws: &[&LossWindow]) -> Verdict {
+    let (verdict, from, to, clock) = if dir == O2C {
+        ("wan_loss_ovoc_to_cpe", "OVOC", "the CPE", "CPE")
+    } else {
+        ("wan_loss_cpe_to_ovoc", "the CPE", "OVOC", "OVOC")
+    };
+    let time = |t: i64| {
+        if dir == O2C {
+            f.cpe_time(t)
+        } else {
+            f.ovoc_time(t)
+        }
+    };
+    // Loss until the end: nothing of that direction got through once the loss began.
+    let start = ws[0].start_t;
+    let never = f.last_seen[dir].is_none_or(|seen| seen < start);
+    let what = if never {
+        format!("{} from {from} never reached {to}", classes(ws))
+    } else {
+        let last = ws.iter().map(|w| w.end_t).max().unwrap_or(start);
+        format!(
+            "{} of {} packets from {from} ({}) did not reach {to}, the last at {}",
+            f.lost[dir],
+            f.sent[dir],
+            classes(ws),
+            time(last)
+        )
+    };
+    Verdict {
+        verdict,
+        text: format!(
+            "From {} ({clock} clock) {what}; {}.",
+            time(start),
+            other_way(f, 1 - dir)
+        ),
+    }
+}
+
+/// Without loss: a side that stopped answering or sending.
+fn silence(f: &Facts) -> Option<Verdict> {
     // Request times below are the capture's own: the CPE's clock for the CPE's capture.
     if let Some((since, n, kind)) = silent(&f.exchanges[CPE], O2C) {
-        return Verdict {
+        return Some(Verdict {
             verdict: "cpe_silent",
             text: format!(
                 "From {} (CPE clock) {n} {kind} requests from OVOC reached the CPE and got no \
                  answer; the network carried every packet in both directions.",
                 clock_time(since)
             ),
-        };
+        });
     }
     if let Some(since) = stopped(f, O2C) {
-        return Verdict {
+        return Some(Verdict {
             verdict: "ovoc_silent",
             text: format!(
                 "From {} (OVOC clock) OVOC sent nothing to the CPE, while {} packets from the \
@@ -163,34 +181,19 @@ pub fn decide(f: &Facts) -> Verdict {
                 f.ovoc_time(since),
                 f.sent_after_other_stopped[C2O]
             ),
-        };
+        });
     }
     if let Some((since, n, kind)) = silent(&f.exchanges[OVOC], C2O) {
-        return Verdict {
+        return Some(Verdict {
             verdict: "ovoc_silent",
             text: format!(
                 "From {} (OVOC clock) {n} {kind} requests from the CPE reached OVOC and got no \
                  answer; the network carried every packet in both directions.",
                 clock_time(since)
             ),
-        };
+        });
     }
-    if f.sent[O2C] + f.sent[C2O] == 0 {
-        return Verdict {
-            verdict: "inconclusive",
-            text: "Inconclusive: neither side sent anything to the other while both captures \
-                   ran."
-                .into(),
-        };
-    }
-    Verdict {
-        verdict: "no_loss",
-        text: format!(
-            "Every packet sent while both captures ran reached the other side: {} from OVOC to \
-             the CPE, {} from the CPE to OVOC.",
-            f.sent[O2C], f.sent[C2O]
-        ),
-    }
+    None
 }
 
 fn other_way(f: &Facts, dir: usize) -> String {
