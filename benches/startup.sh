@@ -6,10 +6,10 @@
 # importing the standard-library modules such a script imports (socket, subprocess, re, json,
 # datetime, os, sys, time, threading, logging), with `python3 -c pass` (the interpreter alone)
 # as the floor. Every command runs without a shell (hyperfine -N), WARMUP warm-up runs, then RUNS
-# timed runs; the figure compared is the median. Goals (issue 7): binary under 10 MB, start-up
-# under 5 ms. The interpreter is the real one: /usr/bin/python3 (what a script on a server runs),
-# else python3's sys.executable; never a wrapper such as a pyenv shim (itself a shell script
-# costing more than Python's start-up).
+# timed runs; the figure compared is the median. Goals (issue 7): binary under 10 MB (12 MB since
+# issue 14), start-up under 5 ms. The interpreter is the real one: /usr/bin/python3 (what a
+# script on a server runs), else python3's sys.executable; never a wrapper such as a pyenv shim
+# (itself a shell script costing more than Python's start-up).
 #
 # Prints a Markdown report on stdout (progress on stderr); exits 1 if a goal is missed.
 # Needs: hyperfine (apt-get install hyperfine), python3.
@@ -25,7 +25,8 @@ set -euo pipefail
 
 RUNS=${RUNS:-300}
 WARMUP=${WARMUP:-30}
-MAX_BYTES=$((10 * 1000 * 1000))
+# 10 MB was issue 7's goal; since tc analyze (issue 14) the gate is 12 MB (.ci/run).
+MAX_BYTES=$((12 * 1000 * 1000))
 MAX_MS=5
 IMPORTS="socket, subprocess, re, json, datetime, os, sys, time, threading, logging"
 

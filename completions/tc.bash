@@ -19,6 +19,9 @@ _tc() {
             tc,alarm)
                 cmd="tc__subcmd__alarm"
                 ;;
+            tc,analyze)
+                cmd="tc__subcmd__analyze"
+                ;;
             tc,cpe)
                 cmd="tc__subcmd__cpe"
                 ;;
@@ -82,6 +85,9 @@ _tc() {
             tc__subcmd__help,alarm)
                 cmd="tc__subcmd__help__subcmd__alarm"
                 ;;
+            tc__subcmd__help,analyze)
+                cmd="tc__subcmd__help__subcmd__analyze"
+                ;;
             tc__subcmd__help,cpe)
                 cmd="tc__subcmd__help__subcmd__cpe"
                 ;;
@@ -118,6 +124,9 @@ _tc() {
             tc__subcmd__help__subcmd__lab,alarm)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__alarm"
                 ;;
+            tc__subcmd__help__subcmd__lab,captures)
+                cmd="tc__subcmd__help__subcmd__lab__subcmd__captures"
+                ;;
             tc__subcmd__help__subcmd__lab,cleanup)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__cleanup"
                 ;;
@@ -139,6 +148,9 @@ _tc() {
             tc__subcmd__lab,alarm)
                 cmd="tc__subcmd__lab__subcmd__alarm"
                 ;;
+            tc__subcmd__lab,captures)
+                cmd="tc__subcmd__lab__subcmd__captures"
+                ;;
             tc__subcmd__lab,cleanup)
                 cmd="tc__subcmd__lab__subcmd__cleanup"
                 ;;
@@ -156,6 +168,9 @@ _tc() {
                 ;;
             tc__subcmd__lab__subcmd__help,alarm)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__alarm"
+                ;;
+            tc__subcmd__lab__subcmd__help,captures)
+                cmd="tc__subcmd__lab__subcmd__help__subcmd__captures"
                 ;;
             tc__subcmd__lab__subcmd__help,cleanup)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__cleanup"
@@ -197,7 +212,7 @@ _tc() {
 
     case "${cmd}" in
         tc)
-            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm session lab generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm session analyze lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -298,6 +313,56 @@ _tc() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__analyze)
+            opts="-v -q -h --cpe --ovoc --device --ovoc-addr --offset --drift-ppm --merge --plot --alarm-at --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cpe)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drift-ppm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --merge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --plot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alarm-at)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -701,7 +766,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help)
-            opts="cpe ovoc alarm session lab generate help"
+            opts="cpe ovoc alarm session analyze lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -731,6 +796,20 @@ _tc() {
         tc__subcmd__help__subcmd__alarm__subcmd__listen)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__analyze)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -841,7 +920,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab)
-            opts="up alarm demo down cleanup"
+            opts="up alarm demo down cleanup captures"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -855,6 +934,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab__subcmd__alarm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__lab__subcmd__captures)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -981,7 +1074,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --help up alarm demo down cleanup help"
+            opts="-v -q -h --verbose --quiet --help up alarm demo down cleanup captures help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1002,6 +1095,108 @@ _tc() {
             fi
             case "${prev}" in
                 --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__captures)
+            opts="-v -q -h --dir --seconds --rate --seed --start --offset --drift-ppm --delay-ms --delay-up-ms --jitter-ms --nat --ipv6 --drop --drop-class --drop-from --drop-until --cpe-silent-from --ovoc-silent-from --cpe-start --cpe-end --ovoc-start --ovoc-end --cpe-format --ring-bytes --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seconds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drift-ppm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delay-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delay-up-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jitter-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drop)
+                    COMPREPLY=($(compgen -W "ovoc_to_cpe cpe_to_ovoc both" -- "${cur}"))
+                    return 0
+                    ;;
+                --drop-class)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drop-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drop-until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-silent-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-silent-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-format)
+                    COMPREPLY=($(compgen -W "pcap pcap-ns pcapng" -- "${cur}"))
+                    return 0
+                    ;;
+                --ring-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1079,7 +1274,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help)
-            opts="up alarm demo down cleanup help"
+            opts="up alarm demo down cleanup captures help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1093,6 +1288,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help__subcmd__alarm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__help__subcmd__captures)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

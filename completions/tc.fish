@@ -32,6 +32,7 @@ complete -c tc -n "__fish_tc_needs_command" -f -a "cpe" -d 'Drive a CPE\'s own d
 complete -c tc -n "__fish_tc_needs_command" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
 complete -c tc -n "__fish_tc_needs_command" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
 complete -c tc -n "__fish_tc_needs_command" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
+complete -c tc -n "__fish_tc_needs_command" -f -a "analyze" -d 'Say which side of the WAN lost the traffic: match the CPE\'s capture against the OVOC capture of the same device, correct the clocks, and report what never arrived'
 complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -225,15 +226,28 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue th
 complete -c tc -n "__fish_tc_using_subcommand session" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand session" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand session" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l cpe -d 'The CPE\'s capture (pcap or pcapng), as `tc cpe fetch` names it' -r -F
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l ovoc -d 'An OVOC-side capture file (repeatable: every file of the agent\'s ring, in any order; they are put in time order by their packets)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l device -d 'The device\'s address in the OVOC capture (default: from the file names tc writes)' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l ovoc-addr -d 'The OVOC server\'s address as the CPE sees it, if NAT changes it (default: the CPE-side peer whose packets match the OVOC capture\'s)' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l offset -d 'CPE clock minus OVOC clock (e.g. 1.5s, -250ms, 0), instead of the estimate' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l drift-ppm -d 'With --offset: the CPE clock\'s drift in ppm (default 0)' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l merge -d 'Write one time-aligned pcapng of both captures (CPE times corrected to the OVOC clock; packets lost in transit carry a comment)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l plot -d 'Write a timeline (SVG): packets sent and seen per direction, loss windows shaded' -r -F
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l alarm-at -d 'When OVOC raised the alarm (RFC 3339, OVOC clock), marked on the timeline' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand analyze" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand analyze" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l dir -d 'Lab directory (inventory, env file, certificates, sshd config, capture files)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
@@ -271,22 +285,55 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l dir -d 'Output directory' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l seconds -d 'Simulated duration' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l rate -d 'Traffic rate multiplier (1 = an SNMP poll a second, syslog twice a second, ...)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l seed -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l start -d 'Start of the simulated time (OVOC clock)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l offset -d 'CPE clock minus OVOC clock at the start' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l drift-ppm -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l delay-ms -d 'Minimum one-way delay OVOC to CPE (and CPE to OVOC unless --delay-up-ms), ms' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l delay-up-ms -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l jitter-ms -d 'Largest queueing delay above the minimum, ms' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l drop -d 'Drop packets in transit in this direction (ovoc_to_cpe, cpe_to_ovoc, both)' -r -f -a "ovoc_to_cpe\t''
+cpe_to_ovoc\t''
+both\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l drop-class -d 'Only packets of this class (snmp, icmp, tcp:443, syslog, snmp_trap)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l drop-from -d 'Seconds after the start' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l drop-until -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-silent-from -d 'The CPE sends nothing from this second on (requests still arrive)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ovoc-silent-from -d 'OVOC sends nothing to the CPE from this second on' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-start -d 'Capture windows, seconds after the start' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-end -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ovoc-start -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ovoc-end -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-format -d 'pcap (µs), pcap-ns, or pcapng (two interfaces: LAN on Ethernet, WAN on Linux cooked v2)' -r -f -a "pcap\t''
+pcap-ns\t''
+pcapng\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ring-bytes -d 'OVOC\'s capture as tcpdump\'s `-C BYTES -W 3` ring' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l nat -d 'The CPE behind NAT: other addresses for itself and OVOC, client ports rewritten'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ipv6
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "analyze" -d 'Say which side of the WAN lost the traffic: match the CPE\'s capture against the OVOC capture of the same device, correct the clocks, and report what never arrived'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
@@ -299,3 +346,4 @@ complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'

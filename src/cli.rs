@@ -57,12 +57,80 @@ pub enum Command {
 The CSV report (--report, default OUT/report.csv) gets one row per task per device as it finishes.\n\
 After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.")]
     Session(SessionArgs),
+    /// Say which side of the WAN lost the traffic: match the CPE's capture against the OVOC
+    /// capture of the same device, correct the clocks, and report what never arrived.
+    #[command(after_help = "Example:\n  \
+  tc analyze --cpe CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap \\\n  \
+    --ovoc OVOC_device_192.0.2.10_2026-11-27T07.42.13.899869-0.pcap \\\n  \
+    --ovoc OVOC_device_192.0.2.10_2026-11-27T07.42.13.899869-1.pcap --plot timeline.svg \\\n  \
+    | jq -r 'select(.type==\"analyze.verdict\").text'\n\n\
+Exit codes: 0 the analysis ran (whatever the verdict), 1 an input could not be read, 2 usage.")]
+    Analyze(AnalyzeArgs),
     /// Emulated CPEs and OVOC for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
     /// Write the man pages and shell completions (for packaging; output is committed).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeArgs {
+    /// The CPE's capture (pcap or pcapng), as `tc cpe fetch` names it.
+    #[arg(long, value_name = "FILE")]
+    pub cpe: PathBuf,
+    /// An OVOC-side capture file (repeatable: every file of the agent's ring, in any order;
+    /// they are put in time order by their packets).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub ovoc: Vec<PathBuf>,
+    /// The device's address in the OVOC capture (default: from the file names tc writes).
+    #[arg(long, value_name = "ADDR")]
+    pub device: Option<std::net::IpAddr>,
+    /// The OVOC server's address as the CPE sees it, if NAT changes it (default: the CPE-side
+    /// peer whose packets match the OVOC capture's).
+    #[arg(long, value_name = "ADDR")]
+    pub ovoc_addr: Option<std::net::IpAddr>,
+    /// CPE clock minus OVOC clock (e.g. 1.5s, -250ms, 0), instead of the estimate.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub offset: Option<i64>,
+    /// With --offset: the CPE clock's drift in ppm (default 0).
+    #[arg(
+        long,
+        value_name = "PPM",
+        requires = "offset",
+        allow_hyphen_values = true
+    )]
+    pub drift_ppm: Option<f64>,
+    /// Write one time-aligned pcapng of both captures (CPE times corrected to the OVOC clock;
+    /// packets lost in transit carry a comment).
+    #[arg(long, value_name = "OUT.pcapng")]
+    pub merge: Option<PathBuf>,
+    /// Write a timeline (SVG): packets sent and seen per direction, loss windows shaded.
+    #[arg(long, value_name = "OUT.svg")]
+    pub plot: Option<PathBuf>,
+    /// When OVOC raised the alarm (RFC 3339, OVOC clock), marked on the timeline.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub alarm_at: Option<i64>,
+}
+
+/// A duration with an optional sign, in nanoseconds.
+pub fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (neg, rest) = match s.trim().strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.trim().strip_prefix('+').unwrap_or(s.trim())),
+    };
+    let d = crate::util::parse_duration(rest)?;
+    let ns =
+        i64::try_from(d.as_nanos()).map_err(|_| format!("invalid duration {s:?}: too large"))?;
+    Ok(if neg { -ns } else { ns })
+}
+
+/// An RFC 3339 time as nanoseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let t: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("invalid time {s:?} (RFC 3339, e.g. 2026-11-27T07:42:13Z): {e}"))?;
+    i64::try_from(t.as_nanosecond()).map_err(|_| format!("invalid time {s:?}"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -471,6 +539,78 @@ pub enum LabCommand {
     Down(LabDownArgs),
     /// Remove what `tc lab up` left on the system (the lab's system user).
     Cleanup(LabCleanupArgs),
+    /// Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze`
+    /// should find in them (truth.json): for tests and benchmarks.
+    #[command(hide = true)]
+    Captures(LabCapturesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabCapturesArgs {
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Simulated duration.
+    #[arg(long, default_value_t = 120.0)]
+    pub seconds: f64,
+    /// Traffic rate multiplier (1 = an SNMP poll a second, syslog twice a second, ...).
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Start of the simulated time (OVOC clock).
+    #[arg(long, default_value = "2026-11-27T07:42:13Z", value_parser = parse_time)]
+    pub start: i64,
+    /// CPE clock minus OVOC clock at the start.
+    #[arg(long, default_value = "0", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub offset: i64,
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub drift_ppm: f64,
+    /// Minimum one-way delay OVOC to CPE (and CPE to OVOC unless --delay-up-ms), ms.
+    #[arg(long, default_value_t = 20.0)]
+    pub delay_ms: f64,
+    #[arg(long)]
+    pub delay_up_ms: Option<f64>,
+    /// Largest queueing delay above the minimum, ms.
+    #[arg(long, default_value_t = 8.0)]
+    pub jitter_ms: f64,
+    /// The CPE behind NAT: other addresses for itself and OVOC, client ports rewritten.
+    #[arg(long)]
+    pub nat: bool,
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Drop packets in transit in this direction (ovoc_to_cpe, cpe_to_ovoc, both).
+    #[arg(long, value_parser = ["ovoc_to_cpe", "cpe_to_ovoc", "both"])]
+    pub drop: Option<String>,
+    /// Only packets of this class (snmp, icmp, tcp:443, syslog, snmp_trap).
+    #[arg(long)]
+    pub drop_class: Option<String>,
+    /// Seconds after the start.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_from: f64,
+    #[arg(long)]
+    pub drop_until: Option<f64>,
+    /// The CPE sends nothing from this second on (requests still arrive).
+    #[arg(long)]
+    pub cpe_silent_from: Option<f64>,
+    /// OVOC sends nothing to the CPE from this second on.
+    #[arg(long)]
+    pub ovoc_silent_from: Option<f64>,
+    /// Capture windows, seconds after the start.
+    #[arg(long, default_value_t = 0.0)]
+    pub cpe_start: f64,
+    #[arg(long)]
+    pub cpe_end: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub ovoc_start: f64,
+    #[arg(long)]
+    pub ovoc_end: Option<f64>,
+    /// pcap (µs), pcap-ns, or pcapng (two interfaces: LAN on Ethernet, WAN on Linux cooked v2).
+    #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcap-ns", "pcapng"])]
+    pub cpe_format: String,
+    /// OVOC's capture as tcpdump's `-C BYTES -W 3` ring.
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -611,6 +751,31 @@ mod tests {
                 "100",
             ],
         ];
+        let analyze: &[&str] = &[
+            "tc",
+            "analyze",
+            "--cpe",
+            "c.pcap",
+            "--ovoc",
+            "o-1.pcap",
+            "--ovoc",
+            "o-0.pcap",
+            "--offset",
+            "-1.5s",
+            "--drift-ppm",
+            "-3.5",
+            "--alarm-at",
+            "2026-11-27T07:42:13.5Z",
+        ];
+        match Cli::try_parse_from(analyze).map(|c| c.command) {
+            Ok(Command::Analyze(a)) => {
+                assert_eq!(a.ovoc.len(), 2);
+                assert_eq!(a.offset, Some(-1_500_000_000));
+                assert_eq!(a.drift_ppm, Some(-3.5));
+                assert_eq!(a.alarm_at, Some(1_795_765_333_500_000_000));
+            }
+            other => panic!("{other:?}"),
+        }
         for argv in ok {
             if let Err(e) = Cli::try_parse_from(*argv) {
                 panic!("{argv:?}: {e}");
@@ -646,6 +811,45 @@ mod tests {
             (
                 &["tc", "cpe", "status", "--device", "a", "--jobs", "0"],
                 "0",
+            ),
+            (&["tc", "analyze", "--cpe", "c.pcap"], "--ovoc"),
+            (
+                &[
+                    "tc",
+                    "analyze",
+                    "--cpe",
+                    "c",
+                    "--ovoc",
+                    "o",
+                    "--drift-ppm",
+                    "3",
+                ],
+                "--offset",
+            ),
+            (
+                &[
+                    "tc", "analyze", "--cpe", "c", "--ovoc", "o", "--offset", "3x",
+                ],
+                "invalid duration",
+            ),
+            (
+                &[
+                    "tc", "analyze", "--cpe", "c", "--ovoc", "o", "--device", "host",
+                ],
+                "invalid IP address",
+            ),
+            (
+                &[
+                    "tc",
+                    "analyze",
+                    "--cpe",
+                    "c",
+                    "--ovoc",
+                    "o",
+                    "--alarm-at",
+                    "noon",
+                ],
+                "invalid time",
             ),
         ];
         for (argv, needle) in bad {

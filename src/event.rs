@@ -33,6 +33,23 @@ impl ProbeReport {
     }
 }
 
+/// One direction's one-way delays under the clock estimate, milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DelayMs {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+/// `analyze.clock`'s delays per direction; a direction without matched packets is `null`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OneWayDelays {
+    pub ovoc_to_cpe: Option<DelayMs>,
+    pub cpe_to_ovoc: Option<DelayMs>,
+}
+
 // Records are built once and written at once; their size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +339,104 @@ pub enum Event {
         seconds: f64,
         /// `done` or `interrupted`.
         reason: String,
+    },
+    /// `tc analyze`: one input file, as read.
+    #[serde(rename = "analyze.input")]
+    AnalyzeInput {
+        /// `cpe` or `ovoc`
+        side: String,
+        file: String,
+        /// `pcap` or `pcapng`
+        format: String,
+        /// pcap link type name(s), comma-separated when a pcapng has several (EN10MB, LINUX_SLL2...).
+        link_type: String,
+        packets: u64,
+        /// Packets between the device and OVOC, the ones analysed.
+        selected: u64,
+        /// First and last packet, RFC 3339, in the file's own clock.
+        first: Option<String>,
+        last: Option<String>,
+        /// OVOC ring files: position in time order (0 = oldest); `null` for the CPE file.
+        ring_position: Option<u32>,
+        /// The OVOC ring wrapped (its oldest packets were overwritten): the window starts later.
+        wrapped: bool,
+        /// The file ended inside a record (cut short); what came before was read.
+        truncated: bool,
+    },
+    /// `tc analyze`: the CPE clock against the OVOC clock.
+    #[serde(rename = "analyze.clock")]
+    AnalyzeClock {
+        /// CPE clock minus OVOC clock at `at`.
+        offset_ms: f64,
+        drift_ppm: f64,
+        /// Half the gap between the two delay envelopes: the offset's error if the minimum
+        /// one-way delays were not equal; `null` when only one direction matched.
+        uncertainty_ms: Option<f64>,
+        /// RFC 3339, OVOC clock: where `offset_ms` holds (the start of the common window).
+        at: String,
+        one_way_delay_ms: OneWayDelays,
+        /// Packets found in both captures.
+        matched: u64,
+        /// `estimated`, or `given` (--offset).
+        method: String,
+        /// The OVOC server's address in the CPE capture, and whether it was `given` or `found`.
+        ovoc_addr: Option<String>,
+        ovoc_addr_source: String,
+    },
+    /// `tc analyze`: one direction and traffic class.
+    #[serde(rename = "analyze.flow")]
+    AnalyzeFlow {
+        /// `ovoc_to_cpe` or `cpe_to_ovoc`
+        direction: String,
+        /// `snmp`, `snmp_trap`, `icmp`, `tcp:<port>`, `syslog` or `other`
+        class: String,
+        /// In the sender's capture.
+        sent: u64,
+        /// Of those, in the receiver's capture.
+        seen: u64,
+        /// Sent while the receiver's capture ran, never seen there.
+        lost: u64,
+        /// Sent before the receiver's capture started or as it ended: not counted as loss.
+        outside_window: u64,
+    },
+    /// `tc analyze`: a run of lost packets of one direction and class.
+    #[serde(rename = "analyze.loss")]
+    AnalyzeLoss {
+        direction: String,
+        class: String,
+        /// RFC 3339, first and last lost packet's send time in the CPE clock and the OVOC clock.
+        start_cpe: String,
+        end_cpe: String,
+        start_ovoc: String,
+        end_ovoc: String,
+        packets: u64,
+    },
+    /// `tc analyze`: requests of one kind and direction, and their answers, as each capture
+    /// saw them (requests whose answer could have come after a capture ended are left out).
+    #[serde(rename = "analyze.requests")]
+    AnalyzeRequests {
+        /// The requests' direction: `ovoc_to_cpe` = OVOC asks, the CPE answers.
+        direction: String,
+        /// `snmp`, `icmp_echo` or `tcp_handshake`
+        kind: String,
+        /// In the requester's capture: requests, and those whose answer came back.
+        sent: u64,
+        answers_received: u64,
+        /// In the responder's capture: requests that arrived, and those it answered.
+        arrived: u64,
+        answered: u64,
+        /// Arrived and unanswered in a row at the end, in the responder's capture.
+        unanswered_at_end: u64,
+    },
+    /// `tc analyze`: last line.
+    #[serde(rename = "analyze.verdict")]
+    AnalyzeVerdict {
+        device: String,
+        /// `no_loss`, `wan_loss_ovoc_to_cpe`, `wan_loss_cpe_to_ovoc`, `wan_loss_both`,
+        /// `cpe_silent`, `ovoc_silent` or `inconclusive`
+        verdict: String,
+        /// One plain sentence (for `inconclusive`, why).
+        text: String,
     },
     /// Last line of every batch command.
     #[serde(rename = "summary")]

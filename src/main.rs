@@ -3,6 +3,7 @@
 //! `main` only parses, sets up logging, dispatches and maps the outcome to an exit code.
 
 mod alarm;
+mod analyze;
 mod cli;
 mod cpe;
 mod daemon;
@@ -73,6 +74,7 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
         cli::Command::Ovoc(cli::OvocCommand::Send(a)) => ovoc::send::run(a),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
         cli::Command::Session(a) => session::run::run(a),
+        cli::Command::Analyze(a) => analyze::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
         cli::Command::Generate(a) => generate::run(a),
     }

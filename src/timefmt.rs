@@ -78,6 +78,18 @@ impl Utc {
         )
     }
 
+    /// `16:16:07.565`: the time of day to the millisecond, for sentences.
+    pub fn time_of_day_millis(&self) -> String {
+        let t = self.civil();
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.subsec_nanosecond() / 1_000_000
+        )
+    }
+
     /// `2022-06-22T16.16.07.565758`, as in the original tool's file names.
     pub fn file_stamp(&self) -> String {
         let t = self.civil();
@@ -151,6 +163,10 @@ mod tests {
             "Jun 22 16:16:05"
         );
         assert_eq!(Utc::from_unix_micros(0).rfc3164(), "Jan  1 00:00:00");
+        assert_eq!(
+            Utc::from_unix_micros(1_655_914_567_565_758).time_of_day_millis(),
+            "16:16:07.565"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! is OpenSSH's sshd, the capture files hold traffic captured by tcpdump.
 
 pub mod acceptor;
+pub mod capgen;
 pub mod cutproxy;
 pub mod demo;
 pub mod device;
@@ -40,6 +41,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         LabCommand::Demo(a) => demo::run(a),
+        LabCommand::Captures(a) => capgen::run(a),
         LabCommand::Down(a) => {
             crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
             let until = std::time::SystemTime::now() + a.duration;

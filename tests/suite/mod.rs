@@ -1,4 +1,5 @@
 mod alarm;
+mod analyze;
 mod cli;
 mod cpe;
 mod demo;

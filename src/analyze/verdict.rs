@@ -1,0 +1,355 @@
+//! The verdict: which side of the WAN lost the traffic, as one word and one plain sentence.
+//! Pure: it reads the counts the matcher made and says what they mean.
+
+use super::core::{ExchangeCounts, LossWindow, C2O, CPE, O2C, OVOC};
+use super::dissect::{Class, Exchange};
+use std::collections::BTreeMap;
+
+/// Unanswered requests in a row, at the end, that make a side "silent".
+const SILENT_REQUESTS: u64 = 3;
+/// A side that sent nothing for this long (ns) at the end, while the other kept sending, went
+/// silent (also at least 20 of its usual gaps between packets).
+const SILENT_GAP: i64 = 10_000_000_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub verdict: &'static str,
+    pub text: String,
+}
+
+/// What the verdict is made from. Times are OVOC time unless named otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Why nothing can be said, when that is so (no common packet, no overlap...).
+    pub inconclusive: Option<String>,
+    /// Per direction: sent, seen, lost (inside the other capture's window).
+    pub sent: [u64; 2],
+    pub seen: [u64; 2],
+    pub lost: [u64; 2],
+    /// Every loss window, sorted by start.
+    pub losses: Vec<LossWindow>,
+    /// Per side, per (request direction, kind).
+    pub exchanges: [BTreeMap<(usize, Exchange), ExchangeCounts>; 2],
+    /// Per direction: (first, last, count) OVOC time of packets sent inside the common window.
+    pub sent_span: [Option<(i64, i64, u64)>; 2],
+    /// Per direction: packets sent after the other direction's last one.
+    pub sent_after_other_stopped: [u64; 2],
+    /// The end of the common window.
+    pub common_end: Option<i64>,
+    /// Per direction: the last sent packet that the far side saw.
+    pub last_seen: [Option<i64>; 2],
+    /// CPE clock minus OVOC clock over the common window, ns: turns OVOC times into the CPE's.
+    pub offset_ns: i64,
+}
+
+impl Facts {
+    fn cpe_time(&self, t: i64) -> String {
+        clock_time(t + self.offset_ns)
+    }
+
+    fn ovoc_time(&self, t: i64) -> String {
+        clock_time(t)
+    }
+}
+
+fn classes(losses: &[&LossWindow]) -> String {
+    let mut c: Vec<Class> = losses.iter().map(|w| w.class).collect();
+    c.sort();
+    c.dedup();
+    let words: Vec<String> = c.into_iter().map(Class::words).collect();
+    match words.as_slice() {
+        [] => "traffic".into(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+pub fn decide(f: &Facts) -> Verdict {
+    if let Some(why) = &f.inconclusive {
+        return Verdict {
+            verdict: "inconclusive",
+            text: format!("Inconclusive: {why}."),
+        };
+    }
+    loss(f).or_else(|| silence(f)).unwrap_or_else(|| {
+        if f.sent[O2C] + f.sent[C2O] == 0 {
+            return Verdict {
+                verdict: "inconclusive",
+                text: "Inconclusive: neither side sent anything to the other while both \
+                       captures ran."
+                    .into(),
+            };
+        }
+        Verdict {
+            verdict: "no_loss",
+            text: format!(
+                "Every packet sent while both captures ran reached the other side: {} from \
+                 OVOC to the CPE, {} from the CPE to OVOC.",
+                f.sent[O2C], f.sent[C2O]
+            ),
+        }
+    })
+}
+
+/// Losses decide first: which direction, since when, and whether anything got through after.
+fn loss(f: &Facts) -> Option<Verdict> {
+    let down: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == O2C).collect();
+    let up: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == C2O).collect();
+    match (f.lost[O2C] > 0, f.lost[C2O] > 0) {
+        (true, true) => {
+            let start = down[0].start_t.min(up[0].start_t);
+            Some(Verdict {
+                verdict: "wan_loss_both",
+                text: format!(
+                    "From {} (CPE clock) traffic was lost in both directions: {} of {} packets \
+                     from OVOC ({}) and {} of {} from the CPE ({}) never arrived.",
+                    f.cpe_time(start),
+                    f.lost[O2C],
+                    f.sent[O2C],
+                    classes(&down),
+                    f.lost[C2O],
+                    f.sent[C2O],
+                    classes(&up)
+                ),
+            })
+        }
+        (true, false) => Some(one_way(f, O2C, &down)),
+        (false, true) => Some(one_way(f, C2O, &up)),
+        (false, false) => None,
+    }
+}
+
+/// Loss in one direction, told in the receiver's clock for OVOC-to-CPE (when the CPE stopped
+/// hearing) and in OVOC's for CPE-to-OVOC.
+fn one_way(f: &Facts, dir: usize, ws: &[&LossWindow]) -> Verdict {
+    let (verdict, from, to, clock) = if dir == O2C {
+        ("wan_loss_ovoc_to_cpe", "OVOC", "the CPE", "CPE")
+    } else {
+        ("wan_loss_cpe_to_ovoc", "the CPE", "OVOC", "OVOC")
+    };
+    let time = |t: i64| {
+        if dir == O2C {
+            f.cpe_time(t)
+        } else {
+            f.ovoc_time(t)
+        }
+    };
+    // Loss until the end: nothing of that direction got through once the loss began.
+    let start = ws[0].start_t;
+    let never = f.last_seen[dir].is_none_or(|seen| seen < start);
+    let what = if never {
+        format!("{} from {from} never reached {to}", classes(ws))
+    } else {
+        let last = ws.iter().map(|w| w.end_t).max().unwrap_or(start);
+        format!(
+            "{} of {} packets from {from} ({}) did not reach {to}, the last at {}",
+            f.lost[dir],
+            f.sent[dir],
+            classes(ws),
+            time(last)
+        )
+    };
+    Verdict {
+        verdict,
+        text: format!(
+            "From {} ({clock} clock) {what}; {}.",
+            time(start),
+            other_way(f, 1 - dir)
+        ),
+    }
+}
+
+/// Without loss: a side that stopped answering or sending.
+fn silence(f: &Facts) -> Option<Verdict> {
+    // Request times below are the capture's own: the CPE's clock for the CPE's capture.
+    if let Some((since, n, kind)) = silent(&f.exchanges[CPE], O2C) {
+        return Some(Verdict {
+            verdict: "cpe_silent",
+            text: format!(
+                "From {} (CPE clock) {n} {kind} requests from OVOC reached the CPE and got no \
+                 answer; the network carried every packet in both directions.",
+                clock_time(since)
+            ),
+        });
+    }
+    if let Some(since) = stopped(f, O2C) {
+        return Some(Verdict {
+            verdict: "ovoc_silent",
+            text: format!(
+                "From {} (OVOC clock) OVOC sent nothing to the CPE, while {} packets from the \
+                 CPE still reached OVOC; nothing was lost in transit.",
+                f.ovoc_time(since),
+                f.sent_after_other_stopped[C2O]
+            ),
+        });
+    }
+    if let Some((since, n, kind)) = silent(&f.exchanges[OVOC], C2O) {
+        return Some(Verdict {
+            verdict: "ovoc_silent",
+            text: format!(
+                "From {} (OVOC clock) {n} {kind} requests from the CPE reached OVOC and got no \
+                 answer; the network carried every packet in both directions.",
+                clock_time(since)
+            ),
+        });
+    }
+    None
+}
+
+fn other_way(f: &Facts, dir: usize) -> String {
+    match (dir == C2O, f.sent[dir] == 0) {
+        (true, true) => "the CPE sent nothing to OVOC".into(),
+        (true, false) => "CPE to OVOC traffic was unaffected".into(),
+        (false, true) => "OVOC sent nothing to the CPE".into(),
+        (false, false) => "OVOC to CPE traffic was unaffected".into(),
+    }
+}
+
+/// The trailing run of unanswered requests in `dir` as one capture saw them, if long enough:
+/// (since, count, kind).
+fn silent(
+    x: &BTreeMap<(usize, Exchange), ExchangeCounts>,
+    dir: usize,
+) -> Option<(i64, u64, &'static str)> {
+    x.iter()
+        .filter(|((d, _), c)| *d == dir && c.trailing_unanswered >= SILENT_REQUESTS)
+        .filter_map(|((_, k), c)| Some((c.trailing_since?, c.trailing_unanswered, words(*k))))
+        .min_by_key(|v| v.0)
+}
+
+fn words(k: Exchange) -> &'static str {
+    match k {
+        Exchange::Snmp => "SNMP",
+        Exchange::IcmpEcho => "ICMP echo",
+        Exchange::TcpHandshake => "TCP connection",
+    }
+}
+
+/// When `dir`'s sender stopped for good while the other direction went on.
+fn stopped(f: &Facts, dir: usize) -> Option<i64> {
+    let (first, last, n) = f.sent_span[dir]?;
+    let end = f.common_end?;
+    let usual = if n > 1 {
+        (last - first) / (n as i64 - 1)
+    } else {
+        0
+    };
+    let gap = end - last;
+    (gap > SILENT_GAP && gap > 20 * usual && f.sent_after_other_stopped[1 - dir] >= 3)
+        .then_some(last)
+}
+
+/// `14:03:22.104` (UTC).
+pub fn clock_time(t: i64) -> String {
+    crate::timefmt::Utc::from_unix_micros(t.div_euclid(1000)).time_of_day_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::core::LossWindow;
+
+    const S: i64 = 1_000_000_000;
+
+    fn facts() -> Facts {
+        Facts {
+            sent: [100, 100],
+            seen: [100, 100],
+            sent_span: [Some((0, 100 * S, 100)), Some((0, 100 * S, 100))],
+            common_end: Some(101 * S),
+            last_seen: [Some(100 * S), Some(100 * S)],
+            offset_ns: 3600 * S,
+            ..Facts::default()
+        }
+    }
+
+    fn loss(dir: usize, class: Class, start: i64, end: i64, n: u64) -> LossWindow {
+        LossWindow {
+            dir,
+            class,
+            start_native: start * S,
+            end_native: end * S,
+            start_t: start * S,
+            end_t: end * S,
+            packets: n,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let mut cases: Vec<(Facts, &str, &str)> = Vec::new();
+        cases.push((facts(), "no_loss", "Every packet sent"));
+        let mut f = facts();
+        f.lost[O2C] = 40;
+        f.losses = vec![loss(O2C, Class::Snmp, 60, 100, 40)];
+        f.last_seen[O2C] = Some(59 * S);
+        cases.push((
+            f,
+            "wan_loss_ovoc_to_cpe",
+            "From 01:01:00.000 (CPE clock) SNMP from OVOC never reached the CPE; CPE to OVOC \
+             traffic was unaffected.",
+        ));
+        let mut f = facts();
+        f.lost[C2O] = 3;
+        f.losses = vec![
+            loss(C2O, Class::Syslog, 10, 11, 2),
+            loss(C2O, Class::Tcp(443), 20, 20, 1),
+        ];
+        cases.push((
+            f,
+            "wan_loss_cpe_to_ovoc",
+            "From 00:00:10.000 (OVOC clock) 3 of 100 packets from the CPE (TCP 443 and syslog) \
+             did not reach OVOC, the last at 00:00:20.000; OVOC to CPE traffic was unaffected.",
+        ));
+        let mut f = facts();
+        f.lost = [1, 1];
+        f.losses = vec![
+            loss(O2C, Class::Icmp, 5, 5, 1),
+            loss(C2O, Class::Icmp, 7, 7, 1),
+        ];
+        cases.push((f, "wan_loss_both", "in both directions"));
+        let mut f = facts();
+        f.exchanges[CPE].insert(
+            (O2C, Exchange::Snmp),
+            ExchangeCounts {
+                requests: 50,
+                answered: 30,
+                trailing_unanswered: 20,
+                trailing_since: Some(50 * S),
+            },
+        );
+        cases.push((
+            f,
+            "cpe_silent",
+            "From 00:00:50.000 (CPE clock) 20 SNMP requests",
+        ));
+        let mut f = facts();
+        f.sent_span[O2C] = Some((0, 40 * S, 40));
+        f.sent_after_other_stopped[C2O] = 60;
+        cases.push((
+            f,
+            "ovoc_silent",
+            "From 00:00:40.000 (OVOC clock) OVOC sent nothing",
+        ));
+        let mut f = facts();
+        f.inconclusive = Some("no packet in common".into());
+        cases.push((f, "inconclusive", "Inconclusive: no packet in common."));
+        let mut f = facts();
+        f.sent = [0, 0];
+        cases.push((f, "inconclusive", "neither side sent"));
+        for (f, verdict, text) in cases {
+            let v = decide(&f);
+            assert_eq!(v.verdict, verdict, "{v:?}");
+            assert!(v.text.contains(text), "{}\nwanted: {text}", v.text);
+        }
+    }
+
+    #[test]
+    fn a_short_pause_is_not_silence() {
+        let mut f = facts();
+        // 5 s without packets at a 1 s rate: below the 10 s floor.
+        f.sent_span[O2C] = Some((0, 96 * S, 96));
+        f.sent_after_other_stopped[C2O] = 5;
+        assert_eq!(decide(&f).verdict, "no_loss");
+    }
+}
