@@ -211,7 +211,6 @@ fn all_datagrams_written(file: &Path, addrs: &[Ipv4Addr]) -> bool {
 }
 
 fn root_hint() -> &'static str {
-    // SAFETY: geteuid has no preconditions.
     if !crate::sys::is_root() {
         " (capturing on lo needs root or CAP_NET_RAW)"
     } else {
@@ -251,23 +250,15 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root and tcpdump: as root, cargo test -- --include-ignored"]
     fn real_capture_splits_per_address() {
-        // SAFETY: geteuid has no preconditions.
-        if !crate::sys::is_root() {
-            eprintln!("real_capture_splits_per_address: skipped, capturing on lo needs root");
-            return;
-        }
-        if tcpdump_missing() {
-            eprintln!("real_capture_splits_per_address: skipped, tcpdump is not installed");
-            return;
-        }
+        assert!(crate::sys::is_root(), "capturing on lo needs root");
+        assert!(!tcpdump_missing(), "tcpdump is not installed");
         // Addresses derived from the pid so concurrent test runs do not see each other's devices.
         let b = (std::process::id() % 200) as u8 + 20;
         let addrs: Vec<Ipv4Addr> = (1..=5).map(|i| Ipv4Addr::new(127, 77, b, i)).collect();
         let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
         let files = capture_real(&addrs, dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(files.len(), 5);
         let mut replies = 0;
         for a in &addrs {
@@ -294,12 +285,10 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root and tcpdump: as root, cargo test -- --include-ignored"]
     fn real_capture_scales_to_1000_addresses() {
-        // SAFETY: geteuid has no preconditions.
-        if !crate::sys::is_root() || tcpdump_missing() {
-            eprintln!("real_capture_scales_to_1000_addresses: skipped, needs root and tcpdump");
-            return;
-        }
+        assert!(crate::sys::is_root(), "capturing on lo needs root");
+        assert!(!tcpdump_missing(), "tcpdump is not installed");
         let addrs: Vec<Ipv4Addr> = (0..1000u32)
             .map(|i| Ipv4Addr::new(127, 78, (i / 250) as u8, (i % 250) as u8 + 1))
             .collect();

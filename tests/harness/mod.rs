@@ -60,15 +60,22 @@ pub fn lab_unavailable() -> Option<String> {
     None
 }
 
-macro_rules! skip_without_lab {
-    () => {
-        if let Some(why) = $crate::harness::lab_unavailable() {
-            println!("SKIPPED: {why}");
-            return;
-        }
-    };
+/// Tests that need the lab are `#[ignore]`d with the reason, so that where they cannot run they
+/// are reported as not run; asked to run (`--include-ignored`) where they cannot, they fail and
+/// say why.
+pub fn require_lab() {
+    if let Some(why) = lab_unavailable() {
+        panic!("this test needs the lab and cannot run here: {why}");
+    }
 }
-pub(crate) use skip_without_lab;
+
+/// A program the test runs; missing, the test fails and names the package.
+pub fn require(prog: &str) {
+    assert!(
+        have(prog),
+        "this test needs {prog}, which is not installed (.ci/run installs what the tests need)"
+    );
+}
 
 pub fn tc() -> Command {
     let mut c = Command::new(TC);
@@ -92,7 +99,83 @@ fn is_rfc3339_micros(s: &str) -> bool {
         && s.parse::<jiff::Timestamp>().is_ok()
 }
 
-/// Parse and schema-check every stdout line.
+/// tests/schema.txt: record type -> (field, JSON type, may be null), in the file's order.
+type Schema = HashMap<String, Vec<(String, String, bool)>>;
+
+pub fn schema() -> &'static Schema {
+    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = include_str!("../schema.txt");
+        let mut map = Schema::new();
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let mut words = l.split_whitespace();
+            let ty = words.next().expect("a type").to_string();
+            let fields = words
+                .map(|w| {
+                    let (name, t) = w.split_once(':').unwrap_or_else(|| panic!("schema: {w}"));
+                    let (t, null) = t.strip_suffix('?').map_or((t, false), |t| (t, true));
+                    assert!(
+                        ["string", "number", "bool", "array", "object"].contains(&t),
+                        "schema: {w}"
+                    );
+                    (name.to_string(), t.to_string(), null)
+                })
+                .collect();
+            assert!(
+                map.insert(ty.clone(), fields).is_none(),
+                "schema: {ty} twice"
+            );
+        }
+        map
+    })
+}
+
+/// One record against tests/schema.txt (the object without its `ts`).
+fn check_schema(v: &serde_json::Value, line: &str) {
+    let m = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {line}"));
+    let ty = m["type"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no type: {line}"));
+    let fields = schema()
+        .get(ty)
+        .unwrap_or_else(|| panic!("type {ty:?} is not in tests/schema.txt: {line}"));
+    let mut keys: Vec<&str> = m
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "type")
+        .collect();
+    let mut want: Vec<&str> = fields.iter().map(|(n, _, _)| n.as_str()).collect();
+    keys.sort();
+    want.sort();
+    assert_eq!(
+        keys, want,
+        "{ty}: fields differ from tests/schema.txt: {line}"
+    );
+    for (name, t, null) in fields {
+        let x = &m[name];
+        let ok = match x {
+            serde_json::Value::Null => *null,
+            serde_json::Value::String(_) => t == "string",
+            serde_json::Value::Number(_) => t == "number",
+            serde_json::Value::Bool(_) => t == "bool",
+            serde_json::Value::Array(_) => t == "array",
+            serde_json::Value::Object(_) => t == "object",
+        };
+        let q = if *null { "?" } else { "" };
+        assert!(
+            ok,
+            "{ty}.{name} is {x}, tests/schema.txt says {t}{q}: {line}"
+        );
+    }
+}
+
+/// Parse and schema-check every stdout line: against tests/schema.txt, then into `Event` with
+/// unknown fields refused (for the tests' own matching).
 pub fn events(stdout: &str) -> Vec<Event> {
     stdout
         .lines()
@@ -107,6 +190,7 @@ pub fn events(stdout: &str) -> Vec<Event> {
                 is_rfc3339_micros(ts.as_str().unwrap_or("")),
                 "bad ts in {l}"
             );
+            check_schema(&v, l);
             serde_json::from_value::<Event>(v)
                 .unwrap_or_else(|e| panic!("schema violation ({e}): {l}"))
         })
@@ -461,5 +545,89 @@ fn the_ts_checker_takes_what_the_readme_says_and_nothing_near() {
         "2022-13-22T16:16:07.565758Z",
     ] {
         assert!(!is_rfc3339_micros(bad), "{bad}");
+    }
+}
+
+/// The README's table of records says what tests/schema.txt says: the same types, each with the
+/// same fields (a field's first back-quoted word in the table's last column, outside brackets).
+#[test]
+fn the_readme_lists_the_schema() {
+    let readme = include_str!("../../README.md");
+    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cols: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        if cols.len() != 3 {
+            continue;
+        }
+        let types: Vec<&str> = cols[0]
+            .split(" / ")
+            .map(|t| t.trim().trim_matches('`'))
+            .collect();
+        let groups: Vec<&str> = cols[2].split(" / ").collect();
+        if types.len() != groups.len() || !types.iter().all(|t| schema().contains_key(*t)) {
+            continue;
+        }
+        for (t, g) in types.iter().zip(groups) {
+            listed.insert(t.to_string(), top_level_names(g));
+        }
+    }
+    for (ty, fields) in schema() {
+        let mut want: Vec<String> = fields.iter().map(|(n, _, _)| n.clone()).collect();
+        let mut got = listed
+            .get(ty)
+            .unwrap_or_else(|| panic!("README's table of records has no row for {ty}"))
+            .clone();
+        got.sort();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "README lists other fields for {ty} than tests/schema.txt"
+        );
+    }
+}
+
+/// `a`, `b` (`x`, `y`), `c` -> a, b, c: the first name of each comma-separated item at
+/// bracket depth 0.
+fn top_level_names(col: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let (mut depth, mut in_name, mut took) = (0, false, false);
+    let mut name = String::new();
+    for c in col.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => took = false,
+            '`' if depth == 0 && !took => {
+                if in_name {
+                    names.push(std::mem::take(&mut name));
+                    took = true;
+                }
+                in_name = !in_name;
+            }
+            _ if in_name => name.push(c),
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The schema check fails a line whose field was renamed, retyped, added or dropped.
+#[test]
+fn the_schema_check_can_fail() {
+    let good = r#"{"type":"cpe.error","device":"10.0.0.1","op":"start","error":"x"}"#;
+    let check = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        std::panic::catch_unwind(|| check_schema(&v, l)).is_ok()
+    };
+    assert!(check(good));
+    for bad in [
+        r#"{"type":"cpe.error","device":"10.0.0.1","operation":"start","error":"x"}"#,
+        r#"{"type":"cpe.error","device":"10.0.0.1","op":7,"error":"x"}"#,
+        r#"{"type":"cpe.error","device":"10.0.0.1","op":"start","error":"x","more":1}"#,
+        r#"{"type":"cpe.error","device":"10.0.0.1","error":"x"}"#,
+        r#"{"type":"cpe.error","device":null,"op":"start","error":"x"}"#,
+        r#"{"type":"cpe.oops","device":"10.0.0.1"}"#,
+    ] {
+        assert!(!check(bad), "{bad}");
     }
 }

@@ -121,20 +121,23 @@ fn full_cycle(devices: u32) {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn one_device_full_cycle() {
-    skip_without_lab!();
+    require_lab();
     full_cycle(1);
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn fifty_devices_full_cycle() {
-    skip_without_lab!();
+    require_lab();
     full_cycle(50);
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn wrong_password_fails_once_with_a_clear_message() {
-    skip_without_lab!();
+    require_lab();
     let mut lab = Lab::up(2, &["--log-requests"]);
     let mut c = lab.tc();
     c.args(["cpe", "start", "--devices"])
@@ -163,8 +166,9 @@ fn wrong_password_fails_once_with_a_clear_message() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn monitor_user_cannot_start_a_capture() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let mut c = lab.tc();
     c.args(["cpe", "start", "--devices"])
@@ -198,8 +202,9 @@ fn monitor_user_cannot_start_a_capture() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn certificate_pin_is_enforced() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let devs = lab.devices();
     let port = lab.ready["rest_port"].to_string();
@@ -232,8 +237,9 @@ fn certificate_pin_is_enforced() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn busy_device_is_retried() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &["--busy-first", "2"]);
     let r = cpe(&lab, "start", &[]).expect(0);
     for e in r.of_type("cpe.capture_started") {
@@ -249,8 +255,9 @@ fn busy_device_is_retried() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn host_keys_are_checked() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let out = tempfile::tempdir().unwrap();
     let kh = out.path().join("known_hosts");
@@ -292,8 +299,9 @@ fn host_keys_are_checked() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn cut_transfer_is_resumed_and_complete() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(
         1,
         &["--capture-bytes", "3000000", "--cut-sftp-after", "700000"],
@@ -349,12 +357,11 @@ fn snmp_answers(device: &str, auth: &str, privacy: &str) -> bool {
 
 /// A device applies the SNMPv3 user of a start script: the new keys answer, the old ones not.
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn start_script_provisions_the_devices_snmp_user() {
-    skip_without_lab!();
-    if !have("snmpget") || !have("snmpd") {
-        println!("SKIPPED: snmpget/snmpd not installed (apt-get install snmp snmpd)");
-        return;
-    }
+    require_lab();
+    require("snmpget");
+    require("snmpd");
     let lab = Lab::up(2, &[]);
     let devs = lab.devices();
     let (old_auth, old_priv) = (

@@ -244,14 +244,16 @@ fn cycle(devices: u32) {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn one_device_register_capture_verify_stop() {
-    skip_without_lab!();
+    require_lab();
     cycle(1);
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn twenty_devices_at_once() {
-    skip_without_lab!();
+    require_lab();
     cycle(20);
 }
 
@@ -275,8 +277,9 @@ fn refuses_to_start_without_allow() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn idle_rules_are_deleted_by_the_timer() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(&lab, dir.path(), &["--rule-idle", "2s"]);
@@ -309,8 +312,9 @@ fn answer(s: &UdpSocket) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn hostile_datagrams_change_nothing() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let outside = dir.path().join("outside");
@@ -389,8 +393,9 @@ fn hostile_datagrams_change_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn kill_9_then_restart_adopts_and_stop_completes() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let dev = lab.devices()[0].clone();
@@ -427,8 +432,9 @@ fn tcpdump_alive(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn sigterm_mid_capture_stops_tcpdump_and_keeps_files() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let dev = lab.devices()[0].clone();
@@ -470,8 +476,9 @@ fn sigterm_mid_capture_stops_tcpdump_and_keeps_files() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn tcpdump_failure_is_a_503_with_its_own_error() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let dev = lab.devices()[0].clone();
@@ -522,8 +529,9 @@ fn tcpdump_failure_is_a_503_with_its_own_error() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn a_verify_in_progress_does_not_delay_other_devices() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&lab, dir.path(), &["--no-ovoc-rules"]);
@@ -546,22 +554,15 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
         String::from_utf8_lossy(&buf[..n]),
         format!("100 Trying {} VERIFY", devs[0])
     );
-    let t = Instant::now();
     ask(&format!("CAPTURE {}", devs[1]));
     let mut order = Vec::new();
-    let mut trying = None;
     while order.len() < 3 {
-        let text = answer(&s).unwrap();
-        if text.starts_with("100 Trying") && text.ends_with("CAPTURE") {
-            trying = Some(t.elapsed());
-        }
-        order.push(text);
+        order.push(answer(&s).unwrap());
     }
-    let trying = trying.expect("100 Trying for CAPTURE");
-    assert!(
-        trying < Duration::from_millis(50),
-        "CAPTURE answered after {trying:?} while a VERIFY ran"
-    );
+    let trying = order
+        .iter()
+        .position(|x| *x == format!("100 Trying {} CAPTURE", devs[1]))
+        .expect("100 Trying for CAPTURE");
     let capture_ok = order
         .iter()
         .position(|x| *x == format!("200 OK {} CAPTURE", devs[1]))
@@ -571,7 +572,7 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
         .position(|x| x.ends_with(&format!("{} VERIFY", devs[0])))
         .unwrap();
     assert!(
-        capture_ok < verify_done,
+        trying < verify_done && capture_ok < verify_done,
         "CAPTURE waited for VERIFY: {order:?}"
     );
 }

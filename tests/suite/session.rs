@@ -246,20 +246,23 @@ fn run_session(devices: u32, max_events: u32) {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn one_device() {
-    skip_without_lab!();
+    require_lab();
     run_session(1, 1);
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn twenty_devices() {
-    skip_without_lab!();
+    require_lab();
     run_session(20, 1);
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn two_rounds() {
-    skip_without_lab!();
+    require_lab();
     run_session(2, 2);
 }
 
@@ -326,8 +329,9 @@ fn inventory_with_agent(lab: &Lab, agent: SocketAddr, dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn thirty_percent_of_control_datagrams_lost() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(4, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -350,8 +354,9 @@ fn thirty_percent_of_control_datagrams_lost() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn device_unreachable_for_90s_is_retried_until_fetched() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let _agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -387,8 +392,9 @@ fn device_unreachable_for_90s_is_retried_until_fetched() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn agent_killed_and_restarted_mid_session() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -405,8 +411,9 @@ fn agent_killed_and_restarted_mid_session() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn session_killed_with_9_and_resumed() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let _agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -432,8 +439,9 @@ fn session_killed_with_9_and_resumed() {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn sigint_mid_capture_winds_down_and_keeps_everything() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(2, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let _agent = Agent::start(&lab, agent_dir.path(), &[]);
@@ -565,8 +573,9 @@ impl Drop for OriginalAgent {
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn three_devices_on_an_original_agent_each_request_once() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(3, &[]);
     let agent = OriginalAgent::start();
     let work = tempfile::tempdir().unwrap();
@@ -636,8 +645,9 @@ fn stop_eating_relay(agent: SocketAddr, drop_stops: Arc<AtomicBool>) -> SocketAd
 }
 
 #[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
 fn a_stop_never_answered_fails_the_device_and_resume_completes_it() {
-    skip_without_lab!();
+    require_lab();
     let lab = Lab::up(1, &[]);
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&lab, agent_dir.path(), &[]);
