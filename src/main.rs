@@ -16,7 +16,6 @@ mod lab;
 mod logging;
 mod netaddr;
 mod ovoc;
-mod pcap;
 mod pool;
 mod probe;
 mod proto;

@@ -78,6 +78,22 @@ pub fn parse_kinds(s: &str) -> Result<Vec<ProbeKind>, String> {
     Ok(kinds)
 }
 
+pub fn validate_snmp_user(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid SNMPv3 user name {:?}: 1-32 letters, digits, '_' or '-'",
+            name.escape_debug().to_string()
+        ))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
     pub kinds: Vec<ProbeKind>,

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use rustix::process::{Pid, Resource, Signal};
 
@@ -69,6 +71,18 @@ pub fn start_writeback(f: &File) {
     unsafe {
         libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
+}
+
+/// SIGINT and SIGTERM set the returned flag (for commands that poll it between steps); a second
+/// one exits at once with 130.
+pub fn install_signals() -> crate::error::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&flag)))
+            .map_err(|e| crate::error::Error::failed(format!("installing signal handlers: {e}")))?;
+    }
+    Ok(flag)
 }
 
 /// A user's uid and gid from /etc/passwd (the lab's and the agent's system users are local).

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -279,7 +279,7 @@ enum Op {
 /// `--snmp-user NAME` with its keys from the environment, checked before any device is touched.
 pub fn resolve_snmp(name: Option<String>) -> Result<Option<Snmp>> {
     let Some(name) = name else { return Ok(None) };
-    script::validate_snmp_user(&name).map_err(Error::usage)?;
+    crate::probe::validate_snmp_user(&name).map_err(Error::usage)?;
     let key = |var: &str| -> Result<Secret> {
         let k = secret::from_env(var)
             .ok_or_else(|| Error::usage(format!("--snmp-user needs {var} in the environment")))?;
@@ -319,7 +319,7 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
         }
     };
     let (targets, ctx) = resolve(&args)?;
-    let interrupted = install_signals()?;
+    let interrupted = crate::sys::install_signals()?;
     let started = Instant::now();
     let shared = Arc::new((ctx, op, Arc::clone(&interrupted)));
     let (mut ok, mut failed) = (0u32, 0u32);
@@ -380,16 +380,4 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
     } else {
         ExitCode::Failed
     })
-}
-
-/// SIGINT/SIGTERM: finish the devices in flight, start no new ones, exit 130; a second signal
-/// exits at once.
-pub fn install_signals() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&flag)))
-            .map_err(|e| Error::failed(format!("installing signal handlers: {e}")))?;
-    }
-    Ok(flag)
 }

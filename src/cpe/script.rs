@@ -37,22 +37,6 @@ pub struct SnmpUser<'a> {
     pub priv_key: &'a Secret,
 }
 
-pub fn validate_snmp_user(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid SNMPv3 user name {:?}: 1-32 letters, digits, '_' or '-'",
-            name.escape_debug().to_string()
-        ))
-    }
-}
-
 /// Keys go into a CLI script line, so whitespace or control characters would let a key inject
 /// commands. The error names the variable, never the value.
 pub fn validate_snmp_key(var: &str, key: &Secret) -> Result<(), String> {
@@ -259,8 +243,8 @@ mod tests {
 
     #[test]
     fn snmp_validation_never_echoes_keys() {
-        assert!(validate_snmp_user("CaptureScript").is_ok());
-        assert!(validate_snmp_user("x y").is_err());
+        assert!(crate::probe::validate_snmp_user("CaptureScript").is_ok());
+        assert!(crate::probe::validate_snmp_user("x y").is_err());
         for bad in ["short", "has space1", "new\nline1", &"k".repeat(65)] {
             let e =
                 validate_snmp_key("TC_SNMP_AUTH_KEY", &Secret::new(bad.to_string())).unwrap_err();

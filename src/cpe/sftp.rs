@@ -254,7 +254,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
             };
             if head.len() < 4 {
                 head.extend_from_slice(&buf[..n.min(4 - head.len())]);
-                if head.len() == 4 && crate::pcap::capture_format(&head).is_none() {
+                if head.len() == 4 && capture_format(&head).is_none() {
                     break Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
                 }
             }
@@ -279,7 +279,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
             )));
         }
     }
-    if crate::pcap::capture_format(&head).is_none() {
+    if capture_format(&head).is_none() {
         return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
     }
     local
@@ -415,9 +415,49 @@ fn check_host_key(
     }
 }
 
+const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
+const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+const PCAPNG_SHB: u32 = 0x0a0d_0d0a;
+
+/// "pcap" (libpcap, either byte order, µs or ns) or "pcapng", from the first 4 bytes; None = not
+/// a capture.
+pub fn capture_format(head: &[u8]) -> Option<&'static str> {
+    let magic: [u8; 4] = head.get(..4)?.try_into().ok()?;
+    let le = u32::from_le_bytes(magic);
+    let be = u32::from_be_bytes(magic);
+    if [MAGIC_MICROS, MAGIC_NANOS]
+        .iter()
+        .any(|m| *m == le || *m == be)
+    {
+        Some("pcap")
+    } else if le == PCAPNG_SHB {
+        // The section header block type is a palindrome, so byte order does not matter.
+        Some("pcapng")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_format_table() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (&[0xd4, 0xc3, 0xb2, 0xa1], Some("pcap")),
+            (&[0xa1, 0xb2, 0xc3, 0xd4], Some("pcap")),
+            (&[0x4d, 0x3c, 0xb2, 0xa1], Some("pcap")),
+            (&[0xa1, 0xb2, 0x3c, 0x4d, 0, 0], Some("pcap")),
+            (&[0x0a, 0x0d, 0x0d, 0x0a, 0x1c], Some("pcapng")),
+            (b"<html>", None),
+            (&[0xd4, 0xc3, 0xb2], None),
+            (&[], None),
+        ];
+        for (head, want) in cases {
+            assert_eq!(capture_format(head), *want, "{head:02x?}");
+        }
+    }
 
     #[test]
     fn concurrent_fetches_share_the_chunk_budget() {

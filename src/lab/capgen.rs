@@ -553,7 +553,7 @@ struct Pcap {
 }
 
 fn pcap_header(linktype: u32, nanos: bool) -> [u8; 24] {
-    let mut h = crate::pcap::global_header(linktype, 262_144);
+    let mut h = crate::lab::pcap::global_header(linktype, 262_144);
     if nanos {
         h[0..4].copy_from_slice(&0xa1b2_3c4du32.to_le_bytes());
     }

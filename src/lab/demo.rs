@@ -142,7 +142,7 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
     let (lab_dir, agent_dir, out_dir) = (dir.join("lab"), dir.join("ovoc"), dir.join("captures"));
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<(&'static str, String)>();
-    let interrupted = crate::cpe::run::install_signals()?;
+    let interrupted = crate::sys::install_signals()?;
 
     eprintln!(
         "tc lab demo: {} emulated devices, everything under {}",

@@ -10,6 +10,7 @@ pub mod device;
 pub mod http;
 pub mod live;
 pub mod ovoc;
+pub mod pcap;
 pub mod pki;
 pub mod snmpd;
 pub mod sshd;
@@ -249,7 +250,7 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
     // (which use .1-.250 of each /24).
     let ovoc_ip = Ipv4Addr::new(127, 0, a.subnet, 254);
     let agent_ip = Ipv4Addr::new(127, 0, a.subnet, 253);
-    let interrupted = crate::cpe::run::install_signals()?;
+    let interrupted = crate::sys::install_signals()?;
 
     // Certificates, one leaf per device.
     let ca = pki::new_ca().map_err(Error::failed)?;
@@ -279,12 +280,17 @@ fn up(a: LabUpArgs) -> Result<ExitCode> {
         log::warn!("not root or no tcpdump: the lab's capture files hold generated packets");
         addrs
             .iter()
-            .map(|a| (*a, crate::pcap::synthetic(Ipv4Addr::LOCALHOST, *a, 8, 0)))
+            .map(|a| {
+                (
+                    *a,
+                    crate::lab::pcap::synthetic(Ipv4Addr::LOCALHOST, *a, 8, 0),
+                )
+            })
             .collect()
     };
     if a.capture_bytes > 0 {
         for (addr, f) in files.iter_mut() {
-            crate::pcap::pad_to(f, a.capture_bytes, Ipv4Addr::LOCALHOST, *addr);
+            crate::lab::pcap::pad_to(f, a.capture_bytes, Ipv4Addr::LOCALHOST, *addr);
         }
     }
 

@@ -17,7 +17,6 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use crate::lab::http::{Handler, Request, Response};
-use crate::ovoc::rules::{rule_name, ALARM_NAME};
 use crate::secret::Secret;
 use crate::timefmt::Utc;
 
@@ -29,6 +28,15 @@ const FACILITY: u8 = 16;
 /// OVOC severity -> syslog severity (ovoc.md): Major -> Critical, Clear -> Notice.
 const SYSLOG_CRITICAL: u8 = 2;
 const SYSLOG_NOTICE: u8 = 5;
+
+/// OVOC's SNMP name of the Connection Alarm (shared/spec/ovoc.md), written out here rather than
+/// taken from the agent's code, so that a wrong name in the agent fails the lab's tests.
+const ALARM_NAME: &str = "acEMSNodeConnectionLostAlarm";
+
+/// The rule name the agent gives a device's forwarding rule (shared/spec/ovoc.md).
+fn rule_name(device: &str) -> String {
+    format!("Forward Connection Lost from {device}")
+}
 
 /// One forwarding rule as the lab stores it (the rules file is a `Vec<LabRule>`).
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -967,7 +975,7 @@ mod tests {
             let (server, url, trust) = serve_lab(lab.clone(), dir.path());
             let pw = Secret::new(PW.into());
             let timeout = Duration::from_secs(10);
-            let client = OvocClient::new(&url, USER, &pw, &trust, timeout).unwrap();
+            let client = OvocClient::new(&url, USER, &pw, &trust, timeout, 4).unwrap();
 
             let first: SocketAddr = "127.0.0.1:20001".parse().unwrap();
             let out = client.ensure_rule("127.0.0.1", first).unwrap();
@@ -1013,7 +1021,8 @@ mod tests {
             client.delete_rule(1).unwrap();
 
             let wrong =
-                OvocClient::new(&url, USER, &Secret::new("nope".into()), &trust, timeout).unwrap();
+                OvocClient::new(&url, USER, &Secret::new("nope".into()), &trust, timeout, 4)
+                    .unwrap();
             let e = wrong.ensure_rule("127.0.0.1", first).unwrap_err();
             assert!(
                 e.contains("OVOC device lookup for 127.0.0.1")
@@ -1042,6 +1051,7 @@ mod tests {
             &Secret::new(PW.into()),
             &Trust::CaFile(other_path),
             Duration::from_secs(10),
+            4,
         )
         .unwrap();
         let e = client

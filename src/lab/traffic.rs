@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::pcap;
+use crate::lab::pcap;
 
 pub const TCPDUMP: &str = "tcpdump";
 /// The discard port: nothing listens on it in the lab, so the kernel answers each datagram with

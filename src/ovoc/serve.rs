@@ -158,7 +158,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     }
     crate::netaddr::validate_interface(&a.interface).map_err(Error::usage)?;
     let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
-    crate::cpe::script::validate_snmp_user(&a.snmp_user).map_err(Error::usage)?;
+    crate::probe::validate_snmp_user(&a.snmp_user).map_err(Error::usage)?;
     let program = tcpdump::find_program(a.tcpdump.as_deref()).map_err(Error::usage)?;
     let tcpdump_user = a.tcpdump_user.clone().unwrap_or_else(|| {
         if crate::sys::user_ids("tcpdump").is_some() {
@@ -195,6 +195,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
                 &password,
                 &trust,
                 Duration::from_secs(10),
+                WORKERS,
             )
             .map_err(Error::usage)?,
         ))

@@ -1,10 +1,7 @@
-//! Pure libpcap helpers: recognise, parse, write, split by IPv4 address and generate captures.
-//!
-//! No I/O here, so every function is table-tested on byte slices. Only the classic libpcap
-//! format is parsed and written (both byte orders, µs or ns timestamps); pcapng is recognised
-//! so callers can say what they got instead of "garbage".
-
-// Callers are being wired in separately; until then only the tests use this module.
+//! The lab's classic libpcap helpers: parse, write, split by IPv4 address and generate the
+//! emulated devices' captures. Pure: every function is table-tested on byte slices. Both byte
+//! orders and µs or ns timestamps are read; µs little-endian is written. (`tc analyze` reads
+//! pcap and pcapng with pcap-parser.)
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -28,25 +25,6 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const DEFAULT_SNAPLEN: u32 = 262_144;
 /// Frame size used by `pad_to`: close to a full-MTU frame, as a busy device's capture would be.
 const PAD_FRAME_LEN: usize = 1400;
-
-/// "pcap" (libpcap, either byte order, µs or ns) or "pcapng", from the first 4 bytes; None = not
-/// a capture.
-pub fn capture_format(head: &[u8]) -> Option<&'static str> {
-    let magic: [u8; 4] = head.get(..4)?.try_into().ok()?;
-    let le = u32::from_le_bytes(magic);
-    let be = u32::from_be_bytes(magic);
-    if [MAGIC_MICROS, MAGIC_NANOS]
-        .iter()
-        .any(|m| *m == le || *m == be)
-    {
-        Some("pcap")
-    } else if le == PCAPNG_SHB {
-        // The section header block type is a palindrome, so byte order does not matter.
-        Some("pcapng")
-    } else {
-        None
-    }
-}
 
 /// A libpcap global header: little-endian, µs timestamps, version 2.4.
 pub fn global_header(linktype: u32, snaplen: u32) -> [u8; 24] {
@@ -312,7 +290,7 @@ struct Record<'a> {
 
 fn parse_global_header(bytes: &[u8]) -> Result<GlobalHeader, String> {
     if bytes.len() < GLOBAL_HEADER_LEN {
-        return match capture_format(bytes) {
+        return match crate::cpe::sftp::capture_format(bytes) {
             Some(_) => Err(format!(
                 "truncated pcap global header: {} of {GLOBAL_HEADER_LEN} bytes",
                 bytes.len()
@@ -505,27 +483,6 @@ mod tests {
     }
 
     #[test]
-    fn capture_format_table() {
-        let cases: &[(&[u8], Option<&str>)] = &[
-            (&[0xd4, 0xc3, 0xb2, 0xa1], Some("pcap")),
-            (&[0xa1, 0xb2, 0xc3, 0xd4], Some("pcap")),
-            (&[0x4d, 0x3c, 0xb2, 0xa1], Some("pcap")),
-            (&[0xa1, 0xb2, 0x3c, 0x4d, 0, 0], Some("pcap")),
-            (&[0x0a, 0x0d, 0x0d, 0x0a, 0x1c], Some("pcapng")),
-            (b"<html>", None),
-            (&[0xd4, 0xc3, 0xb2], None),
-            (&[], None),
-        ];
-        for (head, want) in cases {
-            assert_eq!(capture_format(head), *want, "{head:02x?}");
-        }
-        assert_eq!(
-            capture_format(&global_header(LINKTYPE_ETHERNET, 65535)),
-            Some("pcap")
-        );
-    }
-
-    #[test]
     fn write_parse_round_trip() {
         let mut f = global_header(LINKTYPE_ETHERNET, 65535).to_vec();
         let f1 = udp_frame(A, B, 1, 2, b"one");
@@ -563,7 +520,7 @@ mod tests {
             for nanos in [false, true] {
                 let layout = Layout { big_endian, nanos };
                 let file = reencode(&base, layout);
-                assert_eq!(capture_format(&file), Some("pcap"));
+                assert_eq!(crate::cpe::sftp::capture_format(&file), Some("pcap"));
                 let cap = parse(&file).unwrap();
                 assert_eq!(cap.linktype, LINKTYPE_ETHERNET, "{layout:?}");
                 let got: Vec<(u64, Vec<u8>)> = cap
@@ -838,27 +795,20 @@ mod tests {
     }
 
     #[test]
-    fn pad_to_200_mb_is_fast() {
-        let start = std::time::Instant::now();
+    fn pad_to_200_mb() {
         let mut f = synthetic(A, B, 1, 0);
         pad_to(&mut f, 200_000_000, A, B);
-        let took = start.elapsed();
         assert!(f.len() >= 200_000_000);
-        // Generous even for a debug build on a busy CI machine; a per-packet rebuild is ~10x slower.
-        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        assert!(parse(&f).is_ok());
     }
 
     #[test]
+    #[ignore = "needs capinfos (wireshark-common): cargo test -- --include-ignored"]
     fn capinfos_accepts_synthetic() {
-        let Some(capinfos) = ["/usr/bin/capinfos", "/usr/local/bin/capinfos"]
+        let capinfos = ["/usr/bin/capinfos", "/usr/local/bin/capinfos"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
-        else {
-            eprintln!(
-                "capinfos_accepts_synthetic: skipped, capinfos (wireshark-common) is not installed"
-            );
-            return;
-        };
+            .expect("capinfos (wireshark-common) is not installed");
         let dir = tempfile::tempdir().unwrap();
         let mut padded = synthetic(A, B, 4, 1_700_000_000_000_000);
         pad_to(&mut padded, 50_000, A, B);
