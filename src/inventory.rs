@@ -58,9 +58,29 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         .flexible(false)
         .from_reader(text.as_bytes());
     let headers = rdr.headers().map_err(|e| format!("header: {e}"))?.clone();
-    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    check_header(&headers)?;
+    let mut out: Vec<Entry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let e = entry(&headers, &rec).map_err(|e| format!("line {line}: {e}"))?;
+        if !seen.insert(e.device.clone()) {
+            return Err(format!("line {line}: device {} is listed twice", e.device));
+        }
+        out.push(e);
+    }
+    if out.is_empty() {
+        return Err("no devices listed".into());
+    }
+    Ok(out)
+}
+
+/// Every required column there, every column known.
+fn check_header(headers: &csv::StringRecord) -> Result<(), String> {
+    let has = |name: &str| headers.iter().any(|h| h.eq_ignore_ascii_case(name));
     for req in REQUIRED {
-        if col(req).is_none() {
+        if !has(req) {
             return Err(format!(
                 "header lacks column {req:?} (expected {})",
                 REQUIRED.join(",")
@@ -80,71 +100,67 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
             ));
         }
     }
-    let mut out: Vec<Entry> = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| e.to_string())?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let get = |name: &str| col(name).and_then(|i| rec.get(i)).unwrap_or("").to_string();
-        let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
-        let ctx = |e: String| format!("line {line}: {e}");
-        let device = get("device");
-        validate_device(&device).map_err(ctx)?;
-        let device_type = parse_type(&get("type")).map_err(ctx)?;
-        let interfaces: Vec<String> = get("interfaces")
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        for i in &interfaces {
-            validate_interface(i).map_err(ctx)?;
-        }
-        let port = |name: &str| -> Result<Option<u16>, String> {
-            match opt(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .map(Some)
-                    .ok_or_else(|| ctx(format!("invalid {name} {v:?}: expected 1-65535"))),
-            }
-        };
-        let ovoc = opt("ovoc");
-        if let Some(o) = &ovoc {
-            let host = o
-                .rsplit_once(':')
-                .filter(|(_, p)| p.parse::<u16>().is_ok())
-                .map_or(o.as_str(), |(h, _)| h);
-            validate_device(host.trim_start_matches('[').trim_end_matches(']'))
-                .map_err(|e| ctx(format!("ovoc: {e}")))?;
-        }
-        let pin = opt("pin_sha256");
-        if let Some(p) = &pin {
-            if crate::util::parse_hex(p).map(|b| b.len()) != Some(32) {
-                return Err(ctx(format!(
-                    "invalid pin_sha256 {p:?}: expected 64 hex digits"
-                )));
-            }
-        }
-        if out.iter().any(|e| e.device == device) {
-            return Err(ctx(format!("device {device} is listed twice")));
-        }
-        out.push(Entry {
-            device,
-            device_type,
-            interfaces,
-            username: opt("username"),
-            ovoc,
-            rest_port: port("rest_port")?,
-            ssh_port: port("ssh_port")?,
-            pin_sha256: pin,
-        });
+    Ok(())
+}
+
+/// One row, each field checked.
+fn entry(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Result<Entry, String> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+            .and_then(|i| rec.get(i))
+            .unwrap_or("")
+            .to_string()
+    };
+    let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
+    let device = get("device");
+    validate_device(&device)?;
+    let interfaces: Vec<String> = get("interfaces")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for i in &interfaces {
+        validate_interface(i)?;
     }
-    if out.is_empty() {
-        return Err("no devices listed".into());
+    let port = |name: &str| -> Result<Option<u16>, String> {
+        match opt(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .map(Some)
+                .ok_or_else(|| format!("invalid {name} {v:?}: expected 1-65535")),
+        }
+    };
+    let ovoc = opt("ovoc");
+    if let Some(o) = &ovoc {
+        let host = o
+            .rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u16>().is_ok())
+            .map_or(o.as_str(), |(h, _)| h);
+        validate_device(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| format!("ovoc: {e}"))?;
     }
-    Ok(out)
+    let pin = opt("pin_sha256");
+    if let Some(p) = &pin {
+        if crate::util::parse_hex(p).map(|b| b.len()) != Some(32) {
+            return Err(format!("invalid pin_sha256 {p:?}: expected 64 hex digits"));
+        }
+    }
+    Ok(Entry {
+        device,
+        device_type: parse_type(&get("type"))?,
+        interfaces,
+        username: opt("username"),
+        ovoc,
+        rest_port: port("rest_port")?,
+        ssh_port: port("ssh_port")?,
+        pin_sha256: pin,
+    })
 }
 
 /// Serialize entries back to the CSV format (`tc lab up` writes its inventory with this).

@@ -665,6 +665,20 @@ fn random_u16() -> u16 {
     (nanos ^ std::process::id()) as u16
 }
 
+/// One ICMP probe run: the echo requests of `cfg`'s slots, and the replies that are ours.
+struct Pinger<'a> {
+    sock: IcmpSocket,
+    family: Family,
+    target: SocketAddr,
+    addr: SocketAddr,
+    id: u16,
+    /// The next sequence number to send (1-based).
+    next_seq: u32,
+    answered: HashSet<u16>,
+    last_err: Option<String>,
+    tally: &'a Tally,
+}
+
 fn icmp(addr: SocketAddr, cfg: &ProbeConfig, start: Instant, tally: &Tally) {
     let deadline = start + cfg.duration();
     let family = match addr {
@@ -675,96 +689,115 @@ fn icmp(addr: SocketAddr, cfg: &ProbeConfig, start: Instant, tally: &Tally) {
         Ok(s) => s,
         Err(e) => return tally.fail(e),
     };
-    let target = SocketAddr::new(addr.ip(), 0);
-    let target = match (target, addr) {
+    let target = match (SocketAddr::new(addr.ip(), 0), addr) {
         (SocketAddr::V6(mut t), SocketAddr::V6(a)) => {
             t.set_scope_id(a.scope_id());
             SocketAddr::V6(t)
         }
         (t, _) => t,
     };
-    let id = random_u16();
+    let mut p = Pinger {
+        sock,
+        family,
+        target,
+        addr,
+        id: random_u16(),
+        next_seq: 1,
+        answered: HashSet::new(),
+        last_err: None,
+        tally,
+    };
     // Sequence numbers are 1..=count; `count` is u32 but beyond u16 the wire cannot tell them
     // apart, and nobody sends that many probes in one VERIFY.
     let count = cfg.count.min(u32::from(u16::MAX));
-    let mut next_seq: u32 = 1;
-    let mut answered: HashSet<u16> = HashSet::new();
     let mut next_send = start;
-    let mut last_err: Option<String> = None;
-    let mut buf = [0u8; 2048];
     loop {
         let now = Instant::now();
-        if answered.len() as u32 >= count || now >= deadline {
+        if p.answered.len() as u32 >= count || now >= deadline {
             break;
         }
-        if next_seq <= count && now >= next_send {
-            let seq = next_seq as u16;
-            next_seq += 1;
-            next_send = cfg.slot(start, next_seq - 1).0;
-            match sock.send_to(&echo_request(family, id, seq, ICMP_PAYLOAD), target) {
-                Ok(()) => tally.sent(),
-                Err(e) => last_err = Some(format!("sending echo request to {}: {e}", addr.ip())),
-            }
+        if p.next_seq <= count && now >= next_send {
+            p.send();
+            next_send = cfg.slot(start, p.next_seq - 1).0;
             continue;
         }
-        let until = if next_seq <= count {
+        let until = if p.next_seq <= count {
             next_send.min(deadline)
         } else {
             deadline
         };
-        match sock.wait_readable(until.saturating_duration_since(now)) {
+        match p.sock.wait_readable(until.saturating_duration_since(now)) {
             Ok(false) => continue,
-            Ok(true) => {}
+            Ok(true) => p.take_replies(),
             Err(e) => {
-                last_err = Some(format!("waiting for echo replies: {e}"));
+                p.last_err = Some(format!("waiting for echo replies: {e}"));
                 break;
             }
         }
+    }
+    p.report(count);
+}
+
+impl Pinger<'_> {
+    fn send(&mut self) {
+        let seq = self.next_seq as u16;
+        self.next_seq += 1;
+        let packet = echo_request(self.family, self.id, seq, ICMP_PAYLOAD);
+        match self.sock.send_to(&packet, self.target) {
+            Ok(()) => self.tally.sent(),
+            Err(e) => {
+                self.last_err = Some(format!("sending echo request to {}: {e}", self.addr.ip()))
+            }
+        }
+    }
+
+    /// Everything queued on the socket; our replies are counted once each.
+    fn take_replies(&mut self) {
+        let mut buf = [0u8; 2048];
         loop {
-            match sock.recv_from(&mut buf) {
+            match self.sock.recv_from(&mut buf) {
                 Ok(Some((n, from))) => {
-                    if from != Some(addr.ip()) {
+                    if from != Some(self.addr.ip()) {
                         continue;
                     }
-                    let Some(reply) =
-                        echo_reply(family, sock.raw && family == Family::V4, &buf[..n])
-                    else {
+                    let with_ip_header = self.sock.raw && self.family == Family::V4;
+                    let Some(reply) = echo_reply(self.family, with_ip_header, &buf[..n]) else {
                         continue;
                     };
                     // A ping socket's identifier is the kernel's choice, and the kernel already
                     // routes only our replies to it.
-                    let ours = (!sock.raw || reply.id == id)
+                    let ours = (!self.sock.raw || reply.id == self.id)
                         && reply.seq >= 1
-                        && u32::from(reply.seq) < next_seq
+                        && u32::from(reply.seq) < self.next_seq
                         && reply.payload == ICMP_PAYLOAD;
-                    if ours && answered.insert(reply.seq) {
-                        tally.answered();
+                    if ours && self.answered.insert(reply.seq) {
+                        self.tally.answered();
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     // ICMP errors queued on the socket (e.g. EHOSTUNREACH) are worth reporting
                     // but do not end the probe.
-                    last_err = Some(format!("receiving echo replies from {}: {e}", addr.ip()));
+                    let ip = self.addr.ip();
+                    self.last_err = Some(format!("receiving echo replies from {ip}: {e}"));
                     break;
                 }
             }
         }
     }
-    let sent = tally.snapshot().sent;
-    let missing = count.saturating_sub(answered.len() as u32);
-    if missing > 0 {
-        tally.fail(last_err.unwrap_or_else(|| {
+
+    fn report(self, count: u32) {
+        let sent = self.tally.snapshot().sent;
+        let missing = count.saturating_sub(self.answered.len() as u32);
+        if missing == 0 {
+            return;
+        }
+        let ip = self.addr.ip();
+        self.tally.fail(self.last_err.unwrap_or_else(|| {
             if sent < count {
-                format!(
-                    "sent only {sent} of {count} echo requests to {} in time",
-                    addr.ip()
-                )
+                format!("sent only {sent} of {count} echo requests to {ip} in time")
             } else {
-                format!(
-                    "{missing} of {count} echo requests to {} unanswered",
-                    addr.ip()
-                )
+                format!("{missing} of {count} echo requests to {ip} unanswered")
             }
         }));
     }

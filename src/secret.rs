@@ -28,6 +28,44 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where resolve steps read the environment and ask for secrets: the process's own, or a
+/// table's in tests (no terminal, so no prompt).
+pub struct Env {
+    vars: std::collections::HashMap<String, String>,
+    terminal: bool,
+}
+
+impl Env {
+    pub fn process() -> Env {
+        Env {
+            vars: std::env::vars().collect(),
+            terminal: std::io::stdin().is_terminal(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn of(vars: &[(&str, &str)]) -> Env {
+        Env {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            terminal: false,
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Like `resolve` but absent is fine (optional secrets such as SNMP keys).
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.var(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Secret(v.to_string()))
+    }
+}
+
 /// Where a secret is looked for, in order: the file named on the command line, the environment
 /// variable, a no-echo prompt when stdin is a terminal.
 pub struct Source<'a> {
@@ -37,17 +75,17 @@ pub struct Source<'a> {
     pub file_flag: &'a str,
 }
 
-pub fn resolve(src: &Source) -> Result<Secret> {
+pub fn resolve(src: &Source, env: &Env) -> Result<Secret> {
     if let Some(path) = src.file {
         return read_file(path, src.what);
     }
-    if let Ok(v) = std::env::var(src.env) {
+    if let Some(v) = env.var(src.env) {
         if v.is_empty() {
             return Err(Error::usage(format!("{} is set but empty", src.env)));
         }
-        return Ok(Secret(v));
+        return Ok(Secret(v.to_string()));
     }
-    if std::io::stdin().is_terminal() {
+    if env.terminal {
         let v = rpassword::prompt_password(format!("{}: ", src.what))
             .map_err(|e| Error::usage(format!("reading {} from the terminal: {e}", src.what)))?;
         if v.is_empty() {
@@ -59,14 +97,6 @@ pub fn resolve(src: &Source) -> Result<Secret> {
         "no {}: set {}, use {} FILE, or run on a terminal to be prompted",
         src.what, src.env, src.file_flag
     )))
-}
-
-/// Like `resolve` but absent is fine (optional secrets such as SNMP keys).
-pub fn from_env(env: &str) -> Option<Secret> {
-    std::env::var(env)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret)
 }
 
 pub fn read_file(path: &Path, what: &str) -> Result<Secret> {

@@ -175,17 +175,15 @@ impl Driver for Listen {
     }
 }
 
-pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
+/// The resolve step: the listener the flags describe, the deadline counted from `started`.
+fn listen_of(a: &AlarmListenArgs, started: Instant) -> Result<Listen> {
     let mut devices = Vec::new();
     for d in &a.device {
         devices.push(d.parse::<IpAddr>().map_err(|_| {
             Error::usage(format!("invalid --device {d:?}: expected an IP address"))
         })?);
     }
-    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM])?;
-    log::info!("listening for syslog on {}", daemon.local_addr());
-    let started = Instant::now();
-    let mut listen = Listen {
+    Ok(Listen {
         l: Listener {
             filter: Filter {
                 alarms: a.alarm.clone(),
@@ -202,7 +200,14 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
         count: a.count,
         deadline: a.timeout.map(|t| started + t),
         reason: "timeout",
-    };
+    })
+}
+
+pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut listen = listen_of(&a, started)?;
+    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM])?;
+    log::info!("listening for syslog on {}", daemon.local_addr());
     let result = daemon.run(&mut listen);
     listen.batch.flush();
     result?;
@@ -227,6 +232,49 @@ pub fn run(a: AlarmListenArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(argv: &[&str]) -> AlarmListenArgs {
+        use clap::Parser;
+        let full = [&["tc", "alarm", "listen"][..], argv].concat();
+        match crate::cli::Cli::try_parse_from(full)
+            .expect("parses")
+            .command
+        {
+            crate::cli::Command::Alarm(crate::cli::AlarmCommand::Listen(a)) => a,
+            _ => unreachable!("alarm listen"),
+        }
+    }
+
+    #[test]
+    fn command_lines_and_how_the_listener_ends() {
+        let t = Instant::now();
+        let err = listen_of(&args(&["--device", "host.example"]), t)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid --device \"host.example\": expected an IP address")
+        );
+        // --count: the loop stops on the datagram that reaches it.
+        let mut l = listen_of(&args(&["--count", "2", "--quiet-unparsed"]), t).unwrap();
+        let from: SocketAddr = "10.9.9.9:514".parse().unwrap();
+        assert_eq!(l.datagram(t, from, LOST), Flow::Continue);
+        assert_eq!(l.datagram(t, from, b"noise"), Flow::Continue);
+        assert_eq!(l.datagram(t, from, LOST), Flow::Stop);
+        assert_eq!(l.reason, "count");
+        // --timeout: the loop wakes at the deadline and stops there.
+        let mut l = listen_of(&args(&["--timeout", "2s"]), t).unwrap();
+        assert_eq!(l.next_wake(t), Some(t + std::time::Duration::from_secs(2)));
+        assert_eq!(
+            l.turn(t + std::time::Duration::from_secs(1)),
+            Flow::Continue
+        );
+        assert_eq!(l.turn(t + std::time::Duration::from_secs(2)), Flow::Stop);
+        assert_eq!(l.reason, "timeout");
+        // A signal ends it whatever else.
+        assert_eq!(l.signal(t, 15), Flow::Stop);
+        assert_eq!(l.reason, "signal");
+    }
 
     fn listener(alarms: &[&str], descs: &[&str], devices: &[&str], from: &[&str]) -> Listener {
         Listener {

@@ -58,7 +58,7 @@ impl Context {
 }
 
 /// Targets and context from the command line, the inventory, the environment and the terminal.
-pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
+pub fn resolve(a: &TargetArgs, env: &secret::Env) -> Result<(Vec<Target>, Context)> {
     let cli_trust = Trust::from_args(
         a.tls.ca_cert.as_deref(),
         a.tls.pin_sha256.as_deref(),
@@ -68,57 +68,9 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
     for i in &a.interface {
         crate::inventory::validate_interface(i).map_err(Error::usage)?;
     }
-    let targets: Vec<Target> = match &a.devices {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::usage(format!("reading inventory {}: {e}", path.display())))?;
-            let entries = crate::inventory::parse(&text)
-                .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
-            let mut out = Vec::with_capacity(entries.len());
-            for e in entries {
-                let trust = match &e.pin_sha256 {
-                    Some(p) if !a.tls.insecure => {
-                        Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?)
-                    }
-                    _ => cli_trust.clone(),
-                };
-                out.push(Target {
-                    device: e.device,
-                    device_type: a.device_type.or(e.device_type),
-                    interfaces: if a.interface.is_empty() {
-                        e.interfaces
-                    } else {
-                        a.interface.clone()
-                    },
-                    username: e.username.unwrap_or_else(|| a.username.clone()),
-                    rest_port: e.rest_port.unwrap_or(a.rest_port),
-                    ssh_port: e.ssh_port.unwrap_or(a.ssh_port),
-                    trust,
-                    ovoc: e.ovoc,
-                });
-            }
-            out
-        }
-        None => {
-            let mut out: Vec<Target> = Vec::new();
-            for d in &a.device {
-                crate::netaddr::validate_device(d).map_err(Error::usage)?;
-                if out.iter().any(|t| &t.device == d) {
-                    continue;
-                }
-                out.push(Target {
-                    device: d.clone(),
-                    device_type: a.device_type,
-                    interfaces: a.interface.clone(),
-                    username: a.username.clone(),
-                    rest_port: a.rest_port,
-                    ssh_port: a.ssh_port,
-                    trust: cli_trust.clone(),
-                    ovoc: None,
-                });
-            }
-            out
-        }
+    let targets = match &a.devices {
+        Some(path) => from_inventory(a, path, &cli_trust)?,
+        None => from_flags(a, &cli_trust)?,
     };
     // Check what can be checked before touching any device.
     for t in &targets {
@@ -127,9 +79,6 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
                 .map_err(|e| Error::usage(format!("{}: {e}", t.device)))?;
         }
     }
-    if a.tls.insecure {
-        crate::logging::warn_user("--insecure: TLS certificates are not verified; anyone on the path can read the device password");
-    }
     let mut agents = HashMap::new();
     for t in &targets {
         if !agents.contains_key(&t.trust) {
@@ -137,12 +86,18 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
             agents.insert(t.trust.clone(), agent);
         }
     }
-    let password = secret::resolve(&secret::Source {
-        what: "device password",
-        file: a.password_file.as_deref(),
-        env: "TC_CPE_PASSWORD",
-        file_flag: "--password-file",
-    })?;
+    let password = secret::resolve(
+        &secret::Source {
+            what: "device password",
+            file: a.password_file.as_deref(),
+            env: "TC_CPE_PASSWORD",
+            file_flag: "--password-file",
+        },
+        env,
+    )?;
+    if a.tls.insecure {
+        crate::logging::warn_user("--insecure: TLS certificates are not verified; anyone on the path can read the device password");
+    }
     Ok((
         targets,
         Context {
@@ -152,6 +107,60 @@ pub fn resolve(a: &TargetArgs) -> Result<(Vec<Target>, Context)> {
             agents,
         },
     ))
+}
+
+/// One target per inventory row, the command line's options filling what a row leaves empty.
+fn from_inventory(a: &TargetArgs, path: &std::path::Path, cli: &Trust) -> Result<Vec<Target>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("reading inventory {}: {e}", path.display())))?;
+    let entries = crate::inventory::parse(&text)
+        .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let trust = match &e.pin_sha256 {
+            Some(p) if !a.tls.insecure => {
+                Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?)
+            }
+            _ => cli.clone(),
+        };
+        out.push(Target {
+            device: e.device,
+            device_type: a.device_type.or(e.device_type),
+            interfaces: if a.interface.is_empty() {
+                e.interfaces
+            } else {
+                a.interface.clone()
+            },
+            username: e.username.unwrap_or_else(|| a.username.clone()),
+            rest_port: e.rest_port.unwrap_or(a.rest_port),
+            ssh_port: e.ssh_port.unwrap_or(a.ssh_port),
+            trust,
+            ovoc: e.ovoc,
+        });
+    }
+    Ok(out)
+}
+
+/// One target per `--device` (a repeated one once).
+fn from_flags(a: &TargetArgs, cli: &Trust) -> Result<Vec<Target>> {
+    let mut out: Vec<Target> = Vec::new();
+    for d in &a.device {
+        crate::netaddr::validate_device(d).map_err(Error::usage)?;
+        if out.iter().any(|t| &t.device == d) {
+            continue;
+        }
+        out.push(Target {
+            device: d.clone(),
+            device_type: a.device_type,
+            interfaces: a.interface.clone(),
+            username: a.username.clone(),
+            rest_port: a.rest_port,
+            ssh_port: a.ssh_port,
+            trust: cli.clone(),
+            ovoc: None,
+        });
+    }
+    Ok(out)
 }
 
 /// The device type: as configured, else from `productType`.
@@ -277,11 +286,12 @@ enum Op {
 }
 
 /// `--snmp-user NAME` with its keys from the environment, checked before any device is touched.
-pub fn resolve_snmp(name: Option<String>) -> Result<Option<Snmp>> {
+pub fn resolve_snmp(name: Option<String>, env: &secret::Env) -> Result<Option<Snmp>> {
     let Some(name) = name else { return Ok(None) };
     crate::probe::validate_snmp_user(&name).map_err(Error::usage)?;
     let key = |var: &str| -> Result<Secret> {
-        let k = secret::from_env(var)
+        let k = env
+            .secret(var)
             .ok_or_else(|| Error::usage(format!("--snmp-user needs {var} in the environment")))?;
         script::validate_snmp_key(var, &k).map_err(Error::usage)?;
         Ok(k)
@@ -293,39 +303,66 @@ pub fn resolve_snmp(name: Option<String>) -> Result<Option<Snmp>> {
     }))
 }
 
-pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
+/// A `tc cpe` command, resolved: what to do, to which devices, with what.
+pub struct Plan {
+    name: &'static str,
+    op: Op,
+    targets: Vec<Target>,
+    ctx: Context,
+    jobs: usize,
+}
+
+/// Every flag checked, the inventory read, credentials found, before any device is touched.
+pub fn plan(cmd: CpeCommand, env: &secret::Env) -> Result<Plan> {
     let (name, args, op) = match cmd {
         CpeCommand::Start(s) => {
-            let snmp = resolve_snmp(s.snmp_user)?;
+            let snmp = resolve_snmp(s.snmp_user, env)?;
             ("start", s.target, Op::Start(snmp))
         }
         CpeCommand::Stop(t) => ("stop", t, Op::Stop),
         CpeCommand::Status(t) => ("status", t, Op::Status),
         CpeCommand::Fetch(f) => {
-            let o = FetchOpts {
-                out: f.out,
-                remote: f.remote_path,
-                known_hosts: f.known_hosts.unwrap_or_else(default_known_hosts),
-                accept_new: f.accept_new_host_key,
-            };
-            if let Some(r) = &o.remote {
+            if let Some(r) = &f.remote_path {
                 if !r.starts_with('/') || r.contains('\0') {
                     return Err(Error::usage(format!(
                         "invalid --remote-path {r:?}: expected an absolute path"
                     )));
                 }
             }
+            let o = FetchOpts {
+                out: f.out,
+                remote: f.remote_path,
+                known_hosts: f.known_hosts.unwrap_or_else(default_known_hosts),
+                accept_new: f.accept_new_host_key,
+            };
             ("fetch", f.target, Op::Fetch(o))
         }
     };
-    let (targets, ctx) = resolve(&args)?;
+    let (targets, ctx) = resolve(&args, env)?;
+    Ok(Plan {
+        name,
+        op,
+        targets,
+        ctx,
+        jobs: args.jobs as usize,
+    })
+}
+
+pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
+    let Plan {
+        name,
+        op,
+        targets,
+        ctx,
+        jobs,
+    } = plan(cmd, &secret::Env::process())?;
     let interrupted = crate::sys::install_signals()?;
     let started = Instant::now();
     let shared = Arc::new((ctx, op, Arc::clone(&interrupted)));
     let (mut ok, mut failed) = (0u32, 0u32);
     crate::pool::run(
         targets,
-        args.jobs as usize,
+        jobs,
         move |t: Target| {
             let (ctx, op, halt) = &*shared;
             if halt.load(Ordering::Relaxed) {
@@ -380,4 +417,97 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
     } else {
         ExitCode::Failed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan_of(argv: &[&str], env: &secret::Env) -> Result<Plan> {
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("the table's lines parse");
+        let crate::cli::Command::Cpe(cmd) = cli.command else {
+            panic!("not a cpe command: {argv:?}")
+        };
+        plan(cmd, env)
+    }
+
+    #[test]
+    fn command_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("fleet.csv");
+        std::fs::write(
+            &inv,
+            "device,type,interfaces,username,ovoc,rest_port,ssh_port,pin_sha256\n\
+             10.0.0.1,msbr,eth-wan,Admin,,8443,2222,\n\
+             10.0.0.2,gwsbc,,Admin,,,,\n",
+        )
+        .unwrap();
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            "device,type,interfaces,username,ovoc\n10.0.0.1,router,,,\n",
+        )
+        .unwrap();
+        let (inv, bad) = (inv.to_str().unwrap(), bad.to_str().unwrap());
+        let pw = secret::Env::of(&[("TC_CPE_PASSWORD", "pw")]);
+        let errors: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["tc", "cpe", "status", "--device", "a b"], "invalid device \"a b\": expected an IP address or a host name (letters, digits, '-', '.')"),
+            (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--interface", "wan0"], "unknown MSBR interface \"wan0\": expected one of cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan"),
+            (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--snmp-user", "CaptureScript"], "--snmp-user needs TC_SNMP_AUTH_KEY in the environment"),
+            (vec!["tc", "cpe", "fetch", "--device", "10.0.0.1", "--remote-path", "rel/x.pcap"], "invalid --remote-path \"rel/x.pcap\": expected an absolute path"),
+            (vec!["tc", "cpe", "stop", "--device", "10.0.0.1", "--pin-sha256", "zz"], "invalid --pin-sha256 \"zz\": expected 64 hex digits (SHA-256 of the DER certificate)"),
+        ];
+        let mut wrong = Vec::new();
+        for (argv, want) in errors {
+            let got = plan_of(&argv, &pw).err().map(|e| e.to_string());
+            if got.as_deref() != Some(want) {
+                wrong.push(format!("{argv:?}\n  got  {got:?}\n  want {want:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let got = plan_of(&["tc", "cpe", "status", "--devices", bad], &pw)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            got.as_deref()
+                .is_some_and(|e| e.starts_with(bad) && e.contains("line 2")),
+            "{got:?}"
+        );
+        let got = plan_of(
+            &["tc", "cpe", "status", "--devices", inv],
+            &secret::Env::of(&[]),
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            got.as_deref(),
+            Some("no device password: set TC_CPE_PASSWORD, use --password-file FILE, or run on a terminal to be prompted")
+        );
+        let p = plan_of(
+            &["tc", "cpe", "status", "--devices", inv, "--username", "Mon"],
+            &pw,
+        )
+        .unwrap();
+        let t: Vec<(String, u16, u16, String)> = p
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.device.clone(),
+                    t.rest_port,
+                    t.ssh_port,
+                    t.username.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            t,
+            [
+                ("10.0.0.1".into(), 8443, 2222, "Admin".into()),
+                ("10.0.0.2".into(), 443, 22, "Admin".into())
+            ]
+        );
+        assert_eq!((p.name, p.jobs), ("status", 32));
+    }
 }

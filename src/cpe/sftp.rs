@@ -146,6 +146,41 @@ fn ssh_err(device: &str, what: &str, e: ssh2::Error) -> Failure {
 
 fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     let dev = spec.device;
+    let sess = login(spec)?;
+    let sftp = sess.sftp().map_err(|e| ssh_err(dev, "sftp", e))?;
+    let mut remote = sftp
+        .open(Path::new(spec.remote))
+        .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
+    let size = remote.stat().ok().and_then(|s| s.size);
+    let mut t = Transfer::resume(part, size)?;
+    if t.have > 0 {
+        log::info!("{dev}: resuming at byte {}", t.have);
+        remote
+            .seek(SeekFrom::Start(t.have))
+            .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
+    }
+    let local = t.copy(&mut remote, spec, part)?;
+    if let Some(s) = size {
+        if t.have < s {
+            return Err(Failure::Retry(format!(
+                "{dev}: transfer ended at byte {} of {s}",
+                t.have
+            )));
+        }
+    }
+    if capture_format(&t.head).is_none() {
+        return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &t.head)));
+    }
+    local
+        .sync_all()
+        .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
+    let _ = sess.disconnect(None, "done", None);
+    Ok((t.have, crate::util::hex(t.hasher.finish().as_ref())))
+}
+
+/// TCP, the SSH handshake, the host key checked, the password accepted.
+fn login(spec: &Spec) -> Result<Session, Failure> {
+    let dev = spec.device;
     let addr = (dev, spec.port)
         .to_socket_addrs()
         .map_err(|e| Failure::Retry(format!("{dev}: resolving: {e}")))?
@@ -156,8 +191,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     let mut sess = Session::new().map_err(|e| ssh_err(dev, "ssh session", e))?;
     prefer_aes(&sess);
     // libssh2 sends its SFTP read requests as small packets; with Nagle's algorithm they wait
-    // for the ACK of the previous ones and the read-ahead stalls (benchmarked: 256 KiB chunks
-    // ran at 0.30x the speed of 512 KiB without this, 1.13x with it).
+    // for the ACK of the previous ones and the read-ahead stalls (BENCHMARKS.md, issue 2).
     if let Err(e) = tcp.set_nodelay(true) {
         log::debug!("{dev}: TCP_NODELAY not set: {e}");
     }
@@ -179,114 +213,128 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
                 e.message()
             ))
         })?;
-    let sftp = sess.sftp().map_err(|e| ssh_err(dev, "sftp", e))?;
-    let mut remote = sftp
-        .open(Path::new(spec.remote))
-        .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
-    let size = remote.stat().ok().and_then(|s| s.size);
+    Ok(sess)
+}
 
-    // Resume: whatever a cut attempt left in the part file is kept and hashed again.
-    let mut local = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(part)
-        .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut have = rehash(&mut local, &mut hasher)
-        .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
-    if size.is_some_and(|s| have > s) {
-        local
-            .set_len(0)
-            .map_err(|e| Failure::Fatal(e.to_string()))?;
-        hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        have = 0;
+/// The part file being filled: its bytes so far, their hash, and the first four (the format).
+struct Transfer {
+    local: Option<File>,
+    hasher: ring::digest::Context,
+    have: u64,
+    head: Vec<u8>,
+}
+
+impl Transfer {
+    /// Whatever a cut attempt left in the part file is kept and hashed again (unless it is
+    /// longer than the remote file: then it is not that file's start).
+    fn resume(part: &Path, size: Option<u64>) -> Result<Transfer, Failure> {
+        let mut local = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(part)
+            .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut have = rehash(&mut local, &mut hasher)
+            .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
+        if size.is_some_and(|s| have > s) {
+            local
+                .set_len(0)
+                .map_err(|e| Failure::Fatal(e.to_string()))?;
+            hasher = ring::digest::Context::new(&ring::digest::SHA256);
+            have = 0;
+        }
+        let mut head = Vec::with_capacity(4);
+        if have >= 4 {
+            let mut f = File::open(part).map_err(|e| Failure::Fatal(e.to_string()))?;
+            head.resize(4, 0);
+            f.read_exact(&mut head)
+                .map_err(|e| Failure::Fatal(e.to_string()))?;
+        }
+        Ok(Transfer {
+            local: Some(local),
+            hasher,
+            have,
+            head,
+        })
     }
-    if have > 0 {
-        log::info!("{dev}: resuming at byte {have}");
-        remote
-            .seek(SeekFrom::Start(have))
-            .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
-    }
-    let mut head = Vec::with_capacity(4);
-    if have >= 4 {
-        let mut f = File::open(part).map_err(|e| Failure::Fatal(e.to_string()))?;
-        head.resize(4, 0);
-        f.read_exact(&mut head)
-            .map_err(|e| Failure::Fatal(e.to_string()))?;
-    }
-    // This thread reads (SSH decryption) and hashes; another writes, and buffers go round in a
-    // ring between them. Hashing here reads each chunk while it is still in this core's cache,
-    // in time the reader otherwise spends waiting for the next packets: 1.20x the throughput of
-    // hashing on the writing thread (BENCHMARKS.md), and all on one thread was slower still.
-    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-    let (_fetching, chunk) = Fetching::begin();
-    for _ in 0..BUFFERS {
-        let _ = empty_tx.send(vec![0u8; chunk]);
-    }
-    let part_name = part.display().to_string();
-    let (read, written) = std::thread::scope(|s| {
-        let writer = s.spawn(move || -> Result<File, String> {
-            let mut local = local;
-            for (buf, n) in full_rx {
-                local
-                    .write_all(&buf[..n])
-                    .map_err(|e| format!("writing {part_name}: {e}"))?;
-                crate::sys::start_writeback(&local);
-                let _ = empty_tx.send(buf);
-            }
-            Ok(local)
+
+    /// The rest of `remote` into the part file. This thread reads (SSH decryption) and hashes;
+    /// another writes, and buffers go round in a ring between them: hashing here reads each
+    /// chunk while it is still in this core's cache, in time the reader otherwise spends waiting
+    /// for the next packets (BENCHMARKS.md, issue 2).
+    fn copy(&mut self, remote: &mut ssh2::File, spec: &Spec, part: &Path) -> Result<File, Failure> {
+        let local = self.local.take().expect("copied once");
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let (_fetching, chunk) = Fetching::begin();
+        for _ in 0..BUFFERS {
+            let _ = empty_tx.send(vec![0u8; chunk]);
+        }
+        let part_name = part.display().to_string();
+        let (read, written) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<File, String> {
+                let mut local = local;
+                for (buf, n) in full_rx {
+                    local
+                        .write_all(&buf[..n])
+                        .map_err(|e| format!("writing {part_name}: {e}"))?;
+                    crate::sys::start_writeback(&local);
+                    let _ = empty_tx.send(buf);
+                }
+                Ok(local)
+            });
+            let read = self.read_all(remote, spec, &empty_rx, &full_tx);
+            drop(full_tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err("the writer thread panicked".into()));
+            (read, written)
         });
-        let read = loop {
+        let local = written.map_err(Failure::Fatal)?;
+        read?;
+        Ok(local)
+    }
+
+    /// Reads into the buffers the writer hands back, until the end or an error; checks the
+    /// format as soon as four bytes are in.
+    fn read_all(
+        &mut self,
+        remote: &mut ssh2::File,
+        spec: &Spec,
+        empty: &mpsc::Receiver<Vec<u8>>,
+        full: &mpsc::SyncSender<(Vec<u8>, usize)>,
+    ) -> Result<(), Failure> {
+        let dev = spec.device;
+        loop {
             // No buffer back means the writer stopped on an error; join tells which.
-            let Ok(mut buf) = empty_rx.recv() else {
-                break Ok(());
+            let Ok(mut buf) = empty.recv() else {
+                return Ok(());
             };
             let n = match remote.read(&mut buf) {
-                Ok(0) => break Ok(()),
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) => {
-                    break Err(Failure::Retry(format!(
+                    let have = self.have;
+                    return Err(Failure::Retry(format!(
                         "{dev}: transfer cut at byte {have}: {e}"
-                    )))
+                    )));
                 }
             };
-            if head.len() < 4 {
-                head.extend_from_slice(&buf[..n.min(4 - head.len())]);
-                if head.len() == 4 && capture_format(&head).is_none() {
-                    break Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
+            if self.head.len() < 4 {
+                let take = n.min(4 - self.head.len());
+                self.head.extend_from_slice(&buf[..take]);
+                if self.head.len() == 4 && capture_format(&self.head).is_none() {
+                    return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &self.head)));
                 }
             }
-            have += n as u64;
-            hasher.update(&buf[..n]);
-            if full_tx.send((buf, n)).is_err() {
-                break Ok(());
+            self.have += n as u64;
+            self.hasher.update(&buf[..n]);
+            if full.send((buf, n)).is_err() {
+                return Ok(());
             }
-        };
-        drop(full_tx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err("the writer thread panicked".into()));
-        (read, written)
-    });
-    let local = written.map_err(Failure::Fatal)?;
-    read?;
-    if let Some(s) = size {
-        if have < s {
-            return Err(Failure::Retry(format!(
-                "{dev}: transfer ended at byte {have} of {s}"
-            )));
         }
     }
-    if capture_format(&head).is_none() {
-        return Err(Failure::Fatal(not_a_capture(dev, spec.remote, &head)));
-    }
-    local
-        .sync_all()
-        .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
-    let _ = sess.disconnect(None, "done", None);
-    Ok((have, crate::util::hex(hasher.finish().as_ref())))
 }
 
 /// libssh2 offers chacha20-poly1305 first, but its chacha20 and poly1305 are portable C, several

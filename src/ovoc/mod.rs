@@ -1,5 +1,6 @@
 //! The OVOC side: the capture agent (`tc ovoc serve`), its OVOC REST client, and `tc ovoc send`.
 
+pub mod config;
 pub mod core;
 pub mod rules;
 pub mod send;

@@ -353,92 +353,91 @@ impl OvocClient {
     /// Looks up the device id and the rule by name, then re-points the rule at `dest` (PUT) or
     /// creates it (POST).
     pub fn ensure_rule(&self, device: &str, dest: SocketAddr) -> Result<RuleOutcome, String> {
-        let op = |what: &str| format!("OVOC {what} for {device}");
-
-        let path = device_lookup_path(device);
-        let (status, body) = self
-            .call(Method::Get, &path, None)
-            .map_err(|e| format!("{}: {e}", op("device lookup")))?;
-        if status != 200 {
-            return Err(format!(
-                "{}: {}",
-                op("device lookup"),
-                self.refused(status, &body)
-            ));
-        }
-        let device_id = parse_device_id(&body)
-            .map_err(|e| format!("{}: {e}", op("device lookup")))?
-            .ok_or_else(|| format!("OVOC does not manage device {device}"))?;
-
-        let name = rule_name(device);
-        let (status, body) = self
-            .call(Method::Get, &rule_lookup_path(device), None)
-            .map_err(|e| format!("{}: {e}", op("rule lookup")))?;
-        // Only credentials and server failures are errors: ovoc.md says "no rule" may arrive as
-        // any other non-200, and guessing "exists" there would leave the device unforwarded.
-        let existing = match status {
-            200 => {
-                parse_rule_id(&body, &name).map_err(|e| format!("{}: {e}", op("rule lookup")))?
-            }
-            s if s == 401 || s == 403 || s >= 500 => {
-                return Err(format!(
-                    "{}: {}",
-                    op("rule lookup"),
-                    self.refused(status, &body)
-                ))
-            }
-            _ => None,
-        };
-
-        if let Some(rule_id) = existing {
-            let path = format!("/alarms/fwdRules/{rule_id}");
-            let (status, body) = self
-                .call(Method::Put, &path, Some(&update_body(device_id, dest)))
-                .map_err(|e| format!("{} (rule {rule_id}): {e}", op("rule update")))?;
-            match status {
-                200..=299 => {
-                    return Ok(RuleOutcome {
-                        rule_id,
-                        device_id,
-                        action: "updated",
-                    })
-                }
-                // Deleted between lookup and update (another agent's idle timer, an operator):
-                // creating it is what the caller wants either way.
-                404 => log::info!(
-                    "OVOC rule {rule_id} for {device} vanished before the update; creating it"
-                ),
-                _ => {
-                    return Err(format!(
-                        "{} (rule {rule_id}): {}",
-                        op("rule update"),
-                        self.refused(status, &body)
-                    ))
-                }
+        let device_id = self.device_id(device)?;
+        if let Some(rule_id) = self.rule_id(device)? {
+            if let Some(outcome) = self.update_rule(device, device_id, rule_id, dest)? {
+                return Ok(outcome);
             }
         }
-
+        let op = format!("OVOC rule creation for {device}");
         let (status, body) = self
             .call(
                 Method::Post,
                 "/alarms/fwdRules",
                 Some(&create_body(device, device_id, dest)),
             )
-            .map_err(|e| format!("{}: {e}", op("rule creation")))?;
+            .map_err(|e| format!("{op}: {e}"))?;
         if !(200..=299).contains(&status) {
-            return Err(format!(
-                "{}: {}",
-                op("rule creation"),
-                self.refused(status, &body)
-            ));
+            return Err(format!("{op}: {}", self.refused(status, &body)));
         }
-        let rule_id = parse_created_id(&body)
-            .map_err(|e| format!("{}: HTTP {status}: {e}", op("rule creation")))?;
+        let rule_id = parse_created_id(&body).map_err(|e| format!("{op}: HTTP {status}: {e}"))?;
         Ok(RuleOutcome {
             rule_id,
             device_id,
             action: "created",
         })
+    }
+
+    /// OVOC's id of the device; an error when OVOC does not manage it.
+    fn device_id(&self, device: &str) -> Result<u64, String> {
+        let op = format!("OVOC device lookup for {device}");
+        let (status, body) = self
+            .call(Method::Get, &device_lookup_path(device), None)
+            .map_err(|e| format!("{op}: {e}"))?;
+        if status != 200 {
+            return Err(format!("{op}: {}", self.refused(status, &body)));
+        }
+        parse_device_id(&body)
+            .map_err(|e| format!("{op}: {e}"))?
+            .ok_or_else(|| format!("OVOC does not manage device {device}"))
+    }
+
+    /// The id of the device's forwarding rule, if it has one.
+    fn rule_id(&self, device: &str) -> Result<Option<u64>, String> {
+        let op = format!("OVOC rule lookup for {device}");
+        let (status, body) = self
+            .call(Method::Get, &rule_lookup_path(device), None)
+            .map_err(|e| format!("{op}: {e}"))?;
+        // Only credentials and server failures are errors: ovoc.md says "no rule" may arrive as
+        // any other non-200, and guessing "exists" there would leave the device unforwarded.
+        match status {
+            200 => parse_rule_id(&body, &rule_name(device)).map_err(|e| format!("{op}: {e}")),
+            s if s == 401 || s == 403 || s >= 500 => {
+                Err(format!("{op}: {}", self.refused(status, &body)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Re-points the rule at `dest`; None when it vanished meanwhile (then it is created).
+    fn update_rule(
+        &self,
+        device: &str,
+        device_id: u64,
+        rule_id: u64,
+        dest: SocketAddr,
+    ) -> Result<Option<RuleOutcome>, String> {
+        let op = format!("OVOC rule update for {device} (rule {rule_id})");
+        let path = format!("/alarms/fwdRules/{rule_id}");
+        let (status, body) = self
+            .call(Method::Put, &path, Some(&update_body(device_id, dest)))
+            .map_err(|e| format!("{op}: {e}"))?;
+        match status {
+            200..=299 => Ok(Some(RuleOutcome {
+                rule_id,
+                device_id,
+                action: "updated",
+            })),
+            // Deleted between lookup and update (another agent's idle timer, an operator):
+            // creating it is what the caller wants either way.
+            404 => {
+                log::info!(
+                    "OVOC rule {rule_id} for {device} vanished before the update; creating it"
+                );
+                Ok(None)
+            }
+            _ => Err(format!("{op}: {}", self.refused(status, &body))),
+        }
     }
 
     /// A rule already gone (404) counts as deleted: the caller wanted it gone.

@@ -20,7 +20,7 @@ use mio::net::UdpSocket;
 use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
-use super::core::{Action, CaptureId, Config, Core, Found};
+use super::core::{Action, CaptureId, Core, Found};
 use super::rules::OvocClient;
 use super::tcpdump::{self, Tcpdump};
 use crate::cli::ServeArgs;
@@ -29,8 +29,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, ProbeReport};
 use crate::probe::ProbeConfig;
 
-/// OVOC REST calls and probes running at once.
-pub(crate) const WORKERS: usize = 64;
+use super::config::WORKERS;
 /// Longest the loop reads datagrams in one turn before it handles finished work.
 const DRAIN_BUDGET: Duration = Duration::from_millis(20);
 
@@ -128,6 +127,28 @@ struct Shell {
     held: VecDeque<(u64, SocketAddr, String)>,
 }
 
+/// The state an earlier run left: captures whose tcpdump still runs are adopted (watched through
+/// /proc), the others closed out with what their log says.
+fn restore(core: &mut Core, dir: &Path) -> Result<(Vec<Action>, HashMap<CaptureId, u32>)> {
+    let mut adopted = HashMap::new();
+    let restored = match super::state::load(dir).map_err(Error::usage)? {
+        Some(p) => core.restore(p, Instant::now(), |c| {
+            let alive =
+                c.state == "running" && c.pid.is_some_and(|pid| tcpdump::proc_alive(pid, &c.base));
+            if alive {
+                adopted.insert(c.id, c.pid.unwrap_or(0));
+                Found::Alive
+            } else {
+                let log =
+                    std::fs::read_to_string(tcpdump::log_path(dir, &c.base)).unwrap_or_default();
+                Found::Gone(tcpdump::parse_stats(&log))
+            }
+        }),
+        None => Vec::new(),
+    };
+    Ok((restored, adopted))
+}
+
 /// DIR holds the captures (writable by tcpdump's user) and `.tc/` (root only: state, logs).
 fn prepare_dir(dir: &Path, tcpdump_user: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join(".tc"))
@@ -150,145 +171,23 @@ fn prepare_dir(dir: &Path, tcpdump_user: &str) -> Result<()> {
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
-    if a.allow.is_empty() && !a.allow_any {
-        return Err(Error::usage(
-            "refusing to start without --allow CIDR (the controllers that may send requests); \
-             --allow-any accepts requests from anywhere, as the original agent did",
-        ));
-    }
-    crate::netaddr::validate_interface(&a.interface).map_err(Error::usage)?;
-    let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
-    crate::probe::validate_snmp_user(&a.snmp_user).map_err(Error::usage)?;
-    let program = tcpdump::find_program(a.tcpdump.as_deref()).map_err(Error::usage)?;
-    let tcpdump_user = a.tcpdump_user.clone().unwrap_or_else(|| {
-        if crate::sys::user_ids("tcpdump").is_some() {
-            "tcpdump".into()
-        } else {
-            "root".into()
-        }
-    });
-    let ovoc = if a.no_ovoc_rules {
-        None
-    } else {
-        let user = a.ovoc_user.clone().ok_or_else(|| {
-            Error::usage("no OVOC user: set TC_OVOC_USER or --ovoc-user (or --no-ovoc-rules)")
-        })?;
-        let password = crate::secret::resolve(&crate::secret::Source {
-            what: "OVOC password",
-            file: a.ovoc_password_file.as_deref(),
-            env: "TC_OVOC_PASSWORD",
-            file_flag: "--ovoc-password-file",
-        })?;
-        let trust = crate::tls::Trust::from_args(
-            a.tls.ca_cert.as_deref(),
-            a.tls.pin_sha256.as_deref(),
-            a.tls.insecure,
-        )
-        .map_err(Error::usage)?;
-        if a.tls.insecure {
-            crate::logging::warn_user("--insecure: OVOC's certificate is not verified");
-        }
-        Some(Arc::new(
-            OvocClient::new(
-                &a.ovoc_url,
-                &user,
-                &password,
-                &trust,
-                Duration::from_secs(10),
-                WORKERS,
-            )
-            .map_err(Error::usage)?,
-        ))
-    };
-    prepare_dir(&a.dir, &tcpdump_user)?;
-    let dir = a
+    let p = super::config::resolve(&a, &crate::secret::Env::process())?;
+    prepare_dir(&p.dir, &p.tcpdump_user)?;
+    let dir = p
         .dir
         .canonicalize()
-        .map_err(|e| Error::usage(format!("{}: {e}", a.dir.display())))?;
+        .map_err(|e| Error::usage(format!("{}: {e}", p.dir.display())))?;
     let _lock = lock(&dir)?;
-    let probes = Arc::new(ProbeConfig {
-        kinds,
-        snmp_user: a.snmp_user.clone(),
-        snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
-        snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
-        count: a.pacing.probe_count,
-        interval: a.pacing.probe_interval,
-        ..ProbeConfig::default()
-    });
-
-    let mut core = Core::new(Config {
-        allow: a.allow.clone(),
-        allow_any: a.allow_any,
-        ovoc_rules: ovoc.is_some(),
-        rule_idle: a.rule_idle,
-        start_timeout: a.start_timeout,
-        stop_grace: a.stop_grace,
-        stop_flush: a.stop_flush,
-    });
-    let tcpdump = Tcpdump {
-        program,
-        interface: a.interface.clone(),
-        dir: dir.clone(),
-        ring_files: a.ring_files,
-        ring_size_mb: a.ring_size,
-        buffer_kib: a.buffer_size,
-        user: tcpdump_user,
-    };
-    let mut adopted = HashMap::new();
-    let now = Instant::now();
-    let restored = match super::state::load(&dir).map_err(Error::usage)? {
-        Some(p) => core.restore(p, now, |c| {
-            let alive =
-                c.state == "running" && c.pid.is_some_and(|pid| tcpdump::proc_alive(pid, &c.base));
-            if alive {
-                adopted.insert(c.id, c.pid.unwrap_or(0));
-                Found::Alive
-            } else {
-                let log =
-                    std::fs::read_to_string(tcpdump::log_path(&dir, &c.base)).unwrap_or_default();
-                Found::Gone(tcpdump::parse_stats(&log))
-            }
-        }),
-        None => Vec::new(),
-    };
-
-    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM, SIGHUP, SIGCHLD])?
+    let mut core = Core::new(p.core.clone());
+    let (restored, adopted) = restore(&mut core, &dir)?;
+    let mut daemon = Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP, SIGCHLD])?
         .with_drain_budget(DRAIN_BUDGET);
-    let waker = daemon.waker();
     let (done_tx, done_rx) = mpsc::channel();
-    let saver = Saver::start(dir.clone(), done_tx.clone(), Arc::clone(&waker))?;
-    let jobs = crate::pool::workers(
-        WORKERS,
-        "tc-ovoc-worker",
-        |job: Job| job(),
-        done_tx,
-        move || {
-            let _ = waker.wake();
-        },
-    )
-    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
-    let mut sh = Shell {
-        sock: daemon.socket(),
-        dir: dir.clone(),
-        tcpdump,
-        children: HashMap::new(),
-        adopted,
-        ovoc,
-        probes,
-        jobs,
-
-        dirty: true,
-        last_saved: Vec::new(),
-        replies: Vec::new(),
-        saver,
-        requested: 0,
-        saved: 0,
-        held: VecDeque::new(),
-    };
+    let mut sh = shell(&p, &dir, adopted, &daemon, done_tx)?;
     let (adopted_n, closed_n) = core.restored_counts();
     emit(&Event::OvocListening {
         listen: daemon.local_addr(),
-        interface: a.interface.clone(),
+        interface: p.interface.clone(),
         dir: dir.display().to_string(),
         allow: if a.allow_any {
             vec!["any".into()]
@@ -302,7 +201,6 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     });
     sh.perform(&mut core, restored);
     sh.flush(&core);
-
     let started = Instant::now();
     let mut agent = Agent {
         core,
@@ -311,30 +209,59 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         stopping_since: None,
         // tcpdump ignoring SIGTERM past the grace period (core sends SIGKILL then); an adopted
         // one we cannot reap is given up on after twice that.
-        give_up: a.stop_flush + a.stop_grace * 2 + Duration::from_secs(1),
+        give_up: p.core.stop_flush + p.core.stop_grace * 2 + Duration::from_secs(1),
         stdout_warned: false,
     };
     daemon.run(&mut agent)?;
-    let Agent { core, mut sh, .. } = agent;
-    sh.saver.finish();
-    // Written whatever the saver managed: its last result is not read any more.
-    sh.last_saved.clear();
-    sh.save(&core);
-    for (_, to, text) in std::mem::take(&mut sh.held) {
-        sh.send(to, &text);
-    }
-    let c = &core.counters;
-    emit(&Event::OvocSummary {
-        requests: c.requests,
-        responses: c.responses,
-        dropped: c.dropped,
-        refused: c.refused,
-        captures_started: c.captures_started,
-        captures_stopped: c.captures_stopped,
-        seconds: started.elapsed().as_secs_f64(),
-        reason: "signal".into(),
-    });
+    agent.finish(started);
     Ok(ExitCode::Ok)
+}
+
+/// The shell's parts: tcpdump as configured, the state saver, the worker pool.
+fn shell(
+    p: &super::config::Plan,
+    dir: &Path,
+    adopted: HashMap<CaptureId, u32>,
+    daemon: &Daemon,
+    done_tx: mpsc::Sender<Done>,
+) -> Result<Shell> {
+    let waker = daemon.waker();
+    let saver = Saver::start(dir.to_path_buf(), done_tx.clone(), Arc::clone(&waker))?;
+    let jobs = crate::pool::workers(
+        WORKERS,
+        "tc-ovoc-worker",
+        |job: Job| job(),
+        done_tx,
+        move || {
+            let _ = waker.wake();
+        },
+    )
+    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
+    Ok(Shell {
+        sock: daemon.socket(),
+        dir: dir.to_path_buf(),
+        tcpdump: Tcpdump {
+            program: p.tcpdump_program.clone(),
+            interface: p.interface.clone(),
+            dir: dir.to_path_buf(),
+            ring_files: p.ring_files,
+            ring_size_mb: p.ring_size_mb,
+            buffer_kib: p.buffer_kib,
+            user: p.tcpdump_user.clone(),
+        },
+        children: HashMap::new(),
+        adopted,
+        ovoc: p.ovoc.clone(),
+        probes: Arc::clone(&p.probes),
+        jobs,
+        dirty: true,
+        last_saved: Vec::new(),
+        replies: Vec::new(),
+        saver,
+        requested: 0,
+        saved: 0,
+        held: VecDeque::new(),
+    })
 }
 
 /// The agent in the daemon loop: requests to the core, worker and child results every turn,
@@ -346,6 +273,31 @@ struct Agent {
     stopping_since: Option<Instant>,
     give_up: Duration,
     stdout_warned: bool,
+}
+
+impl Agent {
+    /// The last state written, the replies it held sent, the summary.
+    fn finish(self, started: Instant) {
+        let Agent { core, mut sh, .. } = self;
+        sh.saver.finish();
+        // Written whatever the saver managed: its last result is not read any more.
+        sh.last_saved.clear();
+        sh.save(&core);
+        for (_, to, text) in std::mem::take(&mut sh.held) {
+            sh.send(to, &text);
+        }
+        let c = &core.counters;
+        emit(&Event::OvocSummary {
+            requests: c.requests,
+            responses: c.responses,
+            dropped: c.dropped,
+            refused: c.refused,
+            captures_started: c.captures_started,
+            captures_stopped: c.captures_stopped,
+            seconds: started.elapsed().as_secs_f64(),
+            reason: "signal".into(),
+        });
+    }
 }
 
 impl Driver for Agent {

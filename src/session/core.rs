@@ -508,6 +508,7 @@ impl Core {
         out
     }
 
+    /// A response from `from`: its device's agent, about the request the device waits on?
     fn response(
         &mut self,
         out: &mut Vec<Action>,
@@ -515,24 +516,24 @@ impl Core {
         from: SocketAddr,
         r: proto::Response,
     ) {
-        let Some(d) = self.devs.get(&r.device) else {
-            out.push(Action::Emit(Event::SessionIgnored {
-                device: Some(r.device),
-                reason: "response for a device not in the inventory".into(),
+        let ignored = |reason: String| {
+            Action::Emit(Event::SessionIgnored {
+                device: Some(r.device.clone()),
+                reason,
                 sender: from.to_string(),
-            }));
+            })
+        };
+        let Some(d) = self.devs.get(&r.device) else {
+            out.push(ignored("response for a device not in the inventory".into()));
             return;
         };
         // The agent answers from its listen socket; anything else is not our agent.
         if from.ip() != d.agent.ip() {
-            out.push(Action::Emit(Event::SessionIgnored {
-                device: Some(r.device),
-                reason: format!(
-                    "response from {from}, not from the device's agent {}",
-                    d.agent
-                ),
-                sender: from.to_string(),
-            }));
+            let why = format!(
+                "response from {from}, not from the device's agent {}",
+                d.agent
+            );
+            out.push(ignored(why));
             return;
         }
         let agent = d.agent;
@@ -547,74 +548,70 @@ impl Core {
         if r.verb.is_some_and(|v| v != expected) {
             return;
         }
-        let device = r.device.clone();
-        if r.code == 100 {
-            self.trying_received(now, &device, expected);
-            return;
-        }
-        if r.code < 200 {
+        match r.code {
+            100 => self.trying_received(now, &r.device, expected),
             // Other provisional answers only inform; `199` says the agent's capture lost packets.
-            if let Some(dropped) = proto::parse_incomplete(&r).filter(|_| expected == Verb::Stop) {
-                self.devs.get_mut(&device).expect("known").incomplete = Some(dropped);
+            101..=199 => {
+                if let Some(dropped) =
+                    proto::parse_incomplete(&r).filter(|_| expected == Verb::Stop)
+                {
+                    self.devs.get_mut(&r.device).expect("known").incomplete = Some(dropped);
+                }
             }
-            return;
+            _ => self.final_answer(out, now, &r, expected),
         }
+    }
+
+    /// The final answer to the request `r.device` waits on.
+    fn final_answer(
+        &mut self,
+        out: &mut Vec<Action>,
+        now: Instant,
+        r: &proto::Response,
+        expected: Verb,
+    ) {
+        let device = r.device.as_str();
         let desc = format!("{} {}", r.code, r.reason);
-        self.settle(now, &device);
+        self.settle(now, device);
         match (expected, r.code) {
             (Verb::Register, 200) => {
-                out.push(self.row(&device, "register", "ok", Some(200), desc, None));
-                self.enter(out, now, &device, Step::CpeStart);
+                out.push(self.row(device, "register", "ok", Some(200), desc, None));
+                self.enter(out, now, device, Step::CpeStart);
             }
             (Verb::Capture, 200) => {
-                out.push(self.row(&device, "capture", "ok", Some(200), desc, None));
-                self.enter(out, now, &device, Step::Armed);
-                if self.interrupted || self.devs[&device].winding_down {
-                    self.enter(out, now, &device, Step::CpeStop);
+                out.push(self.row(device, "capture", "ok", Some(200), desc, None));
+                self.enter(out, now, device, Step::Armed);
+                if self.interrupted || self.devs[device].winding_down {
+                    self.enter(out, now, device, Step::CpeStop);
                 }
             }
             (Verb::Verify, code) => {
-                if let Some(d) = self.devs.get_mut(&device) {
-                    if d.agent_verify.is_none() {
-                        d.agent_verify = Some((code, desc));
-                        d.next_send = None;
-                    }
+                let d = self.devs.get_mut(device).expect("known");
+                if d.agent_verify.is_none() {
+                    d.agent_verify = Some((code, desc));
+                    d.next_send = None;
                 }
-                self.verify_progress(out, now, &device);
+                self.verify_progress(out, now, device);
             }
             (Verb::Stop, 200) => {
-                let d = &self.devs[&device];
-                let file = d.filename.clone();
-                let (status, desc) = match d.incomplete {
-                    None => ("ok", desc),
-                    Some(dropped) => (
-                        "incomplete",
-                        format!(
-                            "{desc}; the agent's capture is incomplete: {} (tcpdump)",
-                            match dropped {
-                                Some(n) => format!("{n} packets dropped by the kernel"),
-                                None => "its kernel drops are unknown".into(),
-                            }
-                        ),
-                    ),
-                };
-                out.push(self.row(&device, "stop", status, Some(200), desc, file));
-                self.finish_round(out, now, &device);
+                let d = &self.devs[device];
+                let (status, desc) = stop_outcome(desc, d.incomplete);
+                out.push(self.row(device, "stop", status, Some(200), desc, d.filename.clone()));
+                self.finish_round(out, now, device);
             }
-            (Verb::Stop, 503) if self.devs[&device].acked => {
+            (Verb::Stop, 503) if self.devs[device].acked => {
                 let why = format!(
                     "{desc} to a repeated STOP (an answer was lost; the original agent refuses a \
                      second STOP): not sent again, --resume retries it"
                 );
-                self.stop_failed(out, now, &device, why);
+                self.stop_failed(out, now, device, why);
             }
             (verb, code) => {
                 // 503 and friends: try again after the resend delay, within the budget.
                 let resend = self.cfg.resend;
-                if let Some(d) = self.devs.get_mut(&device) {
-                    d.next_send = Some(now + backoff(resend, d.sent));
-                }
-                out.push(self.row(&device, verb_task(verb), "retry", Some(code), desc, None));
+                let d = self.devs.get_mut(device).expect("known");
+                d.next_send = Some(now + backoff(resend, d.sent));
+                out.push(self.row(device, verb_task(verb), "retry", Some(code), desc, None));
             }
         }
     }
@@ -720,32 +717,18 @@ impl Core {
             return out;
         };
         d.job_running = false;
-        let interval = self.cfg.fetch_retry_interval;
-        match (job, result) {
+        let (next, text, file) = match (job, result) {
             (Job::CpeStart, Ok(_)) => {
                 d.cpe_capturing = true;
-                out.push(self.row(
-                    device,
-                    "cpe_start",
-                    "ok",
-                    None,
-                    "capture active on the device".into(),
-                    None,
-                ));
-                self.enter(&mut out, now, device, Step::Capture);
+                (Step::Capture, "capture active on the device".into(), None)
             }
-            (Job::CpeStart, Err(e)) => self.abort(&mut out, now, device, e),
+            (Job::CpeStart, Err(e)) => {
+                self.abort(&mut out, now, device, e);
+                return out;
+            }
             (Job::CpeStop, Ok(_)) => {
                 d.cpe_capturing = false;
-                out.push(self.row(
-                    device,
-                    "cpe_stop",
-                    "ok",
-                    None,
-                    "capture stopped on the device".into(),
-                    None,
-                ));
-                self.enter(&mut out, now, device, Step::Fetch);
+                (Step::Fetch, "capture stopped on the device".into(), None)
             }
             (Job::Fetch, Ok(JobOk::Fetched { path })) => {
                 let name = std::path::Path::new(&path)
@@ -754,43 +737,28 @@ impl Core {
                     .unwrap_or("")
                     .to_string();
                 d.filename = Some(name);
-                out.push(self.row(
-                    device,
-                    "fetch",
-                    "ok",
-                    None,
-                    "CPE capture retrieved".into(),
-                    Some(path),
-                ));
-                self.enter(&mut out, now, device, Step::Stop);
+                (Step::Stop, "CPE capture retrieved".into(), Some(path))
             }
             // The device may be unreachable (that is what the alarm said): keep trying.
             (Job::CpeStop | Job::Fetch, r) => {
-                let task = if job == Job::CpeStop {
-                    "cpe_stop"
-                } else {
-                    "fetch"
-                };
                 let e = r.err().unwrap_or_else(|| "unexpected job result".into());
+                let interval = self.cfg.fetch_retry_interval;
                 d.retry_at = Some(now + interval);
-                out.push(self.row(
-                    device,
-                    task,
-                    "retry",
-                    None,
-                    format!("{e}; retrying in {interval:?}"),
-                    None,
-                ));
+                let why = format!("{e}; retrying in {interval:?}");
+                out.push(self.row(device, job_task(job), "retry", None, why, None));
+                return out;
             }
             (Job::Probe, r) => {
-                let report = match r {
+                d.local_verify = Some(match r {
                     Ok(JobOk::Probed(p)) => p,
                     _ => ProbeReport::default(),
-                };
-                d.local_verify = Some(report);
+                });
                 self.verify_progress(&mut out, now, device);
+                return out;
             }
-        }
+        };
+        out.push(self.row(device, job_task(job), "ok", None, text, file));
+        self.enter(&mut out, now, device, next);
         out
     }
 
@@ -909,6 +877,34 @@ impl Core {
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted
+    }
+}
+
+/// The stop task's status and description: `incomplete` when the agent said (`199`) that its
+/// capture lost packets.
+fn stop_outcome(desc: String, incomplete: Option<Option<u64>>) -> (&'static str, String) {
+    match incomplete {
+        None => ("ok", desc),
+        Some(dropped) => (
+            "incomplete",
+            format!(
+                "{desc}; the agent's capture is incomplete: {} (tcpdump)",
+                match dropped {
+                    Some(n) => format!("{n} packets dropped by the kernel"),
+                    None => "its kernel drops are unknown".into(),
+                }
+            ),
+        ),
+    }
+}
+
+/// The task a job's row reports.
+fn job_task(job: Job) -> &'static str {
+    match job {
+        Job::CpeStart => "cpe_start",
+        Job::CpeStop => "cpe_stop",
+        Job::Fetch => "fetch",
+        Job::Probe => "verify",
     }
 }
 

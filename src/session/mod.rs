@@ -1,4 +1,5 @@
 //! `tc session`: the whole capture workflow for a fleet.
 
+pub mod config;
 pub mod core;
 pub mod run;

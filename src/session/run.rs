@@ -20,7 +20,8 @@ use mio::net::UdpSocket;
 use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use super::core::{Action, Config, Core, Job, JobOk, Journal, Row};
+use super::config::Plan;
+use super::core::{Action, Core, Job, JobOk, Journal, Row};
 use crate::cli::SessionArgs;
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
 use crate::emit::emit;
@@ -118,130 +119,107 @@ impl Worker {
     }
 }
 
-pub fn run(a: SessionArgs) -> Result<ExitCode> {
-    if a.target.devices.is_none() {
-        return Err(Error::usage("tc session needs --devices FILE (the inventory, with each device's agent in its ovoc column)"));
-    }
-    let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
-    let snmp = crate::cpe::run::resolve_snmp(a.snmp_user.clone())?;
-    let (targets, ctx) = crate::cpe::run::resolve(&a.target)?;
-    let mut devices = Vec::new();
-    for t in &targets {
-        let spec = t.ovoc.clone().or_else(|| a.ovoc.clone()).ok_or_else(|| {
-            Error::usage(format!(
-                "{}: no agent: fill the inventory's ovoc column or give --ovoc HOST",
-                t.device
-            ))
-        })?;
-        devices.push((
-            t.device.clone(),
-            crate::ovoc::send::server_addr(&spec, a.ovoc_port).map_err(Error::usage)?,
-        ));
-    }
-    std::fs::create_dir_all(a.out.join(".tc-session"))
-        .map_err(|e| Error::usage(format!("creating {}: {e}", a.out.display())))?;
-    let journal_path = a.out.join(".tc-session").join("journal");
-    let records = if a.resume {
-        read_journal(&journal_path)?
+/// The journal's records (on `--resume`), the report and the journal, open for appending.
+struct Files {
+    records: Vec<Journal>,
+    report: Report,
+    journal: std::fs::File,
+}
+
+fn open_files(p: &Plan) -> Result<Files> {
+    std::fs::create_dir_all(p.out.join(".tc-session"))
+        .map_err(|e| Error::usage(format!("creating {}: {e}", p.out.display())))?;
+    let records = if p.resume {
+        read_journal(&p.journal)?
     } else {
-        if journal_path.metadata().is_ok_and(|m| m.len() > 0) {
+        if p.journal.metadata().is_ok_and(|m| m.len() > 0) {
             return Err(Error::usage(format!(
                 "{} holds the journal of an earlier session: continue it with --resume, or use another --out",
-                journal_path.display()
+                p.journal.display()
             )));
         }
         Vec::new()
     };
-    let report_path = a.report.clone().unwrap_or_else(|| a.out.join("report.csv"));
-    let mut report = Report::open(&report_path)?;
-    let mut journal = std::fs::OpenOptions::new()
+    let report = Report::open(&p.report)?;
+    let journal = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&journal_path)
-        .map_err(|e| Error::usage(format!("opening {}: {e}", journal_path.display())))?;
+        .open(&p.journal)
+        .map_err(|e| Error::usage(format!("opening {}: {e}", p.journal.display())))?;
+    Ok(Files {
+        records,
+        report,
+        journal,
+    })
+}
 
-    let mut core = Core::new(
-        Config {
-            max_events: a.max_events,
-            register_attempts: a.register_attempts,
-            retries: a.target.retries,
-            fetch_retry_interval: a.fetch_retry_interval,
-            resend: a.resend,
-            probes: !kinds.is_empty(),
-            register: a.register == crate::cli::Register::Always,
-            probe_time: probe_time(&a.pacing),
-        },
-        devices.clone(),
-    );
-    core.resume(&records);
-    let worker = Arc::new(Worker {
-        targets: targets
-            .iter()
-            .map(|t| (t.device.clone(), t.clone()))
-            .collect(),
-        ctx,
-        fetch: FetchOpts {
-            out: a.out.clone(),
-            remote: a.remote_path.clone(),
-            known_hosts: a
-                .known_hosts
-                .clone()
-                .unwrap_or_else(crate::cpe::run::default_known_hosts),
-            accept_new: a.accept_new_host_key,
-        },
-        snmp,
-        probes: ProbeConfig {
-            kinds,
-            snmp_user: a
-                .snmp_user
-                .clone()
-                .unwrap_or_else(|| "CaptureScript".into()),
-            snmp_auth: crate::secret::from_env("TC_SNMP_AUTH_KEY"),
-            snmp_priv: crate::secret::from_env("TC_SNMP_PRIV_KEY"),
-            count: a.pacing.probe_count,
-            interval: a.pacing.probe_interval,
-            ..ProbeConfig::default()
-        },
-    });
+/// The queue of starts and fetches, and the pool that gives alarm work a thread at once.
+type Pools = (
+    mpsc::Sender<(String, Job)>,
+    crate::pool::Elastic<(String, Job)>,
+);
 
-    crate::sys::raise_fd_limit();
-    let mut daemon = Daemon::open(a.listen, &[SIGINT, SIGTERM, SIGHUP])?;
-    let waker = daemon.waker();
+/// The result a device's job hands back to the loop.
+type Done = (String, Job, std::result::Result<JobOk, String>);
 
-    // Starts and fetches (a fleet has a thousand at once) run on `--jobs` workers. What an
-    // alarm needs now (the CPE stop, the probes) never queues behind them: it gets a thread of
-    // its own on arrival, up to --alarm-jobs, so a storm of alarms stops every capture at once.
-    let (done_tx, done_rx) = mpsc::channel::<(String, Job, std::result::Result<JobOk, String>)>();
-    let run_job = {
-        let w = Arc::clone(&worker);
-        move |(device, job): (String, Job)| {
-            // A bug in one device's job must not leave the device waiting forever for a result.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&device, job)))
-                .unwrap_or_else(|_| Err(format!("internal error: the {job:?} job panicked")));
-            (device, job, r)
-        }
+/// Starts and fetches (a fleet has a thousand at once) run on `--jobs` workers. What an alarm
+/// needs now (the CPE stop, the probes) never queues behind them: it gets a thread of its own on
+/// arrival, up to --alarm-jobs, so a storm of alarms stops every capture at once.
+fn pools(
+    (jobs, alarm_jobs): (usize, usize),
+    worker: Arc<Worker>,
+    done_tx: mpsc::Sender<Done>,
+    waker: Arc<mio::Waker>,
+) -> Result<Pools> {
+    let run_job = move |(device, job): (String, Job)| {
+        // A bug in one device's job must not leave the device waiting forever for a result.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(&device, job)))
+            .unwrap_or_else(|_| Err(format!("internal error: the {job:?} job panicked")));
+        (device, job, r)
     };
     let wake = move || {
         let _ = waker.wake();
     };
     let urgent = crate::pool::Elastic::new(
-        a.alarm_jobs as usize,
+        alarm_jobs,
         Duration::from_secs(5),
         "tc-session-alarm",
         run_job.clone(),
         done_tx.clone(),
         wake.clone(),
     );
-    let job_tx = crate::pool::workers(a.target.jobs as usize, "tc-session", run_job, done_tx, wake)
+    let job_tx = crate::pool::workers(jobs, "tc-session", run_job, done_tx, wake)
         .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
+    Ok((job_tx, urgent))
+}
 
+pub fn run(a: SessionArgs) -> Result<ExitCode> {
+    let p = super::config::resolve(&a, &crate::secret::Env::process())?;
+    let mut files = open_files(&p)?;
+    let mut core = Core::new(p.core.clone(), p.devices.clone());
+    core.resume(&files.records);
+    let worker = Arc::new(Worker {
+        targets: p
+            .targets
+            .iter()
+            .map(|t| (t.device.clone(), t.clone()))
+            .collect(),
+        ctx: p.ctx,
+        fetch: p.fetch,
+        snmp: p.snmp,
+        probes: p.probes,
+    });
+    crate::sys::raise_fd_limit();
+    let mut daemon = Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP])?;
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (job_tx, urgent) = pools((p.jobs, p.alarm_jobs), worker, done_tx, daemon.waker())?;
     emit(&Event::SessionStarted {
-        devices: devices.len() as u32,
+        devices: p.devices.len() as u32,
         listen: daemon.local_addr(),
-        out: a.out.display().to_string(),
-        report: report_path.display().to_string(),
-        resumed: a.resume,
-        max_events: a.max_events,
+        out: p.out.display().to_string(),
+        report: p.report.display().to_string(),
+        resumed: p.resume,
+        max_events: p.max_events,
     });
     let started = Instant::now();
     let mut sess = Loop {
@@ -253,8 +231,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             urgent: &urgent,
             urgent_running: 0,
             held: VecDeque::new(),
-            report: &mut report,
-            journal: &mut journal,
+            report: &mut files.report,
+            journal: &mut files.journal,
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -264,10 +242,15 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     }
     let core = sess.core;
     drop((job_tx, urgent));
+    Ok(summary(&core, p.devices.len(), started))
+}
+
+/// The last line, and the exit code it stands for.
+fn summary(core: &Core, devices: usize, started: Instant) -> ExitCode {
     let tally = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
-        devices: devices.len() as u32,
+        devices: devices as u32,
         completed: tally.completed,
         aborted: tally.aborted,
         failed: tally.failed,
@@ -279,13 +262,13 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             "done".into()
         },
     });
-    Ok(if interrupted {
+    if interrupted {
         ExitCode::Interrupted
-    } else if tally.completed as usize == devices.len() {
+    } else if tally.completed as usize == devices {
         ExitCode::Ok
     } else {
         ExitCode::Failed
-    })
+    }
 }
 
 /// The session in the daemon loop: datagrams and worker results go to the core, its actions
@@ -341,16 +324,6 @@ impl Driver for Loop<'_> {
             .min()
             .or(Some(now + Duration::from_secs(1)))
     }
-}
-
-/// How long this session's probes take, as `ProbeConfig::duration` counts it.
-fn probe_time(p: &crate::cli::ProbePacing) -> Duration {
-    ProbeConfig {
-        count: p.probe_count,
-        interval: p.probe_interval,
-        ..ProbeConfig::default()
-    }
-    .duration()
 }
 
 /// What an alarm needs done now.
