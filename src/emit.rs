@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::event::Event;
-use crate::timefmt::Utc;
+use crate::timefmt::{Stamper, Utc};
 
 static BROKEN: AtomicBool = AtomicBool::new(false);
 
@@ -77,6 +77,7 @@ pub fn emit(ev: &Event) {
 #[derive(Default)]
 pub struct Batch {
     text: Vec<u8>,
+    stamper: Stamper,
 }
 
 impl Batch {
@@ -84,7 +85,7 @@ impl Batch {
 
     pub fn push<T: Serialize>(&mut self, ev: &T) {
         append_line(
-            |o| Utc::now().push_rfc3339(o),
+            |o| self.stamper.push_now(o),
             &mut self.text,
             |out| to_json(ev, out),
         );

@@ -9,6 +9,35 @@ use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+/// The stamps of many lines a second (`tc alarm listen`): the date and time of day are
+/// formatted once per second, the microseconds for each stamp.
+#[derive(Default)]
+pub struct Stamper {
+    /// The second `prefix` shows (`YYYY-MM-DDTHH:MM:SS.`).
+    second: Option<i64>,
+    prefix: Vec<u8>,
+}
+
+impl Stamper {
+    pub fn push_now(&mut self, out: &mut Vec<u8>) {
+        self.push(Utc::now(), out);
+    }
+
+    pub fn push(&mut self, t: Utc, out: &mut Vec<u8>) {
+        let second = t.0.as_second();
+        if self.second != Some(second) {
+            self.prefix.clear();
+            t.push_rfc3339(&mut self.prefix);
+            // Down to the '.': `.ffffffZ` is 8 bytes.
+            self.prefix.truncate(self.prefix.len() - 8);
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ".{:06}Z", t.0.subsec_microsecond());
+    }
+}
+
 /// An instant, to be written in UTC with microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Utc(Timestamp);
@@ -167,6 +196,35 @@ mod tests {
             Utc::from_unix_micros(1_655_914_567_565_758).time_of_day_millis(),
             "16:16:07.565"
         );
+    }
+
+    #[test]
+    fn the_stamper_writes_what_utc_writes() {
+        let mut s = Stamper::default();
+        // Within a second, across second, day and year ends, a clock stepped back, the epoch.
+        let mut times = vec![
+            1_655_914_567_565_758,
+            1_655_914_567_999_999,
+            1_655_914_568_000_000,
+            1_655_914_559_000_001,
+            1_704_067_199_999_999,
+            1_704_067_200_000_000,
+            0,
+        ];
+        let mut t = 1_700_000_000_000_000i64;
+        for _ in 0..5_000 {
+            t += 137_731;
+            times.push(t);
+        }
+        for us in times {
+            let mut got = Vec::new();
+            s.push(Utc::from_unix_micros(us), &mut got);
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                Utc::from_unix_micros(us).rfc3339(),
+                "{us}"
+            );
+        }
     }
 
     #[test]
