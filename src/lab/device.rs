@@ -49,6 +49,7 @@ impl Kind {
     }
 }
 
+#[derive(Clone)]
 pub struct Auth {
     pub admin_user: String,
     pub admin_password: Secret,

@@ -443,7 +443,7 @@ fn validate_spec(spec: &SshdSpec) -> Result<(), String> {
 
 /// sshd_config has no escape for `"` and expands `%` tokens in ChrootDirectory; rather than
 /// half-support them, refuse such paths with a clear message.
-fn check_config_path(p: &Path) -> Result<(), String> {
+pub(crate) fn check_config_path(p: &Path) -> Result<(), String> {
     let s = p
         .to_str()
         .ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
@@ -468,7 +468,7 @@ fn check_addr(addr: &str) -> Result<(), String> {
 }
 
 /// The portable POSIX user-name subset; also keeps names from looking like options.
-fn check_user_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()
