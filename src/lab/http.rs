@@ -9,8 +9,6 @@
 //! so a hostile or broken client gets a 4xx and a closed connection, never a panic or unbounded
 //! memory; every response states its length, so keep-alive framing can never desynchronise.
 
-// The lab runner wires this in; until it does, only the tests reach the public API.
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
