@@ -1,6 +1,12 @@
 //! `tc lab`: emulated AudioCodes CPEs for rehearsals and tests, built from the device facts in
 //! the spec. REST is emulated (no device can run here); everything else is real: the SFTP side
 //! is OpenSSH's sshd, the capture files hold traffic captured by tcpdump.
+//!
+//! `tc lab up` and `tc lab demo` are resolved first (`config.rs`: the flags in, a checked config
+//! out), then run by their shells (`up.rs`, `demo.rs`). The pieces they wire: `device.rs` and
+//! `ovoc.rs` (the emulated REST APIs, pure), `http.rs` and `acceptor.rs` (HTTPS), `pki.rs`,
+//! `sshd.rs` and `cutproxy.rs` (SFTP), `snmpd.rs`, `traffic.rs` and `live.rs` (real captures),
+//! `pcap.rs`; `capgen.rs` is `tc lab captures`.
 
 pub mod acceptor;
 pub mod capgen;
@@ -71,6 +77,7 @@ pub fn lab_kind(i: u32) -> device::Kind {
 
 pub use crate::sys::is_root;
 
+/// Writes `path` (mode 0600) through a temporary file, so a reader never sees half of it.
 fn write_private(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
