@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
 /// Parse `500ms`, `30s`, `5m`, `2h`, `1d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -58,57 +62,22 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Standard alphabet, padded (RFC 4648 section 4).
 pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// Padding optional, and bits left over in the last character ignored: what clients send in
+/// Basic credentials varies that much, and no more (no whitespace, no URL-safe alphabet).
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
+    LENIENT.decode(s.trim_end_matches('=')).ok()
 }
 
 /// Non-cryptographic-use random number (boundaries, jitter) from the OS generator.
@@ -171,6 +140,28 @@ mod tests {
         }
         assert!(base64_decode("Z").is_none());
         assert!(base64_decode("Zm9v!").is_none());
+    }
+
+    /// Decoding is as lenient as a Basic credential from any client needs, and no more.
+    #[test]
+    fn base64_decode_edges() {
+        let t: &[(&str, Option<&[u8]>)] = &[
+            ("Zg", Some(b"f")),
+            ("Zm8", Some(b"fo")),
+            ("Zg===", Some(b"f")),
+            ("Zh==", Some(b"f")),
+            ("Zm9=", Some(b"fo")),
+            ("=", Some(b"")),
+            ("Zm9vY", None),
+            ("Zg==Zg==", None),
+            (" Zg==", None),
+            ("Zg==\n", None),
+            ("Zm9v-_", None),
+            ("Zm9v/+", Some(b"foo\xff")),
+        ];
+        for &(enc, want) in t {
+            assert_eq!(base64_decode(enc).as_deref(), want, "{enc:?}");
+        }
     }
 
     #[test]

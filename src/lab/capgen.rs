@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6Header, PacketBuilder};
 
@@ -173,28 +173,70 @@ fn ip_id(r: &mut Rng) -> u16 {
 /// The traffic sent in true time `[from, to)`, in send order (TCP sessions and responses that
 /// start there may end a little later).
 fn traffic(a: &LabCapturesArgs, t0: i64, from: i64, to: i64) -> Vec<Logical> {
+    let s = Slice::new(a, t0, from, to);
     let mut out = Vec::new();
-    let period = |secs: f64| (((secs / a.rate.max(0.001)) * S as f64) as i64).max(1);
-    // An answer leaves after its request arrived, however late that was.
-    let arrived = ((a.delay_ms + a.jitter_ms) * MS as f64) as i64;
-    let base = Logical {
-        dir: O2C,
-        t: 0,
-        class: "snmp",
-        proto: Proto::Udp,
-        ovoc_port: 0,
-        cpe_port: 0,
-        ovoc_client: true,
-        ip_id: 0,
-        payload: Vec::new(),
-        sender_fragments: false,
-        lan: false,
-    };
-    // SNMP polls and their responses; every 30th a large set that the path fragments.
-    let p = period(1.0);
-    for k in ticks(from, to, t0 + 13 * MS, p) {
-        let mut r = rng_of(a.seed, 1, k);
-        let t = t0 + 13 * MS + k * p;
+    snmp_polls(&mut out, &s);
+    icmp_echo(&mut out, &s);
+    for (k, t) in s.every(503, 10.0) {
+        let mut r = rng_of(a.seed, 3, k);
+        tcp_session(&mut out, &s.base, t, k, s.arrived, &mut r);
+    }
+    for (k, t) in s.every(377, 0.5) {
+        cpe_chatter(&mut out, &s.base, t, k, &mut rng_of(a.seed, 4, k));
+    }
+    out.sort_by_key(|l| l.t);
+    out
+}
+
+/// One slice `[from, to)` of true time, and what each stream generated in it shares.
+struct Slice<'a> {
+    a: &'a LabCapturesArgs,
+    t0: i64,
+    from: i64,
+    to: i64,
+    /// An answer leaves after its request arrived, however late that was.
+    arrived: i64,
+    /// An SNMP poll from OVOC; each stream changes what differs.
+    base: Logical,
+}
+
+impl Slice<'_> {
+    fn new(a: &LabCapturesArgs, t0: i64, from: i64, to: i64) -> Slice<'_> {
+        Slice {
+            a,
+            t0,
+            from,
+            to,
+            arrived: ((a.delay_ms + a.jitter_ms) * MS as f64) as i64,
+            base: Logical {
+                dir: O2C,
+                t: 0,
+                class: "snmp",
+                proto: Proto::Udp,
+                ovoc_port: 0,
+                cpe_port: 0,
+                ovoc_client: true,
+                ip_id: 0,
+                payload: Vec::new(),
+                sender_fragments: false,
+                lan: false,
+            },
+        }
+    }
+
+    /// `(k, send time)` of the items of a stream sent every `secs` (divided by `--rate`) from
+    /// `phase_ms` after the start, that fall in this slice.
+    fn every(&self, phase_ms: i64, secs: f64) -> impl Iterator<Item = (i64, i64)> {
+        let period = (((secs / self.a.rate.max(0.001)) * S as f64) as i64).max(1);
+        let phase = self.t0 + phase_ms * MS;
+        ticks(self.from, self.to, phase, period).map(move |k| (k, phase + k * period))
+    }
+}
+
+/// SNMP polls and their responses; every 30th a large set that the path fragments.
+fn snmp_polls(out: &mut Vec<Logical>, s: &Slice) {
+    for (k, t) in s.every(13, 1.0) {
+        let mut r = rng_of(s.a.seed, 1, k);
         let big = k % 30 == 29;
         let size = if big { 1400 } else { 40 + r.below(60) as usize };
         let port = 40000 + (k % 4) as u16;
@@ -205,27 +247,28 @@ fn traffic(a: &LabCapturesArgs, t0: i64, from: i64, to: i64) -> Vec<Logical> {
             cpe_port: 161,
             ip_id: ip_id(&mut r),
             payload: snmp(pdu, id, &r.bytes(size)),
-            ..base.clone()
+            ..s.base.clone()
         });
         let n = 30 + r.below(200) as usize;
         let answer = r.bytes(n);
         out.push(Logical {
             dir: C2O,
-            t: t + arrived + 1_500_000,
+            t: t + s.arrived + 1_500_000,
             ovoc_port: port,
             cpe_port: 161,
             ip_id: ip_id(&mut r),
             payload: snmp(0xa2, id, &answer),
-            ..base.clone()
+            ..s.base.clone()
         });
     }
-    // ICMP echo.
-    let p = period(2.0);
-    for k in ticks(from, to, t0 + 211 * MS, p) {
-        let mut r = rng_of(a.seed, 2, k);
-        let t = t0 + 211 * MS + k * p;
+}
+
+/// ICMP echo from OVOC, and the CPE's replies.
+fn icmp_echo(out: &mut Vec<Logical>, s: &Slice) {
+    for (k, t) in s.every(211, 2.0) {
+        let mut r = rng_of(s.a.seed, 2, k);
         let data = r.bytes(56);
-        for (dir, dt, reply) in [(O2C, 0, false), (C2O, arrived + 300_000, true)] {
+        for (dir, dt, reply) in [(O2C, 0, false), (C2O, s.arrived + 300_000, true)] {
             out.push(Logical {
                 dir,
                 t: t + dt,
@@ -237,27 +280,10 @@ fn traffic(a: &LabCapturesArgs, t0: i64, from: i64, to: i64) -> Vec<Logical> {
                 },
                 ip_id: ip_id(&mut r),
                 payload: data.clone(),
-                ..base.clone()
+                ..s.base.clone()
             });
         }
     }
-    let p = period(10.0);
-    for k in ticks(from, to, t0 + 503 * MS, p) {
-        let mut r = rng_of(a.seed, 3, k);
-        tcp_session(&mut out, &base, t0 + 503 * MS + k * p, k, arrived, &mut r);
-    }
-    let p = period(0.5);
-    for k in ticks(from, to, t0 + 377 * MS, p) {
-        cpe_chatter(
-            &mut out,
-            &base,
-            t0 + 377 * MS + k * p,
-            k,
-            &mut rng_of(a.seed, 4, k),
-        );
-    }
-    out.sort_by_key(|l| l.t);
-    out
 }
 
 /// Syslog from the CPE (every 20th too large for one packet), a trap now and then, and a DNS
@@ -406,6 +432,20 @@ fn snmp(pdu: u8, id: u32, value: &[u8]) -> Vec<u8> {
 /// The IP packet(s) of a logical packet as `side` captures it: addresses and client port as
 /// NAT left them there, TTL as the hops left it, fragments where the path or sender made them.
 fn on_wire(l: &Logical, side: usize, a: &Addrs, nat: bool) -> Vec<Vec<u8>> {
+    let (src, dst, sport, dport) = endpoints(l, side, a, nat);
+    let sender_side = if l.dir == O2C { 0 } else { 1 };
+    let ttl = if side == sender_side { 64 } else { 57 };
+    let pkt = build_packet(l, ip_header(l, src, dst, ttl), sport, dport);
+    let path_frag = l.dir == O2C && side == 1 && pkt.len() > PATH_MTU;
+    if src.is_ipv4() && (l.sender_fragments || path_frag) {
+        fragment(&pkt, PATH_MTU)
+    } else {
+        vec![pkt]
+    }
+}
+
+/// (source, destination, source port, destination port) as `side` sees them.
+fn endpoints(l: &Logical, side: usize, a: &Addrs, nat: bool) -> (IpAddr, IpAddr, u16, u16) {
     let at_ovoc = side == 0;
     let (ovoc_ip, cpe_ip) = if at_ovoc {
         (a.ovoc, a.device)
@@ -424,14 +464,15 @@ fn on_wire(l: &Logical, side: usize, a: &Addrs, nat: bool) -> Vec<Vec<u8>> {
             cp ^= 0x2a00;
         }
     }
-    let sender_side = if l.dir == O2C { 0 } else { 1 };
-    let ttl = if side == sender_side { 64 } else { 57 };
-    let (src, dst, sport, dport) = if l.dir == O2C {
+    if l.dir == O2C {
         (ovoc_ip, cpe_ip, op, cp)
     } else {
         (cpe_ip, ovoc_ip, cp, op)
-    };
-    let ip = match (src, dst) {
+    }
+}
+
+fn ip_header(l: &Logical, src: IpAddr, dst: IpAddr, ttl: u8) -> IpHeaders {
+    match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut h =
                 Ipv4Header::new(0, ttl, IpNumber::UDP, s.octets(), d.octets()).expect("header");
@@ -449,7 +490,12 @@ fn on_wire(l: &Logical, side: usize, a: &Addrs, nat: bool) -> Vec<Vec<u8>> {
             Default::default(),
         ),
         _ => unreachable!("one family"),
-    };
+    }
+}
+
+/// The whole IP packet: `ip`, the transport header of `l.proto`, the payload.
+fn build_packet(l: &Logical, ip: IpHeaders, sport: u16, dport: u16) -> Vec<u8> {
+    let v4 = matches!(ip, IpHeaders::Ipv4(..));
     let b = PacketBuilder::ip(ip);
     let mut pkt = Vec::with_capacity(l.payload.len() + 64);
     let r = match l.proto {
@@ -476,20 +522,15 @@ fn on_wire(l: &Logical, side: usize, a: &Addrs, nat: bool) -> Vec<Vec<u8>> {
             }
             t.write(&mut pkt, &l.payload)
         }
-        Proto::Echo { id, seq, reply } => match (src, reply) {
-            (IpAddr::V4(_), false) => b.icmpv4_echo_request(id, seq).write(&mut pkt, &l.payload),
-            (IpAddr::V4(_), true) => b.icmpv4_echo_reply(id, seq).write(&mut pkt, &l.payload),
-            (_, false) => b.icmpv6_echo_request(id, seq).write(&mut pkt, &l.payload),
-            (_, true) => b.icmpv6_echo_reply(id, seq).write(&mut pkt, &l.payload),
+        Proto::Echo { id, seq, reply } => match (v4, reply) {
+            (true, false) => b.icmpv4_echo_request(id, seq).write(&mut pkt, &l.payload),
+            (true, true) => b.icmpv4_echo_reply(id, seq).write(&mut pkt, &l.payload),
+            (false, false) => b.icmpv6_echo_request(id, seq).write(&mut pkt, &l.payload),
+            (false, true) => b.icmpv6_echo_reply(id, seq).write(&mut pkt, &l.payload),
         },
     };
     r.expect("building a packet");
-    let path_frag = l.dir == O2C && side == 1 && pkt.len() > PATH_MTU;
-    if src.is_ipv4() && (l.sender_fragments || path_frag) {
-        fragment(&pkt, PATH_MTU)
-    } else {
-        vec![pkt]
-    }
+    pkt
 }
 
 /// IPv4 fragments of `pkt` of at most `mtu` bytes each.
@@ -738,6 +779,36 @@ struct World<'a> {
 }
 
 impl World<'_> {
+    fn new<'a>(a: &'a LabCapturesArgs, addrs: Addrs, cpe_path: &Path) -> World<'a> {
+        let t0 = a.start;
+        let window = |start: f64, stop: Option<f64>| {
+            let stop = stop.unwrap_or(a.seconds + 1.0);
+            (
+                t0 + (start * S as f64) as i64,
+                t0 + (stop * S as f64) as i64,
+            )
+        };
+        World {
+            a,
+            addrs,
+            t0,
+            windows: [
+                window(a.ovoc_start, a.ovoc_end),
+                window(a.cpe_start, a.cpe_end),
+            ],
+            pending: [Vec::new(), Vec::new()],
+            truth: Truth {
+                device: addrs.device.to_string(),
+                ovoc_addr_cpe_view: addrs.ovoc_seen.to_string(),
+                offset_ns: a.offset,
+                drift_ppm: a.drift_ppm,
+                t0_ns: t0,
+                cpe_file: cpe_path.display().to_string(),
+                ..Truth::default()
+            },
+        }
+    }
+
     fn cpe_clock(&self, t: i64) -> i64 {
         t + self.a.offset + (self.a.drift_ppm * 1e-6 * (t - self.t0) as f64) as i64
     }
@@ -872,29 +943,51 @@ pub fn run(a: LabCapturesArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| Error::usage(format!("creating {}: {e}", a.dir.display())))?;
     let t0 = a.start;
-    let end = t0 + (a.seconds * S as f64) as i64;
-    let window = |start: f64, stop: Option<f64>| {
-        let stop = stop.unwrap_or(a.seconds + 1.0);
-        (
-            t0 + (start * S as f64) as i64,
-            t0 + (stop * S as f64) as i64,
-        )
-    };
     let addrs = addrs(a.ipv6, a.nat);
     let stamp = crate::timefmt::Utc::from_unix_micros(t0 / 1000).file_stamp();
     let name = format!("device_{}_{stamp}", addrs.device);
-    let io = |e: std::io::Error| Error::failed(format!("writing captures: {e}"));
-    let cpe_path = a.dir.join(format!(
-        "CPE_{name}.{}",
-        if a.cpe_format == "pcapng" {
-            "pcapng"
-        } else {
-            "pcap"
+    let (mut sinks, cpe_path) = open_sinks(&a, &name).map_err(io_error)?;
+    let mut w = World::new(&a, addrs, &cpe_path);
+    // One second of traffic at a time, so memory stays bounded however long the capture:
+    // nothing generated later is recorded before the slice's start, so what is older is
+    // written out (with two seconds to spare).
+    let end = t0 + (a.seconds * S as f64) as i64;
+    let mut from = t0;
+    while from < end {
+        let to = (from + S).min(end);
+        for l in traffic(&a, t0, from, to) {
+            w.simulate(&l);
         }
-    ));
+        w.flush(&mut sinks, from - 2 * S).map_err(io_error)?;
+        from = to;
+    }
+    w.flush(&mut sinks, i64::MAX).map_err(io_error)?;
+    let [ovoc, cpe] = sinks;
+    w.truth.ring_wrapped = ovoc.wrapped();
+    cpe.close().map_err(io_error)?;
+    let files = ovoc.close().map_err(io_error)?;
+    w.truth.ovoc_files = files.iter().map(|p| p.display().to_string()).collect();
+    let truth = serde_json::to_string_pretty(&w.truth).expect("serializes");
+    std::fs::write(a.dir.join("truth.json"), truth).map_err(io_error)?;
+    Ok(ExitCode::Ok)
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::failed(format!("writing captures: {e}"))
+}
+
+/// OVOC's capture (one file, or a ring) and the CPE's in the format asked for; and the CPE
+/// file's path, for the truth.
+fn open_sinks(a: &LabCapturesArgs, name: &str) -> std::io::Result<([Box<dyn Sink>; 2], PathBuf)> {
+    let ext = if a.cpe_format == "pcapng" {
+        "pcapng"
+    } else {
+        "pcap"
+    };
+    let cpe_path = a.dir.join(format!("CPE_{name}.{ext}"));
     let cpe: Box<dyn Sink> = match a.cpe_format.as_str() {
-        "pcapng" => Box::new(PcapNg::create(cpe_path.clone()).map_err(io)?),
-        f => Box::new(Pcap::create(cpe_path.clone(), 1, f == "pcap-ns").map_err(io)?),
+        "pcapng" => Box::new(PcapNg::create(cpe_path.clone())?),
+        f => Box::new(Pcap::create(cpe_path.clone(), 1, f == "pcap-ns")?),
     };
     let ovoc: Box<dyn Sink> = match a.ring_bytes {
         Some(size) => Box::new(Ring {
@@ -906,48 +999,13 @@ pub fn run(a: LabCapturesArgs) -> Result<ExitCode> {
             used: Vec::new(),
             wrapped: false,
         }),
-        None => {
-            Box::new(Pcap::create(a.dir.join(format!("OVOC_{name}-0.pcap")), 1, false).map_err(io)?)
-        }
+        None => Box::new(Pcap::create(
+            a.dir.join(format!("OVOC_{name}-0.pcap")),
+            1,
+            false,
+        )?),
     };
-    let mut sinks = [ovoc, cpe];
-    let mut w = World {
-        a: &a,
-        addrs,
-        t0,
-        windows: [
-            window(a.ovoc_start, a.ovoc_end),
-            window(a.cpe_start, a.cpe_end),
-        ],
-        pending: [Vec::new(), Vec::new()],
-        truth: Truth {
-            device: addrs.device.to_string(),
-            ovoc_addr_cpe_view: addrs.ovoc_seen.to_string(),
-            offset_ns: a.offset,
-            drift_ppm: a.drift_ppm,
-            t0_ns: t0,
-            cpe_file: cpe_path.display().to_string(),
-            ..Truth::default()
-        },
-    };
-    let mut from = t0;
-    while from < end {
-        let to = (from + S).min(end);
-        for l in traffic(&a, t0, from, to) {
-            w.simulate(&l);
-        }
-        w.flush(&mut sinks, from - 2 * S).map_err(io)?;
-        from = to;
-    }
-    w.flush(&mut sinks, i64::MAX).map_err(io)?;
-    let [ovoc, cpe] = sinks;
-    w.truth.ring_wrapped = ovoc.wrapped();
-    cpe.close().map_err(io)?;
-    let files = ovoc.close().map_err(io)?;
-    w.truth.ovoc_files = files.iter().map(|p| p.display().to_string()).collect();
-    let truth = serde_json::to_string_pretty(&w.truth).expect("serializes");
-    std::fs::write(a.dir.join("truth.json"), truth).map_err(io)?;
-    Ok(ExitCode::Ok)
+    Ok(([ovoc, cpe], cpe_path))
 }
 
 #[cfg(test)]

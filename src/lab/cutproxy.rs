@@ -8,8 +8,6 @@
 //! `cut_after` bytes and then end-of-stream; every later connection is forwarded untouched,
 //! half-closes included.
 
-// The lab runner wires this in; until it does, only the tests reach the public API.
-
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::cli::LabDemoArgs;
+use super::config::DemoConfig;
 use crate::error::{Error, ExitCode, Result};
 
 const INSTALL: &str = "apt-get install -y openssh-server tcpdump snmpd   (Debian/Ubuntu)\n  \
@@ -96,10 +96,6 @@ impl Proc {
     }
 }
 
-fn have(prog: &str) -> bool {
-    super::which(prog)
-}
-
 fn tc(env: &HashMap<String, String>) -> Result<Command> {
     let exe =
         std::env::current_exe().map_err(|e| Error::failed(format!("finding this program: {e}")))?;
@@ -125,70 +121,51 @@ fn size(p: &Path) -> String {
     }
 }
 
-pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
-    requirements(super::is_root(), have).map_err(Error::usage)?;
-    let dir = match a.dir.clone() {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!(
-            "tc-demo-{}",
-            crate::timefmt::Utc::now().file_stamp()
-        )),
-    };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::usage(format!("creating {}: {e}", dir.display())))?;
-    let dir = dir
+/// Lines of the child processes' stdout, by process name.
+type Lines = (&'static str, String);
+
+/// The whole demo is bounded: it is over (one way or the other) within this.
+const DEMO_TIME: Duration = Duration::from_secs(55);
+
+pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
+    std::fs::create_dir_all(&cfg.dir)
+        .map_err(|e| Error::usage(format!("creating {}: {e}", cfg.dir.display())))?;
+    let dir = cfg
+        .dir
         .canonicalize()
         .map_err(|e| Error::usage(e.to_string()))?;
-    let (lab_dir, agent_dir, out_dir) = (dir.join("lab"), dir.join("ovoc"), dir.join("captures"));
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel::<(&'static str, String)>();
-    let interrupted = crate::sys::install_signals()?;
-
+    let (tx, rx) = mpsc::channel::<Lines>();
+    let mut demo = Demo {
+        lab_dir: dir.join("lab"),
+        agent_dir: dir.join("ovoc"),
+        out_dir: dir.join("captures"),
+        tx,
+        rx,
+        procs: Vec::new(),
+        interrupted: crate::sys::install_signals()?,
+        deadline: started + DEMO_TIME,
+    };
     eprintln!(
         "tc lab demo: {} emulated devices, everything under {}",
-        a.devices,
+        cfg.devices,
         dir.display()
     );
     // Another demo (or lab, or agent) may be running: take a subnet whose agent address is free,
     // and a system user of its own.
     let (subnet, _subnet_lock) =
         free_subnet().ok_or_else(|| Error::failed("no free lab subnet in 127.0.77-199.x"))?;
-    let mut lab_cmd = tc(&HashMap::new())?;
-    lab_cmd.args([
-        "lab",
-        "up",
-        "--live-captures",
-        "--devices",
-        &a.devices.to_string(),
-    ]);
-    lab_cmd.args([
-        "--subnet",
-        &subnet.to_string(),
-        "--user",
-        &format!("tcdemo{subnet}"),
-        "--dir",
-    ]);
-    lab_cmd.arg(&lab_dir);
-    let lab = Proc::spawn("lab", lab_cmd, tx.clone())?;
-    let mut procs = vec![lab];
-    let result = demo(
-        &lab_dir,
-        &agent_dir,
-        &out_dir,
-        &tx,
-        &rx,
-        &mut procs,
-        &interrupted,
-    );
-    // Stop in reverse order: session (already gone), agent, lab.
-    while let Some(p) = procs.pop() {
-        p.stop();
-    }
-    while let Ok((_, l)) = rx.try_recv() {
-        crate::emit::relay(&l);
-    }
+    let result = demo
+        .start_lab(cfg.devices, subnet)
+        .and_then(|()| demo.steps());
+    demo.stop();
     let ok = result?;
-    let failed = summary(&lab_dir, &agent_dir, &out_dir, started.elapsed());
+    let failed = summary(
+        &demo.lab_dir,
+        &demo.agent_dir,
+        &demo.out_dir,
+        started.elapsed(),
+    );
     Ok(if ok && failed == 0 {
         ExitCode::Ok
     } else {
@@ -196,160 +173,246 @@ pub fn run(a: LabDemoArgs) -> Result<ExitCode> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn demo(
-    lab_dir: &Path,
-    agent_dir: &Path,
-    out_dir: &Path,
-    tx: &mpsc::Sender<(&'static str, String)>,
-    rx: &mpsc::Receiver<(&'static str, String)>,
-    procs: &mut Vec<Proc>,
-    interrupted: &AtomicBool,
-) -> Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(55);
-    let next = |until: Instant| -> Result<(&'static str, String)> {
-        if interrupted.load(Ordering::Relaxed) {
+/// The running demo: its directories, the processes started so far and their output.
+struct Demo {
+    lab_dir: PathBuf,
+    agent_dir: PathBuf,
+    out_dir: PathBuf,
+    tx: mpsc::Sender<Lines>,
+    rx: mpsc::Receiver<Lines>,
+    /// In start order: lab, agent, session.
+    procs: Vec<Proc>,
+    interrupted: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+/// What the lab says about itself once ready: its env file and its devices.
+struct Ready {
+    env: HashMap<String, String>,
+    inventory: PathBuf,
+    devices: Vec<String>,
+    agent_ip: String,
+}
+
+impl Demo {
+    /// The demo proper, once the lab is started: whether the session completed every device.
+    fn steps(&mut self) -> Result<bool> {
+        let ready = self.wait_for_lab()?;
+        self.start_agent(&ready)?;
+        let _traffic = Traffic::start(ready.devices.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        self.start_session(&ready)?;
+        eprintln!("  agent and session started; waiting until every device captures on both sides");
+        self.alarms_until_summary(&ready.devices)
+    }
+
+    /// The next line from a child (relayed by the caller), or an error once the wait is over:
+    /// `interrupted` on a signal, else a timeout at `until`'s slice of 200 ms.
+    fn next(&self, until: Instant) -> Result<Lines> {
+        if self.interrupted.load(Ordering::Relaxed) {
             return Err(Error::interrupted());
         }
         let left = until.saturating_duration_since(Instant::now());
-        rx.recv_timeout(left.min(Duration::from_millis(200)))
+        self.rx
+            .recv_timeout(left.min(Duration::from_millis(200)))
             .map_err(|_| Error::failed("timeout"))
-    };
-    // 1. The lab.
-    loop {
-        match next(deadline) {
-            Ok((who, l)) => {
-                crate::emit::relay(&l);
-                if who == "lab" && l.contains("\"lab.ready\"") {
-                    break;
+    }
+
+    fn spawn(&mut self, name: &'static str, cmd: Command) -> Result<()> {
+        self.procs.push(Proc::spawn(name, cmd, self.tx.clone())?);
+        Ok(())
+    }
+
+    /// Step 1: the lab, on `subnet` with a system user of its own.
+    fn start_lab(&mut self, devices: u32, subnet: u8) -> Result<()> {
+        let mut lab = tc(&HashMap::new())?;
+        lab.args([
+            "lab",
+            "up",
+            "--live-captures",
+            "--devices",
+            &devices.to_string(),
+        ]);
+        lab.args([
+            "--subnet",
+            &subnet.to_string(),
+            "--user",
+            &format!("tcdemo{subnet}"),
+            "--dir",
+        ]);
+        lab.arg(&self.lab_dir);
+        self.spawn("lab", lab)
+    }
+
+    fn wait_for_lab(&self) -> Result<Ready> {
+        loop {
+            match self.next(self.deadline) {
+                Ok((who, l)) => {
+                    crate::emit::relay(&l);
+                    if who == "lab" && l.contains("\"lab.ready\"") {
+                        break;
+                    }
+                }
+                Err(e) if e.exit_code() == ExitCode::Interrupted => return Err(e),
+                Err(_) if Instant::now() > self.deadline => {
+                    return Err(Error::failed("the lab did not start"))
+                }
+                Err(_) => {}
+            }
+        }
+        let env = parse_env(
+            &std::fs::read_to_string(self.lab_dir.join("env"))
+                .map_err(|e| Error::failed(format!("reading the lab env: {e}")))?,
+        );
+        let inventory = self.lab_dir.join("devices.csv");
+        let entries =
+            crate::inventory::parse(&std::fs::read_to_string(&inventory).unwrap_or_default())
+                .map_err(Error::failed)?;
+        eprintln!(
+            "  lab ready: {} devices, emulated OVOC, sshd, snmpd",
+            entries.len()
+        );
+        Ok(Ready {
+            env,
+            inventory,
+            agent_ip: entries[0].ovoc.clone().unwrap_or_default(),
+            devices: entries.into_iter().map(|e| e.device).collect(),
+        })
+    }
+
+    /// Step 2: the agent, as on an OVOC server.
+    fn start_agent(&mut self, ready: &Ready) -> Result<()> {
+        let mut agent = tc(&ready.env)?;
+        agent.args([
+            "ovoc",
+            "serve",
+            "--interface",
+            "lo",
+            "--allow",
+            "127.0.0.0/8",
+        ]);
+        agent
+            .args(["--listen", &format!("{}:20001", ready.agent_ip), "--dir"])
+            .arg(&self.agent_dir);
+        self.spawn("agent", agent)?;
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(p) = self.procs.last_mut() {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                return Err(Error::failed(format!(
+                    "the agent could not start ({st}); see its message above"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4: the session, as on the controller host.
+    fn start_session(&mut self, ready: &Ready) -> Result<()> {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|x| x.port())
+            .unwrap_or(25001);
+        let mut session = tc(&ready.env)?;
+        session
+            .args(["session", "--devices"])
+            .arg(&ready.inventory)
+            .arg("--out")
+            .arg(&self.out_dir);
+        session.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--snmp-user",
+            "CaptureScript",
+            "--resend",
+            "1s",
+        ]);
+        self.spawn("session", session)
+    }
+
+    /// Step 5: a Connection Lost for each device a few seconds after both sides capture, then
+    /// wait for the session's summary: whether it completed every device.
+    fn alarms_until_summary(&self, devices: &[String]) -> Result<bool> {
+        let mut capturing = 0usize;
+        let mut alarm_at: Option<Instant> = None;
+        let mut last_alarm = Instant::now();
+        loop {
+            match self.next(self.deadline) {
+                Ok((who, l)) => {
+                    crate::emit::relay(&l);
+                    if who == "session" && l.contains("\"task\":\"capture\",\"status\":\"ok\"") {
+                        capturing += 1;
+                        if capturing == devices.len() {
+                            eprintln!(
+                                "  all {capturing} devices capturing; Connection Lost in 3 s"
+                            );
+                            alarm_at = Some(Instant::now() + Duration::from_secs(3));
+                        }
+                    }
+                    if who == "session" && l.contains("\"session.summary\"") {
+                        return Ok(l.contains(&format!("\"completed\":{}", devices.len())));
+                    }
+                }
+                Err(e) if e.exit_code() == ExitCode::Interrupted => return Err(e),
+                Err(_) if Instant::now() > self.deadline => {
+                    return Err(Error::failed("the demo did not finish within 55 s"));
+                }
+                Err(_) => {}
+            }
+            // OVOC sends the alarm once; a lost datagram on loopback is unlikely, but resend
+            // every second to devices that have not moved on, as a patient operator would.
+            if alarm_at.is_some_and(|t| Instant::now() >= t)
+                && last_alarm.elapsed() >= Duration::from_secs(1)
+            {
+                last_alarm = Instant::now();
+                for d in devices {
+                    let _ = super::ovoc::send_alarm(&self.lab_dir, d, false);
                 }
             }
-            Err(e) if e.exit_code() == ExitCode::Interrupted => return Err(e),
-            Err(_) if Instant::now() > deadline => {
-                return Err(Error::failed("the lab did not start"))
-            }
-            Err(_) => {}
-        }
-    }
-    let env = parse_env(
-        &std::fs::read_to_string(lab_dir.join("env"))
-            .map_err(|e| Error::failed(format!("reading the lab env: {e}")))?,
-    );
-    let inventory = lab_dir.join("devices.csv");
-    let entries = crate::inventory::parse(&std::fs::read_to_string(&inventory).unwrap_or_default())
-        .map_err(Error::failed)?;
-    let agent_ip = entries[0].ovoc.clone().unwrap_or_default();
-    eprintln!(
-        "  lab ready: {} devices, emulated OVOC, sshd, snmpd",
-        entries.len()
-    );
-
-    // 2. The agent, as on an OVOC server.
-    let mut agent = tc(&env)?;
-    agent.args([
-        "ovoc",
-        "serve",
-        "--interface",
-        "lo",
-        "--allow",
-        "127.0.0.0/8",
-    ]);
-    agent
-        .args(["--listen", &format!("{agent_ip}:20001"), "--dir"])
-        .arg(agent_dir);
-    procs.push(Proc::spawn("agent", agent, tx.clone())?);
-    std::thread::sleep(Duration::from_millis(300));
-    if let Some(p) = procs.last_mut() {
-        if let Ok(Some(st)) = p.child.try_wait() {
-            return Err(Error::failed(format!(
-                "the agent could not start ({st}); see its message above"
-            )));
         }
     }
 
-    // 3. Traffic to every device while the captures run.
-    let traffic_stop = Arc::new(AtomicBool::new(false));
-    let devices: Vec<String> = entries.iter().map(|e| e.device.clone()).collect();
-    {
-        let (stop, devs) = (Arc::clone(&traffic_stop), devices.clone());
+    /// Stops in reverse order (session, if not gone already; agent; lab), then relays what
+    /// they said last.
+    fn stop(&mut self) {
+        while let Some(p) = self.procs.pop() {
+            p.stop();
+        }
+        while let Ok((_, l)) = self.rx.try_recv() {
+            crate::emit::relay(&l);
+        }
+    }
+}
+
+/// Step 3: traffic to every device while the captures run; stops when dropped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+}
+
+impl Traffic {
+    fn start(devices: Vec<String>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
         std::thread::spawn(move || {
             let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
                 return;
             };
             let mut n = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                for d in &devs {
+            while !flag.load(Ordering::Relaxed) {
+                for d in &devices {
                     let _ = s.send_to(format!("tc demo traffic {n}").as_bytes(), (d.as_str(), 9));
                 }
                 n += 1;
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
+        Traffic { stop }
     }
+}
 
-    // 4. The session, as on the controller host.
-    std::thread::sleep(Duration::from_millis(300));
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|x| x.port())
-        .unwrap_or(25001);
-    let mut session = tc(&env)?;
-    session
-        .args(["session", "--devices"])
-        .arg(&inventory)
-        .arg("--out")
-        .arg(out_dir);
-    session.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--snmp-user",
-        "CaptureScript",
-        "--resend",
-        "1s",
-    ]);
-    procs.push(Proc::spawn("session", session, tx.clone())?);
-    eprintln!("  agent and session started; waiting until every device captures on both sides");
-
-    // 5. Connection Lost for each device a few seconds after both sides capture.
-    let mut capturing = 0usize;
-    let mut alarm_at: Option<Instant> = None;
-    let mut last_alarm = Instant::now();
-    let mut ok = None;
-    while ok.is_none() {
-        match next(deadline) {
-            Ok((who, l)) => {
-                crate::emit::relay(&l);
-                if who == "session" && l.contains("\"task\":\"capture\",\"status\":\"ok\"") {
-                    capturing += 1;
-                    if capturing == devices.len() {
-                        eprintln!("  all {capturing} devices capturing; Connection Lost in 3 s");
-                        alarm_at = Some(Instant::now() + Duration::from_secs(3));
-                    }
-                }
-                if who == "session" && l.contains("\"session.summary\"") {
-                    ok = Some(l.contains(&format!("\"completed\":{}", devices.len())));
-                }
-            }
-            Err(e) if e.exit_code() == ExitCode::Interrupted => return Err(e),
-            Err(_) if Instant::now() > deadline => {
-                traffic_stop.store(true, Ordering::Relaxed);
-                return Err(Error::failed("the demo did not finish within 55 s"));
-            }
-            Err(_) => {}
-        }
-        // OVOC sends the alarm once; a lost datagram on loopback is unlikely, but resend
-        // every second to devices that have not moved on, as a patient operator would.
-        if alarm_at.is_some_and(|t| Instant::now() >= t)
-            && last_alarm.elapsed() >= Duration::from_secs(1)
-        {
-            last_alarm = Instant::now();
-            for d in &devices {
-                let _ = super::ovoc::send_alarm(lab_dir, d, false);
-            }
-        }
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
-    traffic_stop.store(true, Ordering::Relaxed);
-    Ok(ok.unwrap_or(false))
 }
 
 /// The first lab subnet nobody uses: no other demo holds its lock (kept for the demo's whole

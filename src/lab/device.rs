@@ -6,8 +6,6 @@
 //! nothing; only runtime failures (which depend on state) stop part-way, as on the real CLI.
 //! SNMP keys are secrets: they are stored but never appear in an output or an error description.
 
-// The lab runner wires this in; until it does, only the tests reach the public API.
-
 use serde_json::json;
 
 use crate::lab::http::{Request, Response};
@@ -49,6 +47,7 @@ impl Kind {
     }
 }
 
+#[derive(Clone)]
 pub struct Auth {
     pub admin_user: String,
     pub admin_password: Secret,

@@ -1,15 +1,14 @@
-//! Minimal synchronous HTTPS/1.1 server for the lab emulators (emulated CPEs, later OVOC REST).
+//! Minimal synchronous HTTPS/1.1 server for the lab emulators (the emulated CPEs and OVOC REST).
 //!
 //! Shape: one accept thread polls every listener with mio (the lab binds one listener per
 //! emulated device address, so there may be thousands of them) and hands each accepted socket to
 //! its own blocking thread, which runs TLS and an HTTP/1.1 keep-alive loop until the peer closes,
 //! asks to close, goes idle for `IDLE_TIMEOUT` or sends something malformed.
 //!
-//! Invariants: request parsing is a pure core (`parse_head`, `ChunkedDecoder`) with hard limits,
-//! so a hostile or broken client gets a 4xx and a closed connection, never a panic or unbounded
-//! memory; every response states its length, so keep-alive framing can never desynchronise.
-
-// The lab runner wires this in; until it does, only the tests reach the public API.
+//! Invariants: request parsing is a pure core (`parse_head` over httparse, `ChunkedDecoder`) with
+//! hard limits, so a hostile or broken client gets a 4xx and a closed connection, never a panic
+//! or unbounded memory; every response states its length, so keep-alive framing can never
+//! desynchronise.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -463,6 +462,11 @@ impl HttpError {
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more. On success
 /// returns the head and the number of bytes it used (the body, if any, follows).
+///
+/// httparse reads the request line and the fields; this adds the limits, the framing and what
+/// the fields mean. A head goes to httparse only once it is complete, so the answer to a
+/// malformed one does not depend on how its bytes arrived, and a head over `MAX_HEAD` is 431
+/// whatever it holds.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     // RFC 9112 2.2: empty lines before a request line are tolerated (stray CRLF after a body).
     let mut start = 0;
@@ -476,7 +480,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             break;
         }
     }
-    let Some((text_len, used)) = find_head_end(&buf[start..]) else {
+    let Some(used) = find_head_end(&buf[start..]) else {
         return if buf.len() > MAX_HEAD {
             Err(HttpError::HeadTooLarge)
         } else {
@@ -486,32 +490,43 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     if start + used > MAX_HEAD {
         return Err(HttpError::HeadTooLarge);
     }
-    let text = std::str::from_utf8(&buf[start..start + text_len])
-        .map_err(|_| HttpError::Bad("request head is not UTF-8"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let (method, path, minor) = parse_request_line(lines.next().unwrap_or(""))?;
-
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.starts_with([' ', '\t']) {
-            return Err(HttpError::Bad("obsolete header line folding"));
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(HttpError::Bad("header line without ':'"))?;
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return Err(HttpError::Bad("bad header name"));
-        }
-        let value = value.trim_matches([' ', '\t']);
-        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(HttpError::Bad("control character in header value"));
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(HttpError::HeadTooLarge);
-        }
-        headers.push((name.to_string(), value.to_string()));
+    let raw = &buf[start..start + used];
+    let text = std::str::from_utf8(raw).map_err(|_| HttpError::Bad("request head is not UTF-8"))?;
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // httparse never asks for more of a head that ends in its blank line; a 400 if it did.
+        Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed request line")),
+        Err(e) => return Err(head_error(text, e)),
     }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::Bad("malformed request line"));
+    };
+    if !path.starts_with('/') {
+        return Err(HttpError::Bad("bad request target"));
+    }
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for f in req.headers.iter() {
+        // Slices of a UTF-8 head cut at ASCII bytes, so this cannot fail.
+        let value = std::str::from_utf8(f.value)
+            .map_err(|_| HttpError::Bad("request head is not UTF-8"))?;
+        headers.push((
+            f.name.to_string(),
+            value.trim_matches([' ', '\t']).to_string(),
+        ));
+    }
+    let head = head_meaning(method, path, minor, headers)?;
+    Ok(Some((head, start + used)))
+}
 
+/// What the fields say about the body and the connection.
+fn head_meaning(
+    method: &str,
+    path: &str,
+    minor: u8,
+    headers: Vec<(String, String)>,
+) -> Result<Head, HttpError> {
     let body = body_kind(&headers, minor)?;
     let conn_tokens: Vec<String> = list_values(&headers, "connection")
         .map(|t| t.to_ascii_lowercase())
@@ -523,7 +538,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     };
     let expect_continue = minor >= 1
         && list_values(&headers, "expect").any(|t| t.eq_ignore_ascii_case("100-continue"));
-    let head = Head {
+    Ok(Head {
         method: method.to_string(),
         path: path.to_string(),
         minor,
@@ -531,50 +546,83 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         body,
         keep_alive,
         expect_continue,
-    };
-    Ok(Some((head, start + used)))
+    })
 }
 
-/// Finds the blank line ending a head: (length of the head text without it, bytes used).
-fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
+/// The bytes a head uses, up to and with the blank line that ends it.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while let Some(i) = buf[from..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| i + from)
-    {
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]).map(|i| i + from) {
         let after = &buf[i + 1..];
         if after.starts_with(b"\r\n") {
-            return Some((i, i + 3));
+            return Some(i + 3);
         }
         if after.starts_with(b"\n") {
-            return Some((i, i + 2));
+            return Some(i + 2);
         }
         from = i + 1;
     }
     None
 }
 
-fn parse_request_line(line: &str) -> Result<(&str, &str, u8), HttpError> {
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::Bad("malformed request line"));
+/// Why httparse refused a complete head, in the words the lab's answers have always used:
+/// httparse says what kind of byte was wrong, not where, so the first line it refuses on its
+/// own is the one described.
+fn head_error(text: &str, e: httparse::Error) -> HttpError {
+    if e == httparse::Error::TooManyHeaders {
+        return HttpError::HeadTooLarge;
+    }
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or("");
+    let alone_text = format!("{request_line}\r\n\r\n");
+    let mut alone = httparse::Request::new(&mut []);
+    match alone.parse(alone_text.as_bytes()) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return request_line_error(request_line),
+    }
+    if !alone.path.is_some_and(|p| p.starts_with('/')) {
+        return HttpError::Bad("bad request target");
+    }
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let mut one = [httparse::EMPTY_HEADER; 1];
+        match httparse::parse_headers(format!("{line}\r\n\r\n").as_bytes(), &mut one) {
+            Ok(httparse::Status::Complete(_)) => continue,
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return header_line_error(line, e),
+        }
+    }
+    header_line_error("", e)
+}
+
+/// The request line's fault: httparse refused it.
+fn request_line_error(line: &str) -> HttpError {
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [method, target, version] = parts[..] else {
+        return HttpError::Bad("malformed request line");
     };
     if method.is_empty() || !method.bytes().all(is_tchar) {
-        return Err(HttpError::Bad("bad method"));
+        HttpError::Bad("bad method")
+    } else if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        HttpError::Bad("bad request target")
+    } else if version.starts_with("HTTP/") && version.len() > 5 {
+        HttpError::Version
+    } else {
+        HttpError::Bad("malformed request line")
     }
-    if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(HttpError::Bad("bad request target"));
+}
+
+/// A header line's fault: httparse refused it with `e`.
+fn header_line_error(line: &str, e: httparse::Error) -> HttpError {
+    if line.starts_with([' ', '\t']) {
+        HttpError::Bad("obsolete header line folding")
+    } else if !line.is_empty() && !line.contains(':') {
+        HttpError::Bad("header line without ':'")
+    } else if e == httparse::Error::HeaderValue {
+        HttpError::Bad("control character in header value")
+    } else {
+        // HeaderName, or NewLine: a lone CR where a name starts.
+        HttpError::Bad("bad header name")
     }
-    let minor = match version {
-        "HTTP/1.1" => 1,
-        "HTTP/1.0" => 0,
-        v if v.starts_with("HTTP/") && v.len() > 5 => return Err(HttpError::Version),
-        _ => return Err(HttpError::Bad("malformed request line")),
-    };
-    Ok((method, target, minor))
 }
 
 /// Comma-separated list elements of every field with this name.
@@ -972,6 +1020,41 @@ mod tests {
             (
                 "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
                 HttpError::Bad("transfer-encoding in an HTTP/1.0 request"),
+            ),
+            // Which fault is named when httparse refuses a head: the first, in the lab's words.
+            (
+                "GET / HTTP/1.1\r\n\r: x\r\n\r\n",
+                HttpError::Bad("bad header name"),
+            ),
+            (
+                "GET / HTTP/1.1\r\n\rX\r\n\r\n",
+                HttpError::Bad("header line without ':'"),
+            ),
+            (
+                "GET x HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                HttpError::Bad("bad request target"),
+            ),
+            (
+                "G(T / HTTP/1.1\r\nNoColon\r\n\r\n",
+                HttpError::Bad("bad method"),
+            ),
+            ("GET / HTTP/1.10\r\n\r\n", HttpError::Version),
+            (
+                "GET\t/\tHTTP/1.1\r\n\r\n",
+                HttpError::Bad("malformed request line"),
+            ),
+            ("\rGET / HTTP/1.1\r\n\r\n", HttpError::Bad("bad method")),
+            (
+                "GET /a\x7fb HTTP/1.1\r\n\r\n",
+                HttpError::Bad("bad request target"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",
+                HttpError::Bad("control character in header value"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nA : b\r\n\r\n",
+                HttpError::Bad("bad header name"),
             ),
             (&long_header, HttpError::HeadTooLarge),
             (&many_headers, HttpError::HeadTooLarge),

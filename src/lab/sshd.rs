@@ -13,8 +13,6 @@
 //! - children run with a scrubbed environment, so the caller's `TC_*` secrets do not leak into
 //!   sshd or the account tools.
 
-// Wired into `tc lab` separately; until then only the tests use this module.
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -324,6 +322,26 @@ impl Drop for Sshd {
 /// must already exist (`prepare_chroots`).
 pub fn start(spec: &SshdSpec) -> Result<Sshd, String> {
     validate_spec(spec)?;
+    check_chroots(spec)?;
+    let host_key = generate_host_key(&spec.dir)?;
+    let config = write_config(spec)?;
+    let log_path = spec.dir.join("sshd.log");
+    let child = spawn_daemon(&config, &log_path)?;
+    let pid = child.id();
+    let mut sshd = Sshd {
+        child: Some(child),
+        pid,
+        pid_file: spec.dir.join("sshd.pid"),
+        host_key,
+    };
+    sshd.wait_listening(spec, &log_path)?;
+    log::debug!("lab sshd pid {pid} listening on port {}", spec.port);
+    Ok(sshd)
+}
+
+/// The global empty chroot and every device's exist and follow sshd's rule, so that no login
+/// fails later with a message only the log shows.
+fn check_chroots(spec: &SshdSpec) -> Result<(), String> {
     check_chroot_path(&spec.chroot_root.join("empty"))?;
     for addr in &spec.addrs {
         let dir = spec.chroot_root.join(addr);
@@ -335,72 +353,75 @@ pub fn start(spec: &SshdSpec) -> Result<Sshd, String> {
         }
         check_chroot_path(&dir)?;
     }
-    let host_key = generate_host_key(&spec.dir)?;
+    Ok(())
+}
+
+/// `<dir>/sshd_config`, checked by `sshd -t`.
+fn write_config(spec: &SshdSpec) -> Result<PathBuf, String> {
     let config = spec.dir.join("sshd_config");
     fs::write(&config, render_config(spec))
         .map_err(|e| format!("write {}: {e}", config.display()))?;
     // sshd refuses to start without its privilege-separation directory (normally made by the
     // distribution's service unit, which a lab does not run).
     root_dir(Path::new(PRIVSEP_DIR)).map_err(|e| format!("create {PRIVSEP_DIR}: {e}"))?;
-
     let mut test = Command::new(SSHD);
     test.arg("-t").arg("-f").arg(&config);
     run_tool(test, None, &format!("{SSHD} -t -f {}", config.display()))?;
+    Ok(config)
+}
 
-    let log_path = spec.dir.join("sshd.log");
+/// `sshd -D -e -f <config>`, its stdout and stderr in `log_path`.
+fn spawn_daemon(config: &Path, log_path: &Path) -> Result<Child, String> {
     let log =
-        fs::File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+        fs::File::create(log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
     let log2 = log
         .try_clone()
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut cmd = Command::new(SSHD);
-    cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+    cmd.arg("-D").arg("-e").arg("-f").arg(config);
     scrub_env(&mut cmd);
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    let child = cmd.spawn().map_err(|e| format!("start {SSHD}: {e}"))?;
-    let pid = child.id();
-    let mut sshd = Sshd {
-        child: Some(child),
-        pid,
-        pid_file: spec.dir.join("sshd.pid"),
-        host_key,
-    };
+    cmd.spawn().map_err(|e| format!("start {SSHD}: {e}"))
+}
 
-    let first: IpAddr = spec
-        .addrs
-        .first()
-        .map_or(Ok(IpAddr::from([127, 0, 0, 1])), |a| {
-            a.parse().map_err(|_| format!("invalid address {a:?}"))
-        })?;
-    let target = SocketAddr::new(first, spec.port);
-    // Wait for sshd's own "Server listening" line as well as a TCP accept: a port held by
-    // another process would accept while our sshd dies with "Address already in use".
-    let listening = format!("Server listening on 0.0.0.0 port {}", spec.port);
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let child = sshd.child.as_mut().expect("not stopped yet");
-        if let Ok(Some(status)) = child.try_wait() {
-            sshd.child = None;
-            return Err(format!(
-                "sshd exited during start-up ({status}): {}",
-                log_tail(&log_path)
-            ));
+impl Sshd {
+    /// Until sshd accepts on the first address, within `START_TIMEOUT`; stops it if not.
+    fn wait_listening(&mut self, spec: &SshdSpec, log_path: &Path) -> Result<(), String> {
+        let first: IpAddr = spec
+            .addrs
+            .first()
+            .map_or(Ok(IpAddr::from([127, 0, 0, 1])), |a| {
+                a.parse().map_err(|_| format!("invalid address {a:?}"))
+            })?;
+        let target = SocketAddr::new(first, spec.port);
+        // Wait for sshd's own "Server listening" line as well as a TCP accept: a port held by
+        // another process would accept while our sshd dies with "Address already in use".
+        let listening = format!("Server listening on 0.0.0.0 port {}", spec.port);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("not stopped yet");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!(
+                    "sshd exited during start-up ({status}): {}",
+                    log_tail(log_path)
+                ));
+            }
+            let said = fs::read_to_string(log_path)
+                .map(|l| l.contains(&listening))
+                .unwrap_or(false);
+            if said && TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let tail = log_tail(log_path);
+                self.stop_inner();
+                return Err(format!(
+                    "sshd did not accept on {target} within {START_TIMEOUT:?}: {tail}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let said = fs::read_to_string(&log_path)
-            .map(|l| l.contains(&listening))
-            .unwrap_or(false);
-        if said && TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
-            log::debug!("lab sshd pid {pid} listening on port {}", spec.port);
-            return Ok(sshd);
-        }
-        if Instant::now() >= deadline {
-            let tail = log_tail(&log_path);
-            sshd.stop_inner();
-            return Err(format!(
-                "sshd did not accept on {target} within {START_TIMEOUT:?}: {tail}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -443,7 +464,7 @@ fn validate_spec(spec: &SshdSpec) -> Result<(), String> {
 
 /// sshd_config has no escape for `"` and expands `%` tokens in ChrootDirectory; rather than
 /// half-support them, refuse such paths with a clear message.
-fn check_config_path(p: &Path) -> Result<(), String> {
+pub(crate) fn check_config_path(p: &Path) -> Result<(), String> {
     let s = p
         .to_str()
         .ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
@@ -468,7 +489,7 @@ fn check_addr(addr: &str) -> Result<(), String> {
 }
 
 /// The portable POSIX user-name subset; also keeps names from looking like options.
-fn check_user_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()

@@ -5,8 +5,6 @@
 //! thousand tcpdumps); the capture is split per address afterwards. Every wait is bounded and
 //! tcpdump is always stopped and its file removed, whatever fails.
 
-// Wired into `tc lab` separately; until then only the tests use this module.
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -41,104 +39,9 @@ pub fn capture_real(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let file = workdir.join(format!("tc-traffic-{}-{nanos}.pcap", std::process::id()));
-    let mut guard = Guard {
-        child: None,
-        file: file.clone(),
-    };
-
-    let mut cmd = Command::new(TCPDUMP);
-    // --immediate-mode: without it packets wait in the kernel ring for up to a second and
-    // those still there at SIGTERM are lost. Immediate mode gives every packet a ring slot of
-    // snaplen bytes, so the default 256 KiB snaplen and 2 MiB buffer hold only a few packets:
-    // -s 1514 (an Ethernet frame, all a CPE capture holds) and -B 32 MiB make room for 1000
-    // devices' worth of datagrams and answers. -Z root: the default drop to the tcpdump user
-    // could not write into a root-owned workdir.
-    cmd.args([
-        "-i",
-        "lo",
-        "-n",
-        "-U",
-        "--immediate-mode",
-        "-s",
-        "1514",
-        "-B",
-        "32768",
-    ])
-    .args(["-Z", "root", "-w"])
-    .arg(&file)
-    .arg(FILTER);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("start {TCPDUMP}: {e}"))?;
-    let stderr_pipe = child.stderr.take().expect("piped");
-    guard.child = Some(child);
-
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let collected = Arc::clone(&stderr);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines() {
-            let Ok(line) = line else { break };
-            let listening = line.contains("listening on");
-            if let Ok(mut s) = collected.lock() {
-                s.push_str(&line);
-                s.push('\n');
-            }
-            if listening {
-                let _ = tx.send(true);
-            }
-        }
-        // EOF: tcpdump exited (or closed stderr); wake the waiter instead of letting it time out.
-        let _ = tx.send(false);
-    });
-    let said = |s: &Arc<Mutex<String>>| {
-        s.lock()
-            .map(|s| s.trim().replace('\n', " | "))
-            .unwrap_or_default()
-    };
-
-    match rx.recv_timeout(LISTEN_TIMEOUT) {
-        Ok(true) => {}
-        Ok(false) => {
-            guard.stop();
-            let _ = reader.join();
-            return Err(format!(
-                "tcpdump exited before listening{}: {}",
-                root_hint(),
-                said(&stderr)
-            ));
-        }
-        Err(_) => {
-            guard.stop();
-            return Err(format!(
-                "tcpdump did not start listening within {LISTEN_TIMEOUT:?}: {}",
-                said(&stderr)
-            ));
-        }
-    }
-
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("bind UDP on 127.0.0.1: {e}"))?;
-    let mut sent = 0usize;
-    for round in 0..ROUNDS {
-        for addr in addrs {
-            let payload = format!("tc lab traffic to {addr} #{round}");
-            // A lost datagram is not fatal here: the per-address check below decides.
-            if let Err(e) = sock.send_to(payload.as_bytes(), SocketAddr::from((*addr, PORT))) {
-                log::debug!("send to {addr}:{PORT}: {e}");
-            }
-            sent += 1;
-            // Give tcpdump a moment to drain its ring now and then, so 1000 devices do not
-            // become "dropped by kernel" on a busy machine.
-            if sent % 256 == 0 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
+    let mut tcpdump = Tcpdump::start(&file)?;
+    tcpdump.wait_listening()?;
+    send_rounds(addrs)?;
     // tcpdump -U writes each packet as it gets it; a fixed sleep alone lost the tail of the
     // capture under load, so wait (bounded) until every datagram is in the file. The kernel
     // queues its ICMP answer before the datagram is delivered, so the answers are in by then.
@@ -150,44 +53,179 @@ pub fn capture_real(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    guard.stop();
-    // The reader ends at EOF once tcpdump is gone; its last lines are the packet counts.
-    let _ = reader.join();
-
+    let said = tcpdump.stop();
     let bytes = std::fs::read(&file)
-        .map_err(|e| format!("read {}: {e} (tcpdump: {})", file.display(), said(&stderr)))?;
-    let split = pcap::split_by_ipv4(&bytes, addrs).map_err(|e| {
-        format!(
-            "tcpdump capture {}: {e} (tcpdump: {})",
-            file.display(),
-            said(&stderr)
-        )
-    })?;
+        .map_err(|e| format!("read {}: {e} (tcpdump: {said})", file.display()))?;
+    let split = pcap::split_by_ipv4(&bytes, addrs)
+        .map_err(|e| format!("tcpdump capture {}: {e} (tcpdump: {said})", file.display()))?;
+    check_every_address(addrs, &split).map_err(|e| format!("{e}; tcpdump: {said}"))?;
+    Ok(split)
+}
+
+/// The one tcpdump, and what it says on stderr (its "listening on" line, errors, and the
+/// packet counts at exit).
+struct Tcpdump {
+    guard: Guard,
+    stderr: Arc<Mutex<String>>,
+    /// `true` once it listens, `false` at its stderr's EOF.
+    events: mpsc::Receiver<bool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tcpdump {
+    fn start(file: &Path) -> Result<Tcpdump, String> {
+        let mut guard = Guard {
+            child: None,
+            file: file.to_path_buf(),
+        };
+        let mut cmd = Command::new(TCPDUMP);
+        // --immediate-mode: without it packets wait in the kernel ring for up to a second and
+        // those still there at SIGTERM are lost. Immediate mode gives every packet a ring slot of
+        // snaplen bytes, so the default 256 KiB snaplen and 2 MiB buffer hold only a few packets:
+        // -s 1514 (an Ethernet frame, all a CPE capture holds) and -B 32 MiB make room for 1000
+        // devices' worth of datagrams and answers. -Z root: the default drop to the tcpdump user
+        // could not write into a root-owned workdir.
+        cmd.args([
+            "-i",
+            "lo",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "1514",
+            "-B",
+            "32768",
+        ])
+        .args(["-Z", "root", "-w"])
+        .arg(file)
+        .arg(FILTER);
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("start {TCPDUMP}: {e}"))?;
+        let stderr_pipe = child.stderr.take().expect("piped");
+        guard.child = Some(child);
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, events) = mpsc::channel();
+        let collected = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let listening = line.contains("listening on");
+                if let Ok(mut s) = collected.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                if listening {
+                    let _ = tx.send(true);
+                }
+            }
+            // EOF: tcpdump exited (or closed stderr); wake the waiter instead of letting it time
+            // out.
+            let _ = tx.send(false);
+        });
+        Ok(Tcpdump {
+            guard,
+            stderr,
+            events,
+            reader: Some(reader),
+        })
+    }
+
+    /// What tcpdump said so far, on one line.
+    fn said(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|s| s.trim().replace('\n', " | "))
+            .unwrap_or_default()
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        match self.events.recv_timeout(LISTEN_TIMEOUT) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let said = self.stop();
+                Err(format!(
+                    "tcpdump exited before listening{}: {said}",
+                    root_hint()
+                ))
+            }
+            Err(_) => {
+                self.guard.stop();
+                Err(format!(
+                    "tcpdump did not start listening within {LISTEN_TIMEOUT:?}: {}",
+                    self.said()
+                ))
+            }
+        }
+    }
+
+    /// Stops tcpdump and returns all it said: the reader ends at EOF once tcpdump is gone, and
+    /// its last lines are the packet counts. The file stays until the `Guard` is dropped.
+    fn stop(&mut self) -> String {
+        self.guard.stop();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.said()
+    }
+}
+
+/// `ROUNDS` datagrams from 127.0.0.1 to port 9 of every address.
+fn send_rounds(addrs: &[Ipv4Addr]) -> Result<(), String> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("bind UDP on 127.0.0.1: {e}"))?;
+    let mut sent = 0usize;
+    for round in 0..ROUNDS {
+        for addr in addrs {
+            let payload = format!("tc lab traffic to {addr} #{round}");
+            // A lost datagram is not fatal here: the per-address check decides.
+            if let Err(e) = sock.send_to(payload.as_bytes(), SocketAddr::from((*addr, PORT))) {
+                log::debug!("send to {addr}:{PORT}: {e}");
+            }
+            sent += 1;
+            // Give tcpdump a moment to drain its ring now and then, so 1000 devices do not
+            // become "dropped by kernel" on a busy machine.
+            if sent % 256 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every address got at least one packet (a file of more than its 24-byte header).
+fn check_every_address(
+    addrs: &[Ipv4Addr],
+    split: &HashMap<Ipv4Addr, Vec<u8>>,
+) -> Result<(), String> {
     let empty: Vec<String> = addrs
         .iter()
         .filter(|a| split.get(*a).is_none_or(|f| f.len() <= 24))
         .map(|a| a.to_string())
         .collect();
-    if !empty.is_empty() {
-        let shown = empty
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        let more = if empty.len() > 10 {
-            format!(" and {} more", empty.len() - 10)
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "no packets captured for {} of {} addresses ({shown}{more}); tcpdump: {}",
-            empty.len(),
-            addrs.len(),
-            said(&stderr)
-        ));
+    if empty.is_empty() {
+        return Ok(());
     }
-    Ok(split)
+    let shown = empty
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if empty.len() > 10 {
+        format!(" and {} more", empty.len() - 10)
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "no packets captured for {} of {} addresses ({shown}{more})",
+        empty.len(),
+        addrs.len()
+    ))
 }
 
 /// Whether the capture so far holds all `ROUNDS` datagrams to every address. A read can catch
