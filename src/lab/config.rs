@@ -135,7 +135,7 @@ pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
 }
 
 pub fn demo(a: &LabDemoArgs, m: &dyn Machine) -> Result<DemoConfig, String> {
-    super::demo::requirements(m.is_root(), |p| m.has(p))?;
+    requirements(m.is_root(), |p| m.has(p))?;
     let dir = match &a.dir {
         Some(d) => d.clone(),
         None => m.temp_dir().join(format!("tc-demo-{}", m.stamp())),
@@ -146,9 +146,61 @@ pub fn demo(a: &LabDemoArgs, m: &dyn Machine) -> Result<DemoConfig, String> {
     })
 }
 
+const INSTALL: &str = "apt-get install -y openssh-server tcpdump snmpd   (Debian/Ubuntu)\n  \
+                       dnf install -y openssh-server tcpdump net-snmp    (RHEL/Rocky/Alma)";
+
+/// What is missing for the demo, as one message with the command that fixes it.
+pub fn requirements(root: bool, have: impl Fn(&str) -> bool) -> std::result::Result<(), String> {
+    let mut missing = Vec::new();
+    for (prog, pkg) in [
+        ("sshd", "openssh-server"),
+        ("tcpdump", "tcpdump"),
+        ("snmpd", "snmpd"),
+    ] {
+        if !have(prog) {
+            missing.push(format!("{prog} (package {pkg})"));
+        }
+    }
+    match (root, missing.is_empty()) {
+        (true, true) => Ok(()),
+        (false, true) => Err(
+            "tc lab demo needs root (sshd chroots per emulated device, tcpdump, port 161): \
+                              run it with sudo"
+                .into(),
+        ),
+        (r, false) => Err(format!(
+            "tc lab demo needs {}{}; install with:\n  {INSTALL}",
+            missing.join(", "),
+            if r {
+                ""
+            } else {
+                ", and root (run it with sudo)"
+            }
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requirements_name_packages_and_the_command() {
+        let all = |_: &str| true;
+        assert!(requirements(true, all).is_ok());
+        let e = requirements(false, all).unwrap_err();
+        assert!(e.contains("root") && e.contains("sudo"), "{e}");
+        let e = requirements(true, |p| p != "tcpdump").unwrap_err();
+        assert!(
+            e.contains("tcpdump (package tcpdump)") && e.contains("apt-get install -y"),
+            "{e}"
+        );
+        let e = requirements(false, |p| p == "snmpd").unwrap_err();
+        assert!(
+            e.contains("sshd (package openssh-server)") && e.contains("root"),
+            "{e}"
+        );
+    }
     use crate::cli::{Cli, Command, LabCommand};
     use clap::Parser;
 

@@ -16,40 +16,6 @@ use std::time::{Duration, Instant};
 use super::config::DemoConfig;
 use crate::error::{Error, ExitCode, Result};
 
-const INSTALL: &str = "apt-get install -y openssh-server tcpdump snmpd   (Debian/Ubuntu)\n  \
-                       dnf install -y openssh-server tcpdump net-snmp    (RHEL/Rocky/Alma)";
-
-/// What is missing for the demo, as one message with the command that fixes it.
-pub fn requirements(root: bool, have: impl Fn(&str) -> bool) -> std::result::Result<(), String> {
-    let mut missing = Vec::new();
-    for (prog, pkg) in [
-        ("sshd", "openssh-server"),
-        ("tcpdump", "tcpdump"),
-        ("snmpd", "snmpd"),
-    ] {
-        if !have(prog) {
-            missing.push(format!("{prog} (package {pkg})"));
-        }
-    }
-    match (root, missing.is_empty()) {
-        (true, true) => Ok(()),
-        (false, true) => Err(
-            "tc lab demo needs root (sshd chroots per emulated device, tcpdump, port 161): \
-                              run it with sudo"
-                .into(),
-        ),
-        (r, false) => Err(format!(
-            "tc lab demo needs {}{}; install with:\n  {INSTALL}",
-            missing.join(", "),
-            if r {
-                ""
-            } else {
-                ", and root (run it with sudo)"
-            }
-        )),
-    }
-}
-
 struct Proc {
     name: &'static str,
     child: Child,
@@ -493,27 +459,4 @@ fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) -> 
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
     failed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requirements_name_packages_and_the_command() {
-        let all = |_: &str| true;
-        assert!(requirements(true, all).is_ok());
-        let e = requirements(false, all).unwrap_err();
-        assert!(e.contains("root") && e.contains("sudo"), "{e}");
-        let e = requirements(true, |p| p != "tcpdump").unwrap_err();
-        assert!(
-            e.contains("tcpdump (package tcpdump)") && e.contains("apt-get install -y"),
-            "{e}"
-        );
-        let e = requirements(false, |p| p == "snmpd").unwrap_err();
-        assert!(
-            e.contains("sshd (package openssh-server)") && e.contains("root"),
-            "{e}"
-        );
-    }
 }
