@@ -14,10 +14,11 @@
 # Prints a Markdown report on stdout (progress on stderr).
 # Usage: sudo benches/agent-captures.sh     (from the repository root; root: tcpdump)
 # LAB=1: REGISTER through `tc lab up`'s emulated OVOC (default 0: --no-ovoc-rules, no lab).
-# Environment: TC=PATH (default /tmp/target-bench2/release/tc), DEVICES=500, SUBNET=170,
+# Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), DEVICES=500, SUBNET=170,
 #   IDLE_SECONDS=10, TRAFFIC_SECONDS=10, TRAFFIC_RATE=10000, LAB_USER=tcbench2c
 set -euo pipefail
-TC=${TC:-/tmp/target-bench2/release/tc}
+. "$(dirname "$0")/tc-bin.sh"
+TC=$(tc_bin)
 DEVICES=${DEVICES:-500}
 SUBNET=${SUBNET:-170}
 IDLE_SECONDS=${IDLE_SECONDS:-10}

@@ -9,10 +9,11 @@
 #   - VERIFY <dev>   -> `100 Trying` (first answer) and the final `200 OK` (no probes enabled).
 # ROUNDS rounds, each with both verbs; prints a Markdown table (progress on stderr).
 # Usage: sudo benches/agent-latency.sh     (from the repository root)
-# Environment: TC=PATH (default /tmp/target-bench2/release/tc), ROUNDS=5, COUNT=5000,
+# Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), ROUNDS=5, COUNT=5000,
 #   ADDR=127.0.171.253 (agent address), DEVICE=127.0.171.1
 set -euo pipefail
-TC=${TC:-/tmp/target-bench2/release/tc}
+. "$(dirname "$0")/tc-bin.sh"
+TC=$(tc_bin)
 ROUNDS=${ROUNDS:-5}
 COUNT=${COUNT:-5000}
 ADDR=${ADDR:-127.0.171.253}

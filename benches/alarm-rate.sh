@@ -24,15 +24,13 @@
 #
 # Prints a Markdown report on stdout (progress on stderr). Needs: taskset, cc, jq.
 # Usage: benches/alarm-rate.sh          (from the repository root)
-# Environment: TC=PATH (default: cargo build --release), ROUNDS=5, SECONDS_EACH=4,
+# Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), ROUNDS=5, SECONDS_EACH=4,
 #   EQUAL_RATE=300000, PACE_RATE=20000, PACE_SECONDS=10, LOSS_ROUNDS=3, PORT=21401,
 #   ADDR=127.0.0.1, SEG=128 (datagrams per GSO send)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${TC:-}" ]; then
-    (cd "$repo" && cargo build --release >&2)
-    TC=${CARGO_TARGET_DIR:-$repo/target}/release/tc
-fi
+. "$repo/benches/tc-bin.sh"
+TC=$(tc_bin)
 ROUNDS=${ROUNDS:-5}
 SECONDS_EACH=${SECONDS_EACH:-4}
 EQUAL_RATE=${EQUAL_RATE:-300000}

@@ -16,8 +16,8 @@
 #
 # Usage: sudo benches/cpe-fetch.sh            (from the repository root)
 # Environment (all optional):
-#   TC=PATH               tc binary (default: build with cargo --release into CARGO_TARGET_DIR
-#                         or ./target, and use that)
+#   TC=PATH               tc binary (default: the static musl release build, see
+#                         benches/tc-bin.sh)
 #   ROUNDS=11             rounds (each round = one tc fetch + one sftp fetch; the machine this
 #                         was written on is noisy, so many short rounds and the median)
 #   CAPTURE_BYTES=200000000
@@ -43,11 +43,8 @@ for p in jq sshpass sftp sha256sum; do
 done
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${TC:-}" ]; then
-    log "building tc (cargo build --release)"
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build failed"
-    TC=${CARGO_TARGET_DIR:-$repo/target}/release/tc
-fi
+. "$repo/benches/tc-bin.sh"
+TC=$(tc_bin) || die "no tc binary"
 [ -x "$TC" ] || die "no tc binary at $TC"
 [ -z "${TC_ALT:-}" ] || [ -x "$TC_ALT" ] || die "no tc binary at TC_ALT=$TC_ALT"
 

@@ -14,8 +14,8 @@
 #
 # Usage: benches/cpe-start.sh                 (from the repository root)
 # Environment (all optional):
-#   TC=PATH               tc binary (default: build with cargo --release into CARGO_TARGET_DIR
-#                         or ./target, and use that)
+#   TC=PATH               tc binary (default: the static musl release build, see
+#                         benches/tc-bin.sh)
 #   DEVICES=200  LATENCY_MS=100
 #   JOBS="200 32"         concurrent --jobs values timed (32 is tc's default)
 #   ROUNDS=5              rounds of the concurrent runs
@@ -42,11 +42,8 @@ log() { echo "cpe-start.sh: $*" >&2; }
 command -v jq >/dev/null || die "missing jq (apt-get install -y jq)"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${TC:-}" ]; then
-    log "building tc (cargo build --release)"
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build failed"
-    TC=${CARGO_TARGET_DIR:-$repo/target}/release/tc
-fi
+. "$repo/benches/tc-bin.sh"
+TC=$(tc_bin) || die "no tc binary"
 [ -x "$TC" ] || die "no tc binary at $TC"
 
 own_work=0

@@ -17,7 +17,7 @@
 #   (c) the session's peak RSS (VmHWM; /usr/bin/time's maximum RSS as a cross-check).
 # Prints a Markdown block on stdout (progress on stderr).
 # Usage: sudo benches/session-fleet.sh     (from the repository root)
-# Environment: TC=PATH (default /tmp/target-bench2/release/tc), DEVICES=1000, LATENCY_MS=100,
+# Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), DEVICES=1000, LATENCY_MS=100,
 #   JOBS=32, SUBNET=180 (uses 127.0.SUBNET.. 127.0.SUBNET+DEVICES/250), STORM_SECONDS=1,
 #   SESSION_ARGS (extra session options, default none), PORT=21180, LAB_USER=tcbench2s,
 #   NO_SNMPD=1 (0: let the lab start snmpd; fails beyond ~100 devices),
@@ -27,7 +27,8 @@
 #   on lo tax every loopback packet of the lab, the session and sshd alike, which a real
 #   deployment (agent on the OVOC server, session elsewhere) does not have.
 set -euo pipefail
-TC=${TC:-/tmp/target-bench2/release/tc}
+. "$(dirname "$0")/tc-bin.sh"
+TC=$(tc_bin)
 DEVICES=${DEVICES:-1000}
 LATENCY_MS=${LATENCY_MS:-100}
 JOBS=${JOBS:-32}
