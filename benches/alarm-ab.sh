@@ -5,7 +5,7 @@
 # from /proc/PID/schedstat). Used to time one change against the build before it.
 #
 # Usage: benches/alarm-ab.sh "BIN [ARGS]" "BIN [ARGS]" ...   (from the repository root)
-#   e.g. benches/alarm-ab.sh /tmp/tc-before /tmp/tc-after
+#   e.g. benches/alarm-ab.sh "$BEFORE" "$AFTER"   (two builds; see benches/README.md)
 #        REGIME=drain benches/alarm-ab.sh "$TC --bare" "$TC"
 # Receiver: taskset -c 0 BIN alarm listen --listen ADDR:PORT --quiet-unparsed -q ARGS, stdout on
 # /dev/null. Sender (benches/alarm-blast.c) on CPU 1. REGIME:
