@@ -67,7 +67,7 @@ fn take_pri(s: &str) -> (Option<u8>, &str) {
 }
 
 /// Header tokens are a few bytes long: a byte loop finds their end sooner than `str::find`'s
-/// searcher (1.4 % of `tc alarm listen`'s time in perf).
+/// searcher, which is built for long haystacks.
 fn split_token(s: &str) -> (&str, &str) {
     match s.bytes().position(|c| c == b' ') {
         Some(i) => (&s[..i], &s[i + 1..]),
