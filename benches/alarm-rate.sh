@@ -12,7 +12,7 @@
 # Two regimes, each for SECONDS:
 #   overload  `alarm-blast blast`: as fast as the sender can; the parsed receiver falls behind and
 #             runs with a full receive queue
-#   equal     `alarm-blast gsopace` at EQUAL_RATE/s (default 300,000), below every mode's
+#   equal     `alarm-blast gsopace` at EQUAL_RATE/s (default 100,000), below every mode's
 #             capacity: each mode receives every datagram, with short queues
 # Figure: datagrams received per CPU-second of the receiver, where received = sent - the kernel's
 # drop count for the socket (/proc/net/udp), and CPU = the receiver's run time from
@@ -25,7 +25,7 @@
 # Prints a Markdown report on stdout (progress on stderr). Needs: taskset, cc, jq.
 # Usage: benches/alarm-rate.sh          (from the repository root)
 # Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), ROUNDS=5, SECONDS_EACH=4,
-#   EQUAL_RATE=300000, PACE_RATE=20000, PACE_SECONDS=10, LOSS_ROUNDS=3, PORT=21401,
+#   EQUAL_RATE=100000, PACE_RATE=20000, PACE_SECONDS=10, LOSS_ROUNDS=3, PORT=21401,
 #   ADDR=127.0.0.1, SEG=128 (datagrams per GSO send)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +33,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 TC=$(tc_bin)
 ROUNDS=${ROUNDS:-5}
 SECONDS_EACH=${SECONDS_EACH:-4}
-EQUAL_RATE=${EQUAL_RATE:-300000}
+EQUAL_RATE=${EQUAL_RATE:-100000}
 PACE_RATE=${PACE_RATE:-20000}
 PACE_SECONDS=${PACE_SECONDS:-10}
 LOSS_ROUNDS=${LOSS_ROUNDS:-3}
