@@ -68,6 +68,8 @@ pub fn resolve(a: &TargetArgs, env: &secret::Env) -> Result<(Vec<Target>, Contex
     for i in &a.interface {
         crate::inventory::validate_interface(i).map_err(Error::usage)?;
     }
+    crate::inventory::validate_username(&a.username)
+        .map_err(|e| Error::usage(format!("--username: {e}")))?;
     let targets = match &a.devices {
         Some(path) => from_inventory(a, path, &cli_trust)?,
         None => from_flags(a, &cli_trust)?,
@@ -452,6 +454,8 @@ mod tests {
         let (inv, bad) = (inv.to_str().unwrap(), bad.to_str().unwrap());
         let pw = secret::Env::of(&[("TC_CPE_PASSWORD", "pw")]);
         let errors: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["tc", "cpe", "status", "--device", "10.0.0.1", "--username", "Ad\nmin"], "--username: invalid username \"Ad\\nmin\": 1-64 characters, no control characters"),
+            (vec!["tc", "cpe", "status", "--device", "999.1.1.1"], "invalid device \"999.1.1.1\": not an IPv4 address (four numbers 0-255, no leading zeros) and not a host name (its last label is all digits)"),
             (vec!["tc", "cpe", "status", "--device", "a b"], "invalid device \"a b\": expected an IP address or a host name (letters, digits, '-', '.')"),
             (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--interface", "wan0"], "unknown MSBR interface \"wan0\": expected one of cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan"),
             (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--snmp-user", "CaptureScript"], "--snmp-user needs TC_SNMP_AUTH_KEY in the environment"),
