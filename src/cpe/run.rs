@@ -97,8 +97,15 @@ pub fn resolve(a: &TargetArgs, env: &secret::Env) -> Result<(Vec<Target>, Contex
         },
         env,
     )?;
-    if a.tls.insecure {
-        crate::logging::warn_user("--insecure: TLS certificates are not verified; anyone on the path can read the device password");
+    let unverified = targets
+        .iter()
+        .filter(|t| t.trust == Trust::Insecure)
+        .count();
+    if unverified > 0 {
+        crate::logging::warn_user(&format!(
+            "--insecure: the TLS certificates of {unverified} device(s) without a pin are not \
+             verified; anyone on the path can read the device password (pins are still enforced)"
+        ));
     }
     Ok((
         targets,
@@ -120,10 +127,9 @@ fn from_inventory(a: &TargetArgs, path: &std::path::Path, cli: &Trust) -> Result
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let trust = match &e.pin_sha256 {
-            Some(p) if !a.tls.insecure => {
-                Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?)
-            }
-            _ => cli.clone(),
+            // The row's pin holds whatever the command line says (--insecure included).
+            Some(p) => Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?),
+            None => cli.clone(),
         };
         out.push(Target {
             device: e.device,

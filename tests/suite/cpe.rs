@@ -208,7 +208,7 @@ fn certificate_pin_is_enforced() {
     let lab = Lab::up(2, &[]);
     let devs = lab.devices();
     let port = lab.ready["rest_port"].to_string();
-    let status = |dev: &str, pin: &str| {
+    let status_with = |dev: &str, pin: &str, extra: &[&str]| {
         let mut c = lab.tc();
         c.env_remove("TC_CA_CERT");
         c.args([
@@ -222,12 +222,53 @@ fn certificate_pin_is_enforced() {
             pin,
             "--retries",
             "3",
-        ]);
+        ])
+        .args(extra);
         run(c)
     };
+    let status = |dev: &str, pin: &str| status_with(dev, pin, &[]);
     status(&devs[0], &lab.pin_of(&devs[0])).expect(0);
     let r = status(&devs[0], &lab.pin_of(&devs[1])).expect(1);
     assert!(r.stdout.contains("pin mismatch"), "{}", r.dump());
+    // Finding 9: --insecure does not override a pin, given on the command line or in the
+    // inventory; it only skips chain verification where no pin is given.
+    let r = status_with(&devs[0], &lab.pin_of(&devs[1]), &["--insecure"]).expect(2);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.dump());
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    let mut rows = text.lines();
+    let header = rows.next().unwrap();
+    assert!(header.ends_with(",pin_sha256"), "{header}");
+    let mut inv = format!("{header}\n");
+    for (i, row) in rows.enumerate() {
+        let row = row.strip_suffix(',').unwrap_or(row);
+        // The first device pinned to the other's certificate, the second without a pin.
+        let pin = if i == 0 {
+            lab.pin_of(&devs[1])
+        } else {
+            String::new()
+        };
+        inv.push_str(&format!("{row},{pin}\n"));
+    }
+    let pinned = lab.path().join("pinned.csv");
+    std::fs::write(&pinned, inv).unwrap();
+    let mut c = lab.tc();
+    c.env_remove("TC_CA_CERT");
+    c.args(["cpe", "status", "--insecure", "--devices"])
+        .arg(&pinned);
+    let r = run(c).expect(1);
+    let errors = r.of_type("cpe.error");
+    assert_eq!(errors.len(), 1, "{}", r.dump());
+    assert!(
+        matches!(errors[0], Event::CpeError { device, error, .. } if device == &devs[0] && error.contains("pin mismatch")),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        r.of_type("cpe.status").len(),
+        1,
+        "the unpinned one, unverified"
+    );
+    assert!(r.stderr.contains("without a pin"), "{}", r.dump());
     // Without the lab CA or a pin, the self-signed chain is refused.
     let mut c = lab.tc();
     c.env_remove("TC_CA_CERT");
