@@ -249,6 +249,7 @@ pub struct FetchOpts {
     pub remote: Option<String>,
     pub known_hosts: PathBuf,
     pub accept_new: bool,
+    pub modes: crate::util::Modes,
 }
 
 pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Event, String> {
@@ -267,6 +268,7 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
         accept_new: o.accept_new,
         timeout: ctx.timeout,
         retries: ctx.retries,
+        modes: o.modes,
     })?;
     Ok(Event::CpeFetched {
         device: t.device.clone(),
@@ -342,6 +344,7 @@ pub fn plan(cmd: CpeCommand, env: &secret::Env) -> Result<Plan> {
                 remote: f.remote_path,
                 known_hosts: f.known_hosts.unwrap_or_else(default_known_hosts),
                 accept_new: f.accept_new_host_key,
+                modes: crate::util::Modes::private(),
             };
             ("fetch", f.target, Op::Fetch(o))
         }

@@ -60,6 +60,7 @@ pub struct Spec<'a> {
     pub accept_new: bool,
     pub timeout: Duration,
     pub retries: u32,
+    pub modes: crate::util::Modes,
 }
 
 #[derive(Debug)]
@@ -83,27 +84,47 @@ pub fn local_name(device: &str, at: Utc) -> String {
     format!("CPE_device_{device}_{}.pcap", at.file_stamp())
 }
 
+/// The part file a cut fetch of this device left in `dir`, if any: a fetch continues it (under
+/// its name, so under the same final name) rather than starting a second copy.
+fn leftover_part(dir: &Path, device: &str) -> Option<PathBuf> {
+    let prefix = format!(".CPE_device_{device}_");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(".pcap.part")
+        })
+        .map(|e| e.path())
+        .collect();
+    // The newest stamp: names sort by time.
+    parts.sort();
+    parts.pop()
+}
+
+/// The final file for a part file `.<name>.part`.
+fn final_of(part: &Path) -> Option<PathBuf> {
+    let name = part.file_name()?.to_str()?;
+    let name = name.strip_prefix('.')?.strip_suffix(".part")?;
+    Some(part.with_file_name(name))
+}
+
 pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
     let started = Instant::now();
-    let final_path = spec.out_dir.join(local_name(spec.device, Utc::now()));
-    let part = spec.out_dir.join(format!(
-        ".{}.part",
-        final_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("capture")
-    ));
-    std::fs::create_dir_all(spec.out_dir)
+    spec.modes
+        .create_dir_all(spec.out_dir)
         .map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
+    let part = leftover_part(spec.out_dir, spec.device).unwrap_or_else(|| {
+        let name = local_name(spec.device, Utc::now());
+        spec.out_dir.join(format!(".{name}.part"))
+    });
+    let final_path = final_of(&part).expect("part names are made here");
     let mut last = String::new();
     for attempt in 1..=spec.retries + 1 {
         match attempt_once(spec, &part) {
             Ok((bytes, sha256)) => {
-                // A hard link refuses to replace an existing file; rename would clobber it.
-                std::fs::hard_link(&part, &final_path).map_err(|e| {
-                    format!("{}: keeping {}: {e}", spec.device, final_path.display())
-                })?;
-                let _ = std::fs::remove_file(&part);
+                keep(spec.device, &part, &final_path, &sha256)?;
                 return Ok(Fetched {
                     path: final_path,
                     bytes,
@@ -125,12 +146,36 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
             }
         }
     }
-    let _ = std::fs::remove_file(&part);
+    // The part is kept: the next fetch of this device continues it.
     Err(format!(
         "{}: fetch gave up after {} attempts: {last}",
         spec.device,
         spec.retries + 1
     ))
+}
+
+/// The complete part file becomes the capture. A hard link refuses to replace an existing file
+/// (rename would clobber it); the one there already is this capture only if its bytes are.
+fn keep(device: &str, part: &Path, final_path: &Path, sha256: &str) -> Result<(), String> {
+    match std::fs::hard_link(part, final_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut f = File::open(final_path)
+                .map_err(|e| format!("{device}: reading {}: {e}", final_path.display()))?;
+            let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+            rehash(&mut f, &mut h)
+                .map_err(|e| format!("{device}: reading {}: {e}", final_path.display()))?;
+            if crate::util::hex(h.finish().as_ref()) != sha256 {
+                return Err(format!(
+                    "{device}: keeping {}: another file holds that name",
+                    final_path.display()
+                ));
+            }
+        }
+        Err(e) => return Err(format!("{device}: keeping {}: {e}", final_path.display())),
+    }
+    let _ = std::fs::remove_file(part);
+    Ok(())
 }
 
 fn ssh_err(device: &str, what: &str, e: ssh2::Error) -> Failure {
@@ -152,7 +197,15 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .open(Path::new(spec.remote))
         .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
-    let mut t = Transfer::resume(part, size)?;
+    let mut t = Transfer::resume(part, size, &spec.modes)?;
+    if t.have > 0 && !same_start(&mut remote, part, t.have) {
+        // Left by a fetch of another capture (the device captured again since): start over.
+        log::info!(
+            "{dev}: {} is not this capture's start; fetching anew",
+            part.display()
+        );
+        t = Transfer::restart(part, &spec.modes)?;
+    }
     if t.have > 0 {
         log::info!("{dev}: resuming at byte {}", t.have);
         remote
@@ -176,6 +229,18 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
     let _ = sess.disconnect(None, "done", None);
     Ok((t.have, crate::util::hex(t.hasher.finish().as_ref())))
+}
+
+/// The part file's first bytes (up to 64 KiB: the pcap header and the first packets, whose time
+/// stamps tell two captures apart) are the remote file's.
+fn same_start(remote: &mut ssh2::File, part: &Path, have: u64) -> bool {
+    let n = have.min(64 << 10) as usize;
+    let (mut mine, mut theirs) = (vec![0u8; n], vec![0u8; n]);
+    let read_mine = File::open(part).and_then(|mut f| f.read_exact(&mut mine));
+    let read_theirs = remote
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| remote.read_exact(&mut theirs));
+    read_mine.is_ok() && read_theirs.is_ok() && mine == theirs
 }
 
 /// TCP, the SSH handshake, the host key checked, the password accepted.
@@ -227,12 +292,13 @@ struct Transfer {
 impl Transfer {
     /// Whatever a cut attempt left in the part file is kept and hashed again (unless it is
     /// longer than the remote file: then it is not that file's start).
-    fn resume(part: &Path, size: Option<u64>) -> Result<Transfer, Failure> {
-        let mut local = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(part)
+    fn resume(
+        part: &Path,
+        size: Option<u64>,
+        modes: &crate::util::Modes,
+    ) -> Result<Transfer, Failure> {
+        let mut local = modes
+            .open_append(part)
             .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut have = rehash(&mut local, &mut hasher)
@@ -257,6 +323,17 @@ impl Transfer {
             have,
             head,
         })
+    }
+
+    /// The part file emptied, to be filled from the start.
+    fn restart(part: &Path, modes: &crate::util::Modes) -> Result<Transfer, Failure> {
+        let f = modes
+            .open_append(part)
+            .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
+        f.set_len(0)
+            .map_err(|e| Failure::Fatal(format!("emptying {}: {e}", part.display())))?;
+        drop(f);
+        Transfer::resume(part, None, modes)
     }
 
     /// The rest of `remote` into the part file. This thread reads (SSH decryption) and hashes;

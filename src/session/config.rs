@@ -75,6 +75,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
                 .clone()
                 .unwrap_or_else(crate::cpe::run::default_known_hosts),
             accept_new: a.accept_new_host_key,
+            modes: crate::util::Modes::private(),
         },
         probes,
         listen: a.listen,
