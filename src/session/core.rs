@@ -553,7 +553,9 @@ impl Core {
                  not believed",
                 from.ip()
             );
-            out.push(ignored(Some(device).filter(|d| !d.is_empty()), why));
+            // The device named is the sender's word: kept short.
+            let device = Some(trim_to_word(&device)).filter(|d| !d.is_empty());
+            out.push(ignored(device, why));
             return;
         }
         out.push(Action::Emit(crate::alarm::alarm_event(

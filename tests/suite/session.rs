@@ -790,7 +790,14 @@ fn a_second_session_on_the_same_out_is_refused() {
         .unwrap();
     let (n, _) = agent.recv_from(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"REGISTER 10.255.0.1"));
-    let journal = std::fs::read(out.join(".tc-session/journal")).unwrap();
+    // The journal line of REGISTER follows its send.
+    let journal_path = out.join(".tc-session/journal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&journal_path).map_or(true, |m| m.len() == 0) {
+        assert!(Instant::now() < deadline, "no journal line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let journal = std::fs::read(&journal_path).unwrap();
     let report = std::fs::read(out.join("report.csv")).unwrap();
     let holder = format!("(pid {})", first.id());
     for extra in [&waits[..], &["--resume"][..]] {
