@@ -252,7 +252,20 @@ pub struct FetchOpts {
     pub modes: crate::util::Modes,
 }
 
+/// `tc cpe fetch`: the capture, kept once (its part name goes at once: nothing records it).
 pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Event, String> {
+    let (ev, part) = fetch_kept(ctx, t, o)?;
+    sftp::Fetched::done(&part);
+    Ok(ev)
+}
+
+/// The capture, and its part name, a second link the caller removes once it has recorded the
+/// capture (`sftp::Fetched::done`).
+pub fn fetch_kept(
+    ctx: &Context,
+    t: &Target,
+    o: &FetchOpts,
+) -> std::result::Result<(Event, PathBuf), String> {
     let remote = o
         .remote
         .clone()
@@ -270,7 +283,7 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
         retries: ctx.retries,
         modes: o.modes,
     })?;
-    Ok(Event::CpeFetched {
+    let ev = Event::CpeFetched {
         device: t.device.clone(),
         path: f.path.display().to_string(),
         remote_path: remote,
@@ -278,7 +291,8 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
         sha256: f.sha256,
         seconds: f.seconds,
         attempts: f.attempts,
-    })
+    };
+    Ok((ev, f.part))
 }
 
 pub fn default_known_hosts() -> PathBuf {

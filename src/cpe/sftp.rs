@@ -66,13 +66,29 @@ pub struct Spec<'a> {
 #[derive(Debug)]
 pub struct Fetched {
     pub path: PathBuf,
+    /// The part name, a second link to `path` until [`Fetched::done`].
+    pub part: PathBuf,
     pub bytes: u64,
     pub sha256: String,
     pub seconds: f64,
     pub attempts: u32,
 }
 
+impl Fetched {
+    /// The capture's name is recorded: its part name goes.
+    pub fn done(part: &Path) {
+        if let Err(e) = std::fs::remove_file(part) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("removing {}: {e}", part.display());
+            }
+        }
+    }
+}
+
 enum Failure {
+    /// The part file left by an earlier fetch is not this capture's start (the device captured
+    /// again since): it was unlinked, and the capture gets a name of its own.
+    Stale,
     /// Worth another session: connect errors, timeouts, a transfer cut short.
     Retry(String),
     /// Would only fail again: wrong password, host key problems, missing file, not a capture.
@@ -110,28 +126,41 @@ fn final_of(part: &Path) -> Option<PathBuf> {
     Some(part.with_file_name(name))
 }
 
+/// Fetches the device's capture into `out_dir`. The complete file is kept under its final name
+/// and, until the caller calls [`Fetched::done`] (after recording the name, in a session's
+/// journal), also under its part name: a fetch killed in between finds that part, sees it is
+/// the remote file, and hands back the same file instead of fetching a second copy.
 pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
     let started = Instant::now();
     spec.modes
         .create_dir_all(spec.out_dir)
         .map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
-    let part = leftover_part(spec.out_dir, spec.device).unwrap_or_else(|| {
+    let fresh = || {
         let name = local_name(spec.device, Utc::now());
         spec.out_dir.join(format!(".{name}.part"))
-    });
-    let final_path = final_of(&part).expect("part names are made here");
+    };
+    let mut part = leftover_part(spec.out_dir, spec.device).unwrap_or_else(fresh);
     let mut last = String::new();
-    for attempt in 1..=spec.retries + 1 {
+    let mut attempt = 0;
+    while attempt <= spec.retries {
+        attempt += 1;
+        let final_path = final_of(&part).expect("part names are made here");
         match attempt_once(spec, &part) {
             Ok((bytes, sha256)) => {
                 keep(spec.device, &part, &final_path, &sha256)?;
                 return Ok(Fetched {
                     path: final_path,
+                    part,
                     bytes,
                     sha256,
                     seconds: started.elapsed().as_secs_f64(),
                     attempts: attempt,
                 });
+            }
+            Err(Failure::Stale) => {
+                // Not an attempt at this capture: once more, under a name of its own.
+                attempt -= 1;
+                part = fresh();
             }
             Err(Failure::Fatal(e)) => {
                 let _ = std::fs::remove_file(&part);
@@ -154,8 +183,9 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
     ))
 }
 
-/// The complete part file becomes the capture. A hard link refuses to replace an existing file
-/// (rename would clobber it); the one there already is this capture only if its bytes are.
+/// The complete part file becomes the capture (the part name stays, a second link, until
+/// [`Fetched::done`]). A hard link refuses to replace an existing file (rename would clobber
+/// it); the one there already is this capture only if its bytes are.
 fn keep(device: &str, part: &Path, final_path: &Path, sha256: &str) -> Result<(), String> {
     match std::fs::hard_link(part, final_path) {
         Ok(()) => {}
@@ -174,7 +204,6 @@ fn keep(device: &str, part: &Path, final_path: &Path, sha256: &str) -> Result<()
         }
         Err(e) => return Err(format!("{device}: keeping {}: {e}", final_path.display())),
     }
-    let _ = std::fs::remove_file(part);
     Ok(())
 }
 
@@ -199,12 +228,16 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     let size = remote.stat().ok().and_then(|s| s.size);
     let mut t = Transfer::resume(part, size, &spec.modes)?;
     if t.have > 0 && !same_start(&mut remote, part, t.have) {
-        // Left by a fetch of another capture (the device captured again since): start over.
+        // Left by a fetch of another capture (the device captured again since). It may be a
+        // second link to that capture's kept file: unlinked, never emptied.
         log::info!(
             "{dev}: {} is not this capture's start; fetching anew",
             part.display()
         );
-        t = Transfer::restart(part, &spec.modes)?;
+        drop(t);
+        std::fs::remove_file(part)
+            .map_err(|e| Failure::Fatal(format!("removing {}: {e}", part.display())))?;
+        return Err(Failure::Stale);
     }
     if t.have > 0 {
         log::info!("{dev}: resuming at byte {}", t.have);
@@ -301,14 +334,14 @@ impl Transfer {
             .open_append(part)
             .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut have = rehash(&mut local, &mut hasher)
+        let have = rehash(&mut local, &mut hasher)
             .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
         if size.is_some_and(|s| have > s) {
-            local
-                .set_len(0)
-                .map_err(|e| Failure::Fatal(e.to_string()))?;
-            hasher = ring::digest::Context::new(&ring::digest::SHA256);
-            have = 0;
+            // Longer than the remote file: not its start (see same_start).
+            drop(local);
+            std::fs::remove_file(part)
+                .map_err(|e| Failure::Fatal(format!("removing {}: {e}", part.display())))?;
+            return Err(Failure::Stale);
         }
         let mut head = Vec::with_capacity(4);
         if have >= 4 {
@@ -323,17 +356,6 @@ impl Transfer {
             have,
             head,
         })
-    }
-
-    /// The part file emptied, to be filled from the start.
-    fn restart(part: &Path, modes: &crate::util::Modes) -> Result<Transfer, Failure> {
-        let f = modes
-            .open_append(part)
-            .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
-        f.set_len(0)
-            .map_err(|e| Failure::Fatal(format!("emptying {}: {e}", part.display())))?;
-        drop(f);
-        Transfer::resume(part, None, modes)
     }
 
     /// The rest of `remote` into the part file. This thread reads (SSH decryption) and hashes;

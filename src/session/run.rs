@@ -19,7 +19,7 @@ use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::config::Plan;
-use super::core::{Action, Core, Job, JobOk, Journal};
+use super::core::{Action, Core, Job, JobOk, Journal, Step};
 use super::files::{self, Lines, Lock, Report};
 use crate::cli::SessionArgs;
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
@@ -44,8 +44,9 @@ impl Worker {
                 crate::cpe::run::start(&self.ctx, t, self.snmp.as_ref()).map(|_| JobOk::Done)
             }
             Job::CpeStop => crate::cpe::run::stop(&self.ctx, t).map(|_| JobOk::Done),
-            Job::Fetch => match crate::cpe::run::fetch(&self.ctx, t, &self.fetch)? {
-                Event::CpeFetched { path, .. } => Ok(JobOk::Fetched { path }),
+            // The part name stays until the journal records the file (Io::perform).
+            Job::Fetch => match crate::cpe::run::fetch_kept(&self.ctx, t, &self.fetch)? {
+                (Event::CpeFetched { path, .. }, _) => Ok(JobOk::Fetched { path }),
                 _ => Err("fetch gave no file".into()),
             },
             Job::Probe => Ok(JobOk::Probed(crate::probe::run(device, &self.probes))),
@@ -165,11 +166,13 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         max_events: p.max_events,
     });
     let started = Instant::now();
-    let last = files
+    let last: HashMap<String, Journal> = files
         .records
         .iter()
         .map(|j| (j.device.clone(), j.clone()))
         .collect();
+    // Killed after the journal recorded a fetched file, before its part name went.
+    let parts = last.values().filter_map(|j| part_of(&p.out, j)).collect();
     let mut sess = Loop {
         core,
         done_rx,
@@ -186,6 +189,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             last,
             modes: p.modes,
             gaps: 0,
+            out: p.out.clone(),
+            parts,
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -338,6 +343,17 @@ struct Io<'a> {
     modes: crate::util::Modes,
     /// Times the out dir was found deleted or replaced.
     gaps: u32,
+    /// Where the captures go.
+    out: std::path::PathBuf,
+    /// Part names of fetched captures, removed once the journal line naming the file is written
+    /// (a fetch killed before that finds the part and keeps the same file, not a second copy).
+    parts: Vec<std::path::PathBuf>,
+}
+
+/// The part name of the capture a journal record names as fetched.
+fn part_of(out: &std::path::Path, j: &Journal) -> Option<std::path::PathBuf> {
+    let f = j.filename.as_ref().filter(|_| j.step == Step::Stop)?;
+    Some(out.join(format!(".{f}.part")))
 }
 
 impl Io<'_> {
@@ -350,6 +366,7 @@ impl Io<'_> {
     fn write_turn(&mut self) {
         self.report.lines.flush();
         self.journal.flush();
+        self.remove_parts();
         for (what, gone) in [
             ("report", self.report.lines.replaced()),
             ("journal", self.journal.replaced()),
@@ -357,6 +374,15 @@ impl Io<'_> {
             if gone {
                 self.recreate(what);
                 return;
+            }
+        }
+    }
+
+    /// The part names of fetched captures the journal now names, once it is on disk.
+    fn remove_parts(&mut self) {
+        if !self.journal.has_pending() {
+            for p in self.parts.drain(..) {
+                crate::cpe::sftp::Fetched::done(&p);
             }
         }
     }
@@ -459,7 +485,9 @@ impl Io<'_> {
                 }
                 Action::Journal(j) => {
                     self.journal.push(files::journal_line(&j));
+                    self.parts.extend(part_of(&self.out, &j));
                     self.last.insert(j.device.clone(), j);
+                    self.remove_parts();
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! `tc cpe` against `tc lab up`: real sshd, real tcpdump captures, emulated REST.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -437,4 +437,71 @@ fn start_script_provisions_the_devices_snmp_user() {
     // The other device kept its user.
     assert!(snmp_answers(&devs[1], &old_auth, &old_priv));
     assert!(!snmp_answers(&devs[1], new_auth, new_priv));
+}
+
+/// The files in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A fetch killed after its file was kept but before anyone recorded it leaves the part name as a
+/// second link: the next fetch hands back that same file (no second copy); if the device has a
+/// new capture since, the link is dropped, never emptied, and the new capture gets its own name.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_kept_capture_is_not_fetched_twice_nor_overwritten() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let dev = lab.devices()[0].clone();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let fetched = |r: &Run| -> (String, String) {
+        match r.of_type("cpe.fetched")[..] {
+            [Event::CpeFetched { path, sha256, .. }] => (path.clone(), sha256.clone()),
+            _ => panic!("{}", r.dump()),
+        }
+    };
+    let (first, sha) = fetched(&cpe(&lab, "fetch", &["--out", dir]).expect(0));
+    let name = Path::new(&first)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(listing(out.path()), std::slice::from_ref(&name));
+    let part = out.path().join(format!(".{name}.part"));
+    std::fs::hard_link(&first, &part).unwrap();
+    let again = cpe(&lab, "fetch", &["--out", dir]).expect(0);
+    assert_eq!(
+        fetched(&again),
+        (first.clone(), sha.clone()),
+        "the same file"
+    );
+    assert_eq!(
+        listing(out.path()),
+        std::slice::from_ref(&name),
+        "no copy, no part left"
+    );
+    // The device captured again (another first packet time): a file of its own.
+    std::fs::hard_link(&first, &part).unwrap();
+    let served = Path::new(lab.ready["sftp_root"].as_str().unwrap())
+        .join(&dev)
+        .join("debug-capture/debug-capture-data.pcap");
+    let mut bytes = std::fs::read(&served).unwrap();
+    bytes[24] ^= 0x5a;
+    std::fs::write(&served, &bytes).unwrap();
+    let (second, sha2) = fetched(&cpe(&lab, "fetch", &["--out", dir]).expect(0));
+    assert_ne!(second, first);
+    assert_eq!(sha2, sha256_hex(&bytes));
+    assert_eq!(
+        sha256_hex(&std::fs::read(&first).unwrap()),
+        sha,
+        "the kept file is intact"
+    );
+    assert_eq!(listing(out.path()).len(), 2, "{:?}", listing(out.path()));
 }
