@@ -67,6 +67,11 @@ impl Lines {
         !self.pending.is_empty()
     }
 
+    /// Lines not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Writes the queued lines, each whole or not at all; stops at the first that fails (it is
     /// tried again next time, so lines stay in order).
     pub fn flush(&mut self) {

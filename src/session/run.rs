@@ -199,6 +199,15 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         daemon.run(&mut sess)?;
     }
     sess.io.write_turn();
+    if sess.io.has_pending() {
+        // A disk still full at the end: what the files lack is said, not dropped silently.
+        crate::logging::warn_user(&format!(
+            "{} report row(s) and {} journal line(s) could not be written (see above); the \
+             report lacks them, and --resume continues from the journal as it is",
+            sess.io.report.lines.pending(),
+            sess.io.journal.pending()
+        ));
+    }
     let (core, gave_up, gaps) = (sess.core, sess.gave_up, sess.io.gaps);
     drop((job_tx, urgent));
     Ok(summary(&core, p.devices.len(), started, gave_up, gaps))
