@@ -13,6 +13,7 @@
   session-storm.py analyse SESSION_OUT LAB_OUT LATENCY_MS
       Prints a JSON line with the figures (see session-fleet.sh).
 """
+import csv
 import json
 import socket
 import sys
@@ -48,6 +49,11 @@ def storm(lab, seconds):
             sys.exit(f"no rule for {ip}")
         msgs.append((datagram(ip, name), (r["dest_ip"], r["dest_port"])))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # From the OVOC server's address (the inventory's ovoc column, where the agent runs), as the
+    # lab's OVOC sends: the session believes alarms from there only.
+    with open(f"{lab}/devices.csv") as f:
+        row = next(csv.DictReader(f))
+    sock.bind((row["ovoc"].rsplit(":", 1)[0] if row["ovoc"].count(":") == 1 else row["ovoc"], 0))
     t0 = time.monotonic()
     for i, (m, dest) in enumerate(msgs):
         if seconds > 0:

@@ -220,6 +220,9 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l probe-interval -d 'Bet
 complete -c tc -n "__fish_tc_using_subcommand session" -l snmp-user -d 'SNMPv3 user created on each CPE at start and used by the probes (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l known-hosts -d 'known_hosts file for the SFTP fetch' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l remote-path -d 'Remote capture file on the devices' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-from -d 'Who may send alarms (repeatable): a CIDR, or `ovoc` for the addresses of the inventory\'s ovoc column (the default when not given). Alarms from anyone else change nothing' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l wind-down -d 'After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching and STOP may take; then the session exits 130 and says what is left, which --resume finishes' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l group -d 'Make the captures, report and journal readable by this group (0640, directories 0750) instead of the owner alone (0600, 0700)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'

@@ -444,6 +444,18 @@ pub struct SessionArgs {
     /// Continue the session journaled in OUT after a crash or reboot.
     #[arg(long)]
     pub resume: bool,
+    /// Who may send alarms (repeatable): a CIDR, or `ovoc` for the addresses of the inventory's
+    /// ovoc column (the default when not given). Alarms from anyone else change nothing.
+    #[arg(long, value_name = "CIDR|ovoc")]
+    pub alarm_from: Vec<String>,
+    /// After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching and STOP may take; then
+    /// the session exits 130 and says what is left, which --resume finishes.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub wind_down: std::time::Duration,
+    /// Make the captures, report and journal readable by this group (0640, directories 0750)
+    /// instead of the owner alone (0600, 0700).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 /// How the probes of a VERIFY are spread: they exist to put traffic into both captures after

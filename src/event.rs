@@ -336,10 +336,30 @@ pub enum Event {
         /// Captured, but STOP was never confirmed by the agent (`--resume` retries it).
         failed: u32,
         rounds: u32,
+        /// Datagrams that changed nothing (each a `session.ignored` line).
+        ignored: u32,
+        /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
+        refused: u32,
         seconds: f64,
-        /// `done` or `interrupted`.
+        /// `done`, `interrupted`, or `wind_down_expired` (`--wind-down` ran out: see the
+        /// `session.unfinished` lines).
         reason: String,
     },
+    /// `tc session`: a device left unfinished when the wind-down ran out (`--resume` finishes it).
+    #[serde(rename = "session.unfinished")]
+    SessionUnfinished {
+        device: String,
+        /// The journal's step: what `--resume` does next.
+        step: String,
+        /// The CPE capture still runs on the device.
+        capturing: bool,
+        /// The CPE file, if fetched already.
+        file: Option<String>,
+    },
+    /// `tc session`: the report or the journal was deleted or replaced while the session ran;
+    /// both were written again from memory.
+    #[serde(rename = "session.gap")]
+    SessionGap { file: String, reason: String },
     /// `tc analyze`: one input file, as read.
     #[serde(rename = "analyze.input")]
     AnalyzeInput {

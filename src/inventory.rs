@@ -103,8 +103,26 @@ fn check_header(headers: &csv::StringRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// A device login name: what the REST API and SSH take, never a control character (a newline
+/// would end a header line or a log line early).
+pub fn validate_username(u: &str) -> Result<(), String> {
+    if u.is_empty() || u.len() > 64 || u.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid username {u:?}: 1-64 characters, no control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// One row, each field checked.
 fn entry(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Result<Entry, String> {
+    // No field of an inventory holds a control character: each ends up in a URL, a file name,
+    // a datagram, a log line or a CSV row.
+    for (h, v) in headers.iter().zip(rec.iter()) {
+        if v.chars().any(char::is_control) {
+            return Err(format!("{h} {v:?}: control characters are not allowed"));
+        }
+    }
     let get = |name: &str| {
         headers
             .iter()
@@ -151,11 +169,15 @@ fn entry(headers: &csv::StringRecord, rec: &csv::StringRecord) -> Result<Entry, 
             return Err(format!("invalid pin_sha256 {p:?}: expected 64 hex digits"));
         }
     }
+    let username = opt("username");
+    if let Some(u) = &username {
+        validate_username(u)?;
+    }
     Ok(Entry {
         device,
         device_type: parse_type(&get("type"))?,
         interfaces,
-        username: opt("username"),
+        username,
         ovoc,
         rest_port: port("rest_port")?,
         ssh_port: port("ssh_port")?,
@@ -238,6 +260,26 @@ mod tests {
                 "unknown column \"color\"",
             ),
             (h, "no devices listed"),
+            (
+                &format!("{h}10.0.0.1,msbr,,,\n999.1.1.1,msbr,,,\n"),
+                "line 3: invalid device \"999.1.1.1\": not an IPv4 address",
+            ),
+            (
+                &format!("{h}127.81.280.178,msbr,,,\n"),
+                "line 2: invalid device \"127.81.280.178\": not an IPv4 address",
+            ),
+            (
+                &format!("{h}10.0.0.1,msbr,,,1.2.3.999\n"),
+                "line 2: ovoc: invalid device \"1.2.3.999\": not an IPv4 address",
+            ),
+            (
+                &format!("{h}10.0.0.1,msbr,,\"Ad\nmin\",\n"),
+                "line 2: username \"Ad\\nmin\": control characters are not allowed",
+            ),
+            (
+                &format!("{h}10.0.0.1,msbr,,Ad\u{7f}min,\n"),
+                "line 2: username \"Ad\\u{7f}min\": control characters are not allowed",
+            ),
             (&format!("{h}1.2.3.4,msbr\n"), "found record with 2 fields"),
         ];
         for (text, needle) in table {

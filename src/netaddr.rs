@@ -4,7 +4,18 @@
 use std::net::IpAddr;
 
 pub fn validate_device(s: &str) -> Result<(), String> {
-    if s.parse::<IpAddr>().is_ok() || is_hostname(s) {
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if looks_numeric(s) {
+        // `999.1.1.1` is a typo of an address, not a name: resolving it would only ask DNS.
+        return Err(format!(
+            "invalid device {:?}: not an IPv4 address (four numbers 0-255, no leading zeros) \
+             and not a host name (its last label is all digits)",
+            s.escape_debug().to_string()
+        ));
+    }
+    if is_hostname(s) {
         Ok(())
     } else {
         Err(format!(
@@ -14,10 +25,20 @@ pub fn validate_device(s: &str) -> Result<(), String> {
     }
 }
 
+/// The last label is all digits (`1.2.3.400`, `10.1`, `12`): never a host name (RFC 1123
+/// section 2.1: a top-level domain is alphabetic), so an IPv4 address meant and mistyped.
+fn looks_numeric(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    s.rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub fn is_hostname(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253
+        && !looks_numeric(s)
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
@@ -48,8 +69,24 @@ mod tests {
             "msbr-1.branch.example.com",
             "a",
             "host.",
+            "3com.example",
+            "10.0.0.1.example.com",
+            "x1",
         ] {
             assert!(validate_device(ok).is_ok(), "{ok}");
+        }
+        for lookalike in [
+            "999.1.1.1",
+            "127.81.280.178",
+            "10.0.0.01",
+            "1.2.3",
+            "1.2.3.4.5",
+            "example.123",
+            "12",
+            "10.0.0.256.",
+        ] {
+            let e = validate_device(lookalike).unwrap_err();
+            assert!(e.contains("not an IPv4 address"), "{lookalike}: {e}");
         }
         let long = "a".repeat(64);
         for bad in [
@@ -87,6 +124,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The block of exactly this address.
+    pub fn host(addr: IpAddr) -> Cidr {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Cidr { addr, prefix }
+    }
+
     pub fn parse(s: &str) -> Result<Cidr, String> {
         let err = || format!("invalid CIDR {s:?}: expected e.g. 10.0.0.0/8, 192.0.2.7 or ::1/128");
         let (a, p) = match s.split_once('/') {

@@ -91,6 +91,20 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     passwd_entry(&passwd, name)
 }
 
+/// A group's gid, by name from /etc/group or as a number.
+pub fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let group = std::fs::read_to_string("/etc/group").ok()?;
+    group.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[0] == name)
+            .then(|| f[2].parse().ok())
+            .flatten()
+    })
+}
+
 fn passwd_entry(passwd: &str, name: &str) -> Option<(u32, u32)> {
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();

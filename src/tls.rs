@@ -38,11 +38,13 @@ impl Trust {
         pin: Option<&str>,
         insecure: bool,
     ) -> Result<Trust, String> {
-        if insecure {
-            return Ok(Trust::Insecure);
-        }
+        // A pin is always enforced: --insecure only means "no chain verification" where there is
+        // nothing better to check.
         if let Some(p) = pin {
             return parse_pin(p).map(Trust::Pin);
+        }
+        if insecure {
+            return Ok(Trust::Insecure);
         }
         Ok(ca.map_or(Trust::System, |c| Trust::CaFile(c.to_path_buf())))
     }

@@ -174,3 +174,70 @@ mod tests {
         assert_eq!(hex(&[0, 0xab]), "00ab");
     }
 }
+
+/// Who may read what `tc` writes: the owner alone (files 0600, directories 0700), or also one
+/// group (0640, 0750, that group's). Device traffic is not for every user of a shared host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    pub file: u32,
+    pub dir: u32,
+    pub gid: Option<u32>,
+}
+
+impl Modes {
+    pub fn private() -> Modes {
+        Modes {
+            file: 0o600,
+            dir: 0o700,
+            gid: None,
+        }
+    }
+
+    pub fn group(gid: u32) -> Modes {
+        Modes {
+            file: 0o640,
+            dir: 0o750,
+            gid: Some(gid),
+        }
+    }
+
+    /// `dir` and its missing parents, created with the directory mode (existing ones are left
+    /// as they are: they are not ours).
+    pub fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir)
+            .create(dir)?;
+        self.own(dir, self.dir)
+    }
+
+    /// Opens `path` for appending (and reading), created with the file mode if missing.
+    pub fn open_append(&self, path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let existed = path.exists();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(self.file)
+            .open(path)?;
+        if !existed {
+            self.own(path, self.file)?;
+        }
+        Ok(f)
+    }
+
+    /// The group and the exact mode (the umask may have taken group bits away).
+    pub fn own(&self, path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(gid) = self.gid {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+}

@@ -68,6 +68,8 @@ pub fn resolve(a: &TargetArgs, env: &secret::Env) -> Result<(Vec<Target>, Contex
     for i in &a.interface {
         crate::inventory::validate_interface(i).map_err(Error::usage)?;
     }
+    crate::inventory::validate_username(&a.username)
+        .map_err(|e| Error::usage(format!("--username: {e}")))?;
     let targets = match &a.devices {
         Some(path) => from_inventory(a, path, &cli_trust)?,
         None => from_flags(a, &cli_trust)?,
@@ -95,8 +97,15 @@ pub fn resolve(a: &TargetArgs, env: &secret::Env) -> Result<(Vec<Target>, Contex
         },
         env,
     )?;
-    if a.tls.insecure {
-        crate::logging::warn_user("--insecure: TLS certificates are not verified; anyone on the path can read the device password");
+    let unverified = targets
+        .iter()
+        .filter(|t| t.trust == Trust::Insecure)
+        .count();
+    if unverified > 0 {
+        crate::logging::warn_user(&format!(
+            "--insecure: the TLS certificates of {unverified} device(s) without a pin are not \
+             verified; anyone on the path can read the device password (pins are still enforced)"
+        ));
     }
     Ok((
         targets,
@@ -118,10 +127,9 @@ fn from_inventory(a: &TargetArgs, path: &std::path::Path, cli: &Trust) -> Result
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let trust = match &e.pin_sha256 {
-            Some(p) if !a.tls.insecure => {
-                Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?)
-            }
-            _ => cli.clone(),
+            // The row's pin holds whatever the command line says (--insecure included).
+            Some(p) => Trust::Pin(crate::tls::parse_pin(p).map_err(Error::usage)?),
+            None => cli.clone(),
         };
         out.push(Target {
             device: e.device,
@@ -241,9 +249,23 @@ pub struct FetchOpts {
     pub remote: Option<String>,
     pub known_hosts: PathBuf,
     pub accept_new: bool,
+    pub modes: crate::util::Modes,
 }
 
+/// `tc cpe fetch`: the capture, kept once (its part name goes at once: nothing records it).
 pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Event, String> {
+    let (ev, part) = fetch_kept(ctx, t, o)?;
+    sftp::Fetched::done(&part);
+    Ok(ev)
+}
+
+/// The capture, and its part name, a second link the caller removes once it has recorded the
+/// capture (`sftp::Fetched::done`).
+pub fn fetch_kept(
+    ctx: &Context,
+    t: &Target,
+    o: &FetchOpts,
+) -> std::result::Result<(Event, PathBuf), String> {
     let remote = o
         .remote
         .clone()
@@ -259,8 +281,9 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
         accept_new: o.accept_new,
         timeout: ctx.timeout,
         retries: ctx.retries,
+        modes: o.modes,
     })?;
-    Ok(Event::CpeFetched {
+    let ev = Event::CpeFetched {
         device: t.device.clone(),
         path: f.path.display().to_string(),
         remote_path: remote,
@@ -268,7 +291,8 @@ pub fn fetch(ctx: &Context, t: &Target, o: &FetchOpts) -> std::result::Result<Ev
         sha256: f.sha256,
         seconds: f.seconds,
         attempts: f.attempts,
-    })
+    };
+    Ok((ev, f.part))
 }
 
 pub fn default_known_hosts() -> PathBuf {
@@ -334,6 +358,7 @@ pub fn plan(cmd: CpeCommand, env: &secret::Env) -> Result<Plan> {
                 remote: f.remote_path,
                 known_hosts: f.known_hosts.unwrap_or_else(default_known_hosts),
                 accept_new: f.accept_new_host_key,
+                modes: crate::util::Modes::private(),
             };
             ("fetch", f.target, Op::Fetch(o))
         }
@@ -452,6 +477,8 @@ mod tests {
         let (inv, bad) = (inv.to_str().unwrap(), bad.to_str().unwrap());
         let pw = secret::Env::of(&[("TC_CPE_PASSWORD", "pw")]);
         let errors: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["tc", "cpe", "status", "--device", "10.0.0.1", "--username", "Ad\nmin"], "--username: invalid username \"Ad\\nmin\": 1-64 characters, no control characters"),
+            (vec!["tc", "cpe", "status", "--device", "999.1.1.1"], "invalid device \"999.1.1.1\": not an IPv4 address (four numbers 0-255, no leading zeros) and not a host name (its last label is all digits)"),
             (vec!["tc", "cpe", "status", "--device", "a b"], "invalid device \"a b\": expected an IP address or a host name (letters, digits, '-', '.')"),
             (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--interface", "wan0"], "unknown MSBR interface \"wan0\": expected one of cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan"),
             (vec!["tc", "cpe", "start", "--device", "10.0.0.1", "--snmp-user", "CaptureScript"], "--snmp-user needs TC_SNMP_AUTH_KEY in the environment"),

@@ -60,18 +60,35 @@ pub struct Spec<'a> {
     pub accept_new: bool,
     pub timeout: Duration,
     pub retries: u32,
+    pub modes: crate::util::Modes,
 }
 
 #[derive(Debug)]
 pub struct Fetched {
     pub path: PathBuf,
+    /// The part name, a second link to `path` until [`Fetched::done`].
+    pub part: PathBuf,
     pub bytes: u64,
     pub sha256: String,
     pub seconds: f64,
     pub attempts: u32,
 }
 
+impl Fetched {
+    /// The capture's name is recorded: its part name goes.
+    pub fn done(part: &Path) {
+        if let Err(e) = std::fs::remove_file(part) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("removing {}: {e}", part.display());
+            }
+        }
+    }
+}
+
 enum Failure {
+    /// The part file left by an earlier fetch is not this capture's start (the device captured
+    /// again since): it was unlinked, and the capture gets a name of its own.
+    Stale,
     /// Worth another session: connect errors, timeouts, a transfer cut short.
     Retry(String),
     /// Would only fail again: wrong password, host key problems, missing file, not a capture.
@@ -83,34 +100,67 @@ pub fn local_name(device: &str, at: Utc) -> String {
     format!("CPE_device_{device}_{}.pcap", at.file_stamp())
 }
 
+/// The part file a cut fetch of this device left in `dir`, if any: a fetch continues it (under
+/// its name, so under the same final name) rather than starting a second copy.
+fn leftover_part(dir: &Path, device: &str) -> Option<PathBuf> {
+    let prefix = format!(".CPE_device_{device}_");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(".pcap.part")
+        })
+        .map(|e| e.path())
+        .collect();
+    // The newest stamp: names sort by time.
+    parts.sort();
+    parts.pop()
+}
+
+/// The final file for a part file `.<name>.part`.
+fn final_of(part: &Path) -> Option<PathBuf> {
+    let name = part.file_name()?.to_str()?;
+    let name = name.strip_prefix('.')?.strip_suffix(".part")?;
+    Some(part.with_file_name(name))
+}
+
+/// Fetches the device's capture into `out_dir`. The complete file is kept under its final name
+/// and, until the caller calls [`Fetched::done`] (after recording the name, in a session's
+/// journal), also under its part name: a fetch killed in between finds that part, sees it is
+/// the remote file, and hands back the same file instead of fetching a second copy.
 pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
     let started = Instant::now();
-    let final_path = spec.out_dir.join(local_name(spec.device, Utc::now()));
-    let part = spec.out_dir.join(format!(
-        ".{}.part",
-        final_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("capture")
-    ));
-    std::fs::create_dir_all(spec.out_dir)
+    spec.modes
+        .create_dir_all(spec.out_dir)
         .map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
+    let fresh = || {
+        let name = local_name(spec.device, Utc::now());
+        spec.out_dir.join(format!(".{name}.part"))
+    };
+    let mut part = leftover_part(spec.out_dir, spec.device).unwrap_or_else(fresh);
     let mut last = String::new();
-    for attempt in 1..=spec.retries + 1 {
+    let mut attempt = 0;
+    while attempt <= spec.retries {
+        attempt += 1;
+        let final_path = final_of(&part).expect("part names are made here");
         match attempt_once(spec, &part) {
             Ok((bytes, sha256)) => {
-                // A hard link refuses to replace an existing file; rename would clobber it.
-                std::fs::hard_link(&part, &final_path).map_err(|e| {
-                    format!("{}: keeping {}: {e}", spec.device, final_path.display())
-                })?;
-                let _ = std::fs::remove_file(&part);
+                keep(spec.device, &part, &final_path, &sha256)?;
                 return Ok(Fetched {
                     path: final_path,
+                    part,
                     bytes,
                     sha256,
                     seconds: started.elapsed().as_secs_f64(),
                     attempts: attempt,
                 });
+            }
+            Err(Failure::Stale) => {
+                // Not an attempt at this capture: once more, under a name of its own.
+                attempt -= 1;
+                part = fresh();
             }
             Err(Failure::Fatal(e)) => {
                 let _ = std::fs::remove_file(&part);
@@ -125,12 +175,36 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
             }
         }
     }
-    let _ = std::fs::remove_file(&part);
+    // The part is kept: the next fetch of this device continues it.
     Err(format!(
         "{}: fetch gave up after {} attempts: {last}",
         spec.device,
         spec.retries + 1
     ))
+}
+
+/// The complete part file becomes the capture (the part name stays, a second link, until
+/// [`Fetched::done`]). A hard link refuses to replace an existing file (rename would clobber
+/// it); the one there already is this capture only if its bytes are.
+fn keep(device: &str, part: &Path, final_path: &Path, sha256: &str) -> Result<(), String> {
+    match std::fs::hard_link(part, final_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut f = File::open(final_path)
+                .map_err(|e| format!("{device}: reading {}: {e}", final_path.display()))?;
+            let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+            rehash(&mut f, &mut h)
+                .map_err(|e| format!("{device}: reading {}: {e}", final_path.display()))?;
+            if crate::util::hex(h.finish().as_ref()) != sha256 {
+                return Err(format!(
+                    "{device}: keeping {}: another file holds that name",
+                    final_path.display()
+                ));
+            }
+        }
+        Err(e) => return Err(format!("{device}: keeping {}: {e}", final_path.display())),
+    }
+    Ok(())
 }
 
 fn ssh_err(device: &str, what: &str, e: ssh2::Error) -> Failure {
@@ -152,7 +226,19 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .open(Path::new(spec.remote))
         .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
-    let mut t = Transfer::resume(part, size)?;
+    let mut t = Transfer::resume(part, size, &spec.modes)?;
+    if t.have > 0 && !same_start(&mut remote, part, t.have) {
+        // Left by a fetch of another capture (the device captured again since). It may be a
+        // second link to that capture's kept file: unlinked, never emptied.
+        log::info!(
+            "{dev}: {} is not this capture's start; fetching anew",
+            part.display()
+        );
+        drop(t);
+        std::fs::remove_file(part)
+            .map_err(|e| Failure::Fatal(format!("removing {}: {e}", part.display())))?;
+        return Err(Failure::Stale);
+    }
     if t.have > 0 {
         log::info!("{dev}: resuming at byte {}", t.have);
         remote
@@ -176,6 +262,18 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
     let _ = sess.disconnect(None, "done", None);
     Ok((t.have, crate::util::hex(t.hasher.finish().as_ref())))
+}
+
+/// The part file's first bytes (up to 64 KiB: the pcap header and the first packets, whose time
+/// stamps tell two captures apart) are the remote file's.
+fn same_start(remote: &mut ssh2::File, part: &Path, have: u64) -> bool {
+    let n = have.min(64 << 10) as usize;
+    let (mut mine, mut theirs) = (vec![0u8; n], vec![0u8; n]);
+    let read_mine = File::open(part).and_then(|mut f| f.read_exact(&mut mine));
+    let read_theirs = remote
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| remote.read_exact(&mut theirs));
+    read_mine.is_ok() && read_theirs.is_ok() && mine == theirs
 }
 
 /// TCP, the SSH handshake, the host key checked, the password accepted.
@@ -227,22 +325,23 @@ struct Transfer {
 impl Transfer {
     /// Whatever a cut attempt left in the part file is kept and hashed again (unless it is
     /// longer than the remote file: then it is not that file's start).
-    fn resume(part: &Path, size: Option<u64>) -> Result<Transfer, Failure> {
-        let mut local = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(part)
+    fn resume(
+        part: &Path,
+        size: Option<u64>,
+        modes: &crate::util::Modes,
+    ) -> Result<Transfer, Failure> {
+        let mut local = modes
+            .open_append(part)
             .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut have = rehash(&mut local, &mut hasher)
+        let have = rehash(&mut local, &mut hasher)
             .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
         if size.is_some_and(|s| have > s) {
-            local
-                .set_len(0)
-                .map_err(|e| Failure::Fatal(e.to_string()))?;
-            hasher = ring::digest::Context::new(&ring::digest::SHA256);
-            have = 0;
+            // Longer than the remote file: not its start (see same_start).
+            drop(local);
+            std::fs::remove_file(part)
+                .map_err(|e| Failure::Fatal(format!("removing {}: {e}", part.display())))?;
+            return Err(Failure::Stale);
         }
         let mut head = Vec::with_capacity(4);
         if have >= 4 {

@@ -517,16 +517,34 @@ pub fn send_alarm(dir: &Path, device_ip: &str, clear: bool) -> Result<SocketAddr
         .parse()
         .map_err(|_| format!("rule {}: bad destination {:?}", rule.id, rule.dest_ip))?;
     let dest = SocketAddr::new(dest_ip, rule.dest_port);
-    let bind: SocketAddr = if dest.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
+    // OVOC forwards from its server, where the agent runs: the session believes alarms from the
+    // inventory's ovoc addresses only, so the lab's come from there too.
+    let bind: SocketAddr = match agent_ip(dir, device_ip) {
+        Some(ip) if ip.is_ipv4() == dest.is_ipv4() => SocketAddr::new(ip, 0),
+        _ if dest.is_ipv4() => "0.0.0.0:0".parse().expect("literal"),
+        _ => "[::]:0".parse().expect("literal"),
     };
     let sock = UdpSocket::bind(bind).map_err(|e| format!("binding a UDP socket: {e}"))?;
     let datagram = alarm_datagram(ip, name, clear, SystemTime::now());
     sock.send_to(&datagram, dest)
         .map_err(|e| format!("sending the alarm for {device_ip} to {dest}: {e}"))?;
     Ok(dest)
+}
+
+/// The agent's address in the lab's inventory (`devices.csv`) for `device_ip`.
+fn agent_ip(dir: &Path, device_ip: &str) -> Option<IpAddr> {
+    let text = std::fs::read_to_string(dir.join("devices.csv")).ok()?;
+    let rows = crate::inventory::parse(&text).ok()?;
+    let row = rows.iter().find(|e| same_address(&e.device, device_ip))?;
+    let ovoc = row.ovoc.as_deref()?;
+    let host = ovoc
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(ovoc, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

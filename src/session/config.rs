@@ -10,6 +10,7 @@ use super::core::Config;
 use crate::cli::{ProbePacing, Register, SessionArgs};
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
 use crate::error::{Error, Result};
+use crate::netaddr::Cidr;
 use crate::probe::ProbeConfig;
 use crate::secret::Env;
 
@@ -30,6 +31,8 @@ pub struct Plan {
     pub jobs: usize,
     pub alarm_jobs: usize,
     pub max_events: u32,
+    /// Who may read what the session writes.
+    pub modes: crate::util::Modes,
 }
 
 pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
@@ -40,6 +43,14 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
     let snmp = crate::cpe::run::resolve_snmp(a.snmp_user.clone(), env)?;
     let (targets, ctx) = crate::cpe::run::resolve(&a.target, env)?;
     let devices = agents(a, &targets)?;
+    let alarm_from = alarm_from(&a.alarm_from, &devices)?;
+    let modes = match &a.group {
+        None => crate::util::Modes::private(),
+        Some(g) => crate::util::Modes::group(
+            crate::sys::group_id(g)
+                .ok_or_else(|| Error::usage(format!("--group {g:?}: no such group")))?,
+        ),
+    };
     let probes = ProbeConfig {
         kinds,
         snmp_user: a
@@ -62,6 +73,8 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
             probes: !probes.kinds.is_empty(),
             register: a.register == Register::Always,
             probe_time: probe_time(&a.pacing),
+            alarm_from,
+            wind_down: a.wind_down,
         },
         devices,
         targets,
@@ -75,6 +88,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
                 .clone()
                 .unwrap_or_else(crate::cpe::run::default_known_hosts),
             accept_new: a.accept_new_host_key,
+            modes,
         },
         probes,
         listen: a.listen,
@@ -85,7 +99,31 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
         jobs: a.target.jobs as usize,
         alarm_jobs: a.alarm_jobs as usize,
         max_events: a.max_events,
+        modes,
     })
+}
+
+/// `--alarm-from`: CIDRs, and `ovoc` for the agents' addresses (also what none given means): the
+/// OVOC server forwards its alarms from the host its agent runs on.
+fn alarm_from(given: &[String], devices: &[(String, SocketAddr)]) -> Result<Vec<Cidr>> {
+    let ovoc = || {
+        let mut v: Vec<Cidr> = devices.iter().map(|(_, a)| Cidr::host(a.ip())).collect();
+        v.sort_by_key(|c| c.to_string());
+        v.dedup();
+        v
+    };
+    if given.is_empty() {
+        return Ok(ovoc());
+    }
+    let mut out = Vec::new();
+    for g in given {
+        if g == "ovoc" {
+            out.extend(ovoc());
+        } else {
+            out.push(Cidr::parse(g).map_err(|e| Error::usage(format!("--alarm-from: {e}")))?);
+        }
+    }
+    Ok(out)
 }
 
 /// Each device's agent: its inventory row's `ovoc`, else `--ovoc`.
@@ -154,6 +192,9 @@ mod tests {
             (s(&["--snmp-user", "CaptureScript"]), &pw, "--snmp-user needs TC_SNMP_AUTH_KEY in the environment".into()),
             (s(&[]), &none, "no device password: set TC_CPE_PASSWORD, use --password-file FILE, or run on a terminal to be prompted".into()),
             (vec!["tc", "session", "--devices", inv], &pw, "10.0.0.3: no agent: fill the inventory's ovoc column or give --ovoc HOST".into()),
+            (s(&["--alarm-from", "10.0.0.0/33"]), &pw, "--alarm-from: invalid CIDR \"10.0.0.0/33\": expected e.g. 10.0.0.0/8, 192.0.2.7 or ::1/128".into()),
+            (s(&["--alarm-from", "ovoc.example.com"]), &pw, "--alarm-from: invalid CIDR \"ovoc.example.com\": expected e.g. 10.0.0.0/8, 192.0.2.7 or ::1/128".into()),
+            (s(&["--group", "no-such-group-here"]), &pw, "--group \"no-such-group-here\": no such group".into()),
         ];
         for (argv, env, want) in errors {
             let got = session(&argv, env).err().map(|e| e.to_string());
@@ -187,6 +228,24 @@ mod tests {
             (4, Duration::from_millis(500))
         );
         assert!(p.probes.snmp_auth.is_some() && p.snmp.is_none());
+        // Alarms are believed from the agents' hosts, unless told otherwise.
+        let from =
+            |p: &Plan| -> Vec<String> { p.core.alarm_from.iter().map(|c| c.to_string()).collect() };
+        assert_eq!(from(&p), ["127.0.0.8/32", "127.0.0.9/32"]);
+        let widened = session(
+            &s(&["--alarm-from", "ovoc", "--alarm-from", "10.9.0.0/16"]),
+            &pw,
+        )
+        .unwrap();
+        assert_eq!(
+            from(&widened),
+            ["127.0.0.8/32", "127.0.0.9/32", "10.9.0.0/16"]
+        );
+        let replaced = session(&s(&["--alarm-from", "10.9.0.0/16"]), &pw).unwrap();
+        assert_eq!(from(&replaced), ["10.9.0.0/16"]);
+        assert_eq!(p.modes, crate::util::Modes::private());
+        let grouped = session(&s(&["--group", "0"]), &pw).unwrap();
+        assert_eq!((grouped.modes.file, grouped.modes.gid), (0o640, Some(0)));
         assert_eq!(p.report, PathBuf::from("./report.csv"));
         assert_eq!(p.journal, PathBuf::from("./.tc-session/journal"));
     }

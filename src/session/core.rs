@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, ProbeReport};
+use crate::netaddr::Cidr;
 use crate::proto::{self, Request, Verb};
 
 #[derive(Debug, Clone)]
@@ -46,6 +47,12 @@ pub struct Config {
     pub register: bool,
     /// How long this session's own probes take (a `tc` agent's take about as long).
     pub probe_time: Duration,
+    /// Who may send alarms: the OVOC servers (by default the inventory's `ovoc` addresses). An
+    /// alarm from anyone else would stop captures and end rounds: it changes nothing.
+    pub alarm_from: Vec<Cidr>,
+    /// How long a wind-down may take after the first signal before the session gives up on what
+    /// is left (the journal keeps it for `--resume`).
+    pub wind_down: Duration,
 }
 
 /// How long the final answer to a request that got `100 Trying` may take before it is taken as
@@ -85,6 +92,25 @@ pub enum Step {
     Aborted,
     /// STOP was never confirmed: the device has not completed; `--resume` retries the STOP.
     Failed,
+}
+
+impl Step {
+    /// As the journal writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Register => "register",
+            Step::CpeStart => "cpe_start",
+            Step::Capture => "capture",
+            Step::Armed => "armed",
+            Step::Verify => "verify",
+            Step::CpeStop => "cpe_stop",
+            Step::Fetch => "fetch",
+            Step::Stop => "stop",
+            Step::Done => "done",
+            Step::Aborted => "aborted",
+            Step::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +199,22 @@ pub struct Tally {
     /// Captured, but the agent never confirmed STOP.
     pub failed: u32,
     pub rounds: u32,
+    /// Datagrams that changed nothing (each one a `session.ignored` line).
+    pub ignored: u32,
+    /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
+    pub refused: u32,
+}
+
+/// A device the session gave up on when its wind-down ran out: what the journal keeps for
+/// `--resume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub device: String,
+    pub step: Step,
+    /// The CPE capture is still running on the device.
+    pub capturing: bool,
+    /// The CPE file fetched (None: not fetched, or nothing to fetch).
+    pub file: Option<String>,
 }
 
 pub struct Core {
@@ -181,6 +223,10 @@ pub struct Core {
     /// Agents seen working on two requests at once: never single-threaded, nothing is held.
     concurrent: BTreeSet<SocketAddr>,
     interrupted: bool,
+    /// When the wind-down gives up (set by the first signal).
+    wind_down_until: Option<Instant>,
+    ignored: u32,
+    refused: u32,
 }
 
 fn trim_to_word(s: &str) -> String {
@@ -221,6 +267,9 @@ impl Core {
             devs,
             concurrent: BTreeSet::new(),
             interrupted: false,
+            wind_down_until: None,
+            ignored: 0,
+            refused: 0,
         }
     }
 
@@ -236,7 +285,9 @@ impl Core {
             d.step = match r.step {
                 // The captures are still running: CAPTURE again is answered 200 by the agent.
                 Step::Capture | Step::Armed => Step::Capture,
-                Step::Verify | Step::CpeStop => Step::CpeStop,
+                // The alarm came: its VERIFY (and the probes) are redone before the stop, as
+                // everything not journaled as done is.
+                Step::Verify => Step::Verify,
                 // Whatever the journal says was not confirmed is redone (all idempotent).
                 s => s,
             };
@@ -451,45 +502,99 @@ impl Core {
 
     pub fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Action> {
         let mut out = Vec::new();
+        self.read_datagram(&mut out, now, from, data);
+        let ignored = out
+            .iter()
+            .filter(|a| matches!(a, Action::Emit(Event::SessionIgnored { .. })))
+            .count();
+        self.ignored = self.ignored.saturating_add(ignored as u32);
+        out
+    }
+
+    fn read_datagram(
+        &mut self,
+        out: &mut Vec<Action>,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         let text = crate::alarm::syslog::text(data);
+        let ignored = |device: Option<String>, reason: String| {
+            Action::Emit(Event::SessionIgnored {
+                device,
+                reason,
+                sender: from.to_string(),
+            })
+        };
         if proto::looks_like_response(&text) {
             match proto::parse_response(&text) {
-                Some(r) => self.response(&mut out, now, from, r),
-                None => out.push(Action::Emit(Event::SessionIgnored {
-                    device: None,
-                    reason: format!("unreadable response {:?}", trim_to_word(&text)),
-                    sender: from.to_string(),
-                })),
+                Some(r) => self.response(out, now, from, r),
+                None => out.push(ignored(
+                    None,
+                    format!("unreadable response {:?}", trim_to_word(&text)),
+                )),
             }
-            return out;
+            return;
         }
         let (frame, alarm) = crate::alarm::read(&text);
         let Some(alarm) = alarm else {
-            out.push(Action::Emit(Event::SessionIgnored {
-                device: None,
-                reason: "neither an agent response nor an OVOC alarm".into(),
-                sender: from.to_string(),
-            }));
-            return out;
+            out.push(ignored(
+                None,
+                "neither an agent response nor an OVOC alarm".into(),
+            ));
+            return;
         };
         let device = alarm.device.unwrap_or_default().to_string();
-        let lost = alarm.is_connection_lost();
+        // Anyone can send a datagram in OVOC's wording; only the OVOC servers' are believed.
+        if !self.cfg.alarm_from.iter().any(|c| c.contains(from.ip())) {
+            self.refused = self.refused.saturating_add(1);
+            let why = format!(
+                "alarm from {}, which is not an OVOC server of this session (--alarm-from): \
+                 not believed",
+                from.ip()
+            );
+            // The device named is the sender's word: kept short.
+            let device = Some(trim_to_word(&device)).filter(|d| !d.is_empty());
+            out.push(ignored(device, why));
+            return;
+        }
         out.push(Action::Emit(crate::alarm::alarm_event(
             &frame,
             &alarm,
             &from.to_string(),
             &text,
         )));
-        if !lost {
-            return out;
+        if is_clear(&alarm) && self.devs.contains_key(&device) {
+            // OVOC says the device is back: what was done (a stop, a fetch) stays done.
+            let why = "Connection Alarm cleared by OVOC: nothing already done is undone".into();
+            out.push(self.row(&device, "alarm", "skipped", None, why, None));
+            return;
         }
+        if alarm.is_connection_lost() {
+            self.connection_lost(out, now, from, device);
+        }
+    }
+
+    fn connection_lost(
+        &mut self,
+        out: &mut Vec<Action>,
+        now: Instant,
+        from: SocketAddr,
+        device: String,
+    ) {
         let step = self.devs.get(&device).map(|d| d.step);
-        match step {
-            None => out.push(Action::Emit(Event::SessionIgnored {
+        let ignored = |device: String, reason: String| {
+            Action::Emit(Event::SessionIgnored {
                 device: Some(device),
-                reason: "Connection Lost for a device not in the inventory".into(),
+                reason,
                 sender: from.to_string(),
-            })),
+            })
+        };
+        match step {
+            None => out.push(ignored(
+                device,
+                "Connection Lost for a device not in the inventory".into(),
+            )),
             Some(Step::Armed) if !self.interrupted => {
                 out.push(self.row(&device, "alarm", "ok", None, "Connection Lost".into(), None));
                 let next = if self.cfg.probes {
@@ -497,15 +602,13 @@ impl Core {
                 } else {
                     Step::CpeStop
                 };
-                self.enter(&mut out, now, &device, next);
+                self.enter(out, now, &device, next);
             }
-            Some(s) => out.push(Action::Emit(Event::SessionIgnored {
-                device: Some(device),
-                reason: format!("Connection Lost while the device is not capturing (step {s:?})"),
-                sender: from.to_string(),
-            })),
+            Some(s) => out.push(ignored(
+                device,
+                format!("Connection Lost while the device is not capturing (step {s:?})"),
+            )),
         }
-        out
     }
 
     /// A response from `from`: its device's agent, about the request the device waits on?
@@ -826,13 +929,36 @@ impl Core {
         self.devs
             .values()
             .flat_map(|d| [d.next_send, d.retry_at])
+            .chain([self.wind_down_until])
             .flatten()
             .min()
+    }
+
+    /// The wind-down has run out: the session ends with what is left journaled.
+    pub fn wind_down_over(&self, now: Instant) -> bool {
+        self.wind_down_until.is_some_and(|t| now >= t) && !self.finished()
+    }
+
+    /// The devices not done, aborted or failed: what a wind-down that ran out leaves.
+    pub fn unfinished(&self) -> Vec<Unfinished> {
+        self.devs
+            .iter()
+            .filter(|(_, d)| {
+                !matches!(d.step, Step::Done | Step::Aborted | Step::Failed) || d.job_running
+            })
+            .map(|(n, d)| Unfinished {
+                device: n.clone(),
+                step: d.step,
+                capturing: d.cpe_capturing,
+                file: d.filename.clone(),
+            })
+            .collect()
     }
 
     /// SIGINT/SIGTERM: wind every device down (stop captures, fetch, STOP), start nothing new.
     pub fn interrupt(&mut self, now: Instant) -> Vec<Action> {
         self.interrupted = true;
+        self.wind_down_until = Some(now + self.cfg.wind_down);
         let mut out = Vec::new();
         let names: Vec<String> = self.devs.keys().cloned().collect();
         for n in names {
@@ -872,12 +998,21 @@ impl Core {
             aborted: count(Step::Aborted),
             failed: count(Step::Failed),
             rounds: self.devs.values().map(|d| d.rounds).sum(),
+            ignored: self.ignored,
+            refused: self.refused,
         }
     }
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted
     }
+}
+
+/// OVOC's clear of the connection alarm (severity `Clear`).
+fn is_clear(a: &crate::alarm::ovoc::Alarm) -> bool {
+    a.name.trim().eq_ignore_ascii_case("Connection Alarm")
+        && a.severity
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case("clear"))
 }
 
 /// The stop task's status and description: `incomplete` when the agent said (`199`) that its
@@ -945,16 +1080,23 @@ mod tests {
             probes: true,
             register: true,
             probe_time: Duration::from_secs(11),
+            // The agent's host, and the OVOC server of `round`'s alarms.
+            alarm_from: vec![
+                Cidr::parse("127.0.0.9").unwrap(),
+                Cidr::parse("127.0.0.50").unwrap(),
+            ],
+            wind_down: Duration::from_secs(300),
         }
     }
 
-    fn tally(completed: u32, aborted: u32, failed: u32, rounds: u32) -> Tally {
-        Tally {
-            completed,
-            aborted,
-            failed,
-            rounds,
-        }
+    /// (completed, aborted, failed, rounds)
+    fn tally(completed: u32, aborted: u32, failed: u32, rounds: u32) -> (u32, u32, u32, u32) {
+        (completed, aborted, failed, rounds)
+    }
+
+    fn outcome(c: &Core) -> (u32, u32, u32, u32) {
+        let t = c.tally();
+        (t.completed, t.aborted, t.failed, t.rounds)
     }
 
     fn core(c: Config) -> Core {
@@ -1077,7 +1219,7 @@ mod tests {
             let a = round(&mut c, t, form);
             assert!(tasks(&a).contains(&("done".into(), "ok".into())));
             assert!(c.finished());
-            assert_eq!(c.tally(), tally(1, 0, 0, 1));
+            assert_eq!(outcome(&c), tally(1, 0, 0, 1));
         }
         // 1.0.1 agents: `OK <device>`.
         let t = Instant::now();
@@ -1134,7 +1276,7 @@ mod tests {
         );
         let a = reply(&mut c, t, "200 OK 10.0.0.1 STOP");
         assert!(tasks(&a).contains(&("done".into(), "ok".into())));
-        assert_eq!(c.tally(), tally(1, 0, 0, 2));
+        assert_eq!(outcome(&c), tally(1, 0, 0, 2));
     }
 
     #[test]
@@ -1155,7 +1297,7 @@ mod tests {
         assert!(sends(&a).is_empty());
         assert!(tasks(&a).contains(&("register".into(), "failed".into())));
         assert!(c.finished());
-        assert_eq!(c.tally(), tally(0, 1, 0, 0));
+        assert_eq!(outcome(&c), tally(0, 1, 0, 0));
     }
 
     /// Up to CAPTURE; returns the time CAPTURE was sent.
@@ -1268,7 +1410,7 @@ mod tests {
         );
         assert!(journals(&a).is_empty(), "the journal still says STOP");
         assert!(c.finished());
-        assert_eq!(c.tally(), tally(0, 0, 1, 0));
+        assert_eq!(outcome(&c), tally(0, 0, 1, 0));
         // --resume: the journal's STOP is sent again, and completes the device.
         let mut c = core(cfg());
         c.resume(&[Journal {
@@ -1280,7 +1422,7 @@ mod tests {
         }]);
         assert_eq!(sends(&c.start(t)), ["STOP 10.0.0.1 CPE_s.pcap"]);
         reply(&mut c, t, "200 OK 10.0.0.1 STOP");
-        assert_eq!(c.tally(), tally(1, 0, 0, 1));
+        assert_eq!(outcome(&c), tally(1, 0, 0, 1));
     }
 
     #[test]
@@ -1298,7 +1440,7 @@ mod tests {
         let a = reply(&mut c, t + s(61), "503 Service Unavailable 10.0.0.1 STOP");
         assert!(tasks(&a).contains(&("stop".into(), "failed".into())));
         assert!(sends(&c.tick(t + s(600))).is_empty());
-        assert_eq!(c.tally(), tally(0, 0, 1, 0));
+        assert_eq!(outcome(&c), tally(0, 0, 1, 0));
         // Without a Trying first, a 503 is a refusal worth another try.
         let mut c = core(cfg());
         to_stop(&mut c, t);
@@ -1347,7 +1489,7 @@ mod tests {
                 row.description
             );
             assert_eq!(
-                c.tally(),
+                outcome(&c),
                 tally(1, 0, 0, 1),
                 "incomplete is still completed"
             );
@@ -1455,6 +1597,89 @@ mod tests {
     }
 
     #[test]
+    fn alarms_are_believed_only_from_the_ovoc_servers() {
+        let t = Instant::now();
+        // (sender, what it says, believed: the round moves to VERIFY)
+        let table: &[(&str, &[u8], bool)] = &[
+            ("127.0.0.9:514", LOST, true),
+            ("127.0.0.50:40000", LOST, true),
+            ("127.0.0.66:514", LOST, false),
+            ("[::1]:514", LOST, false),
+            ("10.0.0.1:514", LOST, false),
+        ];
+        for (from, text, believed) in table {
+            let mut c = core(cfg());
+            to_capture(&mut c, t);
+            reply(&mut c, t, "200 OK 10.0.0.1 CAPTURE");
+            let a = c.datagram(t, from.parse().unwrap(), text);
+            assert_eq!(!sends(&a).is_empty(), *believed, "{from}: {a:?}");
+            let refused = a.iter().any(|x| {
+                matches!(x, Action::Emit(Event::SessionIgnored { reason, device, .. })
+                if reason.contains("not an OVOC server") && device.as_deref() == Some("10.0.0.1"))
+            });
+            assert_eq!(refused, !believed, "{from}: {a:?}");
+            let alarm_line = a
+                .iter()
+                .any(|x| matches!(x, Action::Emit(Event::Alarm { .. })));
+            assert_eq!(
+                alarm_line, *believed,
+                "{from}: a forged alarm is no alarm line"
+            );
+            let tally = c.tally();
+            assert_eq!(
+                (tally.ignored, tally.refused),
+                if *believed { (0, 0) } else { (1, 1) },
+                "{from}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clear_is_reported_and_cancels_nothing() {
+        let t = Instant::now();
+        let clear = b"<133>Jun 22 16:17:05 ovoc : New Alarm - Connection Alarm, Clear, Description:Connection established, IP Address:10.0.0.1";
+        let mut c = core(cfg());
+        to_capture(&mut c, t);
+        reply(&mut c, t, "200 OK 10.0.0.1 CAPTURE");
+        c.datagram(t, agent(), LOST);
+        reply(&mut c, t, "200 OK 10.0.0.1 VERIFY");
+        let a = c.datagram(t, agent(), clear);
+        assert_eq!(tasks(&a), [("alarm".into(), "skipped".into())]);
+        assert!(sends(&a).is_empty() && jobs(&a).is_empty(), "{a:?}");
+        // The round goes on as if the clear had not come.
+        let a = c.job_done(t, "10.0.0.1", Job::Probe, Ok(probes_ok()));
+        assert_eq!(jobs(&a), [Job::CpeStop]);
+    }
+
+    #[test]
+    fn a_wind_down_that_runs_out_says_what_is_left() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(Config {
+            wind_down: s(20),
+            ..cfg()
+        });
+        to_capture(&mut c, t);
+        reply(&mut c, t, "200 OK 10.0.0.1 CAPTURE");
+        assert!(!c.wind_down_over(t + s(3600)), "no signal, no wind-down");
+        assert_eq!(jobs(&c.interrupt(t)), [Job::CpeStop]);
+        // The device is unreachable: the stop is retried, the wind-down runs out.
+        c.job_done(t + s(3), "10.0.0.1", Job::CpeStop, Err("timed out".into()));
+        assert_eq!(c.next_deadline(), Some(t + s(20)));
+        assert!(!c.wind_down_over(t + s(19)));
+        assert!(c.wind_down_over(t + s(20)));
+        assert_eq!(
+            c.unfinished(),
+            [Unfinished {
+                device: "10.0.0.1".into(),
+                step: Step::CpeStop,
+                capturing: true,
+                file: None,
+            }]
+        );
+    }
+
+    #[test]
     fn interrupt_winds_down_running_captures() {
         let t = Instant::now();
         let mut c = Core::new(
@@ -1498,6 +1723,15 @@ mod tests {
         };
         c.resume(&[j(Step::Armed, None)]);
         assert_eq!(sends(&c.start(t)), ["CAPTURE 10.0.0.1"]);
+        // Killed between the alarm and the end of VERIFY: VERIFY and the probes again.
+        let mut c = core(cfg());
+        c.resume(&[j(Step::Verify, None)]);
+        let a = c.start(t);
+        assert_eq!(sends(&a), ["VERIFY 10.0.0.1"]);
+        assert_eq!(jobs(&a), [Job::Probe]);
+        let mut c = core(cfg());
+        c.resume(&[j(Step::CpeStop, None)]);
+        assert_eq!(jobs(&c.start(t)), [Job::CpeStop]);
         let mut c = core(cfg());
         c.resume(&[j(Step::Stop, Some("CPE_x.pcap"))]);
         let a = c.start(t);
@@ -1857,6 +2091,8 @@ mod sim {
                         probes: true,
                         register: true,
                         probe_time: Duration::from_secs(11),
+                        alarm_from: vec![Cidr::parse("127.0.0.9").expect("CIDR")],
+                        wind_down: Duration::from_secs(300),
                     },
                     devices,
                 ),
@@ -1922,6 +2158,8 @@ mod sim {
                     probes: true,
                     register: true,
                     probe_time: Duration::from_secs(11),
+                    alarm_from: vec![Cidr::parse("127.0.0.9").expect("CIDR")],
+                    wind_down: Duration::from_secs(300),
                 },
                 devices,
             ),

@@ -8,9 +8,7 @@
 //! happens, so a crash loses nothing; `--resume` replays the journal.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,78 +19,14 @@ use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::config::Plan;
-use super::core::{Action, Core, Job, JobOk, Journal, Row};
+use super::core::{Action, Core, Job, JobOk, Journal, Step};
+use super::files::{self, Lines, Lock, Report};
 use crate::cli::SessionArgs;
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
 use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::probe::ProbeConfig;
-
-struct Report {
-    w: csv::Writer<std::fs::File>,
-}
-
-impl Report {
-    fn open(path: &Path) -> Result<Report> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::usage(format!("opening report {}: {e}", path.display())))?;
-        let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(f);
-        if empty {
-            w.write_record([
-                "time",
-                "device",
-                "task",
-                "status",
-                "code",
-                "description",
-                "file",
-            ])
-            .and_then(|_| w.flush().map_err(csv::Error::from))
-            .map_err(|e| Error::failed(format!("writing report: {e}")))?;
-        }
-        Ok(Report { w })
-    }
-
-    fn row(&mut self, r: &Row) {
-        let code = r.code.map(|c| c.to_string()).unwrap_or_default();
-        let time = crate::timefmt::Utc::now().rfc3339();
-        let res = self
-            .w
-            .write_record([
-                time.as_str(),
-                &r.device,
-                r.task,
-                r.status,
-                &code,
-                &r.description,
-                r.file.as_deref().unwrap_or(""),
-            ])
-            .and_then(|_| self.w.flush().map_err(csv::Error::from));
-        if let Err(e) = res {
-            log::error!("writing the report: {e}");
-        }
-    }
-}
-
-fn read_journal(path: &Path) -> Result<Vec<Journal>> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| Error::usage(format!("--resume: no journal at {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
-        match serde_json::from_str::<Journal>(&line) {
-            Ok(j) => out.push(j),
-            // A crash can cut the last line short; everything before it is good.
-            Err(e) => log::warn!("{} line {}: skipped ({e})", path.display(), i + 1),
-        }
-    }
-    Ok(out)
-}
 
 struct Worker {
     targets: HashMap<String, Target>,
@@ -110,8 +44,9 @@ impl Worker {
                 crate::cpe::run::start(&self.ctx, t, self.snmp.as_ref()).map(|_| JobOk::Done)
             }
             Job::CpeStop => crate::cpe::run::stop(&self.ctx, t).map(|_| JobOk::Done),
-            Job::Fetch => match crate::cpe::run::fetch(&self.ctx, t, &self.fetch)? {
-                Event::CpeFetched { path, .. } => Ok(JobOk::Fetched { path }),
+            // The part name stays until the journal records the file (Io::perform).
+            Job::Fetch => match crate::cpe::run::fetch_kept(&self.ctx, t, &self.fetch)? {
+                (Event::CpeFetched { path, .. }, _) => Ok(JobOk::Fetched { path }),
                 _ => Err("fetch gave no file".into()),
             },
             Job::Probe => Ok(JobOk::Probed(crate::probe::run(device, &self.probes))),
@@ -119,18 +54,24 @@ impl Worker {
     }
 }
 
-/// The journal's records (on `--resume`), the report and the journal, open for appending.
+/// The journal's records (on `--resume`), the report and the journal, open for appending, and
+/// the out dir's lock.
 struct Files {
     records: Vec<Journal>,
     report: Report,
-    journal: std::fs::File,
+    journal: Lines,
+    lock: Lock,
 }
 
 fn open_files(p: &Plan) -> Result<Files> {
-    std::fs::create_dir_all(p.out.join(".tc-session"))
-        .map_err(|e| Error::usage(format!("creating {}: {e}", p.out.display())))?;
+    let state = p.out.join(".tc-session");
+    p.modes
+        .create_dir_all(&state)
+        .map_err(|e| Error::usage(format!("creating {}: {e}", state.display())))?;
+    // Before anything is read or written: the journal may be another live session's.
+    let lock = Lock::take(&state.join("lock"), p.modes)?;
     let records = if p.resume {
-        read_journal(&p.journal)?
+        files::read_journal(&p.journal)?
     } else {
         if p.journal.metadata().is_ok_and(|m| m.len() > 0) {
             return Err(Error::usage(format!(
@@ -140,16 +81,19 @@ fn open_files(p: &Plan) -> Result<Files> {
         }
         Vec::new()
     };
-    let report = Report::open(&p.report)?;
-    let journal = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p.journal)
+    if let Some(dir) = p.report.parent().filter(|d| !d.as_os_str().is_empty()) {
+        p.modes
+            .create_dir_all(dir)
+            .map_err(|e| Error::usage(format!("creating {}: {e}", dir.display())))?;
+    }
+    let report = Report::open(&p.report, p.modes)?;
+    let journal = Lines::open(&p.journal, p.modes)
         .map_err(|e| Error::usage(format!("opening {}: {e}", p.journal.display())))?;
     Ok(Files {
         records,
         report,
         journal,
+        lock,
     })
 }
 
@@ -222,9 +166,17 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         max_events: p.max_events,
     });
     let started = Instant::now();
+    let last: HashMap<String, Journal> = files
+        .records
+        .iter()
+        .map(|j| (j.device.clone(), j.clone()))
+        .collect();
+    // Killed after the journal recorded a fetched file, before its part name went.
+    let parts = last.values().filter_map(|j| part_of(&p.out, j)).collect();
     let mut sess = Loop {
         core,
         done_rx,
+        gave_up: false,
         io: Io {
             sock: daemon.socket(),
             job_tx: &job_tx,
@@ -233,6 +185,12 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             held: VecDeque::new(),
             report: &mut files.report,
             journal: &mut files.journal,
+            lock: &mut files.lock,
+            last,
+            modes: p.modes,
+            gaps: 0,
+            out: p.out.clone(),
+            parts,
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -240,13 +198,24 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     if !sess.core.finished() {
         daemon.run(&mut sess)?;
     }
-    let core = sess.core;
+    sess.io.write_turn();
+    if sess.io.has_pending() {
+        // A disk still full at the end: what the files lack is said, not dropped silently.
+        crate::logging::warn_user(&format!(
+            "{} report row(s) and {} journal line(s) could not be written (see above); the \
+             report lacks them, and --resume continues from the journal as it is",
+            sess.io.report.lines.pending(),
+            sess.io.journal.pending()
+        ));
+    }
+    let (core, gave_up, gaps) = (sess.core, sess.gave_up, sess.io.gaps);
     drop((job_tx, urgent));
-    Ok(summary(&core, p.devices.len(), started))
+    Ok(summary(&core, p.devices.len(), started, gave_up, gaps))
 }
 
 /// The last line, and the exit code it stands for.
-fn summary(core: &Core, devices: usize, started: Instant) -> ExitCode {
+/// A gap (the out dir deleted under the session) fails the session: files were lost.
+fn summary(core: &Core, devices: usize, started: Instant, gave_up: bool, gaps: u32) -> ExitCode {
     let tally = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
@@ -255,16 +224,18 @@ fn summary(core: &Core, devices: usize, started: Instant) -> ExitCode {
         aborted: tally.aborted,
         failed: tally.failed,
         rounds: tally.rounds,
+        ignored: tally.ignored,
+        refused: tally.refused,
         seconds: started.elapsed().as_secs_f64(),
-        reason: if interrupted {
-            "interrupted".into()
-        } else {
-            "done".into()
+        reason: match (interrupted, gave_up) {
+            (_, true) => "wind_down_expired".into(),
+            (true, false) => "interrupted".into(),
+            (false, false) => "done".into(),
         },
     });
     if interrupted {
         ExitCode::Interrupted
-    } else if tally.completed as usize == devices {
+    } else if tally.completed as usize == devices && gaps == 0 {
         ExitCode::Ok
     } else {
         ExitCode::Failed
@@ -272,10 +243,12 @@ fn summary(core: &Core, devices: usize, started: Instant) -> ExitCode {
 }
 
 /// The session in the daemon loop: datagrams and worker results go to the core, its actions
-/// to `Io`; the loop ends when every device is done.
+/// to `Io`; the loop ends when every device is done, or when a wind-down runs out.
 struct Loop<'a> {
     core: Core,
     done_rx: mpsc::Receiver<(String, Job, std::result::Result<JobOk, String>)>,
+    /// The wind-down ran out: what is left is journaled, not done.
+    gave_up: bool,
     io: Io<'a>,
 }
 
@@ -309,6 +282,11 @@ impl Driver for Loop<'_> {
         self.io.release_held(Instant::now());
         let actions = self.core.tick(Instant::now());
         self.io.perform(actions);
+        self.io.write_turn();
+        if self.core.wind_down_over(Instant::now()) {
+            self.give_up();
+            return Flow::Stop;
+        }
         if self.core.finished() {
             Flow::Stop
         } else {
@@ -317,12 +295,35 @@ impl Driver for Loop<'_> {
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let retry = self.io.has_pending().then(|| now + Duration::from_secs(1));
         self.core
             .next_deadline()
             .into_iter()
             .chain(self.io.held_deadline())
+            .chain(retry)
             .min()
             .or(Some(now + Duration::from_secs(1)))
+    }
+}
+
+impl Loop<'_> {
+    /// The wind-down ran out: say what is left, which the journal keeps for `--resume`.
+    fn give_up(&mut self) {
+        self.gave_up = true;
+        let left = self.core.unfinished();
+        crate::logging::warn_user(&format!(
+            "the wind-down ran out (--wind-down) with {} device(s) unfinished: exiting; the \
+             journal keeps them, --resume finishes them",
+            left.len()
+        ));
+        for u in left {
+            emit(&Event::SessionUnfinished {
+                device: u.device,
+                step: u.step.name().into(),
+                capturing: u.capturing,
+                file: u.file,
+            });
+        }
     }
 }
 
@@ -344,10 +345,93 @@ struct Io<'a> {
     /// handshakes would take the CPU the stops need (the files wait safely on the devices).
     held: VecDeque<(Instant, String)>,
     report: &'a mut Report,
-    journal: &'a mut std::fs::File,
+    journal: &'a mut Lines,
+    lock: &'a mut Lock,
+    /// Each device's last journal record: the journal as it stands, to write again if it is lost.
+    last: HashMap<String, Journal>,
+    modes: crate::util::Modes,
+    /// Times the out dir was found deleted or replaced.
+    gaps: u32,
+    /// Where the captures go.
+    out: std::path::PathBuf,
+    /// Part names of fetched captures, removed once the journal line naming the file is written
+    /// (a fetch killed before that finds the part and keeps the same file, not a second copy).
+    parts: Vec<std::path::PathBuf>,
+}
+
+/// The part name of the capture a journal record names as fetched.
+fn part_of(out: &std::path::Path, j: &Journal) -> Option<std::path::PathBuf> {
+    let f = j.filename.as_ref().filter(|_| j.step == Step::Stop)?;
+    Some(out.join(format!(".{f}.part")))
 }
 
 impl Io<'_> {
+    fn has_pending(&self) -> bool {
+        self.report.lines.has_pending() || self.journal.has_pending()
+    }
+
+    /// Once per turn: lines a full disk held back, and a check that the report and the journal
+    /// are still the files in `--out`.
+    fn write_turn(&mut self) {
+        self.report.lines.flush();
+        self.journal.flush();
+        self.remove_parts();
+        for (what, gone) in [
+            ("report", self.report.lines.replaced()),
+            ("journal", self.journal.replaced()),
+        ] {
+            if gone {
+                self.recreate(what);
+                return;
+            }
+        }
+    }
+
+    /// The part names of fetched captures the journal now names, once it is on disk.
+    fn remove_parts(&mut self) {
+        if !self.journal.has_pending() {
+            for p in self.parts.drain(..) {
+                crate::cpe::sftp::Fetched::done(&p);
+            }
+        }
+    }
+
+    /// The out dir (or a file in it) was deleted or replaced under the session.
+    fn recreate(&mut self, what: &str) {
+        self.gaps += 1;
+        let path = if what == "report" {
+            self.report.lines.path().display().to_string()
+        } else {
+            self.journal.path().display().to_string()
+        };
+        crate::logging::warn_user(&format!(
+            "the {what} {path} is gone or not the session's file any more (--out deleted or \
+             replaced?): writing the report and the journal again from memory; files this \
+             session kept there before are lost"
+        ));
+        emit(&Event::SessionGap {
+            file: path,
+            reason: format!("the {what} was deleted or replaced while the session ran"),
+        });
+        let mut journal: Vec<&Journal> = self.last.values().collect();
+        journal.sort_by(|a, b| a.device.cmp(&b.device));
+        let text: Vec<u8> = journal.into_iter().flat_map(files::journal_line).collect();
+        for r in [self.journal.recreate(&text), self.report.recreate()] {
+            if let Err(e) = r {
+                crate::logging::warn_user(&format!("writing them again: {e}; tried next turn"));
+            }
+        }
+        // The lock file went with the directory: a new one, locked, in the new directory.
+        if let Err(e) = self.lock.retake(self.modes) {
+            crate::logging::warn_user(&format!("the out dir's lock: {e}"));
+        }
+        let gap = "the out dir was deleted or replaced: report and journal written again from \
+                   memory; files kept there before are lost";
+        let time = crate::timefmt::Utc::now().rfc3339();
+        self.report
+            .row([time.as_str(), "", "gap", "failed", "", gap, ""]);
+    }
+
     /// When the oldest held fetch must run even if alarm work is still going on.
     fn held_deadline(&self) -> Option<Instant> {
         self.held.front().map(|(at, _)| *at + HOLD_MAX)
@@ -387,7 +471,17 @@ impl Io<'_> {
                 }
                 Action::Emit(ev) => emit(&ev),
                 Action::Report(row) => {
-                    self.report.row(&row);
+                    let code = row.code.map(|c| c.to_string()).unwrap_or_default();
+                    let time = crate::timefmt::Utc::now().rfc3339();
+                    self.report.row([
+                        time.as_str(),
+                        &row.device,
+                        row.task,
+                        row.status,
+                        &code,
+                        &row.description,
+                        row.file.as_deref().unwrap_or(""),
+                    ]);
                     emit(&Event::SessionTask {
                         device: row.device,
                         task: row.task.into(),
@@ -399,11 +493,10 @@ impl Io<'_> {
                     });
                 }
                 Action::Journal(j) => {
-                    let mut line = serde_json::to_vec(&j).unwrap_or_default();
-                    line.push(b'\n');
-                    if let Err(e) = self.journal.write_all(&line) {
-                        log::error!("writing the journal: {e}");
-                    }
+                    self.journal.push(files::journal_line(&j));
+                    self.parts.extend(part_of(&self.out, &j));
+                    self.last.insert(j.device.clone(), j);
+                    self.remove_parts();
                 }
             }
         }

@@ -42,8 +42,10 @@ impl Session {
         if !extra.contains(&"--resend") {
             c.args(["--resend", "1s"]);
         }
-        c.args(["--fetch-retry-interval", "3s", "--timeout", "3s"])
-            .args(extra);
+        if !extra.contains(&"--fetch-retry-interval") {
+            c.args(["--fetch-retry-interval", "3s"]);
+        }
+        c.args(["--timeout", "3s"]).args(extra);
         c.stdout(Stdio::piped()).stderr(stderr_log("session"));
         let mut child = c.spawn().expect("spawn tc session");
         let rx = line_reader(&mut child);
@@ -683,4 +685,652 @@ fn a_stop_never_answered_fails_the_device_and_resume_completes_it() {
         "the CPE file is not fetched again"
     );
     check_evidence(&out, agent_dir.path(), &devs, 1);
+}
+
+/// The lab's Connection Lost for `device`, in OVOC's wording, as anyone could send it: from
+/// `from` (a loopback address) to the session's port.
+fn forged_alarm(from: &str, to_port: u16, device: &str, severity: &str, description: &str) {
+    let sock = UdpSocket::bind((from, 0)).unwrap();
+    let text = format!(
+        "<130>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, {severity}, \
+         Source:Board#1, Description:{description}, IP Address:{device}"
+    );
+    sock.send_to(text.as_bytes(), ("127.0.0.1", to_port))
+        .unwrap();
+}
+
+/// Finding 1: an alarm from anyone but the OVOC servers changes nothing, and is counted; a clear
+/// cancels nothing but is reported; `--alarm-from` widens who is believed.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn forged_alarms_are_ignored_and_counted() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let dev = lab.devices()[0].clone();
+    let port = free_udp();
+    let extra = ["--alarm-from", "ovoc", "--alarm-from", "127.0.0.66/32"];
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &extra);
+    s.wait_capturing(1);
+    // From an address that is neither the agent's host nor --alarm-from: not believed.
+    forged_alarm("127.0.0.77", port, &dev, "Major", "Connection Lost");
+    s.wait_until("the forged alarm ignored", Duration::from_secs(20), |l| {
+        l.iter().any(|x| {
+            x.contains("\"session.ignored\"")
+                && x.contains("not an OVOC server")
+                && x.contains("127.0.0.77")
+        })
+    });
+    // OVOC's own clear (the lab's OVOC, from the agent's host): reported, nothing undone.
+    let mut c = lab.tc();
+    c.args(["lab", "alarm", "--dir"])
+        .arg(lab.path())
+        .args([&dev, "--clear"]);
+    run_text(c).expect(0);
+    s.wait_until("the clear reported", Duration::from_secs(20), |l| {
+        l.iter()
+            .any(|x| x.contains("\"task\":\"alarm\",\"status\":\"skipped\""))
+    });
+    assert_eq!(s.count("\"task\":\"alarm\",\"status\":\"ok\""), 0);
+    assert_eq!(s.count("\"task\":\"verify\""), 0, "nothing moved");
+    // From the address --alarm-from adds: believed, and the round completes.
+    forged_alarm("127.0.0.66", port, &dev, "Major", "Connection Lost");
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    let last = s.seen.last().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(summary["type"], "session.summary", "{last}");
+    assert_eq!(summary["refused"], 1, "{last}");
+    assert!(summary["ignored"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(summary["completed"], 1, "{last}");
+    let report = std::fs::read_to_string(out.path().join("report.csv")).unwrap();
+    assert!(report.contains(",alarm,skipped,"), "{report}");
+}
+
+/// Finding 2: a second session on a live session's --out, with or without --resume, is refused
+/// (exit 2) with the holder's PID, and changes nothing there.
+#[test]
+fn a_second_session_on_the_same_out_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    // An agent that reads and never answers: the first session waits on its REGISTER.
+    let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let inv = work.path().join("fleet.csv");
+    std::fs::write(
+        &inv,
+        format!(
+            "device,type,interfaces,username,ovoc\n10.255.0.1,gwsbc,,Admin,{}\n",
+            agent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let session = |extra: &[&str]| {
+        let mut c = tc();
+        c.env("TC_CPE_PASSWORD", "pw-second-session")
+            .args(["session", "--devices"])
+            .arg(&inv)
+            .arg("--out")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0", "--probes", "none"])
+            .args(extra);
+        c
+    };
+    register_secret("pw-second-session");
+    let waits = ["--register-attempts", "50", "--resend", "30s"];
+    let mut first = session(&waits);
+    first.stdout(Stdio::piped()).stderr(stderr_log("first"));
+    let mut first = first.spawn().unwrap();
+    let lines = line_reader(&mut first);
+    let started = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(started.contains("\"session.started\""), "{started}");
+    let mut buf = [0u8; 512];
+    agent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (n, _) = agent.recv_from(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"REGISTER 10.255.0.1"));
+    // The journal line of REGISTER follows its send.
+    let journal_path = out.join(".tc-session/journal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&journal_path).map_or(true, |m| m.len() == 0) {
+        assert!(Instant::now() < deadline, "no journal line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let journal = std::fs::read(&journal_path).unwrap();
+    let report = std::fs::read(out.join("report.csv")).unwrap();
+    let holder = format!("(pid {})", first.id());
+    for extra in [&waits[..], &["--resume"][..]] {
+        let r = run(session(extra)).expect(2);
+        assert!(
+            r.stderr.contains("is in use by another tc session") && r.stderr.contains(&holder),
+            "{extra:?}: {}",
+            r.dump()
+        );
+        assert!(r.stdout.is_empty(), "{}", r.dump());
+    }
+    assert_eq!(
+        std::fs::read(out.join(".tc-session/journal")).unwrap(),
+        journal
+    );
+    assert_eq!(std::fs::read(out.join("report.csv")).unwrap(), report);
+    // Once the first is gone, the out dir is free again (--resume continues its journal).
+    let _ = first.kill();
+    let _ = first.wait();
+    let r = run(session(&[
+        "--resume",
+        "--register-attempts",
+        "1",
+        "--resend",
+        "100ms",
+    ]));
+    assert!(
+        r.code == 1 && r.stdout.contains("\"resumed\":true"),
+        "{}",
+        r.dump()
+    );
+}
+
+/// Finding 11: what the session writes is the owner's alone (0600, directories 0700), whatever
+/// the umask; `--group` makes it readable by one group.
+fn check_modes(out: &Path, file: u32, dir: u32, gid: Option<u32>) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut seen = 0;
+    let mut walk = vec![out.to_path_buf()];
+    while let Some(d) = walk.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let want = if m.is_dir() { dir } else { file };
+            assert_eq!(
+                m.permissions().mode() & 0o777,
+                want,
+                "{}",
+                e.path().display()
+            );
+            if let Some(g) = gid {
+                assert_eq!(m.gid(), g, "{}", e.path().display());
+            }
+            if m.is_dir() {
+                walk.push(e.path());
+            }
+            seen += 1;
+        }
+    }
+    // report.csv, .tc-session/{journal,lock}, a capture at least.
+    assert!(seen >= 5, "{seen} entries in {}", out.display());
+}
+
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn files_are_private_unless_a_group_is_given() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    // Whatever the test runner's umask (022 here, as in the issue), the modes are these.
+    for (name, extra, file, dir, gid) in [
+        ("private", vec![], 0o600, 0o700, None),
+        ("group", vec!["--group", "daemon"], 0o640, 0o750, Some(1)),
+    ] {
+        let out = work.path().join(name);
+        let mut s = Session::start(&lab, &lab.inventory(), &out, free_udp(), &extra);
+        let _alarms = Alarms::start(&lab, devs.clone());
+        assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+        check_modes(&out, file, dir, gid);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, dir, "--out, created by the session");
+    }
+}
+
+/// Finding 10: an address that looks like a dotted quad but is not one is refused with its line
+/// number before anything is resolved: tcpdump on every interface sees no DNS query (and does
+/// see the one a valid host name makes, so the capture would have caught it).
+#[test]
+#[ignore = "needs root and tcpdump: as root, cargo test -- --include-ignored"]
+fn bad_addresses_are_refused_without_a_dns_query() {
+    assert!(is_root(), "tcpdump on every interface needs root");
+    require("tcpdump");
+    let work = tempfile::tempdir().unwrap();
+    let dns = DnsWatch::start(&work.path().join("dns.pcap"));
+    let h = "device,type,interfaces,username,ovoc\n";
+    let cases = [
+        (
+            format!("{h}10.0.0.1,gwsbc,,Admin,127.0.0.1\n999.1.1.1,gwsbc,,Admin,127.0.0.1\n"),
+            "line 3: invalid device \"999.1.1.1\": not an IPv4 address",
+        ),
+        (
+            format!("{h}127.81.280.178,gwsbc,,Admin,127.0.0.1\n"),
+            "line 2: invalid device \"127.81.280.178\": not an IPv4 address",
+        ),
+        (
+            format!("{h}10.0.0.1,gwsbc,,Admin,10.0.0.300\n"),
+            "line 2: ovoc: invalid device \"10.0.0.300\"",
+        ),
+        (
+            format!("{h}10.0.0.1,gwsbc,,\"Admin\nroot\",127.0.0.1\n"),
+            "line 2: username \"Admin\\nroot\": control characters are not allowed",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let inv = work.path().join(format!("bad{i}.csv"));
+        std::fs::write(&inv, text).unwrap();
+        let out = work.path().join(format!("out{i}"));
+        let mut c = tc();
+        c.env("TC_CPE_PASSWORD", "pw")
+            .args(["session", "--devices"])
+            .arg(&inv)
+            .arg("--out")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0"]);
+        let r = run(c).expect(2);
+        assert!(r.stderr.contains(want), "{want}\n{}", r.dump());
+        assert!(!out.exists(), "nothing was written: {}", r.dump());
+    }
+    // A host name is resolved: the control that shows tcpdump sees a lookup.
+    let mut c = tc();
+    c.env("TC_CPE_PASSWORD", "pw").args([
+        "cpe",
+        "status",
+        "--device",
+        "dns-probe.tc-test.invalid",
+        "--retries",
+        "0",
+        "--timeout",
+        "2s",
+    ]);
+    let _ = run(c);
+    let text = dns.finish();
+    assert!(
+        !text.contains("999.1.1.1") && !text.contains("280.178"),
+        "{text}"
+    );
+    // Other programs on this host may ask DNS meanwhile: only the control's queries are sure.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("? dns-probe.tc-test.invalid")),
+        "the capture saw the control's lookup: {text}"
+    );
+}
+
+/// tcpdump on every interface, port 53.
+struct DnsWatch {
+    dump: Child,
+    pcap: PathBuf,
+}
+
+impl DnsWatch {
+    fn start(pcap: &Path) -> DnsWatch {
+        let mut dump = std::process::Command::new("tcpdump")
+            .args(["-i", "any", "-n", "-U", "-w"])
+            .arg(pcap)
+            .args(["port", "53"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // tcpdump says "listening on" once it captures.
+        let mut err = std::io::BufReader::new(dump.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(
+                std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0,
+                "tcpdump ended"
+            );
+        }
+        DnsWatch {
+            dump,
+            pcap: pcap.to_path_buf(),
+        }
+    }
+
+    /// What it saw, as `tcpdump -r` prints it.
+    fn finish(mut self) -> String {
+        std::thread::sleep(Duration::from_secs(1));
+        signal(self.dump.id(), 2);
+        let _ = self.dump.wait();
+        let out = std::process::Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&self.pcap)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A tmpfs of `kib` KiB at `dir`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, kib: u32) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `path` up (the file grows until ENOSPC).
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![b'x'; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.write_all(b"x");
+    let _ = f.sync_all();
+}
+
+/// Finding 4: on a full disk a row is written whole or not at all; once there is room again
+/// the held rows follow, and the report parses: every record 7 fields, every task a row.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_full_disk_leaves_a_parseable_report() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let small = Tmpfs::mount(&work.path().join("small"), 64);
+    let report = small.0.join("report.csv");
+    // An earlier run's rows, up to just short of a page: the next row crosses into a page the
+    // full tmpfs cannot give, so its write stops part-way.
+    let mut seed = String::from("time,device,task,status,code,description,file\n");
+    while seed.len() < 4096 - 60 {
+        seed.push_str("2026-01-01T00:00:00.000000Z,192.0.2.1,register,ok,200,200 OK,\n");
+    }
+    std::fs::write(&report, &seed).unwrap();
+    fill(&small.0.join("filler"));
+    let out = work.path().join("out");
+    let devs = lab.devices();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        &out,
+        free_udp(),
+        &["--report", report.to_str().unwrap()],
+    );
+    s.wait_capturing(1);
+    assert!(
+        std::fs::metadata(&report).unwrap().len() <= 4096,
+        "rows were written to a full disk"
+    );
+    std::fs::remove_file(small.0.join("filler")).unwrap();
+    let _alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.starts_with(&seed), "the earlier rows are intact");
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = 0;
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        assert_eq!(rec.len(), 7, "{rec:?}\n{text}");
+        rows += 1;
+    }
+    let seeded = seed.lines().count() - 1;
+    assert_eq!(
+        rows - seeded,
+        s.count("\"session.task\""),
+        "every task is one row:\n{text}"
+    );
+    drop(small);
+}
+
+/// Finding 5: after SIGTERM, a device that cannot be reached holds the session no longer than
+/// `--wind-down`: exit 130, the device named as unfinished, the journal intact; `--resume`
+/// finishes it once the device is back.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn sigterm_with_an_unreachable_device_ends_within_the_wind_down() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let port = free_udp();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        port,
+        &["--wind-down", "5s"],
+    );
+    s.wait_capturing(1);
+    let mut c = lab.tc();
+    c.args(["lab", "down", "--dir"])
+        .arg(lab.path())
+        .args([&devs[0], "--for", "40s"]);
+    run_text(c).expect(0);
+    // Without the bound this wind-down retries the stop every 3 s for as long as the device is
+    // down; the wait is only the test's own limit.
+    assert_eq!(s.kill(15), 130, "{}", s.seen.join("\n"));
+    let unfinished: Vec<&String> = s
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"session.unfinished\""))
+        .collect();
+    assert_eq!(unfinished.len(), 1, "{}", s.seen.join("\n"));
+    assert!(
+        unfinished[0].contains(&format!("\"device\":\"{}\"", devs[0]))
+            && unfinished[0].contains("\"capturing\":true"),
+        "{}",
+        unfinished[0]
+    );
+    assert!(s
+        .seen
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"wind_down_expired\""));
+    // The device comes back; --resume stops its capture, fetches and completes it.
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &["--resume"]);
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
+}
+
+/// Finding 6: SIGHUP (the terminal closed) winds down as SIGTERM does: nothing is left capturing,
+/// every file is kept.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn sighup_winds_down_like_sigterm() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &["--max-events", "0"],
+    );
+    s.wait_capturing(1);
+    assert_eq!(s.kill(1), 130, "{}", s.seen.join("\n"));
+    assert!(s
+        .seen
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"interrupted\""));
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
+    let mut c = lab.tc();
+    c.args(["cpe", "status", "--devices"]).arg(lab.inventory());
+    let r = run(c).expect(0);
+    assert!(
+        r.of_type("cpe.status")
+            .iter()
+            .all(|e| matches!(e, Event::CpeStatus { active: false, .. })),
+        "{}",
+        r.dump()
+    );
+    // The agent's tcpdump was stopped too (its STOP was answered).
+    assert_eq!(s.count("\"task\":\"stop\",\"status\":\"ok\""), 1);
+    drop(agent);
+}
+
+/// Finding 3: --out deleted while the session runs is noticed, said, recorded as a gap, and the
+/// report and journal are written again from memory: complete, not lost to unlinked files.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_deleted_out_dir_is_reported_and_the_report_rewritten() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let devs = lab.devices();
+    let mut s = Session::start(&lab, &lab.inventory(), &out, free_udp(), &[]);
+    s.wait_capturing(1);
+    std::fs::remove_dir_all(&out).unwrap();
+    let _alarms = Alarms::start(&lab, devs.clone());
+    // Completed, but files were lost: not a clean exit.
+    assert_eq!(s.wait(Duration::from_secs(120)), 1, "{}", s.seen.join("\n"));
+    assert_eq!(s.count("\"session.gap\""), 1, "{}", s.seen.join("\n"));
+    let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    for task in [
+        "register,ok",
+        "capture,ok",
+        "gap,failed",
+        "fetch,ok",
+        "done,ok",
+    ] {
+        assert!(report.contains(&format!(",{task},")), "{task}:\n{report}");
+    }
+    let rows = report.lines().count() - 1;
+    assert_eq!(rows, s.count("\"session.task\"") + 1, "{report}");
+    let journal = std::fs::read_to_string(out.join(".tc-session/journal")).unwrap();
+    assert!(
+        journal
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"step\":\"done\""),
+        "{journal}"
+    );
+    assert!(out.join(".tc-session/lock").exists());
+}
+
+/// Finding 7: killed with a fetch cut part-way, the resumed session continues that `.part`
+/// (same capture, same name) instead of fetching a second copy.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_resumed_fetch_continues_its_part_file() {
+    require_lab();
+    // Cut well into the file: libssh2 hands over reads of 512 KiB at a time, and a cut inside
+    // the first may leave nothing to continue.
+    let lab = Lab::up(
+        1,
+        &["--capture-bytes", "6000000", "--cut-sftp-after", "2500000"],
+    );
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let port = free_udp();
+    // One attempt per fetch, and a long wait before the next: the cut leaves the part behind.
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        port,
+        &["--retries", "0", "--fetch-retry-interval", "10m"],
+    );
+    let alarms = Alarms::start(&lab, devs.clone());
+    s.wait_until("a cut fetch", Duration::from_secs(120), |l| {
+        l.iter()
+            .any(|x| x.contains("\"task\":\"fetch\",\"status\":\"retry\""))
+    });
+    s.kill(9);
+    drop(alarms);
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("CPE_device_"))
+            .collect();
+        v.sort();
+        v
+    };
+    let left = names(out.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    let part = &left[0];
+    assert!(
+        part.starts_with('.') && part.ends_with(".pcap.part"),
+        "{part}"
+    );
+    let had = std::fs::metadata(out.path().join(part)).unwrap().len();
+    assert!(had > 0 && had < 6_000_000, "{had}: {}", s.seen.join("\n"));
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &["--resume"]);
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    let want = part
+        .strip_prefix('.')
+        .unwrap()
+        .strip_suffix(".part")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        names(out.path()),
+        std::slice::from_ref(&want),
+        "one copy, no part left"
+    );
+    let kept = std::fs::read(out.path().join(&want)).unwrap();
+    assert_eq!(sha256_hex(&kept), sha256_hex(&lab.capture_of(&devs[0])));
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
+}
+
+/// Finding 8: killed between the alarm and the end of VERIFY, the resumed round does its VERIFY
+/// (agent and local probes) before stopping.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_resumed_round_redoes_its_verify() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let port = free_udp();
+    // Probes that last a minute: the kill comes while they run.
+    let slow = ["--probe-count", "60", "--probe-interval", "1s"];
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &slow);
+    let alarms = Alarms::start(&lab, devs.clone());
+    s.wait_until("the alarm", Duration::from_secs(120), |l| {
+        l.iter()
+            .any(|x| x.contains("\"task\":\"alarm\",\"status\":\"ok\""))
+    });
+    s.kill(9);
+    drop(alarms);
+    assert_eq!(
+        s.count("\"task\":\"verify\""),
+        0,
+        "killed before VERIFY ended"
+    );
+    let fast = [
+        "--resume",
+        "--probe-count",
+        "2",
+        "--probe-interval",
+        "100ms",
+    ];
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &fast);
+    assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
+    assert_eq!(s.count("\"task\":\"verify\""), 1, "{}", s.seen.join("\n"));
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
 }

@@ -1,0 +1,309 @@
+//! What `tc session` keeps on disk, and how it keeps it honest:
+//! - the out dir is locked (flock on `.tc-session/lock`, which holds the PID) for the session's
+//!   life, so that a second session, `--resume` or not, cannot drive the same devices and append
+//!   to the same journal;
+//! - the report and the journal are append-only line files whose lines are written whole or not
+//!   at all: a failed write (a full disk) is cut back to where it began and retried at the next
+//!   turn, so the report always parses;
+//! - at each write turn the files are checked to still be the ones in `--out` (device and inode):
+//!   if the directory was deleted or replaced, that is said loudly and both files are written
+//!   again from what the session holds in memory, with the gap recorded.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::core::Journal;
+use crate::error::{Error, Result};
+use crate::util::Modes;
+
+/// The CSV report's first line.
+pub const REPORT_HEADER: &str = "time,device,task,status,code,description,file\n";
+
+/// A file of lines, appended whole or not at all.
+pub struct Lines {
+    path: PathBuf,
+    file: File,
+    /// (device, inode) of the file this session writes: another one at `path` means ours is gone.
+    id: (u64, u64),
+    /// Lines not yet written whole, oldest first.
+    pending: VecDeque<Vec<u8>>,
+    /// A write failed and has not succeeded since (said once, and once when it recovers).
+    failing: bool,
+    modes: Modes,
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+impl Lines {
+    pub fn open(path: &Path, modes: Modes) -> std::io::Result<Lines> {
+        let file = modes.open_append(path)?;
+        let id = file_id(&file.metadata()?);
+        Ok(Lines {
+            path: path.to_path_buf(),
+            file,
+            id,
+            pending: VecDeque::new(),
+            failing: false,
+            modes,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues `line` and writes what is queued.
+    pub fn push(&mut self, line: Vec<u8>) {
+        self.pending.push_back(line);
+        self.flush();
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Lines not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes the queued lines, each whole or not at all; stops at the first that fails (it is
+    /// tried again next time, so lines stay in order).
+    pub fn flush(&mut self) {
+        while let Some(line) = self.pending.front() {
+            match append_whole(&mut self.file, line) {
+                Ok(()) => {
+                    self.pending.pop_front();
+                }
+                Err(e) => {
+                    if !self.failing {
+                        crate::logging::warn_user(&format!(
+                            "writing {}: {e}; the line is kept and written when it can be",
+                            self.path.display()
+                        ));
+                        self.failing = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if std::mem::take(&mut self.failing) {
+            crate::logging::warn_user(&format!(
+                "{}: written again, nothing lost",
+                self.path.display()
+            ));
+        }
+    }
+
+    /// The file at `path` is no longer the one this session writes (deleted, or replaced).
+    pub fn replaced(&self) -> bool {
+        std::fs::metadata(&self.path).map_or(true, |m| file_id(&m) != self.id)
+    }
+
+    /// A new file at `path` holding `content`, then what was queued.
+    pub fn recreate(&mut self, content: &[u8]) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            self.modes.create_dir_all(dir)?;
+        }
+        // A stranger's file at our path is not appended to: ours is new, and whole.
+        let _ = std::fs::remove_file(&self.path);
+        let mut fresh = Lines::open(&self.path, self.modes)?;
+        append_whole(&mut fresh.file, content)?;
+        fresh.pending = std::mem::take(&mut self.pending);
+        *self = fresh;
+        self.flush();
+        Ok(())
+    }
+}
+
+/// One write of `line` at the end of `f`; on failure the file is cut back to where it was.
+fn append_whole(f: &mut File, line: &[u8]) -> std::io::Result<()> {
+    let at = f.seek(SeekFrom::End(0))?;
+    match f.write_all(line).and_then(|_| f.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if let Err(cut) = f.set_len(at) {
+                log::error!("cutting back a partial line: {cut}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The report: its CSV lines, and all of them in memory to write it again if it is lost.
+pub struct Report {
+    pub lines: Lines,
+    /// Everything the file holds (its header, the rows of earlier runs, this run's).
+    text: Vec<u8>,
+}
+
+impl Report {
+    pub fn open(path: &Path, modes: Modes) -> Result<Report> {
+        let err =
+            |e: std::io::Error| Error::usage(format!("opening report {}: {e}", path.display()));
+        let mut lines = Lines::open(path, modes).map_err(err)?;
+        let mut text = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut text))
+            .map_err(err)?;
+        if text.is_empty() {
+            text.extend_from_slice(REPORT_HEADER.as_bytes());
+            lines.push(REPORT_HEADER.as_bytes().to_vec());
+        }
+        Ok(Report { lines, text })
+    }
+
+    /// One CSV row (the fields as the csv crate quotes them).
+    pub fn row(&mut self, fields: [&str; 7]) {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        let line = w
+            .write_record(fields)
+            .map_err(|e| e.to_string())
+            .and_then(|_| w.into_inner().map_err(|e| e.to_string()));
+        match line {
+            Ok(line) => {
+                self.text.extend_from_slice(&line);
+                self.lines.push(line);
+            }
+            Err(e) => log::error!("formatting a report row: {e}"),
+        }
+    }
+
+    pub fn recreate(&mut self) -> std::io::Result<()> {
+        // What is queued is in `text` already.
+        self.lines.pending.clear();
+        let text = std::mem::take(&mut self.text);
+        let r = self.lines.recreate(&text);
+        self.text = text;
+        r
+    }
+}
+
+/// The journal's records (`--resume`); a line a crash cut short is skipped.
+pub fn read_journal(path: &Path) -> Result<Vec<Journal>> {
+    let f = File::open(path)
+        .map_err(|e| Error::usage(format!("--resume: no journal at {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+        match serde_json::from_str::<Journal>(&line) {
+            Ok(j) => out.push(j),
+            // A crash can cut the last line short; everything before it is good.
+            Err(e) => log::warn!("{} line {}: skipped ({e})", path.display(), i + 1),
+        }
+    }
+    Ok(out)
+}
+
+pub fn journal_line(j: &Journal) -> Vec<u8> {
+    let mut line = serde_json::to_vec(j).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The out dir's lock: held (flock) for the session's life; the file says by whom.
+pub struct Lock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock, or says which process holds it.
+    pub fn take(path: &Path, modes: Modes) -> Result<Lock> {
+        let err = |e: std::io::Error| Error::usage(format!("opening {}: {e}", path.display()));
+        let mut file = modes.open_append(path).map_err(err)?;
+        if !crate::sys::try_lock(&file) {
+            let mut holder = String::new();
+            let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut holder));
+            let pid = holder.trim();
+            let pid = if pid.is_empty() { "unknown" } else { pid };
+            return Err(Error::usage(format!(
+                "{} is in use by another tc session (pid {pid}): one session per --out, with or \
+                 without --resume",
+                path.parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(path)
+                    .display()
+            )));
+        }
+        file.set_len(0)
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .map_err(err)?;
+        Ok(Lock {
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// The lock file was deleted with its directory: take a new one.
+    pub fn retake(&mut self, modes: Modes) -> Result<()> {
+        *self = Lock::take(&self.path, modes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".tc-session/lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let held = Lock::take(&path, Modes::private()).unwrap();
+        let e = Lock::take(&path, Modes::private()).err().unwrap();
+        let want = format!(
+            "{} is in use by another tc session (pid {}): one session per --out, with or without --resume",
+            dir.path().display(),
+            std::process::id()
+        );
+        assert_eq!(e.to_string(), want);
+        drop(held);
+        assert!(Lock::take(&path, Modes::private()).is_ok(), "released");
+    }
+
+    #[test]
+    fn a_deleted_file_is_noticed_and_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let path = out.join("report.csv");
+        let mut r = {
+            std::fs::create_dir_all(&out).unwrap();
+            Report::open(&path, Modes::private()).unwrap()
+        };
+        r.row(["t", "10.0.0.1", "register", "ok", "200", "200 OK", ""]);
+        assert!(!r.lines.replaced());
+        std::fs::remove_dir_all(&out).unwrap();
+        assert!(r.lines.replaced());
+        r.row([
+            "t",
+            "10.0.0.1",
+            "cpe_start",
+            "ok",
+            "",
+            "a, \"quoted\" text",
+            "",
+        ]);
+        r.recreate().unwrap();
+        assert!(!r.lines.replaced());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{REPORT_HEADER}t,10.0.0.1,register,ok,200,200 OK,\n\
+                 t,10.0.0.1,cpe_start,ok,,\"a, \"\"quoted\"\" text\",\n"
+            )
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
