@@ -74,8 +74,10 @@ fn lost(r: &Run) -> Vec<(String, String, u64)> {
                 sent,
                 seen,
                 outside_window,
+                unmatchable,
+                ..
             } => {
-                assert_eq!(sent, &(seen + lost + outside_window), "{e:?}");
+                assert_eq!(sent, &(seen + lost + outside_window + unmatchable), "{e:?}");
                 (*lost > 0).then(|| (direction.clone(), class.clone(), *lost))
             }
             _ => None,
