@@ -620,6 +620,9 @@ pub struct LabCapturesArgs {
     /// Seconds after the start.
     #[arg(long, default_value_t = 0.0)]
     pub cpe_step_at: f64,
+    /// With --cpe-format pcapng: the drops its capture statistics state (isb_ifdrop).
+    #[arg(long, value_name = "N")]
+    pub cpe_capture_drops: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -446,6 +446,12 @@ impl Matcher {
         self.last_native[side] = self.last_native[side].max(native);
     }
 
+    /// The side's capture has a packet near OVOC time `t` that cannot be compared (a record
+    /// skipped for its timestamp): the other side's packets near it are unmatchable, not lost.
+    pub fn blind(&mut self, side: usize, t: i64) {
+        self.blind[side] = Some(self.blind[side].map_or(t, |b| b.max(t)));
+    }
+
     /// The side's capture has no more packets.
     pub fn end(&mut self, side: usize) {
         self.ended[side] = true;

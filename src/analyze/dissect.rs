@@ -838,6 +838,125 @@ mod tests {
         assert_eq!(Class::Tcp(443).name(), "tcp:443");
     }
 
+    /// A raw IPv4 UDP fragment: `offset` in bytes, `data` its part of the UDP datagram.
+    fn fragment(src: [u8; 4], id: u16, offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+        let mut h =
+            etherparse::Ipv4Header::new(data.len() as u16, 64, IpNumber::UDP, src, [10, 0, 0, 2])
+                .unwrap();
+        h.identification = id;
+        h.more_fragments = more;
+        h.fragment_offset = etherparse::IpFragOffset::try_new(offset / 8).unwrap();
+        let mut v = h.to_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn feed(d: &mut Dissector, frames: &[Vec<u8>], orig: Option<u32>) -> Vec<Pkt> {
+        let mut all = Vec::new();
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let frame = Frame {
+                ts_ns: i as i64,
+                linktype: 101,
+                data: f,
+                orig_len: orig.unwrap_or(f.len() as u32),
+            };
+            d.dissect(&frame, &mut out);
+            all.extend_from_slice(&out);
+        }
+        all
+    }
+
+    /// A UDP datagram (header and payload) of `n` bytes.
+    fn datagram(n: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..n - 8).map(|i| (i * 7) as u8).collect();
+        let mut v = Vec::new();
+        v.extend_from_slice(&40000u16.to_be_bytes());
+        v.extend_from_slice(&514u16.to_be_bytes());
+        v.extend_from_slice(&(n as u16).to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&payload);
+        v
+    }
+
+    /// Fragments of hosts outside the filter are never held; the pool is bounded in datagrams
+    /// (oldest given up first, counted); a datagram whose fragments all came is one packet,
+    /// with the key of the same datagram unfragmented.
+    #[test]
+    fn fragments_are_filtered_bounded_and_reassembled() {
+        let mut d = Dissector {
+            filter: vec![IpAddr::from([10, 0, 0, 1])],
+            ..Dissector::default()
+        };
+        let others: Vec<Vec<u8>> = (0..100)
+            .map(|i| fragment([10, 9, 9, 9], i, 0, true, &[1; 64]))
+            .collect();
+        assert!(feed(&mut d, &others, None).is_empty());
+        assert_eq!(d.defrag.active.len(), 0);
+
+        let mut d = Dissector::default();
+        let n = MAX_FRAG_DATAGRAMS + 500;
+        let first: Vec<Vec<u8>> = (0..n)
+            .map(|i| fragment([10, 0, 0, 1], i as u16, 0, true, &[1; 64]))
+            .collect();
+        assert!(feed(&mut d, &first, None).is_empty());
+        assert_eq!(d.defrag.active.len(), MAX_FRAG_DATAGRAMS);
+        assert_eq!(d.fragments_given_up(), 500);
+        // The newest datagrams are still there: their last fragments complete them.
+        let whole = datagram(600);
+        let mut d = Dissector::default();
+        let pieces = [
+            fragment([10, 0, 0, 1], 77, 0, true, &whole[..304]),
+            fragment([10, 0, 0, 1], 77, 304, false, &whole[304..]),
+        ];
+        let got = feed(&mut d, &pieces, None);
+        let mut unfragmented =
+            etherparse::Ipv4Header::new(600, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
+                .unwrap();
+        unfragmented.identification = 77;
+        let mut one = unfragmented.to_bytes().to_vec();
+        one.extend_from_slice(&whole);
+        let want = feed(&mut Dissector::default(), &[one], None);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].key, got[0].class), (want[0].key, want[0].class));
+        assert_eq!(d.defrag.active.len(), 0);
+    }
+
+    /// A frame cut by the snap length keys on the bytes both captures have: cut at 100 bytes
+    /// with a 40-byte limit, the same key as whole with that limit; cut below it, unmatchable.
+    #[test]
+    fn cut_frames_key_on_what_both_captures_have() {
+        let whole = datagram(600);
+        let mut h =
+            etherparse::Ipv4Header::new(600, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
+                .unwrap();
+        h.identification = 9;
+        let mut frame = h.to_bytes().to_vec();
+        frame.extend_from_slice(&whole);
+        let limited = || Dissector {
+            hash_limit: 40,
+            ..Dissector::default()
+        };
+        let full = feed(&mut limited(), &[frame.clone()], None);
+        let cut = feed(
+            &mut limited(),
+            &[frame[..100].to_vec()],
+            Some(frame.len() as u32),
+        );
+        assert_eq!(full[0].key, cut[0].key);
+        assert!(!cut[0].cut && cut[0].strong);
+        let mut d = limited();
+        let short = feed(&mut d, &[frame[..50].to_vec()], Some(frame.len() as u32));
+        assert!(short[0].cut && !short[0].strong);
+        assert_eq!(d.cut, 1);
+        // Without a limit, the whole payload is hashed, and a cut frame cannot match.
+        let all = feed(&mut Dissector::default(), &[frame.clone()], None);
+        assert_ne!(all[0].key, full[0].key);
+        assert_eq!(hash_limit(&[262_144, 262_144, 0]), usize::MAX);
+        assert_eq!(hash_limit(&[262_144, 65_535]), 65_535 - MAX_HEADERS);
+        assert_eq!(hash_limit(&[262_144, 200, 0]), 40);
+    }
+
     #[test]
     fn keys_depend_on_the_payload_and_its_fields_only() {
         assert_eq!(hash(&[17, 5], b"abc"), hash(&[17, 5], b"abc"));

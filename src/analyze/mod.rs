@@ -435,7 +435,12 @@ fn main_pass(
         if feed(&mut m, cfg.device, peers, at, &f, &pkts) {
             selected[side][src[side].file_index()] += 1;
         }
+        let skipped = src[side].bad_time();
         has[side] = src[side].advance()?;
+        if src[side].bad_time() > skipped {
+            // Records skipped between this frame and the next.
+            m.blind(side, now);
+        }
         if !has[side] {
             m.end(side);
         }

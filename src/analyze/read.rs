@@ -389,6 +389,12 @@ impl Source {
         self.reader.as_ref().expect("advance returned true").frame()
     }
 
+    /// Records skipped so far for their timestamps, in every file.
+    pub fn bad_time(&self) -> u64 {
+        let now = self.reader.as_ref().map_or(0, |r| r.st.stats.bad_time);
+        self.done.iter().map(|d| d.bad_time).sum::<u64>() + now
+    }
+
     /// The index (in the order given) of the file the current frame is from.
     pub fn file_index(&self) -> usize {
         self.next_file.saturating_sub(1)

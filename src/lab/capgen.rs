@@ -706,11 +706,13 @@ impl Sink for Ring {
 struct PcapNg {
     out: BufWriter<File>,
     path: PathBuf,
+    /// Written at the end as the WAN interface's statistics (isb_ifdrop), when given.
+    drops: Option<u64>,
 }
 
 impl PcapNg {
     /// Interface 0: the CPE's LAN (Ethernet, µs); interface 1: its WAN (Linux cooked v2, ns).
-    fn create(path: PathBuf) -> std::io::Result<PcapNg> {
+    fn create(path: PathBuf, drops: Option<u64>) -> std::io::Result<PcapNg> {
         use pcap_parser::pcapng::{InterfaceDescriptionBlock, SectionHeaderBlock};
         use pcap_parser::{Linktype, ToVec};
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
@@ -741,7 +743,7 @@ impl PcapNg {
             .to_vec();
             out.write_all(&idb.map_err(|e| std::io::Error::other(format!("{e:?}")))?)?;
         }
-        Ok(PcapNg { out, path })
+        Ok(PcapNg { out, path, drops })
     }
 }
 
@@ -769,6 +771,20 @@ impl Sink for PcapNg {
     }
 
     fn close(mut self: Box<Self>) -> std::io::Result<Vec<PathBuf>> {
+        if let Some(drops) = self.drops {
+            // An interface statistics block for the WAN interface: isb_ifdrop (code 5), then
+            // the end of options.
+            let mut b = Vec::with_capacity(40);
+            for v in [5u32, 40, 1, 0, 0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&5u16.to_le_bytes());
+            b.extend_from_slice(&8u16.to_le_bytes());
+            b.extend_from_slice(&drops.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&40u32.to_le_bytes());
+            self.out.write_all(&b)?;
+        }
         self.out.flush()?;
         Ok(vec![self.path])
     }
@@ -997,7 +1013,7 @@ fn open_sinks(a: &LabCapturesArgs, name: &str) -> std::io::Result<([Box<dyn Sink
     };
     let cpe_path = a.dir.join(format!("CPE_{name}.{ext}"));
     let cpe: Box<dyn Sink> = match a.cpe_format.as_str() {
-        "pcapng" => Box::new(PcapNg::create(cpe_path.clone())?),
+        "pcapng" => Box::new(PcapNg::create(cpe_path.clone(), a.cpe_capture_drops)?),
         f => Box::new(Pcap::with_snaplen(
             cpe_path.clone(),
             1,
