@@ -391,14 +391,7 @@ fn main_pass(
     let cpe_filter = peers.0.iter().map(|p| p.1).collect();
     let mut diss = [dissector(cfg, vec![cfg.device]), dissector(cfg, cpe_filter)];
     let mut has = [src[0].advance()?, src[1].advance()?];
-    let origin = [0, 1]
-        .into_iter()
-        .filter(|s| has[*s])
-        .map(|s| side_time(&model, s, src[s].frame().ts_ns))
-        .min()
-        .unwrap_or(0)
-        - 10_000_000_000;
-    let mut m = Matcher::new(cfg.params, origin);
+    let mut m = Matcher::new(cfg.params, origin(&src, has, &model));
     m.set_delay(delay);
     let mut selected: [Vec<u64>; 2] = [vec![0; ovoc_files.len()], vec![0]];
     let mut dissected = [
@@ -422,11 +415,8 @@ fn main_pass(
         };
         let now = t[side].expect("picked");
         let f = src[side].frame();
-        let before = (diss[side].skipped, diss[side].fragments_given_up());
-        diss[side].dissect(&f, &mut pkts);
-        let d = &mut dissected[side][src[side].file_index()];
-        d.not_ip += diss[side].skipped - before.0;
-        d.fragments_given_up += diss[side].fragments_given_up() - before.1;
+        let counts = &mut dissected[side][src[side].file_index()];
+        dissect_counted(&mut diss[side], &f, &mut pkts, counts);
         let at = Place {
             side,
             now,
@@ -462,6 +452,25 @@ fn main_pass(
         dissected,
         model,
     })
+}
+
+/// The timeline's origin: 10 s before the first frame of either side, OVOC time.
+fn origin(src: &[Source; 2], has: [bool; 2], model: &Model) -> i64 {
+    [0, 1]
+        .into_iter()
+        .filter(|s| has[*s])
+        .map(|s| side_time(model, s, src[s].frame().ts_ns))
+        .min()
+        .unwrap_or(0)
+        - 10_000_000_000
+}
+
+/// Dissects a frame, counting in its file's record what the dissector skipped or gave up.
+fn dissect_counted(d: &mut Dissector, f: &read::Frame<'_>, pkts: &mut Vec<Pkt>, c: &mut Dissected) {
+    let before = (d.skipped, d.fragments_given_up());
+    d.dissect(f, pkts);
+    c.not_ip += d.skipped - before.0;
+    c.fragments_given_up += d.fragments_given_up() - before.1;
 }
 
 /// Where a frame is: its side, its OVOC time, its number in its side's capture.

@@ -386,6 +386,21 @@ mod tests {
             loss(C2O, Class::Icmp, 7, 9, 3),
         ];
         cases.push((f, "wan_loss_both", "in both directions"));
+        check(cases);
+    }
+
+    fn check(cases: Vec<(Facts, &str, &str)>) {
+        for (f, verdict, text) in cases {
+            let v = decide(&f);
+            assert_eq!(v.verdict, verdict, "{v:?}");
+            assert!(v.text.contains(text), "{}\nwanted: {text}", v.text);
+        }
+    }
+
+    /// Verdicts other than plain loss: silence, too little loss, what the captures missed.
+    #[test]
+    fn silence_single_losses_and_capture_drops() {
+        let mut cases: Vec<(Facts, &str, &str)> = Vec::new();
         // One packet lost in each direction: too little for WAN loss.
         let mut f = facts();
         f.lost = [1, 1];
