@@ -69,6 +69,9 @@ pub struct Params {
     pub max_lost_frames: usize,
 }
 
+/// The default bounds hold the worst case near 50 MB: 2 x 262,144 waiting packets of 64 bytes
+/// with their chain index, 2 x 65,536 open requests; a management link's 5 s window is
+/// thousands of packets, so they are reached only by a flood.
 impl Default for Params {
     fn default() -> Params {
         Params {
@@ -76,8 +79,8 @@ impl Default for Params {
             end_guard: 1_000_000_000,
             start_guard: 100_000_000,
             answer_timeout: 10_000_000_000,
-            max_waiting: 1 << 19,
-            max_requests: 1 << 18,
+            max_waiting: 1 << 18,
+            max_requests: 1 << 16,
             max_windows: 100_000,
             max_lost_frames: 0,
         }

@@ -118,7 +118,7 @@ const TCP_RST: u8 = 4;
 const WIRE_MTU: usize = 1500;
 /// Flows whose initial sequence numbers are remembered; past this the table starts over
 /// (sequence numbers only break ties, so forgetting costs little).
-const MAX_FLOWS: usize = 1 << 20;
+const MAX_FLOWS: usize = 1 << 16;
 /// A flow without packets for this long is forgotten (swept every 65,536 TCP packets), so
 /// the table holds the flows of the last minutes, not of the whole capture.
 const FLOW_IDLE_NS: i64 = 300_000_000_000;
