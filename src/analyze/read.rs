@@ -12,10 +12,10 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 
 /// Read size: large reads keep the system-call count per gigabyte low; two of these (one per
-/// side) are most of what `tc analyze` holds, whatever the file size.
+/// side) are most of what `tc analyze` holds, whatever the file size. A record larger than this
+/// is garbage, not a packet (libpcap's own limit is 256 KiB of snaplen): pcap-parser refuses it
+/// (BufferTooSmall), and the file is unreadable.
 const BUFFER: usize = 4 << 20;
-/// A block larger than this is garbage, not a packet (libpcap's own limit is 256 KiB of snaplen).
-const MAX_BUFFER: usize = 256 << 20;
 
 /// One captured frame, borrowed from the reader's buffer until the next call.
 pub struct Frame<'a> {
@@ -106,7 +106,10 @@ fn describe(e: &PcapError<&[u8]>) -> String {
         PcapError::HeaderNotRecognized => "not a pcap or pcapng file".into(),
         PcapError::ReadError => "read error".into(),
         PcapError::Eof => "empty file".into(),
-        PcapError::BufferTooSmall => "a record longer than any capture has (corrupt)".into(),
+        PcapError::BufferTooSmall => format!(
+            "a record longer than any capture has (over {} MiB: corrupt)",
+            BUFFER >> 20
+        ),
         PcapError::UnexpectedEof | PcapError::Incomplete(_) => {
             "the file ends inside a record".into()
         }
@@ -185,21 +188,11 @@ impl Reader {
                         self.st.stats.truncated = !self.inner.data().is_empty();
                         return Ok(false);
                     }
-                    let before = self.inner.data().len();
+                    // The parser says Incomplete only when the rest of the record fits in the
+                    // buffer (else BufferTooSmall, an error below): refilling always helps.
                     self.inner.refill().map_err(|e| {
                         format!("{}: {}", self.st.stats.path.display(), describe(&e))
                     })?;
-                    if self.inner.data().len() == before && !self.inner.reader_exhausted() {
-                        // A block larger than the buffer.
-                        let size = (before * 2).max(BUFFER);
-                        if size > MAX_BUFFER || !self.inner.grow(size) {
-                            return Err(format!(
-                                "{}: a record of more than {} MiB: not a capture",
-                                self.st.stats.path.display(),
-                                MAX_BUFFER >> 20
-                            ));
-                        }
-                    }
                 }
                 Err(e) => {
                     return Err(format!(
