@@ -22,8 +22,7 @@
 #
 # Usage: benches/analyze.sh             (from the repository root)
 # Environment (all optional):
-#   TC=PATH     tc binary (default: build the static release with cargo build --release
-#               --target x86_64-unknown-linux-musl, into CARGO_TARGET_DIR or ./target)
+#   TC=PATH     tc binary (default: the static musl release build, see benches/tc-bin.sh)
 #   RUNS=5      timed rounds
 #   SECONDS_SIM=1500 RATE=400   the generated traffic (about 1 GB per side at these values)
 #   DIR=PATH    where the captures go (default: a new directory under /var/tmp, removed at exit)
@@ -42,12 +41,8 @@ for t in capinfos tshark taskset; do
 done
 [[ -x /usr/bin/time ]] || { echo "analyze.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
-if [[ -z "${TC:-}" ]]; then
-  musl=x86_64-unknown-linux-musl
-  echo "building the static release (cargo build --release --target $musl)" >&2
-  CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$musl" >&2
-  TC="${CARGO_TARGET_DIR:-target}/$musl/release/tc"
-fi
+. "$(dirname "$0")/tc-bin.sh"
+TC=$(tc_bin)
 
 if [[ -z "${DIR:-}" ]]; then
   DIR=$(mktemp -d /var/tmp/tc-analyze-bench.XXXXXX)
