@@ -41,7 +41,7 @@ for t in capinfos tshark taskset; do
 done
 [[ -x /usr/bin/time ]] || { echo "analyze.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
-. "$(dirname "$0")/tc-bin.sh"
+. benches/tc-bin.sh  # the cd above made the repository root the working directory
 TC=$(tc_bin)
 
 if [[ -z "${DIR:-}" ]]; then
