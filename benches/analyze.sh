@@ -5,8 +5,11 @@
 # `tc lab captures` generates the pair (OVOC side and CPE side, NAT, a 1.5 s clock offset
 # drifting 30 ppm, OVOC-to-CPE loss for a tenth of the run, the CPE's LAN chatter on top); one
 # untimed pass of every contender warms the page cache, then RUNS rounds time each contender in
-# turn (the order rotates per round) with /usr/bin/time. capinfos gets both files in one run;
-# tshark is run once per file and its two runs are added up. Reported per contender: median wall
+# turn (the order rotates per round) with /usr/bin/time. capinfos gets both files in one run,
+# twice: as it runs by default (every info, which includes SHA256, RIPEMD160 and SHA1 hashes of
+# each file: work tc does not do) and with every info but the hashes (-H left out: capinfos has
+# no flag that turns hashing off, only the list of infos without it); tshark is run once per
+# file and its two runs are added up. Reported per contender: median wall
 # seconds with min and max, packets per second (packets of both files / wall), peak RSS; and the
 # ratios of each round (same round, same load), with their median.
 #
@@ -19,8 +22,7 @@
 #
 # Usage: benches/analyze.sh             (from the repository root)
 # Environment (all optional):
-#   TC=PATH     tc binary (default: build the static release with cargo build --release
-#               --target x86_64-unknown-linux-musl, into CARGO_TARGET_DIR or ./target)
+#   TC=PATH     tc binary (default: the static musl release build, see benches/tc-bin.sh)
 #   RUNS=5      timed rounds
 #   SECONDS_SIM=1500 RATE=400   the generated traffic (about 1 GB per side at these values)
 #   DIR=PATH    where the captures go (default: a new directory under /var/tmp, removed at exit)
@@ -39,12 +41,8 @@ for t in capinfos tshark taskset; do
 done
 [[ -x /usr/bin/time ]] || { echo "analyze.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
-if [[ -z "${TC:-}" ]]; then
-  musl=x86_64-unknown-linux-musl
-  echo "building the static release (cargo build --release --target $musl)" >&2
-  CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$musl" >&2
-  TC="${CARGO_TARGET_DIR:-target}/$musl/release/tc"
-fi
+. benches/tc-bin.sh  # the cd above made the repository root the working directory
+TC=$(tc_bin)
 
 if [[ -z "${DIR:-}" ]]; then
   DIR=$(mktemp -d /var/tmp/tc-analyze-bench.XXXXXX)
@@ -77,6 +75,8 @@ measure() {
         --cpe "$cpe" --ovoc "$ovoc" >"$DIR/analyze.jsonl"
       cat "$DIR/time.txt" ;;
     capinfos) timed capinfos "$cpe" "$ovoc" ;;
+    # Every info of -A but -H (the hashes): still reads every packet for counts, sizes, times.
+    capinfos_nohash) timed capinfos -t -E -I -F -k -c -s -d -l -u -a -e -o -y -i -z -x -n -D "$cpe" "$ovoc" ;;
     tshark)
       local a b
       a=$(timed tshark -r "$cpe" -q -z io,stat,0)
@@ -87,14 +87,15 @@ measure() {
 }
 
 echo "warming the page cache (one untimed run of each)" >&2
-for c in tc capinfos tshark; do measure "$c" >/dev/null; done
+for c in tc capinfos capinfos_nohash tshark; do measure "$c" >/dev/null; done
 
 declare -A wall rss
 rows=()
-contenders=(tc capinfos tshark)
+contenders=(tc capinfos capinfos_nohash tshark)
+n=${#contenders[@]}
 for ((r = 1; r <= RUNS; r++)); do
   load=$(cut -d' ' -f1 /proc/loadavg)
-  order=("${contenders[@]:$(((r - 1) % 3))}" "${contenders[@]:0:$(((r - 1) % 3))}")
+  order=("${contenders[@]:$(((r - 1) % n))}" "${contenders[@]:0:$(((r - 1) % n))}")
   declare -A this=()
   for c in "${order[@]}"; do
     read -r w m u s <<<"$(measure "$c")"
@@ -104,7 +105,8 @@ for ((r = 1; r <= RUNS; r++)); do
     echo "round $r $c: $w s, $m KiB" >&2
   done
   rows+=("$(awk -v r="$r" -v l="$load" -v o="${order[*]}" -v t="${this[tc]}" -v c="${this[capinfos]}" \
-    -v s="${this[tshark]}" 'BEGIN { printf "| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.1f |", r, l, o, t, c, s, c / t, s / t }')")
+    -v h="${this[capinfos_nohash]}" -v s="${this[tshark]}" \
+    'BEGIN { printf "| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f |", r, l, o, t, c, h, s, c / t, h / t, s / t }')")
 done
 
 stats() { # values -> "median min max"
@@ -116,23 +118,25 @@ tc_version=$("$TC" --version)
 echo "Run $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $tc_version ($TC), $(capinfos --version | head -1 | cut -d' ' -f1-3), $(tshark --version | head -1 | cut -d' ' -f1-3)."
 echo "Files: CPE $bytes_cpe bytes, OVOC $bytes_ovoc bytes, $packets packets together; each contender pinned to core $CPU (taskset); $RUNS rounds after one warm-up each."
 echo
-echo "| round | load | order | tc s | capinfos s | tshark s | capinfos / tc | tshark / tc |"
-echo "|---:|---:|---|---:|---:|---:|---:|---:|"
+echo "| round | load | order | tc s | capinfos s | capinfos without hashes s | tshark s | capinfos / tc | capinfos without hashes / tc | tshark / tc |"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "| contender | median s | min s | max s | packets/s (median) | peak RSS MiB (max) |"
 echo "|---|---:|---:|---:|---:|---:|"
-for c in tc capinfos tshark; do
+for c in tc capinfos capinfos_nohash tshark; do
   read -r med lo hi <<<"$(stats "${wall[$c]}")"
   read -r _ _ rmax <<<"$(stats "${rss[$c]}")"
   awk -v c="$c" -v m="$med" -v lo="$lo" -v hi="$hi" -v p="$packets" -v r="$rmax" \
     'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d | %.1f |\n", c, m, lo, hi, p / m, r / 1024 }'
 done
-ratios_c=$(printf '%s\n' "${rows[@]}" | awk -F'|' '{ print $8 }' | tr '\n' ' ')
-ratios_s=$(printf '%s\n' "${rows[@]}" | awk -F'|' '{ print $9 }' | tr '\n' ' ')
+ratios_c=$(printf '%s\n' "${rows[@]}" | awk -F'|' '{ print $9 }' | tr '\n' ' ')
+ratios_h=$(printf '%s\n' "${rows[@]}" | awk -F'|' '{ print $10 }' | tr '\n' ' ')
+ratios_s=$(printf '%s\n' "${rows[@]}" | awk -F'|' '{ print $11 }' | tr '\n' ' ')
 read -r rc_med rc_lo rc_hi <<<"$(stats "$ratios_c")"
+read -r rh_med rh_lo rh_hi <<<"$(stats "$ratios_h")"
 read -r rs_med rs_lo rs_hi <<<"$(stats "$ratios_s")"
 echo
-echo "Per-round ratios (same round): capinfos / tc median $rc_med ($rc_lo to $rc_hi); tshark / tc median $rs_med ($rs_lo to $rs_hi)."
+echo "Per-round ratios (same round): capinfos / tc median $rc_med ($rc_lo to $rc_hi); capinfos without hashes / tc median $rh_med ($rh_lo to $rh_hi); tshark / tc median $rs_med ($rs_lo to $rs_hi)."
 verdict=$(grep '"analyze.verdict"' "$DIR/analyze.jsonl" | sed 's/.*"verdict":"\([a-z_]*\)".*/\1/')
 echo "tc analyze's verdict on the pair: $verdict."

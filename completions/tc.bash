@@ -1106,7 +1106,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__captures)
-            opts="-v -q -h --dir --seconds --rate --seed --start --offset --drift-ppm --delay-ms --delay-up-ms --jitter-ms --nat --ipv6 --drop --drop-class --drop-from --drop-until --cpe-silent-from --ovoc-silent-from --cpe-start --cpe-end --ovoc-start --ovoc-end --cpe-format --ring-bytes --verbose --quiet --help"
+            opts="-v -q -h --dir --seconds --rate --seed --start --offset --drift-ppm --delay-ms --delay-up-ms --jitter-ms --nat --ipv6 --drop --drop-class --drop-from --drop-until --cpe-silent-from --ovoc-silent-from --cpe-start --cpe-end --ovoc-start --ovoc-end --cpe-format --ring-bytes --cpe-snaplen --cpe-step --cpe-step-at --cpe-capture-drops --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1197,6 +1197,22 @@ _tc() {
                     return 0
                     ;;
                 --ring-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-snaplen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-step)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-step-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpe-capture-drops)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

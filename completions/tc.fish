@@ -314,6 +314,10 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 pcap-ns\t''
 pcapng\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ring-bytes -d 'OVOC\'s capture as tcpdump\'s `-C BYTES -W 3` ring' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-snaplen -d 'The CPE\'s classic pcap cut to this snap length (tcpdump -s), and declaring it' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-step -d 'The CPE\'s clock steps by this much (an NTP step) at --cpe-step-at' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-step-at -d 'Seconds after the start' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-capture-drops -d 'With --cpe-format pcapng: the drops its capture statistics state (isb_ifdrop)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l nat -d 'The CPE behind NAT: other addresses for itself and OVOC, client ports rewritten'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ipv6
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'

@@ -554,7 +554,7 @@ pub enum LabCommand {
     /// Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze`
     /// should find in them (truth.json): for tests and benchmarks.
     #[command(hide = true)]
-    Captures(LabCapturesArgs),
+    Captures(Box<LabCapturesArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -623,6 +623,18 @@ pub struct LabCapturesArgs {
     /// OVOC's capture as tcpdump's `-C BYTES -W 3` ring.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u64>,
+    /// The CPE's classic pcap cut to this snap length (tcpdump -s), and declaring it.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(64..))]
+    pub cpe_snaplen: Option<u32>,
+    /// The CPE's clock steps by this much (an NTP step) at --cpe-step-at.
+    #[arg(long, default_value = "0", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub cpe_step: i64,
+    /// Seconds after the start.
+    #[arg(long, default_value_t = 0.0)]
+    pub cpe_step_at: f64,
+    /// With --cpe-format pcapng: the drops its capture statistics state (isb_ifdrop).
+    #[arg(long, value_name = "N")]
+    pub cpe_capture_drops: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -382,6 +382,17 @@ pub enum Event {
         wrapped: bool,
         /// The file ended inside a record (cut short); what came before was read.
         truncated: bool,
+        /// Frames shorter than on the wire (the snap length cut them).
+        snapped: u64,
+        /// Packets the capture itself dropped, by its pcapng statistics (`isb_ifdrop` plus
+        /// `isb_osdrop`); `null` when the file has none (classic pcap never has).
+        capture_drops: Option<u64>,
+        /// Records skipped for a timestamp that is not a time.
+        bad_time: u64,
+        /// Frames that are not IP, or whose headers do not parse.
+        not_ip: u64,
+        /// Fragmented datagrams given up (timed out, or beyond the reassembly bounds).
+        fragments_given_up: u64,
     },
     /// `tc analyze`: the CPE clock against the OVOC clock.
     #[serde(rename = "analyze.clock")]
@@ -402,6 +413,10 @@ pub enum Event {
         /// The OVOC server's address in the CPE capture, and whether it was `given` or `found`.
         ovoc_addr: Option<String>,
         ovoc_addr_source: String,
+        /// The CPE clock stepped (against OVOC's) by this much at `step_at` (RFC 3339, OVOC
+        /// clock): one offset and drift do not describe it; `null` when it did not.
+        step_ms: Option<f64>,
+        step_at: Option<String>,
     },
     /// `tc analyze`: one direction and traffic class.
     #[serde(rename = "analyze.flow")]
@@ -418,6 +433,11 @@ pub enum Event {
         lost: u64,
         /// Sent before the receiver's capture started or as it ended: not counted as loss.
         outside_window: u64,
+        /// Sent, neither seen nor lost: cut by a snap length below what matching covers, near
+        /// such a packet of the receiver's, or beyond the matcher's bounds.
+        unmatchable: u64,
+        /// Received with no copy in the sender's capture (it missed them), or duplicated.
+        unexpected: u64,
     },
     /// `tc analyze`: a run of lost packets of one direction and class.
     #[serde(rename = "analyze.loss")]

@@ -321,6 +321,60 @@ fn delays(tl: &Timeline, m: &Model, dir: usize) -> Option<Delay> {
     })
 }
 
+/// Seconds of envelopes on each side of a place compared for a step.
+const STEP_SPAN: usize = 10;
+/// The smallest step reported, ns: far above what queueing moves both envelopes by at once.
+const MIN_STEP: f64 = 10e6;
+
+/// A step of the CPE clock (an NTP step, a manual set): the place (OVOC time) where both
+/// envelopes jump the same way by the most, compared over [`STEP_SPAN`] buckets each side by
+/// their medians, and by how much (ns); None below [`MIN_STEP`]. Queueing moves one envelope
+/// (and the two apart), a step moves both together, so it needs buckets with both directions.
+/// The envelopes are compared as they are, not against the fitted model: a line fitted through
+/// a step is tilted by it, while a real drift moves them by microseconds over the span.
+pub fn step(tl: &Timeline) -> Option<(i64, f64)> {
+    let pts: Vec<(i64, f64, f64)> = tl
+        .buckets
+        .iter()
+        .filter(|b| b.dir[0].n > 0 && b.dir[1].n > 0)
+        .map(|b| (b.dir[0].t_min, b.dir[0].min as f64, b.dir[1].max as f64))
+        .collect();
+    let k = STEP_SPAN;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let sizes: Vec<f64> = (k..pts.len().saturating_sub(k - 1))
+        .map(|i| {
+            let jump = |f: fn(&(i64, f64, f64)) -> f64| {
+                let mut before: Vec<f64> = pts[i - k..i].iter().map(f).collect();
+                let mut after: Vec<f64> = pts[i..i + k].iter().map(f).collect();
+                median(&mut after) - median(&mut before)
+            };
+            let (a, b) = (jump(|p| p.1), jump(|p| p.2));
+            if a.signum() == b.signum() {
+                a.signum() * a.abs().min(b.abs())
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let (top, size) = sizes
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
+    if size.abs() < MIN_STEP {
+        return None;
+    }
+    // The medians see the step from half a span before it to half a span after: the place is
+    // the middle of that plateau.
+    let near = |i: &usize| (sizes[*i] - size).abs() <= 0.1 * size.abs();
+    let lo = (0..=top).rev().take_while(near).last().unwrap_or(top);
+    let hi = (top..sizes.len()).take_while(near).last().unwrap_or(top);
+    Some((pts[k + (lo + hi) / 2].0, size))
+}
+
 /// A first offset from a few matched pairs `(direction, t_ovoc, t_cpe - t_ovoc)`: the middle of
 /// the two envelopes' extremes, or one envelope when only one direction matched; and the
 /// one-way delay that leaves (half their gap; 0 with one direction).
@@ -438,6 +492,36 @@ mod tests {
             .map(|b| b.dir[0].min)
             .collect();
         assert_eq!(all, [10, 3]);
+    }
+
+    /// A clock that steps by 200 ms half-way is found where it stepped, by about that much;
+    /// without a step, or with queueing that raises one direction's delays for a while, none.
+    #[test]
+    fn a_clock_step_is_found() {
+        let step_at = |tl: &mut Timeline, from: i64, size: i64| {
+            for b in tl.buckets.iter_mut().skip(from as usize) {
+                for d in &mut b.dir {
+                    if d.n > 0 {
+                        d.min += size;
+                        d.max += size;
+                    }
+                }
+            }
+        };
+        let mut tl = timeline(50.0, 3.0, 10.0, 10.0, 120);
+        step_at(&mut tl, 60, 200 * MS);
+        let (at, size) = step(&tl).expect("a step");
+        assert!(((at - tl.origin) / SECOND - 60).abs() <= 1, "{at}");
+        assert!((size / MS as f64 - 200.0).abs() < 10.0, "{size}");
+        let tl = timeline(50.0, 3.0, 10.0, 10.0, 120);
+        assert_eq!(step(&tl), None);
+        // Queueing: 80 ms more delay OVOC to CPE for 40 s.
+        let mut tl = timeline(50.0, 3.0, 10.0, 10.0, 120);
+        for b in tl.buckets.iter_mut().skip(40).take(40) {
+            b.dir[0].min += 80 * MS;
+            b.dir[0].max += 80 * MS;
+        }
+        assert_eq!(step(&tl), None);
     }
 
     #[test]

@@ -13,8 +13,7 @@
 //! Request/response exchanges are followed within each capture on its own, which is what tells
 //! "the request never arrived" (the network) from "it arrived and was not answered" (the host).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::clock::Timeline;
 use super::dissect::{Class, Exchange, Pkt, Role};
@@ -36,53 +35,15 @@ pub fn sender(dir: usize) -> usize {
     }
 }
 
-/// FxHash's one multiply per word, for maps keyed by hashes already (the packet keys) or by a
-/// few numbers: std's SipHash was a tenth of the analysis. A crafted capture can collide keys
-/// on purpose whatever the hasher (they come from a fixed-seed hash); that only slows it down.
-#[derive(Default, Clone, Copy)]
-pub struct Fx(u64);
+/// Maps keyed by hashes already (the packet keys) or by a few numbers: rustc's FxHash (the
+/// rustc-hash crate) instead of std's SipHash, which was a tenth of the analysis. A crafted
+/// capture can collide keys on purpose whatever the hasher (they come from a fixed-seed hash);
+/// that only slows it down, and the chain walk is bounded ([`CHAIN_STEPS`]).
+type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
-impl Fx {
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-}
-
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+/// Candidates looked at among the waiting packets of one key; beyond them the walk stops (and
+/// says so in [`Outcome::chain_limit`]). Chains hold unmatched packets only.
+pub const CHAIN_STEPS: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Params {
@@ -96,8 +57,21 @@ pub struct Params {
     pub start_guard: i64,
     /// How long a request waits for its answer, ns.
     pub answer_timeout: i64,
+    /// Most packets waiting per side. The window bounds them in time; this bounds them when
+    /// the packet rate does not (a flood): the oldest are settled early, as unmatchable.
+    pub max_waiting: usize,
+    /// Most requests waiting for their answer per side; beyond, the oldest are settled early.
+    pub max_requests: usize,
+    /// Most loss windows kept; beyond, a window is merged into the last one of its own
+    /// direction and class (never another's).
+    pub max_windows: usize,
+    /// Frame numbers of lost packets kept for `--merge` (0 without it); beyond, counted only.
+    pub max_lost_frames: usize,
 }
 
+/// The default bounds hold the worst case near 50 MB: 2 x 262,144 waiting packets of 64 bytes
+/// with their chain index, 2 x 65,536 open requests; a management link's 5 s window is
+/// thousands of packets, so they are reached only by a flood.
 impl Default for Params {
     fn default() -> Params {
         Params {
@@ -105,6 +79,10 @@ impl Default for Params {
             end_guard: 1_000_000_000,
             start_guard: 100_000_000,
             answer_timeout: 10_000_000_000,
+            max_waiting: 1 << 18,
+            max_requests: 1 << 16,
+            max_windows: 100_000,
+            max_lost_frames: 0,
         }
     }
 }
@@ -135,6 +113,8 @@ struct Compact {
     side: u8,
     dir: u8,
     strong: bool,
+    /// Cut by the capture's snap length below what the keys cover: cannot be matched.
+    cut: bool,
 }
 
 impl Compact {
@@ -148,6 +128,7 @@ impl Compact {
             side: s.side as u8,
             dir: s.dir as u8,
             strong: s.pkt.strong,
+            cut: s.pkt.cut,
         }
     }
 }
@@ -166,9 +147,11 @@ struct Entry {
 const NONE: u64 = u64::MAX;
 
 /// The waiting packets of one side: a FIFO in arrival order, and chains of equal keys linked
-/// from the newest back. The map holds each chain's newest id and is not touched when entries
-/// leave the FIFO (a lookup there was most of the cost of expiry: a cache miss per packet);
-/// chains whose newest entry left are dropped in bulk once they are as many as the live ones.
+/// from the newest back. Only unmatched packets are linked (a taken one is unlinked), so a
+/// walk's steps are all candidates. The map holds each chain's newest id and is not touched
+/// when entries leave the FIFO (a lookup there was most of the cost of expiry: a cache miss per
+/// packet); chains whose newest entry left are dropped in bulk once they are as many as the
+/// live ones.
 #[derive(Default)]
 struct Waiting {
     fifo: VecDeque<Entry>,
@@ -176,13 +159,18 @@ struct Waiting {
     base: u64,
     /// key -> id of the chain's newest entry (stale when below `base`).
     tails: FastMap<u64, u64>,
+    /// Walks cut short at [`CHAIN_STEPS`].
+    chain_limit: u64,
 }
 
 impl Waiting {
-    fn push(&mut self, key: u64, mut e: Entry) {
+    /// Queues an entry; `link` puts it in its key's chain (an unmatched one, to be found).
+    fn push(&mut self, key: u64, mut e: Entry, link: bool) {
         let id = self.base + self.fifo.len() as u64;
-        if let Some(last) = self.tails.insert(key, id) {
-            e.prev = last;
+        if link {
+            if let Some(last) = self.tails.insert(key, id) {
+                e.prev = last;
+            }
         }
         self.fifo.push_back(e);
         if self.tails.len() > 2 * self.fifo.len() + 1024 {
@@ -198,10 +186,10 @@ impl Waiting {
 
     /// The unmatched entry with this key within `window` of `t` (corrected time) that is
     /// nearest to `expected` (where its copy should be: a one-way delay before or after `t`),
-    /// preferring one with sequence number `seq` (when not 0). Nearest, not first: when equal
-    /// keys meet (pure ACKs of look-alike sessions whose 16-bit IP ids collide, a retransmission
-    /// of which only one copy arrived), the copy one delay away is the right one, and copies
-    /// that all arrived still pair up in time order.
+    /// preferring one with sequence number `seq` (when not 0), taken out of its chain. Nearest,
+    /// not first: when equal keys meet (pure ACKs of look-alike sessions whose 16-bit IP ids
+    /// collide, a retransmission of which only one copy arrived), the copy one delay away is
+    /// the right one, and copies that all arrived still pair up in time order.
     fn take(
         &mut self,
         key: u64,
@@ -211,21 +199,41 @@ impl Waiting {
         window: i64,
     ) -> Option<&mut Entry> {
         let mut id = *self.tails.get(&key)?;
-        let mut best: Option<((bool, i64), u64)> = None;
+        // (cost, id, the newer entry whose `prev` is it)
+        let mut best: Option<((bool, i64), u64, Option<u64>)> = None;
+        let mut newer = None;
         let mut steps = 0;
-        while id != NONE && steps < 64 {
+        while id != NONE {
+            if steps == CHAIN_STEPS {
+                self.chain_limit += 1;
+                break;
+            }
             let Some(e) = self.get_mut(id) else { break };
-            if !e.matched && (e.seen.t - t).abs() <= window {
+            if (e.seen.t - t).abs() <= window {
                 let cost = (seq != 0 && e.seen.seq != seq, (e.seen.t - expected).abs());
-                if best.is_none_or(|(c, _)| cost <= c) {
-                    best = Some((cost, id));
+                if best.is_none_or(|(c, ..)| cost <= c) {
+                    best = Some((cost, id, newer));
                 }
             }
+            newer = Some(id);
             id = e.prev;
             steps += 1;
         }
-        let (_, id) = best?;
-        self.get_mut(id)
+        let (_, id, newer) = best?;
+        let prev = self.get_mut(id)?.prev;
+        let base = self.base;
+        match newer.and_then(|n| self.get_mut(n)) {
+            Some(n) => n.prev = prev,
+            None if prev != NONE && prev >= base => {
+                self.tails.insert(key, prev);
+            }
+            None => {
+                self.tails.remove(&key);
+            }
+        }
+        let e = self.get_mut(id)?;
+        e.prev = NONE;
+        Some(e)
     }
 
     /// Removes the front entry if it is older than `before`.
@@ -233,8 +241,13 @@ impl Waiting {
         if self.fifo.front()?.seen.t >= before {
             return None;
         }
+        self.pop()
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let e = self.fifo.pop_front()?;
         self.base += 1;
-        self.fifo.pop_front()
+        Some(e)
     }
 }
 
@@ -249,6 +262,13 @@ pub struct FlowCounts {
     pub seen: u64,
     pub lost: u64,
     pub outside_window: u64,
+    /// Sent, but neither seen nor lost: cut by a snap length below what the keys cover, or
+    /// settled early when the matcher's bounds were reached, or in the same window as a copy
+    /// that the receiver's capture cut.
+    pub unmatchable: u64,
+    /// Received (this direction's receiver), and no sent packet matched it: the sender's
+    /// capture missed it (its drops), or the receiver's duplicated it.
+    pub unexpected: u64,
 }
 
 /// A run of lost packets of one direction and class, no packet of theirs seen in between.
@@ -282,16 +302,22 @@ struct Exchanges {
     open: FastMap<(Exchange, u64), (u32, bool)>,
     fifo: VecDeque<(i64, usize, Exchange, u64)>,
     counts: FastMap<(usize, Exchange), ExchangeCounts>,
+    /// Requests settled before their timeout because `max` were waiting.
+    early: u64,
 }
 
 impl Exchanges {
-    fn request(&mut self, native: i64, dir: usize, kind: Exchange, id: u64) {
+    fn request(&mut self, native: i64, dir: usize, kind: Exchange, id: u64, max: usize) {
         let e = self.open.entry((kind, id)).or_insert((0, false));
         if e.0 == 0 {
             e.1 = false;
         }
-        e.0 += 1;
+        e.0 = e.0.saturating_add(1);
         self.fifo.push_back((native, dir, kind, id));
+        while self.fifo.len() > max {
+            self.early += 1;
+            self.settle_front();
+        }
     }
 
     fn response(&mut self, kind: Exchange, id: u64) {
@@ -300,37 +326,55 @@ impl Exchanges {
         }
     }
 
-    /// Settles the requests older than `before` (native time); `end` means the capture ended,
-    /// so those younger are left out as undecided.
+    /// Settles the requests older than `before` (native time); at the end, those younger are
+    /// left out as undecided.
     fn settle(&mut self, before: i64) {
-        while let Some(&(t, dir, kind, id)) = self.fifo.front() {
-            if t >= before {
-                break;
-            }
-            self.fifo.pop_front();
-            let answered = match self.open.get_mut(&(kind, id)) {
-                Some(e) => {
-                    e.0 -= 1;
-                    let a = e.1;
-                    if e.0 == 0 {
-                        self.open.remove(&(kind, id));
-                    }
-                    a
-                }
-                None => false,
-            };
-            let c = self.counts.entry((dir, kind)).or_default();
-            c.requests += 1;
-            if answered {
-                c.answered += 1;
-                c.trailing_unanswered = 0;
-                c.trailing_since = None;
-            } else {
-                c.trailing_unanswered += 1;
-                c.trailing_since.get_or_insert(t);
-            }
+        while self.fifo.front().is_some_and(|f| f.0 < before) {
+            self.settle_front();
         }
     }
+
+    fn settle_front(&mut self) {
+        let Some((t, dir, kind, id)) = self.fifo.pop_front() else {
+            return;
+        };
+        let answered = match self.open.get_mut(&(kind, id)) {
+            Some(e) => {
+                e.0 -= 1;
+                let a = e.1;
+                if e.0 == 0 {
+                    self.open.remove(&(kind, id));
+                }
+                a
+            }
+            None => false,
+        };
+        let c = self.counts.entry((dir, kind)).or_default();
+        c.requests += 1;
+        if answered {
+            c.answered += 1;
+            c.trailing_unanswered = 0;
+            c.trailing_since = None;
+        } else {
+            c.trailing_unanswered += 1;
+            c.trailing_since.get_or_insert(t);
+        }
+    }
+}
+
+/// Where the matcher's bounds were reached: what it let go of, counted (never silent).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow {
+    /// Packets settled before their window ended ([`Params::max_waiting`]).
+    pub waiting: u64,
+    /// Requests settled before their answer timeout ([`Params::max_requests`]).
+    pub requests: u64,
+    /// Loss windows merged into the previous one of their direction and class.
+    pub windows: u64,
+    /// Lost packets whose frame number was not kept (their merged-file comment is missing).
+    pub lost_frames: u64,
+    /// Lookups cut short at [`CHAIN_STEPS`] candidates of one key.
+    pub chain_limit: u64,
 }
 
 /// What the matcher found.
@@ -338,18 +382,14 @@ impl Exchanges {
 pub struct Outcome {
     pub flows: BTreeMap<(usize, Class), FlowCounts>,
     pub losses: Vec<LossWindow>,
-    /// Frames (per side) of the packets lost in transit.
+    /// Frames (per side) of the packets lost in transit, the first `max_lost_frames`.
     pub lost_frames: [Vec<u64>; 2],
     /// Per side, per (request direction, kind).
     pub exchanges: [BTreeMap<(usize, Exchange), ExchangeCounts>; 2],
-    /// Received packets that no sent packet matched (the sender's capture missed them).
-    pub unexpected: [u64; 2],
     /// Per direction, OVOC time of the last sent packet that the far side saw.
     pub last_seen: [Option<i64>; 2],
+    pub overflow: Overflow,
 }
-
-/// Most loss windows kept; beyond it, losses are still counted but merged into the last one.
-const MAX_WINDOWS: usize = 100_000;
 
 pub struct Matcher {
     p: Params,
@@ -361,6 +401,12 @@ pub struct Matcher {
     last_native: [i64; 2],
     ended: [bool; 2],
     open_runs: FastMap<(usize, Class), LossWindow>,
+    /// Index in `out.losses` of the last closed window of each direction and class.
+    last_window: FastMap<(usize, Class), usize>,
+    /// Per side, the OVOC time of the newest received packet it let go of unmatched (early
+    /// by `max_waiting`, or cut by its snap length): a sent packet near it cannot be called
+    /// lost.
+    blind: [Option<i64>; 2],
     /// Counted here, handed over sorted as `Outcome::flows`.
     flows: FastMap<(usize, Class), FlowCounts>,
     pub timeline: Timeline,
@@ -380,6 +426,8 @@ impl Matcher {
             last_native: [i64::MIN; 2],
             ended: [false; 2],
             open_runs: FastMap::default(),
+            last_window: FastMap::default(),
+            blind: [None; 2],
             flows: FastMap::default(),
             timeline: Timeline::new(origin),
             delay: 0,
@@ -401,6 +449,12 @@ impl Matcher {
         self.last_native[side] = self.last_native[side].max(native);
     }
 
+    /// The side's capture has a packet near OVOC time `t` that cannot be compared (a record
+    /// skipped for its timestamp): the other side's packets near it are unmatchable, not lost.
+    pub fn blind(&mut self, side: usize, t: i64) {
+        self.blind[side] = Some(self.blind[side].map_or(t, |b| b.max(t)));
+    }
+
     /// The side's capture has no more packets.
     pub fn end(&mut self, side: usize) {
         self.ended[side] = true;
@@ -408,75 +462,91 @@ impl Matcher {
 
     pub fn push(&mut self, s: Seen) {
         self.running(s.side, s.t, s.native);
-        let now = s.t;
-        self.expire(now - self.p.window);
+        self.expire(s.t - self.p.window);
         self.exchange(&s);
-        let other = 1 - s.side;
-        let key = chain_key(&s);
         let is_sent = sender(s.dir) == s.side;
-        let window = self.p.window;
+        let entry = |matched: bool, far_native: i64| Entry {
+            seen: Compact::of(&s),
+            prev: NONE,
+            matched,
+            far_native,
+        };
+        if s.pkt.cut {
+            // Nothing can match it; a sent one is settled as unmatchable, a received one
+            // makes the sent packets around it unmatchable rather than lost.
+            if !is_sent {
+                self.blind[s.side] = Some(self.blind[s.side].map_or(s.t, |b| b.max(s.t)));
+            }
+            return self.queue(s.side, 0, entry(false, 0), false);
+        }
+        let key = chain_key(&s);
         // A received packet's copy was sent a delay earlier; a sent one's arrives a delay later.
         let expected = if is_sent {
             s.t + self.delay
         } else {
             s.t - self.delay
         };
-        if let Some(e) = self.waiting[other].take(key, s.t, expected, s.pkt.seq, window) {
+        let window = self.p.window;
+        if let Some(e) = self.waiting[1 - s.side].take(key, s.t, expected, s.pkt.seq, window) {
             e.matched = true;
             e.far_native = s.native;
-            let far = e.seen;
+            let far = e.seen.native;
             if is_sent {
                 // The receiver's copy came first; this one is final when it leaves the window.
-                let entry = Entry {
-                    seen: Compact::of(&s),
-                    prev: NONE,
-                    matched: true,
-                    far_native: far.native,
-                };
-                self.waiting[s.side].push(key, entry);
+                self.queue(s.side, key, entry(true, far), false);
             }
             return;
         }
-        self.waiting[s.side].push(
-            key,
-            Entry {
-                seen: Compact::of(&s),
-                prev: NONE,
-                matched: false,
-                far_native: 0,
-            },
-        );
+        self.queue(s.side, key, entry(false, 0), true);
+    }
+
+    /// Queues an entry, settling the oldest early when the side holds `max_waiting`.
+    fn queue(&mut self, side: usize, key: u64, e: Entry, link: bool) {
+        self.waiting[side].push(key, e, link);
+        while self.waiting[side].fifo.len() > self.p.max_waiting {
+            let Some(old) = self.waiting[side].pop() else {
+                break;
+            };
+            self.out.overflow.waiting += 1;
+            if !old.matched && sender(usize::from(old.seen.dir)) != side {
+                let t = old.seen.t;
+                self.blind[side] = Some(self.blind[side].map_or(t, |b| b.max(t)));
+            }
+            self.finalize(old, true);
+        }
     }
 
     fn exchange(&mut self, s: &Seen) {
         let x = &mut self.exchanges[s.side];
         match s.pkt.role {
-            Role::Request(kind, id) => x.request(s.native, s.dir, kind, id),
+            Role::Request(kind, id) => x.request(s.native, s.dir, kind, id, self.p.max_requests),
             Role::Response(kind, id) => x.response(kind, id),
             Role::None => {}
         }
-        x.settle(s.native - self.p.answer_timeout);
+        x.settle(s.native.saturating_sub(self.p.answer_timeout));
     }
 
     fn expire(&mut self, before: i64) {
         for side in [OVOC, CPE] {
             while let Some(e) = self.waiting[side].pop_before(before) {
-                self.finalize(e);
+                self.finalize(e, false);
             }
         }
     }
 
-    fn finalize(&mut self, e: Entry) {
+    /// A packet leaves the window: counted as seen, lost, outside the other capture's window,
+    /// or unmatchable (`early`: settled before its window ended, by the bounds).
+    fn finalize(&mut self, e: Entry, early: bool) {
         let s = e.seen;
         let (side, dir) = (usize::from(s.side), usize::from(s.dir));
+        let flow = self.flows.entry((dir, s.class)).or_default();
         if sender(dir) != side {
-            if !e.matched {
-                self.out.unexpected[side] += 1;
+            if !e.matched && !s.cut && !early {
+                flow.unexpected += 1;
             }
             return;
         }
         let far = 1 - side;
-        let flow = self.flows.entry((dir, s.class)).or_default();
         flow.sent += 1;
         let bucket = self.timeline.at(s.t);
         bucket.dir[dir].sent += 1;
@@ -506,10 +576,22 @@ impl Matcher {
             flow.outside_window += 1;
             return;
         }
-        flow.lost += 1;
-        bucket.dir[dir].lost += 1;
-        if self.out.lost_frames[side].len() < 10_000_000 {
+        let blind = self.blind[far].is_some_and(|b| (b - s.t).abs() <= self.p.window);
+        if early || s.cut || blind {
+            flow.unmatchable += 1;
+            return;
+        }
+        self.lost(s, dir);
+    }
+
+    fn lost(&mut self, s: Compact, dir: usize) {
+        let side = usize::from(s.side);
+        self.flows.entry((dir, s.class)).or_default().lost += 1;
+        self.timeline.at(s.t).dir[dir].lost += 1;
+        if self.out.lost_frames[side].len() < self.p.max_lost_frames {
             self.out.lost_frames[side].push(s.frame);
+        } else if self.p.max_lost_frames > 0 {
+            self.out.overflow.lost_frames += 1;
         }
         let run = self.open_runs.entry((dir, s.class)).or_insert(LossWindow {
             dir,
@@ -525,13 +607,23 @@ impl Matcher {
         run.packets += 1;
     }
 
+    /// A loss window is over. Past `max_windows`, it joins the last one of its own direction
+    /// and class; the first of each is always kept, so every direction with losses has one.
     fn close(&mut self, w: LossWindow) {
-        if self.out.losses.len() < MAX_WINDOWS {
-            self.out.losses.push(w);
-        } else if let Some(last) = self.out.losses.last_mut() {
-            last.packets += w.packets;
-            last.end_native = w.end_native;
-            last.end_t = w.end_t;
+        let k = (w.dir, w.class);
+        let last = self.last_window.get(&k).copied();
+        match last {
+            Some(i) if self.out.losses.len() >= self.p.max_windows => {
+                self.out.overflow.windows += 1;
+                let l = &mut self.out.losses[i];
+                l.packets += w.packets;
+                l.end_native = l.end_native.max(w.end_native);
+                l.end_t = l.end_t.max(w.end_t);
+            }
+            _ => {
+                self.last_window.insert(k, self.out.losses.len());
+                self.out.losses.push(w);
+            }
         }
     }
 
@@ -539,7 +631,9 @@ impl Matcher {
     pub fn finish(mut self) -> (Outcome, Timeline) {
         self.ended = [true, true];
         self.expire(i64::MAX);
-        for w in std::mem::take(&mut self.open_runs).into_values() {
+        let mut runs: Vec<LossWindow> = std::mem::take(&mut self.open_runs).into_values().collect();
+        runs.sort_by_key(|w| (w.start_t, w.dir, w.class));
+        for w in runs {
             self.close(w);
         }
         self.out.flows = std::mem::take(&mut self.flows).into_iter().collect();
@@ -550,7 +644,9 @@ impl Matcher {
             let x = &mut self.exchanges[side];
             let cut = end.saturating_sub(self.p.answer_timeout);
             x.settle(cut);
+            self.out.overflow.requests += x.early;
             self.out.exchanges[side] = std::mem::take(&mut x.counts).into_iter().collect();
+            self.out.overflow.chain_limit += self.waiting[side].chain_limit;
         }
         for v in &mut self.out.lost_frames {
             v.sort_unstable();
@@ -583,6 +679,7 @@ mod tests {
             seq: 0,
             role,
             strong: true,
+            cut: false,
         }
     }
 
@@ -592,7 +689,11 @@ mod tests {
     }
 
     fn run_with(events: &[(usize, usize, i64, u64)], role: impl Fn(usize, u64) -> Role) -> Outcome {
-        let mut m = Matcher::new(Params::default(), 0);
+        let p = Params {
+            max_lost_frames: 100,
+            ..Params::default()
+        };
+        let mut m = Matcher::new(p, 0);
         let mut ev = events.to_vec();
         ev.sort_by_key(|e| e.2);
         for (i, &(side, dir, t, key)) in ev.iter().enumerate() {
@@ -731,7 +832,142 @@ mod tests {
         ];
         let o = run(&ev);
         assert_eq!(counts(&o, O2C).2, 1);
-        assert_eq!(o.unexpected[CPE], 1);
+        assert_eq!(o.flows[&(O2C, Class::Snmp)].unexpected, 1);
+    }
+
+    fn seen(side: usize, dir: usize, t_ms: i64, key: u64, class: Class) -> Seen {
+        Seen {
+            side,
+            dir,
+            t: t_ms * MS,
+            native: t_ms * MS,
+            frame: t_ms as u64,
+            pkt: pkt(key, class, Role::None),
+        }
+    }
+
+    /// Past `max_windows`, windows join the last one of their own direction and class: never
+    /// another's, never a panic, and every direction with losses keeps a window.
+    #[test]
+    fn the_window_cap_merges_within_a_direction_and_class() {
+        let p = Params {
+            max_windows: 2,
+            ..Params::default()
+        };
+        let mut m = Matcher::new(p, 0);
+        m.push(seen(OVOC, O2C, 0, 1, Class::Snmp));
+        m.push(seen(CPE, C2O, 0, 2, Class::Snmp));
+        // Every 2 s OVOC sends a lost SNMP packet then a seen one (a window each time); the
+        // CPE sends a lost syslog packet once, late.
+        for i in 1..20 {
+            let t = i * 2000;
+            m.push(seen(OVOC, O2C, t, 100 + i as u64, Class::Snmp));
+            m.push(seen(OVOC, O2C, t + 500, 200 + i as u64, Class::Snmp));
+            m.push(seen(CPE, O2C, t + 510, 200 + i as u64, Class::Snmp));
+            if i == 15 {
+                m.push(seen(CPE, C2O, t, 300, Class::Syslog));
+                m.push(seen(CPE, C2O, t + 1, 301, Class::Syslog));
+            }
+        }
+        m.push(seen(OVOC, O2C, 60_000, 9, Class::Icmp));
+        m.push(seen(CPE, O2C, 60_000, 9, Class::Icmp));
+        let (o, _) = m.finish();
+        let of = |dir: usize, class: Class| -> (usize, u64) {
+            let ws: Vec<&LossWindow> = o
+                .losses
+                .iter()
+                .filter(|w| (w.dir, w.class) == (dir, class))
+                .collect();
+            (ws.len(), ws.iter().map(|w| w.packets).sum())
+        };
+        assert_eq!(of(O2C, Class::Snmp), (2, 19), "{:?}", o.losses);
+        assert_eq!(of(C2O, Class::Syslog), (1, 2), "{:?}", o.losses);
+        assert_eq!(o.losses.len(), 3);
+        assert_eq!(o.overflow.windows, 17);
+        assert_eq!(o.flows[&(O2C, Class::Snmp)].lost, 19);
+    }
+
+    /// More packets waiting than `max_waiting`: the oldest are settled early as unmatchable
+    /// (not lost), the packets near a received one let go likewise, and it is counted.
+    #[test]
+    fn the_waiting_bound_makes_unmatchable_not_lost() {
+        let p = Params {
+            max_waiting: 50,
+            ..Params::default()
+        };
+        let mut m = Matcher::new(p, 0);
+        m.push(seen(OVOC, O2C, 0, 1, Class::Snmp));
+        m.push(seen(CPE, C2O, 0, 2, Class::Snmp));
+        // 200 packets from OVOC in 2 s, each seen by the CPE 1 s later.
+        for i in 0..200 {
+            m.push(seen(OVOC, O2C, 1000 + i * 10, 1000 + i as u64, Class::Snmp));
+        }
+        for i in 0..200 {
+            m.push(seen(CPE, O2C, 2000 + i * 10, 1000 + i as u64, Class::Snmp));
+        }
+        m.push(seen(OVOC, O2C, 30_000, 7, Class::Icmp));
+        m.push(seen(CPE, O2C, 30_000, 7, Class::Icmp));
+        let (o, _) = m.finish();
+        let f = o.flows[&(O2C, Class::Snmp)];
+        assert_eq!(f.lost, 0, "{f:?}");
+        assert_eq!(f.sent, 201);
+        assert_eq!(f.seen + f.unmatchable + f.outside_window, 201, "{f:?}");
+        assert!(
+            f.unmatchable > 0 && o.overflow.waiting > 0,
+            "{f:?} {:?}",
+            o.overflow
+        );
+    }
+
+    /// A hundred copies of one key (a repeated poll), all arrived: every one is matched. The
+    /// chain walk stops after 64 candidates, and matched copies are not candidates (they are
+    /// unlinked), so the older copies are still found.
+    #[test]
+    fn many_equal_keys_all_match() {
+        let mut m = Matcher::new(Params::default(), 0);
+        m.push(seen(OVOC, O2C, 0, 1, Class::Snmp));
+        m.push(seen(CPE, C2O, 0, 2, Class::Snmp));
+        for i in 0..100 {
+            m.push(seen(OVOC, O2C, 1000 + i, 5, Class::Snmp));
+        }
+        for i in 0..100 {
+            m.push(seen(CPE, O2C, 1500 + i, 5, Class::Snmp));
+        }
+        m.push(seen(OVOC, O2C, 30_000, 7, Class::Icmp));
+        m.push(seen(CPE, O2C, 30_000, 7, Class::Icmp));
+        let (o, _) = m.finish();
+        let f = o.flows[&(O2C, Class::Snmp)];
+        // The first packet (key 1) went before the CPE capture started.
+        assert_eq!(
+            (f.sent, f.seen, f.lost, f.unexpected),
+            (101, 100, 0, 0),
+            "{f:?}"
+        );
+        // The first lookups had more than 64 candidates: said, not silent.
+        assert!(o.overflow.chain_limit > 0);
+    }
+
+    /// Cut by a snap length: a sent packet is unmatchable; one the receiver's capture cut makes
+    /// the unmatched sent packets near it unmatchable, not lost; far from it, losses are losses.
+    #[test]
+    fn cut_packets_are_unmatchable() {
+        let mut m = Matcher::new(Params::default(), 0);
+        let cut = |mut s: Seen| {
+            s.pkt.cut = true;
+            s
+        };
+        m.push(seen(OVOC, O2C, 0, 1, Class::Snmp));
+        m.push(seen(CPE, C2O, 0, 2, Class::Snmp));
+        m.push(cut(seen(OVOC, O2C, 1000, 10, Class::Snmp)));
+        m.push(seen(OVOC, O2C, 2000, 11, Class::Snmp));
+        m.push(cut(seen(CPE, O2C, 2020, 11, Class::Snmp)));
+        m.push(seen(OVOC, O2C, 20_000, 12, Class::Snmp));
+        m.push(seen(OVOC, O2C, 21_000, 13, Class::Snmp));
+        m.push(seen(OVOC, O2C, 40_000, 7, Class::Snmp));
+        m.push(seen(CPE, O2C, 40_000, 7, Class::Snmp));
+        let (o, _) = m.finish();
+        let f = o.flows[&(O2C, Class::Snmp)];
+        assert_eq!((f.unmatchable, f.lost, f.unexpected), (2, 2, 0), "{f:?}");
     }
 
     #[test]

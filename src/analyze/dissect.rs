@@ -16,8 +16,12 @@
 
 use std::net::IpAddr;
 
-use etherparse::defrag::IpDefragPool;
-use etherparse::{EtherType, IpNumber, NetSlice, SlicedPacket, TransportSlice};
+use std::collections::VecDeque;
+
+use etherparse::{
+    EtherType, IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
+};
+use rustc_hash::FxHashMap;
 
 use super::read::Frame;
 
@@ -95,6 +99,16 @@ pub struct Pkt {
     /// The key covers a payload: unlikely to be shared by two packets of the same time
     /// (a pure ACK's 16-bit IP id is).
     pub strong: bool,
+    /// Cut by the capture's snap length below the bytes its key covers: it cannot be matched.
+    pub cut: bool,
+}
+
+impl Pkt {
+    fn cut_if(mut self, cut: bool) -> Pkt {
+        self.cut = cut;
+        self.strong &= !cut;
+        self
+    }
 }
 
 const TCP_FIN: u8 = 1;
@@ -102,11 +116,9 @@ const TCP_SYN: u8 = 2;
 const TCP_RST: u8 = 4;
 /// Largest IP packet taken as one wire packet: beyond it, offload made it on the host.
 const WIRE_MTU: usize = 1500;
-/// Fragments wait this long for the rest of their datagram (Linux's ipfrag_time).
-const FRAG_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Flows whose initial sequence numbers are remembered; past this the table starts over
 /// (sequence numbers only break ties, so forgetting costs little).
-const MAX_FLOWS: usize = 1 << 20;
+const MAX_FLOWS: usize = 1 << 16;
 /// A flow without packets for this long is forgotten (swept every 65,536 TCP packets), so
 /// the table holds the flows of the last minutes, not of the whole capture.
 const FLOW_IDLE_NS: i64 = 300_000_000_000;
@@ -114,16 +126,50 @@ const FLOW_IDLE_NS: i64 = 300_000_000_000;
 type FlowId = (IpAddr, IpAddr, u16, u16);
 
 /// Per-capture state: fragments being reassembled, initial sequence numbers, MSS per flow.
-#[derive(Default)]
 pub struct Dissector {
-    defrag: IpDefragPool<i64, ()>,
-    fragments: u64,
-    flows: super::core::FastMap<FlowId, Flow>,
+    defrag: Defrag,
+    flows: FxHashMap<FlowId, Flow>,
     tcp_packets: u64,
     /// The current frame's time.
     now: i64,
+    /// Only packets from or to one of these (all when empty): fragments and flows of other
+    /// traffic are never held.
+    pub filter: Vec<IpAddr>,
+    /// Transport payload bytes a key covers: both captures' snap lengths allow them (see
+    /// [`hash_limit`]), so a packet's two copies hash the same bytes.
+    pub hash_limit: usize,
     /// Frames that are not IP, or whose headers do not parse.
     pub skipped: u64,
+    /// Packets cut by the snap length below what the key covers: unmatchable.
+    pub cut: u64,
+}
+
+impl Default for Dissector {
+    fn default() -> Dissector {
+        Dissector {
+            defrag: Defrag::default(),
+            flows: FxHashMap::default(),
+            tcp_packets: 0,
+            now: 0,
+            filter: Vec::new(),
+            hash_limit: usize::MAX,
+            skipped: 0,
+            cut: 0,
+        }
+    }
+}
+
+/// Most bytes of headers below the transport payload in any frame (Linux cooked v2 or two VLAN
+/// tags, IPv4 with options or IPv6 with a fragment header, TCP with options).
+const MAX_HEADERS: usize = 160;
+
+/// The payload bytes both captures hold of every packet, from their snap lengths (0 when a
+/// file declares none): the keys hash that much, the same on both sides.
+pub fn hash_limit(snaplens: &[u32]) -> usize {
+    match snaplens.iter().filter(|s| **s > 0).min() {
+        Some(&s) if (s as usize) < 65_535 + MAX_HEADERS => (s as usize).saturating_sub(MAX_HEADERS),
+        _ => usize::MAX,
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -135,27 +181,49 @@ struct Flow {
 }
 
 /// The IP packet in a frame, by link type (Ethernet with VLAN tags, Linux cooked v1/v2, raw,
-/// BSD loopback); None for other link types and other protocols.
-pub fn slice(linktype: u32, data: &[u8]) -> Option<SlicedPacket<'_>> {
+/// BSD loopback), sliced leniently: a frame cut by the snap length keeps what it has. None for
+/// other link types and other protocols.
+pub fn slice(linktype: u32, data: &[u8]) -> Option<LaxSlicedPacket<'_>> {
     let sliced = match linktype {
-        1 => SlicedPacket::from_ethernet(data),
-        113 => SlicedPacket::from_linux_sll(data),
+        1 => LaxSlicedPacket::from_ethernet(data).ok()?,
+        113 => {
+            let proto = u16::from_be_bytes([*data.get(14)?, *data.get(15)?]);
+            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(16..)?)
+        }
         276 => {
             let proto = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
-            SlicedPacket::from_ether_type(EtherType(proto), data.get(20..)?)
+            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(20..)?)
         }
-        101 | 228 | 229 => SlicedPacket::from_ip(data),
-        0 | 108 => SlicedPacket::from_ip(data.get(4..)?),
+        101 | 228 | 229 => LaxSlicedPacket::from_ip(data).ok()?,
+        0 | 108 => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
         _ => return None,
     };
-    sliced
-        .ok()
-        .filter(|s| s.net.as_ref().is_some_and(|n| n.is_ip()))
+    matches!(
+        sliced.net,
+        Some(LaxNetSlice::Ipv4(_) | LaxNetSlice::Ipv6(_))
+    )
+    .then_some(sliced)
+}
+
+/// A fragment's place in its datagram.
+struct Piece<'a> {
+    key: FragKey,
+    offset: usize,
+    more: bool,
+    /// Its length on the wire, and the part of it captured.
+    len: usize,
+    bytes: &'a [u8],
 }
 
 impl Dissector {
-    /// The packets a frame carries for the matcher: none (not IP, a fragment still waiting),
-    /// one, or several (an offloaded TCP segment cut back to wire size).
+    /// Fragmented datagrams given up so far (timed out, or pushed out by the pool's bounds).
+    pub fn fragments_given_up(&self) -> u64 {
+        self.defrag.given_up
+    }
+
+    /// The packets a frame carries for the matcher: none (not IP, not the analysed hosts, a
+    /// fragment still waiting), one, or several (an offloaded TCP segment cut back to wire
+    /// size).
     pub fn dissect(&mut self, frame: &Frame<'_>, out: &mut Vec<Pkt>) {
         out.clear();
         self.now = frame.ts_ns;
@@ -163,30 +231,53 @@ impl Dissector {
             self.skipped += 1;
             return;
         };
-        let (src, dst, ip_id, ip_len, payload) = match &s.net {
-            Some(NetSlice::Ipv4(v4)) => {
+        // Bytes the snap length took from the end of the frame.
+        let missing = (frame.orig_len as usize).saturating_sub(frame.data.len());
+        let (src, dst, ip_id, ip_len, payload, piece) = match &s.net {
+            Some(LaxNetSlice::Ipv4(v4)) => {
                 let h = v4.header();
+                let p = v4.payload();
+                let key = (
+                    h.source_addr().into(),
+                    h.destination_addr().into(),
+                    h.identification().into(),
+                    p.ip_number.0,
+                );
+                let piece = (h.fragments_offset().byte_offset(), h.more_fragments(), key);
                 (
-                    IpAddr::V4(h.source_addr()),
-                    IpAddr::V4(h.destination_addr()),
+                    key.0,
+                    key.1,
                     h.identification(),
                     usize::from(h.total_len()),
-                    v4.payload(),
+                    p,
+                    piece,
                 )
             }
-            Some(NetSlice::Ipv6(v6)) => {
+            Some(LaxNetSlice::Ipv6(v6)) => {
                 let h = v6.header();
                 let p = v6.payload();
-                (
+                let frag = v6.extensions().clone().into_iter().find_map(|e| match e {
+                    Ipv6ExtensionSlice::Fragment(f) => Some(f),
+                    _ => None,
+                });
+                let (src, dst) = (
                     IpAddr::V6(h.source_addr()),
                     IpAddr::V6(h.destination_addr()),
-                    0,
-                    40 + p.payload.len(),
-                    p,
-                )
+                );
+                let piece = frag.map_or((0, false, (src, dst, 0, 0)), |f| {
+                    (
+                        f.fragment_offset().byte_offset(),
+                        f.more_fragments(),
+                        (src, dst, f.identification(), p.ip_number.0),
+                    )
+                });
+                (src, dst, 0, 40 + usize::from(h.payload_length()), p, piece)
             }
             _ => return,
         };
+        if !self.filter.is_empty() && !self.filter.iter().any(|a| *a == src || *a == dst) {
+            return;
+        }
         let ip = IpInfo {
             src,
             dst,
@@ -194,37 +285,40 @@ impl Dissector {
             len: ip_len,
             proto: payload.ip_number,
         };
+        let len = payload.payload.len() + missing;
         if payload.fragmented {
-            self.fragment(&s, frame.ts_ns, ip, out);
-            return;
+            let (offset, more, key) = piece;
+            let piece = Piece {
+                key,
+                offset: usize::from(offset),
+                more,
+                len,
+                bytes: payload.payload,
+            };
+            return self.fragment(piece, ip, out);
         }
         match &s.transport {
-            Some(t) => self.transport_slice(t, ip, out),
-            None => self.transport_bytes(ip, payload.payload, out),
+            Some(t) => self.transport_slice(t, ip, missing, out),
+            None => self.transport_bytes(ip, payload.payload, len, out),
         }
     }
 
-    fn fragment(&mut self, s: &SlicedPacket<'_>, ts: i64, ip: IpInfo, out: &mut Vec<Pkt>) {
-        self.fragments += 1;
-        if self.fragments % 4096 == 0 {
-            self.defrag.retain(|t| *t > ts - FRAG_TIMEOUT_NS);
-        }
-        if let Ok(Some(whole)) = self.defrag.process_sliced_packet(s, ts, ()) {
-            let ip = IpInfo {
-                proto: whole.ip_number,
-                ..ip
-            };
-            self.transport_bytes(ip, &whole.payload, out);
-            self.defrag.return_buf(whole);
+    fn fragment(&mut self, piece: Piece<'_>, ip: IpInfo, out: &mut Vec<Pkt>) {
+        let keep = self.hash_limit.saturating_add(64);
+        if let Some((data, len)) = self.defrag.add(piece, self.now, keep) {
+            self.transport_bytes(ip, &data, len, out);
+            self.defrag.give_back(data);
         }
     }
 
     /// A transport payload that etherparse did not slice (a reassembled datagram, or a
-    /// protocol it does not know).
-    fn transport_bytes(&mut self, ip: IpInfo, bytes: &[u8], out: &mut Vec<Pkt>) {
+    /// protocol it does not know): its captured bytes, and its length on the wire.
+    fn transport_bytes(&mut self, ip: IpInfo, bytes: &[u8], len: usize, out: &mut Vec<Pkt>) {
         use etherparse::{Icmpv4Slice, Icmpv6Slice, TcpSlice, UdpSlice};
         let t = match ip.proto {
-            IpNumber::UDP => UdpSlice::from_slice(bytes).ok().map(TransportSlice::Udp),
+            IpNumber::UDP => UdpSlice::from_slice_lax(bytes)
+                .ok()
+                .map(TransportSlice::Udp),
             IpNumber::TCP => TcpSlice::from_slice(bytes).ok().map(TransportSlice::Tcp),
             IpNumber::ICMP => Icmpv4Slice::from_slice(bytes)
                 .ok()
@@ -234,40 +328,61 @@ impl Dissector {
                 .map(TransportSlice::Icmpv6),
             _ => None,
         };
+        let missing = len.saturating_sub(bytes.len());
         match t {
-            Some(t) => self.transport_slice(&t, ip, out),
-            None => out.push(ip.pkt(
-                Class::Other,
-                hash(&[u64::from(ip.proto.0), ip.id_or_zero()], bytes),
-                0,
-                Role::None,
-                !bytes.is_empty(),
-            )),
+            Some(t) => self.transport_slice(&t, ip, missing, out),
+            None => {
+                let (hashed, cut) = self.hashed(bytes, len);
+                let key = hash(
+                    &[u64::from(ip.proto.0), ip.id_or_zero(), len as u64],
+                    hashed,
+                );
+                out.push(ip.pkt(Class::Other, key, 0, Role::None, len > 0, cut));
+            }
         }
     }
 
-    fn transport_slice(&mut self, t: &TransportSlice<'_>, ip: IpInfo, out: &mut Vec<Pkt>) {
+    /// The part of a payload (`len` bytes on the wire, `p` captured) that its key covers, and
+    /// whether the capture cut it shorter than that.
+    fn hashed<'a>(&mut self, p: &'a [u8], len: usize) -> (&'a [u8], bool) {
+        let want = len.min(self.hash_limit);
+        let cut = p.len() < want;
+        self.cut += u64::from(cut);
+        (&p[..p.len().min(want)], cut)
+    }
+
+    fn transport_slice(
+        &mut self,
+        t: &TransportSlice<'_>,
+        ip: IpInfo,
+        missing: usize,
+        out: &mut Vec<Pkt>,
+    ) {
         match t {
             TransportSlice::Udp(u) => {
                 let (sport, dport) = (u.source_port(), u.destination_port());
                 let p = u.payload();
+                let len = p.len() + missing;
                 let class = udp_class(sport, dport);
                 let role = match (class, snmp_id(p)) {
                     (Class::Snmp, Some(id)) if dport == 161 => Role::Request(Exchange::Snmp, id),
                     (Class::Snmp, Some(id)) if sport == 161 => Role::Response(Exchange::Snmp, id),
                     _ => Role::None,
                 };
-                let key = hash(&[17, ip.id_or_zero(), p.len() as u64], p);
-                out.push(ip.pkt(class, key, 0, role, !p.is_empty()));
+                let (hashed, cut) = self.hashed(p, len);
+                let key = hash(&[17, ip.id_or_zero(), len as u64], hashed);
+                out.push(ip.pkt(class, key, 0, role, len > 0, cut));
             }
-            TransportSlice::Tcp(t) => self.tcp(t, ip, out),
+            TransportSlice::Tcp(t) => self.tcp(t, ip, missing, out),
             TransportSlice::Icmpv4(i) => {
                 let (ty, code) = (i.type_u8(), i.code_u8());
-                out.push(icmp(ip, ty, code, i.bytes5to8(), i.payload(), (8, 0)));
+                let (p, cut) = self.hashed(i.payload(), i.payload().len() + missing);
+                out.push(icmp(ip, ty, code, i.bytes5to8(), p, (8, 0)).cut_if(cut));
             }
             TransportSlice::Icmpv6(i) => {
                 let (ty, code) = (i.type_u8(), i.code_u8());
-                out.push(icmp(ip, ty, code, i.bytes5to8(), i.payload(), (128, 129)));
+                let (p, cut) = self.hashed(i.payload(), i.payload().len() + missing);
+                out.push(icmp(ip, ty, code, i.bytes5to8(), p, (128, 129)).cut_if(cut));
             }
             _ => out.push(ip.pkt(
                 Class::Other,
@@ -275,16 +390,15 @@ impl Dissector {
                 0,
                 Role::None,
                 false,
+                false,
             )),
         }
     }
 
-    fn tcp(&mut self, t: &etherparse::TcpSlice<'_>, ip: IpInfo, out: &mut Vec<Pkt>) {
+    /// The flow's state: its relative sequence number and role.
+    fn tcp_flow(&mut self, t: &etherparse::TcpSlice<'_>, ip: IpInfo) -> (&mut Flow, u32, Role) {
         let (sport, dport) = (t.source_port(), t.destination_port());
         let (seq, ack) = (t.sequence_number(), t.acknowledgment_number());
-        let flags =
-            (t.fin() as u8 * TCP_FIN) | (t.syn() as u8 * TCP_SYN) | (t.rst() as u8 * TCP_RST);
-        let class = Class::Tcp(sport.min(dport));
         self.tcp_packets += 1;
         if self.tcp_packets % 65_536 == 0 {
             let idle = self.now - FLOW_IDLE_NS;
@@ -293,8 +407,10 @@ impl Dissector {
         if self.flows.len() >= MAX_FLOWS {
             self.flows.clear();
         }
-        let id: FlowId = (ip.src, ip.dst, sport, dport);
-        let flow = self.flows.entry(id).or_default();
+        let flow = self
+            .flows
+            .entry((ip.src, ip.dst, sport, dport))
+            .or_default();
         flow.last = self.now;
         if t.syn() {
             flow.isn = Some(seq);
@@ -311,28 +427,41 @@ impl Dissector {
             ),
             _ => Role::None,
         };
+        (flow, rel, role)
+    }
+
+    fn tcp(
+        &mut self,
+        t: &etherparse::TcpSlice<'_>,
+        ip: IpInfo,
+        missing: usize,
+        out: &mut Vec<Pkt>,
+    ) {
+        let flags =
+            (t.fin() as u8 * TCP_FIN) | (t.syn() as u8 * TCP_SYN) | (t.rst() as u8 * TCP_RST);
+        let class = Class::Tcp(t.source_port().min(t.destination_port()));
         let payload = t.payload();
-        let headers = ip.len.saturating_sub(payload.len());
-        if ip.len <= WIRE_MTU || payload.is_empty() {
-            if ip.len == WIRE_MTU {
-                flow.mss = flow.mss.max(payload.len() as u16);
-            }
-            let key = hash(
-                &[6, ip.id_or_zero(), u64::from(flags), payload.len() as u64],
-                payload,
-            );
-            out.push(ip.pkt(class, key, rel, role, !payload.is_empty()));
-            return;
+        let len = payload.len() + missing;
+        let ip_len = ip.len;
+        let headers = ip_len.saturating_sub(len);
+        let (flow, rel, role) = self.tcp_flow(t, ip);
+        let wire = ip_len <= WIRE_MTU || len == 0;
+        if wire && ip_len == WIRE_MTU {
+            flow.mss = flow.mss.max(len as u16);
         }
         // Offloaded: the segments of the flow's MSS (else the most an Ethernet MTU carries)
         // that the wire carried, with the ids the sender's stack gave them in turn.
-        let mss = match flow.mss {
-            0 => WIRE_MTU - headers,
-            m => usize::from(m),
-        }
-        .max(1);
-        let chunks = payload.len().div_ceil(mss);
-        for (i, chunk) in payload.chunks(mss).enumerate() {
+        let mss = match (wire, flow.mss) {
+            (true, _) => len.max(1),
+            (false, 0) => WIRE_MTU - headers.min(WIRE_MTU - 1),
+            (false, m) => usize::from(m),
+        };
+        let chunks = len.div_ceil(mss).max(1);
+        for i in 0..chunks {
+            let start = i * mss;
+            let chunk_len = (len - start).min(mss);
+            let got = payload.get(start..).unwrap_or(&[]);
+            let (bytes, cut) = self.hashed(&got[..got.len().min(chunk_len)], chunk_len);
             let last = i + 1 == chunks;
             let f = if last { flags } else { flags & !TCP_FIN };
             let id = if ip.id == 0 {
@@ -340,12 +469,159 @@ impl Dissector {
             } else {
                 u64::from(ip.id.wrapping_add(i as u16))
             };
-            let key = hash(&[6, id, u64::from(f), chunk.len() as u64], chunk);
-            let r = rel.wrapping_add((i * mss) as u32);
+            let key = hash(&[6, id, u64::from(f), chunk_len as u64], bytes);
+            let r = rel.wrapping_add(start as u32);
             let role = if i == 0 { role } else { Role::None };
-            out.push(ip.pkt(class, key, r, role, true));
+            out.push(ip.pkt(class, key, r, role, chunk_len > 0, cut));
         }
     }
+}
+
+/// A fragmented datagram's identity: addresses, IP id, protocol.
+type FragKey = (IpAddr, IpAddr, u32, u8);
+
+/// Fragments wait this long for the rest of their datagram (Linux's ipfrag_time).
+const FRAG_TIMEOUT_NS: i64 = 30_000_000_000;
+/// Datagrams and bytes held at most while their fragments arrive (Linux holds 4 MB per
+/// namespace by default); beyond, the oldest datagram is given up.
+const MAX_FRAG_DATAGRAMS: usize = 4096;
+const MAX_FRAG_BYTES: usize = 8 << 20;
+/// Pieces of one datagram: more is an attack (the tiny-fragment kind), not a path's MTU.
+const MAX_PIECES: usize = 64;
+
+/// A datagram being put back together: the bytes of its start that a key can cover, and which
+/// ranges of it arrived (by the IP headers' lengths, whether the capture kept the bytes or not).
+struct Partial {
+    seq: u64,
+    first: i64,
+    data: Vec<u8>,
+    /// Ranges arrived, and ranges whose bytes the capture kept.
+    have: Vec<(usize, usize)>,
+    got: Vec<(usize, usize)>,
+    total: Option<usize>,
+}
+
+/// IP reassembly with bounds (count, bytes, time, pieces), oldest given up first, counted.
+/// etherparse's own pool has none, and holds whatever bytes the capture kept.
+#[derive(Default)]
+struct Defrag {
+    active: FxHashMap<FragKey, Partial>,
+    order: VecDeque<(u64, FragKey)>,
+    next: u64,
+    bytes: usize,
+    spare: Vec<Vec<u8>>,
+    /// Datagrams given up: timed out, or pushed out by the bounds.
+    given_up: u64,
+}
+
+impl Defrag {
+    /// A fragment in; the datagram's kept bytes and its length once complete.
+    fn add(&mut self, p: Piece<'_>, now: i64, keep: usize) -> Option<(Vec<u8>, usize)> {
+        self.expire(now);
+        let (seq, spare) = (self.next, &mut self.spare);
+        let e = self.active.entry(p.key).or_insert_with(|| Partial {
+            seq,
+            first: now,
+            data: spare.pop().unwrap_or_default(),
+            have: Vec::new(),
+            got: Vec::new(),
+            total: None,
+        });
+        if e.seq == seq {
+            self.next += 1;
+            self.order.push_back((seq, p.key));
+        }
+        let end = p.offset.checked_add(p.len)?;
+        let stored = p.offset.min(keep)..end.min(keep).min(p.offset + p.bytes.len());
+        if stored.end > e.data.len() {
+            self.bytes += stored.end - e.data.len();
+            e.data.resize(stored.end, 0);
+        }
+        if !stored.is_empty() {
+            let from = stored.start - p.offset;
+            e.data[stored.clone()].copy_from_slice(&p.bytes[from..from + stored.len()]);
+        }
+        e.have.push((p.offset, end));
+        e.got.push((p.offset, p.offset + p.bytes.len()));
+        if !p.more {
+            e.total = Some(end);
+        }
+        let bad = e.have.len() > MAX_PIECES;
+        let done = e.total.filter(|t| covered(&mut e.have, *t));
+        if bad || done.is_some() {
+            let mut e = self.active.remove(&p.key)?;
+            self.bytes -= e.data.len();
+            self.given_up += u64::from(bad);
+            // Only the start that the capture kept without a gap is the datagram's.
+            let kept = reach(&mut e.got);
+            e.data.truncate(kept);
+            return done.map(|t| (e.data, t));
+        }
+        self.bound();
+        None
+    }
+
+    fn give_back(&mut self, mut data: Vec<u8>) {
+        if self.spare.len() < 64 {
+            data.clear();
+            self.spare.push(data);
+        }
+    }
+
+    /// Gives up datagrams older than the timeout.
+    fn expire(&mut self, now: i64) {
+        while let Some(&(seq, key)) = self.order.front() {
+            match self.active.get(&key) {
+                Some(e) if e.seq == seq && e.first > now - FRAG_TIMEOUT_NS => break,
+                Some(e) if e.seq == seq => self.drop_front(),
+                // Completed or given up already.
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Gives up the oldest datagrams while over the bounds.
+    fn bound(&mut self) {
+        while self.active.len() > MAX_FRAG_DATAGRAMS || self.bytes > MAX_FRAG_BYTES {
+            let Some(&(seq, key)) = self.order.front() else {
+                break;
+            };
+            if self.active.get(&key).is_some_and(|e| e.seq == seq) {
+                self.drop_front();
+            } else {
+                self.order.pop_front();
+            }
+        }
+    }
+
+    fn drop_front(&mut self) {
+        if let Some((_, key)) = self.order.pop_front() {
+            if let Some(e) = self.active.remove(&key) {
+                self.bytes -= e.data.len();
+                self.given_up += 1;
+            }
+        }
+    }
+}
+
+/// Whether the ranges cover `0..total` (sorting them in place).
+fn covered(have: &mut [(usize, usize)], total: usize) -> bool {
+    reach(have) >= total
+}
+
+/// How far the ranges reach from 0 without a gap (sorting them in place).
+fn reach(ranges: &mut [(usize, usize)]) -> usize {
+    ranges.sort_unstable();
+    let mut reach = 0;
+    for &(a, b) in ranges.iter() {
+        if a > reach {
+            break;
+        }
+        reach = reach.max(b);
+    }
+    reach
 }
 
 #[derive(Clone, Copy)]
@@ -353,6 +629,7 @@ struct IpInfo {
     src: IpAddr,
     dst: IpAddr,
     id: u16,
+    /// The IP packet's length on the wire, from its header.
     len: usize,
     proto: IpNumber,
 }
@@ -362,7 +639,7 @@ impl IpInfo {
         u64::from(self.id)
     }
 
-    fn pkt(&self, class: Class, key: u64, seq: u32, role: Role, strong: bool) -> Pkt {
+    fn pkt(&self, class: Class, key: u64, seq: u32, role: Role, strong: bool, cut: bool) -> Pkt {
         Pkt {
             src: self.src,
             dst: self.dst,
@@ -370,7 +647,8 @@ impl IpInfo {
             key,
             seq,
             role,
-            strong,
+            strong: strong && !cut,
+            cut,
         }
     }
 }
@@ -402,7 +680,7 @@ fn icmp(
             &[1, v6, u64::from(ty), u64::from(echo_seq), ip.id_or_zero()],
             payload,
         );
-        return ip.pkt(Class::Icmp, key, 0, role, !payload.is_empty());
+        return ip.pkt(Class::Icmp, key, 0, role, !payload.is_empty(), false);
     }
     // Errors quote the packet they are about, as NAT rewrote it on each side: only the type,
     // code, id and length are the same on both.
@@ -417,7 +695,7 @@ fn icmp(
         ],
         &[],
     );
-    ip.pkt(Class::Icmp, key, 0, Role::None, false)
+    ip.pkt(Class::Icmp, key, 0, Role::None, false, false)
 }
 
 fn udp_class(sport: u16, dport: u16) -> Class {
@@ -558,6 +836,125 @@ mod tests {
             assert_eq!(udp_class(s, d), want);
         }
         assert_eq!(Class::Tcp(443).name(), "tcp:443");
+    }
+
+    /// A raw IPv4 UDP fragment: `offset` in bytes, `data` its part of the UDP datagram.
+    fn fragment(src: [u8; 4], id: u16, offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+        let mut h =
+            etherparse::Ipv4Header::new(data.len() as u16, 64, IpNumber::UDP, src, [10, 0, 0, 2])
+                .unwrap();
+        h.identification = id;
+        h.more_fragments = more;
+        h.fragment_offset = etherparse::IpFragOffset::try_new(offset / 8).unwrap();
+        let mut v = h.to_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn feed(d: &mut Dissector, frames: &[Vec<u8>], orig: Option<u32>) -> Vec<Pkt> {
+        let mut all = Vec::new();
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let frame = Frame {
+                ts_ns: i as i64,
+                linktype: 101,
+                data: f,
+                orig_len: orig.unwrap_or(f.len() as u32),
+            };
+            d.dissect(&frame, &mut out);
+            all.extend_from_slice(&out);
+        }
+        all
+    }
+
+    /// A UDP datagram (header and payload) of `n` bytes.
+    fn datagram(n: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..n - 8).map(|i| (i * 7) as u8).collect();
+        let mut v = Vec::new();
+        v.extend_from_slice(&40000u16.to_be_bytes());
+        v.extend_from_slice(&514u16.to_be_bytes());
+        v.extend_from_slice(&(n as u16).to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&payload);
+        v
+    }
+
+    /// Fragments of hosts outside the filter are never held; the pool is bounded in datagrams
+    /// (oldest given up first, counted); a datagram whose fragments all came is one packet,
+    /// with the key of the same datagram unfragmented.
+    #[test]
+    fn fragments_are_filtered_bounded_and_reassembled() {
+        let mut d = Dissector {
+            filter: vec![IpAddr::from([10, 0, 0, 1])],
+            ..Dissector::default()
+        };
+        let others: Vec<Vec<u8>> = (0..100)
+            .map(|i| fragment([10, 9, 9, 9], i, 0, true, &[1; 64]))
+            .collect();
+        assert!(feed(&mut d, &others, None).is_empty());
+        assert_eq!(d.defrag.active.len(), 0);
+
+        let mut d = Dissector::default();
+        let n = MAX_FRAG_DATAGRAMS + 500;
+        let first: Vec<Vec<u8>> = (0..n)
+            .map(|i| fragment([10, 0, 0, 1], i as u16, 0, true, &[1; 64]))
+            .collect();
+        assert!(feed(&mut d, &first, None).is_empty());
+        assert_eq!(d.defrag.active.len(), MAX_FRAG_DATAGRAMS);
+        assert_eq!(d.fragments_given_up(), 500);
+        // The newest datagrams are still there: their last fragments complete them.
+        let whole = datagram(600);
+        let mut d = Dissector::default();
+        let pieces = [
+            fragment([10, 0, 0, 1], 77, 0, true, &whole[..304]),
+            fragment([10, 0, 0, 1], 77, 304, false, &whole[304..]),
+        ];
+        let got = feed(&mut d, &pieces, None);
+        let mut unfragmented =
+            etherparse::Ipv4Header::new(600, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
+                .unwrap();
+        unfragmented.identification = 77;
+        let mut one = unfragmented.to_bytes().to_vec();
+        one.extend_from_slice(&whole);
+        let want = feed(&mut Dissector::default(), &[one], None);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].key, got[0].class), (want[0].key, want[0].class));
+        assert_eq!(d.defrag.active.len(), 0);
+    }
+
+    /// A frame cut by the snap length keys on the bytes both captures have: cut at 100 bytes
+    /// with a 40-byte limit, the same key as whole with that limit; cut below it, unmatchable.
+    #[test]
+    fn cut_frames_key_on_what_both_captures_have() {
+        let whole = datagram(600);
+        let mut h =
+            etherparse::Ipv4Header::new(600, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
+                .unwrap();
+        h.identification = 9;
+        let mut frame = h.to_bytes().to_vec();
+        frame.extend_from_slice(&whole);
+        let limited = || Dissector {
+            hash_limit: 40,
+            ..Dissector::default()
+        };
+        let full = feed(&mut limited(), &[frame.clone()], None);
+        let cut = feed(
+            &mut limited(),
+            &[frame[..100].to_vec()],
+            Some(frame.len() as u32),
+        );
+        assert_eq!(full[0].key, cut[0].key);
+        assert!(!cut[0].cut && cut[0].strong);
+        let mut d = limited();
+        let short = feed(&mut d, &[frame[..50].to_vec()], Some(frame.len() as u32));
+        assert!(short[0].cut && !short[0].strong);
+        assert_eq!(d.cut, 1);
+        // Without a limit, the whole payload is hashed, and a cut frame cannot match.
+        let all = feed(&mut Dissector::default(), &[frame.clone()], None);
+        assert_ne!(all[0].key, full[0].key);
+        assert_eq!(hash_limit(&[262_144, 262_144, 0]), usize::MAX);
+        assert_eq!(hash_limit(&[262_144, 65_535]), 65_535 - MAX_HEADERS);
+        assert_eq!(hash_limit(&[262_144, 200, 0]), 40);
     }
 
     #[test]

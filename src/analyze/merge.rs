@@ -21,10 +21,17 @@ use super::{Config, Report};
 pub const LOST_OVOC: &str = "tc analyze: lost in transit: sent by OVOC, never seen by the CPE";
 pub const LOST_CPE: &str = "tc analyze: lost in transit: sent by the CPE, never seen by OVOC";
 
+/// A text option. Its length field has 16 bits: a longer text (a header comment naming many
+/// ring files) is cut at the last whole character that fits, never given a wrapped length.
 fn option(code: OptionCode, text: &str) -> PcapNGOption<'_> {
+    let mut end = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
     PcapNGOption {
         code,
-        len: text.len() as u16,
+        len: u16::try_from(text.len()).expect("cut to fit"),
         value: Cow::Borrowed(text.as_bytes()),
     }
 }
@@ -174,5 +181,25 @@ fn time(model: &Model, side: usize, native: i64) -> i64 {
         native
     } else {
         model.to_ovoc(native)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_comments_are_cut_to_what_the_length_field_holds() {
+        let cases = [
+            ("a".repeat(10), 10),
+            ("a".repeat(70_000), 65_535),
+            // A two-byte character across the limit is left out whole.
+            (format!("{}é", "a".repeat(65_534)), 65_534),
+        ];
+        for (text, want) in cases {
+            let o = option(OptionCode::Comment, &text);
+            assert_eq!((usize::from(o.len), o.value.len()), (want, want));
+            assert!(std::str::from_utf8(&o.value).is_ok());
+        }
     }
 }

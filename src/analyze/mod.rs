@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use self::clock::{Estimate, Model, Timeline};
 use self::core::{
-    ExchangeCounts, FastMap, FlowCounts, LossWindow, Matcher, Params, Seen, C2O, CPE, DIRECTIONS,
+    ExchangeCounts, FlowCounts, LossWindow, Matcher, Overflow, Params, Seen, C2O, CPE, DIRECTIONS,
     O2C, OVOC,
 };
 use self::dissect::{Class, Dissector, Exchange, Pkt};
@@ -33,6 +33,7 @@ use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{DelayMs, Event, OneWayDelays};
 use crate::timefmt::Utc;
+use rustc_hash::FxHashMap as FastMap;
 
 /// What to analyse.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct Config {
     /// A clock model to use instead of the estimate: (offset ns, drift).
     pub clock: Option<(i64, f64)>,
     pub params: Params,
+    /// Transport payload bytes a key covers: set by [`analyze`] from the files' snap lengths
+    /// (whatever is given here is replaced).
+    pub hash_limit: usize,
 }
 
 /// One input file.
@@ -56,6 +60,15 @@ pub struct Input {
     pub stats: FileStats,
     pub selected: u64,
     pub ring_position: Option<u32>,
+    /// What the dissector made of the file's frames.
+    pub dissected: Dissected,
+}
+
+/// Per file: frames that are not IP, and fragmented datagrams given up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dissected {
+    pub not_ip: u64,
+    pub fragments_given_up: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -105,8 +118,12 @@ pub struct Report {
     pub timeline: Timeline,
     /// Each capture's window, OVOC time.
     pub windows: [Option<(i64, i64)>; 2],
-    /// Frame numbers, per side, of the packets lost in transit.
+    /// Frame numbers, per side, of the packets lost in transit (kept for `--merge` only).
     pub lost_frames: [Vec<u64>; 2],
+    /// Where the matcher's bounds were reached.
+    pub overflow: Overflow,
+    /// A step of the CPE clock against OVOC's: (OVOC time, size ns).
+    pub step: Option<(i64, f64)>,
 }
 
 impl Report {
@@ -118,11 +135,13 @@ impl Report {
     }
 }
 
-/// The first look: OVOC's packets with a payload kept (their keys), the CPE's frames read at
-/// most, and the matches after which it stops.
+/// The first look: OVOC's packets to or from the device with a payload kept (their keys), and
+/// the matches after which it stops. The CPE's side is bounded by time, not by frames: it reads
+/// on past any amount of unrelated traffic until the first match, then at most the OVOC
+/// prefix's span (plus [`LOOK_SLACK`]) after it.
 const PREFIX_OVOC: u64 = 50_000;
-const PREFIX_CPE: u64 = 2_000_000;
 const PREFIX_MATCHES: usize = 10_000;
+const LOOK_SLACK: i64 = 60_000_000_000;
 
 /// OVOC as each capture sees it: pairs of (its address in the OVOC capture, its address in the
 /// CPE capture), found by matching; the first is the one reported. An OVOC-side address of
@@ -173,11 +192,29 @@ struct FirstLook {
 /// match), and matched pairs for a first offset. Only packets whose key is unique on both
 /// sides count, so a retransmission cannot pose as a long delay.
 fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String> {
-    let mut src = Source::new(ovoc_files.to_vec());
+    let ovoc = ovoc_prefix(cfg, ovoc_files)?;
+    let found = cpe_prefix(cfg, &ovoc)?;
+    Ok(first_peers(cfg, &found))
+}
+
+/// key -> (direction, OVOC-side peer, time, count)
+type Prefix = FastMap<u64, (usize, IpAddr, i64, u32)>;
+/// key -> ((OVOC-side peer, CPE-side peer), direction, OVOC time, CPE time, count)
+type Found = FastMap<u64, ((IpAddr, IpAddr), usize, i64, i64, u32)>;
+
+fn dissector(cfg: &Config, filter: Vec<IpAddr>) -> Dissector {
     let mut d = Dissector::default();
+    d.filter = filter;
+    d.hash_limit = cfg.hash_limit;
+    d
+}
+
+/// The keys of OVOC's first packets to or from the device.
+fn ovoc_prefix(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<Prefix, String> {
+    let mut src = Source::new(ovoc_files.to_vec());
+    let mut d = dissector(cfg, vec![cfg.device]);
     let mut pkts = Vec::new();
-    // key -> (direction, OVOC-side peer, time, count)
-    let mut ovoc: FastMap<u64, (usize, IpAddr, i64, u32)> = FastMap::default();
+    let mut ovoc = Prefix::default();
     let mut n = 0;
     while n < PREFIX_OVOC && src.advance()? {
         let f = src.frame();
@@ -190,15 +227,29 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
             }
         }
     }
+    Ok(ovoc)
+}
+
+/// The CPE's packets whose key is one of the OVOC prefix's, read until enough matched or the
+/// CPE capture went past the prefix's span after its first match.
+fn cpe_prefix(cfg: &Config, ovoc: &Prefix) -> Result<Found, String> {
+    let span = match (
+        ovoc.values().map(|v| v.2).min(),
+        ovoc.values().map(|v| v.2).max(),
+    ) {
+        (Some(a), Some(b)) => b - a,
+        _ => return Ok(Found::default()),
+    };
     let mut src = Source::new(vec![cfg.cpe.clone()]);
-    let mut d = Dissector::default();
-    // key -> ((OVOC-side peer, CPE-side peer), direction, OVOC time, CPE time, count)
-    type Found = ((IpAddr, IpAddr), usize, i64, i64, u32);
-    let mut found: FastMap<u64, Found> = FastMap::default();
-    let mut n = 0;
-    while n < PREFIX_CPE && found.len() < PREFIX_MATCHES && src.advance()? {
-        n += 1;
+    let mut d = dissector(cfg, Vec::new());
+    let mut pkts = Vec::new();
+    let mut found = Found::default();
+    let mut until = i64::MAX;
+    while found.len() < PREFIX_MATCHES && src.advance()? {
         let f = src.frame();
+        if f.ts_ns > until {
+            break;
+        }
         d.dissect(&f, &mut pkts);
         for p in pkts.iter().filter(|p| p.strong) {
             let Some(&(dir, peer, t, 1)) = ovoc.get(&p.key) else {
@@ -209,8 +260,16 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
                 .entry(p.key)
                 .or_insert(((peer, seen), dir, t, f.ts_ns, 0))
                 .4 += 1;
+            if until == i64::MAX {
+                until = f.ts_ns.saturating_add(span + LOOK_SLACK);
+            }
         }
     }
+    Ok(found)
+}
+
+/// OVOC's address in each capture: the pairs of peers that matched most.
+fn first_peers(cfg: &Config, found: &Found) -> FirstLook {
     let mut votes: HashMap<(IpAddr, IpAddr), u64> = HashMap::new();
     for v in found.values().filter(|v| v.4 == 1) {
         *votes.entry(v.0).or_default() += 1;
@@ -237,10 +296,10 @@ fn first_look(cfg: &Config, ovoc_files: &[PathBuf]) -> Result<FirstLook, String>
         .filter(|v| v.4 == 1 && peers.0.contains(&(Some(v.0 .0), v.0 .1)))
         .map(|&(_, dir, t, tc, _)| (dir, t, tc - t))
         .collect();
-    Ok(FirstLook {
+    FirstLook {
         peers,
         pairs: near_median(pairs),
-    })
+    }
 }
 
 /// The pairs whose `t_cpe - t_ovoc` is within 2 s of the median: a packet of the OVOC prefix
@@ -257,22 +316,32 @@ fn near_median(mut pairs: Vec<(usize, i64, i64)>) -> Vec<(usize, i64, i64)> {
     pairs
 }
 
-/// The OVOC files in time order, with whether the ring wrapped.
-fn order_ovoc(files: &[PathBuf]) -> Result<(Vec<PathBuf>, bool), String> {
-    let mut timed = Vec::with_capacity(files.len());
-    for f in files {
-        timed.push((f.clone(), read::first_time(f)?));
+/// The OVOC files in time order, with whether the ring wrapped, and the snap length of each
+/// file (the CPE's last).
+fn order_ovoc(cfg: &Config) -> Result<(Vec<PathBuf>, bool, Vec<u32>), String> {
+    let mut timed = Vec::with_capacity(cfg.ovoc.len());
+    let mut snaplens = Vec::new();
+    for f in &cfg.ovoc {
+        let (t, snap) = read::head(f)?;
+        timed.push((f.clone(), t));
+        snaplens.push(snap);
     }
-    Ok(read::order_ring(&timed))
+    snaplens.push(read::head(&cfg.cpe)?.1);
+    let (files, wrapped) = read::order_ring(&timed);
+    Ok((files, wrapped, snaplens))
 }
 
 /// Runs the analysis.
 pub fn analyze(cfg: &Config) -> Result<Report, String> {
-    let (ovoc_files, wrapped) = order_ovoc(&cfg.ovoc)?;
+    let (ovoc_files, wrapped, snaplens) = order_ovoc(cfg)?;
+    let cfg = &Config {
+        hash_limit: dissect::hash_limit(&snaplens),
+        ..cfg.clone()
+    };
     let look = first_look(cfg, &ovoc_files)?;
     let first_ovoc = ovoc_files
         .iter()
-        .find_map(|f| read::first_time(f).ok().flatten())
+        .find_map(|f| read::head(f).ok().and_then(|h| h.0))
         .unwrap_or(0);
     let model = match cfg.clock {
         Some((offset, drift)) => Model {
@@ -302,6 +371,7 @@ struct Pass {
     windows: [Option<(i64, i64)>; 2],
     stats: [Vec<FileStats>; 2],
     selected: [Vec<u64>; 2],
+    dissected: [Vec<Dissected>; 2],
     model: Model,
 }
 
@@ -317,18 +387,17 @@ fn main_pass(
         Source::new(ovoc_files.to_vec()),
         Source::new(vec![cfg.cpe.clone()]),
     ];
-    let mut diss = [Dissector::default(), Dissector::default()];
+    // Only the analysed hosts: other traffic's fragments and flows are never held.
+    let cpe_filter = peers.0.iter().map(|p| p.1).collect();
+    let mut diss = [dissector(cfg, vec![cfg.device]), dissector(cfg, cpe_filter)];
     let mut has = [src[0].advance()?, src[1].advance()?];
-    let origin = [0, 1]
-        .into_iter()
-        .filter(|s| has[*s])
-        .map(|s| side_time(&model, s, src[s].frame().ts_ns))
-        .min()
-        .unwrap_or(0)
-        - 10_000_000_000;
-    let mut m = Matcher::new(cfg.params, origin);
+    let mut m = Matcher::new(cfg.params, origin(&src, has, &model));
     m.set_delay(delay);
     let mut selected: [Vec<u64>; 2] = [vec![0; ovoc_files.len()], vec![0]];
+    let mut dissected = [
+        vec![Dissected::default(); ovoc_files.len()],
+        vec![Dissected::default()],
+    ];
     let mut pkts = Vec::new();
     let mut tracker = Tracker::new(cfg.clock.is_none());
     for s in [0, 1] {
@@ -346,7 +415,8 @@ fn main_pass(
         };
         let now = t[side].expect("picked");
         let f = src[side].frame();
-        diss[side].dissect(&f, &mut pkts);
+        let counts = &mut dissected[side][src[side].file_index()];
+        dissect_counted(&mut diss[side], &f, &mut pkts, counts);
         let at = Place {
             side,
             now,
@@ -355,7 +425,12 @@ fn main_pass(
         if feed(&mut m, cfg.device, peers, at, &f, &pkts) {
             selected[side][src[side].file_index()] += 1;
         }
+        let skipped = src[side].bad_time();
         has[side] = src[side].advance()?;
+        if src[side].bad_time() > skipped {
+            // Records skipped between this frame and the next.
+            m.blind(side, now);
+        }
         if !has[side] {
             m.end(side);
         }
@@ -374,8 +449,28 @@ fn main_pass(
         windows,
         stats: [o.done, c.done],
         selected,
+        dissected,
         model,
     })
+}
+
+/// The timeline's origin: 10 s before the first frame of either side, OVOC time.
+fn origin(src: &[Source; 2], has: [bool; 2], model: &Model) -> i64 {
+    [0, 1]
+        .into_iter()
+        .filter(|s| has[*s])
+        .map(|s| side_time(model, s, src[s].frame().ts_ns))
+        .min()
+        .unwrap_or(0)
+        - 10_000_000_000
+}
+
+/// Dissects a frame, counting in its file's record what the dissector skipped or gave up.
+fn dissect_counted(d: &mut Dissector, f: &read::Frame<'_>, pkts: &mut Vec<Pkt>, c: &mut Dissected) {
+    let before = (d.skipped, d.fragments_given_up());
+    d.dissect(f, pkts);
+    c.not_ip += d.skipped - before.0;
+    c.fragments_given_up += d.fragments_given_up() - before.1;
 }
 
 /// Where a frame is: its side, its OVOC time, its number in its side's capture.
@@ -483,6 +578,7 @@ fn report(
         windows,
         stats,
         selected,
+        dissected,
         model: running,
     } = pass;
     let common = match windows {
@@ -500,14 +596,18 @@ fn report(
                 stats: st.clone(),
                 selected: selected[side].get(i).copied().unwrap_or(0),
                 ring_position: (side == OVOC).then_some(i as u32),
+                dissected: dissected[side].get(i).copied().unwrap_or_default(),
             });
         }
     }
     let losses: Vec<Loss> = o.losses.iter().map(|w| in_both_clocks(w, &model)).collect();
     let requests = requests(&o.exchanges);
-    let facts = facts(
-        cfg, ovoc_addr, &clock, &o, &timeline, common, &inputs, model,
-    );
+    let step = clock
+        .as_ref()
+        .filter(|c| !c.given)
+        .and_then(|_| clock::step(&timeline));
+    let why = inconclusive(cfg, ovoc_addr, &clock, common, &inputs);
+    let facts = facts(why, &o, &timeline, common, &inputs, model);
     let verdict = verdict::decide(&facts);
     Report {
         device: cfg.device,
@@ -524,6 +624,8 @@ fn report(
         timeline,
         windows,
         lost_frames: o.lost_frames,
+        overflow: o.overflow,
+        step,
     }
 }
 
@@ -594,17 +696,14 @@ fn requests(
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn facts(
+/// Why nothing can be said, when that is so.
+fn inconclusive(
     cfg: &Config,
     ovoc_addr: Option<IpAddr>,
     clock: &Option<Clock>,
-    o: &core::Outcome,
-    tl: &Timeline,
     common: Option<(i64, i64)>,
     inputs: &[Input],
-    model: Model,
-) -> verdict::Facts {
+) -> Option<String> {
     let selected = |side: usize| -> u64 {
         inputs
             .iter()
@@ -612,7 +711,7 @@ fn facts(
             .map(|i| i.selected)
             .sum()
     };
-    let inconclusive = if selected(OVOC) == 0 {
+    if selected(OVOC) == 0 {
         Some(format!(
             "the OVOC capture has no packet to or from {}",
             cfg.device
@@ -635,7 +734,17 @@ fn facts(
         Some("no packet was found in both captures, so the clocks cannot be compared".into())
     } else {
         None
-    };
+    }
+}
+
+fn facts(
+    inconclusive: Option<String>,
+    o: &core::Outcome,
+    tl: &Timeline,
+    common: Option<(i64, i64)>,
+    inputs: &[Input],
+    model: Model,
+) -> verdict::Facts {
     let mut f = verdict::Facts {
         inconclusive,
         losses: o.losses.clone(),
@@ -649,22 +758,16 @@ fn facts(
         f.sent[*dir] += c.sent - c.outside_window;
         f.seen[*dir] += c.seen;
         f.lost[*dir] += c.lost;
+        f.unexpected[*dir] += c.unexpected;
     }
-    // Spans of sent packets from the timeline (OVOC time, one-second buckets).
+    for i in inputs {
+        // A direction's receiver is the other side: its capture's own drops.
+        let dir = if i.side == CPE { O2C } else { C2O };
+        f.receiver_drops[dir] += i.stats.capture_drops.unwrap_or(0);
+    }
     for dir in [O2C, C2O] {
-        let mut span: Option<(i64, i64, u64)> = None;
-        for (i, b) in tl.buckets.iter().enumerate() {
-            let n = u64::from(b.dir[dir].sent);
-            if n == 0 {
-                continue;
-            }
-            let t = tl.origin + i as i64 * tl.width;
-            span = Some(match span {
-                None => (t, t, n),
-                Some((a, _, c)) => (a, t, c + n),
-            });
-        }
-        f.sent_span[dir] = span;
+        f.sent_span[dir] = sent_span(tl, dir);
+        f.usual_gap[dir] = usual_gap(tl, dir);
     }
     for dir in [O2C, C2O] {
         if let Some((_, last, _)) = f.sent_span[1 - dir] {
@@ -680,6 +783,38 @@ fn facts(
     f
 }
 
+/// (first, last, count) of a direction's sent packets, OVOC time, from the timeline.
+fn sent_span(tl: &Timeline, dir: usize) -> Option<(i64, i64, u64)> {
+    let mut span: Option<(i64, i64, u64)> = None;
+    for (i, b) in tl.buckets.iter().enumerate() {
+        let n = u64::from(b.dir[dir].sent);
+        if n == 0 {
+            continue;
+        }
+        let t = tl.origin + i as i64 * tl.width;
+        span = Some(match span {
+            None => (t, t, n),
+            Some((a, _, c)) => (a, t, c + n),
+        });
+    }
+    span
+}
+
+/// The median gap between a direction's sending buckets (its usual polling interval, whatever
+/// its bursts and pauses), ns.
+fn usual_gap(tl: &Timeline, dir: usize) -> Option<i64> {
+    let busy: Vec<i64> = (0..tl.buckets.len())
+        .filter(|i| tl.buckets[*i].dir[dir].sent > 0)
+        .map(|i| i as i64 * tl.width)
+        .collect();
+    let mut gaps: Vec<i64> = busy.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    let mid = gaps.len() / 2;
+    Some(*gaps.select_nth_unstable(mid).1)
+}
+
 /// The device address in a file name tc writes: `CPE_device_<device>_<time>.pcap`,
 /// `OVOC_device_<device>_<time>-<n>.pcap`, `tmp_device_<device>_<time>.pcap<n>`.
 pub fn device_from_name(path: &Path) -> Option<IpAddr> {
@@ -688,6 +823,61 @@ pub fn device_from_name(path: &Path) -> Option<IpAddr> {
         .iter()
         .find_map(|p| name.strip_prefix(p))?;
     rest.split('_').next()?.parse().ok()
+}
+
+/// Lost packets whose frame number `--merge` keeps, to comment them (8 bytes each).
+const MAX_LOST_FRAMES: usize = 1_000_000;
+
+/// What the report cannot say in its records: bounds reached, a clock that stepped.
+fn warnings(r: &Report) -> Vec<String> {
+    let o = r.overflow;
+    let mut w = Vec::new();
+    if o.waiting > 0 {
+        w.push(format!(
+            "analyze: {} packets were settled before their matching window ended (more than {} \
+             waiting): counted as unmatchable, not lost",
+            o.waiting,
+            Params::default().max_waiting
+        ));
+    }
+    if o.requests > 0 {
+        w.push(format!(
+            "analyze: {} requests were settled before their answer timeout (too many waiting)",
+            o.requests
+        ));
+    }
+    if o.windows > 0 {
+        w.push(format!(
+            "analyze: {} loss windows were merged into the previous one of their direction and \
+             class (more than {} windows)",
+            o.windows,
+            Params::default().max_windows
+        ));
+    }
+    if o.lost_frames > 0 {
+        w.push(format!(
+            "analyze: {} lost packets carry no comment in the merged file (more than \
+             {MAX_LOST_FRAMES} lost)",
+            o.lost_frames
+        ));
+    }
+    if o.chain_limit > 0 {
+        w.push(format!(
+            "analyze: {} lookups stopped after {} packets of one key (a flood of identical \
+             packets)",
+            o.chain_limit,
+            core::CHAIN_STEPS
+        ));
+    }
+    if let Some((at, size)) = r.step {
+        w.push(format!(
+            "analyze: the CPE clock stepped by {:+.3} ms at {} (OVOC clock): one offset and \
+             drift do not describe it, and times across the step are off by that much",
+            size / 1e6,
+            rfc3339(at)
+        ));
+    }
+    w
 }
 
 /// `tc analyze`: resolve the arguments, analyse, print.
@@ -710,7 +900,16 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
         device,
         ovoc_addr: a.ovoc_addr,
         clock: a.offset.map(|o| (o, a.drift_ppm.unwrap_or(0.0) * 1e-6)),
-        params: Params::default(),
+        params: Params {
+            // Frame numbers of lost packets are needed only to comment them in the merged file.
+            max_lost_frames: if a.merge.is_some() {
+                MAX_LOST_FRAMES
+            } else {
+                0
+            },
+            ..Params::default()
+        },
+        hash_limit: usize::MAX,
     };
     let report = analyze(&cfg).map_err(|e| Error::failed(format!("reading captures: {e}")))?;
     if let Some(out) = &a.merge {
@@ -723,6 +922,9 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     }
     for ev in events(&report) {
         emit(&ev);
+    }
+    for w in warnings(&report) {
+        crate::logging::warn_user(&w);
     }
     if std::io::stderr().is_terminal() {
         eprint!("{}", summary(&report));
@@ -741,52 +943,8 @@ fn ms(ns: f64) -> f64 {
 /// The report as records, in the order of the schema: inputs, clock, flows, requests, losses,
 /// verdict.
 pub fn events(r: &Report) -> Vec<Event> {
-    let mut out = Vec::new();
-    for i in &r.inputs {
-        let s = &i.stats;
-        out.push(Event::AnalyzeInput {
-            side: if i.side == OVOC { "ovoc" } else { "cpe" }.into(),
-            file: s.path.display().to_string(),
-            format: s.format.into(),
-            link_type: s
-                .link_types
-                .iter()
-                .map(|l| read::linktype_name(*l))
-                .collect::<Vec<_>>()
-                .join(","),
-            packets: s.packets,
-            selected: i.selected,
-            first: s.first_ns.map(rfc3339),
-            last: s.last_ns.map(rfc3339),
-            ring_position: i.ring_position,
-            wrapped: i.side == OVOC && r.wrapped,
-            truncated: s.truncated,
-        });
-    }
-    if let Some(c) = &r.clock {
-        let e = &c.estimate;
-        let delay = |d: Option<clock::Delay>| {
-            d.map(|d| DelayMs {
-                min: ms(d.min),
-                mean: ms(d.mean),
-                max: ms(d.max),
-            })
-        };
-        out.push(Event::AnalyzeClock {
-            offset_ms: ms(e.model.offset),
-            drift_ppm: (e.model.drift * 1e9).round() / 1e3,
-            uncertainty_ms: e.uncertainty.map(ms),
-            at: rfc3339(e.model.at),
-            one_way_delay_ms: OneWayDelays {
-                ovoc_to_cpe: delay(e.delay[O2C]),
-                cpe_to_ovoc: delay(e.delay[C2O]),
-            },
-            matched: c.matched,
-            method: if c.given { "given" } else { "estimated" }.into(),
-            ovoc_addr: r.ovoc_addr.map(|a| a.to_string()),
-            ovoc_addr_source: if r.ovoc_addr_given { "given" } else { "found" }.into(),
-        });
-    }
+    let mut out: Vec<Event> = r.inputs.iter().map(|i| input_event(r, i)).collect();
+    out.extend(clock_event(r));
     for ((dir, class), c) in &r.flows {
         out.push(Event::AnalyzeFlow {
             direction: DIRECTIONS[*dir].into(),
@@ -795,6 +953,8 @@ pub fn events(r: &Report) -> Vec<Event> {
             seen: c.seen,
             lost: c.lost,
             outside_window: c.outside_window,
+            unmatchable: c.unmatchable,
+            unexpected: c.unexpected,
         });
     }
     for ((dir, kind), q) in &r.requests {
@@ -825,6 +985,61 @@ pub fn events(r: &Report) -> Vec<Event> {
         text: r.verdict.text.clone(),
     });
     out
+}
+
+fn input_event(r: &Report, i: &Input) -> Event {
+    let s = &i.stats;
+    Event::AnalyzeInput {
+        side: if i.side == OVOC { "ovoc" } else { "cpe" }.into(),
+        file: s.path.display().to_string(),
+        format: s.format.into(),
+        link_type: s
+            .link_types
+            .iter()
+            .map(|l| read::linktype_name(*l))
+            .collect::<Vec<_>>()
+            .join(","),
+        packets: s.packets,
+        selected: i.selected,
+        first: s.first_ns.map(rfc3339),
+        last: s.last_ns.map(rfc3339),
+        ring_position: i.ring_position,
+        wrapped: i.side == OVOC && r.wrapped,
+        truncated: s.truncated,
+        snapped: s.snapped,
+        capture_drops: s.capture_drops,
+        bad_time: s.bad_time,
+        not_ip: i.dissected.not_ip,
+        fragments_given_up: i.dissected.fragments_given_up,
+    }
+}
+
+fn clock_event(r: &Report) -> Option<Event> {
+    let c = r.clock.as_ref()?;
+    let e = &c.estimate;
+    let delay = |d: Option<clock::Delay>| {
+        d.map(|d| DelayMs {
+            min: ms(d.min),
+            mean: ms(d.mean),
+            max: ms(d.max),
+        })
+    };
+    Some(Event::AnalyzeClock {
+        offset_ms: ms(e.model.offset),
+        drift_ppm: (e.model.drift * 1e9).round() / 1e3,
+        uncertainty_ms: e.uncertainty.map(ms),
+        at: rfc3339(e.model.at),
+        one_way_delay_ms: OneWayDelays {
+            ovoc_to_cpe: delay(e.delay[O2C]),
+            cpe_to_ovoc: delay(e.delay[C2O]),
+        },
+        matched: c.matched,
+        method: if c.given { "given" } else { "estimated" }.into(),
+        ovoc_addr: r.ovoc_addr.map(|a| a.to_string()),
+        ovoc_addr_source: if r.ovoc_addr_given { "given" } else { "found" }.into(),
+        step_ms: r.step.map(|s| ms(s.1)),
+        step_at: r.step.map(|s| rfc3339(s.0)),
+    })
 }
 
 /// A few lines for a person at a terminal.
@@ -926,6 +1141,7 @@ mod tests {
             seq: 0,
             role: dissect::Role::None,
             strong: true,
+            cut: false,
         };
         let peers = Peers(vec![(Some(ovoc), seen)]);
         let any = Peers(vec![(None, seen)]);

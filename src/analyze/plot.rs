@@ -179,7 +179,27 @@ fn draw_panel(
         .draw()?;
     shade_absence(&mut chart, r, dir, &ax)?;
     shade_losses(&mut chart, r, dir, &ax)?;
-    let half = step as f64 / SECOND as f64 / 2.0;
+    draw_lines(&mut chart, &data, dir, &ax)?;
+    if let Some(t) = alarm_at.filter(|t| (from..=to).contains(t)) {
+        mark_alarm(&mut chart, t, &ax)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+}
+
+/// The sent and seen counts per step, as lines.
+fn draw_lines(
+    chart: &mut Chart<'_, '_>,
+    data: &[(i64, u32, u32)],
+    dir: usize,
+    ax: &Axis,
+) -> DrawResult {
+    let half = ax.step as f64 / SECOND as f64 / 2.0;
     for (i, (color, width, what, side)) in [
         (SENT, 3, "sent", sender(dir)),
         (SEEN, 2, "seen", 1 - sender(dir)),
@@ -198,23 +218,20 @@ fn draw_panel(
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
             });
     }
-    if let Some(t) = alarm_at.filter(|t| (from..=to).contains(t)) {
-        let at = ax.x(t);
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(at, 0.0), (at, ax.ymax)],
-                BLACK.stroke_width(2),
-            )))?
-            .label(format!("alarm {}", clock_time(t)))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2)));
-    }
+    Ok(())
+}
+
+/// The alarm's time, as a vertical line.
+fn mark_alarm(chart: &mut Chart<'_, '_>, t: i64, ax: &Axis) -> DrawResult {
+    let at = ax.x(t);
     chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(at, 0.0), (at, ax.ymax)],
+            BLACK.stroke_width(2),
+        )))?
+        .label(format!("alarm {}", clock_time(t)))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2)));
+    Ok(())
 }
 
 /// Where a capture was not running nothing can be judged: the receiver's absence shaded

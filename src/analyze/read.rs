@@ -12,10 +12,10 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 
 /// Read size: large reads keep the system-call count per gigabyte low; two of these (one per
-/// side) are most of what `tc analyze` holds, whatever the file size.
+/// side) are most of what `tc analyze` holds, whatever the file size. A record larger than this
+/// is garbage, not a packet (libpcap's own limit is 256 KiB of snaplen): pcap-parser refuses it
+/// (BufferTooSmall), and the file is unreadable.
 const BUFFER: usize = 4 << 20;
-/// A block larger than this is garbage, not a packet (libpcap's own limit is 256 KiB of snaplen).
-const MAX_BUFFER: usize = 256 << 20;
 
 /// One captured frame, borrowed from the reader's buffer until the next call.
 pub struct Frame<'a> {
@@ -39,6 +39,16 @@ pub struct FileStats {
     pub last_ns: Option<i64>,
     /// The file ended inside a record (a capture cut by a kill or a full disk).
     pub truncated: bool,
+    /// The largest snap length its headers declare (0: none declared).
+    pub snaplen: u32,
+    /// Frames shorter than they were on the wire (cut by the snap length).
+    pub snapped: u64,
+    /// Packets the capture itself dropped, by its pcapng statistics (the last `isb_ifdrop` plus
+    /// `isb_osdrop` of each interface); None when the file has none (classic pcap has none).
+    pub capture_drops: Option<u64>,
+    /// Records skipped for a timestamp that is not a time (before 1970, beyond 2116, a
+    /// fraction of a second larger than a second).
+    pub bad_time: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -63,7 +73,31 @@ struct State {
     legacy: Option<Iface>,
     ifaces: Vec<Iface>,
     current: (i64, u32, u32, std::ops::Range<usize>),
+    /// Per interface of the current section, its drops by the last statistics block.
+    drops: Vec<Option<u64>>,
+    /// Drops of the sections before.
+    drops_before: Option<u64>,
     stats: FileStats,
+}
+
+/// Timestamps beyond this (2116) are not times: every difference of two stays far from
+/// overflowing.
+pub const MAX_TS: i64 = 1 << 62;
+
+/// A classic pcap record's time, or None for one that is not a time.
+fn legacy_ns(sec: u32, frac: u32, resolution: u64) -> Option<i64> {
+    if u64::from(frac) >= resolution {
+        return None;
+    }
+    let ns =
+        i64::from(sec) * 1_000_000_000 + (u64::from(frac) * (1_000_000_000 / resolution)) as i64;
+    (ns < MAX_TS).then_some(ns)
+}
+
+/// A pcapng packet's time from its units, resolution and interface offset, or None.
+fn ng_ns(units: u64, resolution: u64, offset_s: i64) -> Option<i64> {
+    let ns = units_to_ns(units, resolution)?.checked_add(offset_s.checked_mul(1_000_000_000)?)?;
+    (0..MAX_TS).contains(&ns).then_some(ns)
 }
 
 /// The error in words; never the bytes a parse error carries (they can be the whole buffer).
@@ -72,7 +106,10 @@ fn describe(e: &PcapError<&[u8]>) -> String {
         PcapError::HeaderNotRecognized => "not a pcap or pcapng file".into(),
         PcapError::ReadError => "read error".into(),
         PcapError::Eof => "empty file".into(),
-        PcapError::BufferTooSmall => "a record longer than any capture has (corrupt)".into(),
+        PcapError::BufferTooSmall => format!(
+            "a record longer than any capture has (over {} MiB: corrupt)",
+            BUFFER >> 20
+        ),
         PcapError::UnexpectedEof | PcapError::Incomplete(_) => {
             "the file ends inside a record".into()
         }
@@ -94,6 +131,8 @@ impl Reader {
                 legacy: None,
                 ifaces: Vec::new(),
                 current: (0, 0, 0, 0..0),
+                drops: Vec::new(),
+                drops_before: None,
                 stats: FileStats {
                     path: path.to_path_buf(),
                     ..FileStats::default()
@@ -102,7 +141,8 @@ impl Reader {
         })
     }
 
-    pub fn into_stats(self) -> FileStats {
+    pub fn into_stats(mut self) -> FileStats {
+        self.st.stats.capture_drops = self.st.all_drops();
         self.st.stats
     }
 
@@ -123,8 +163,13 @@ impl Reader {
                     self.pending = len;
                     if let Some(frame) = self.st.block(block, base) {
                         let ts = frame.0;
-                        self.st.current = frame;
                         let stats = &mut self.st.stats;
+                        if ts == BAD_TIME {
+                            stats.bad_time += 1;
+                            continue;
+                        }
+                        stats.snapped += u64::from((frame.3.len() as u64) < u64::from(frame.2));
+                        self.st.current = frame;
                         stats.packets += 1;
                         stats.first_ns.get_or_insert(ts);
                         stats.last_ns = Some(ts);
@@ -143,21 +188,11 @@ impl Reader {
                         self.st.stats.truncated = !self.inner.data().is_empty();
                         return Ok(false);
                     }
-                    let before = self.inner.data().len();
+                    // The parser says Incomplete only when the rest of the record fits in the
+                    // buffer (else BufferTooSmall, an error below): refilling always helps.
                     self.inner.refill().map_err(|e| {
                         format!("{}: {}", self.st.stats.path.display(), describe(&e))
                     })?;
-                    if self.inner.data().len() == before && !self.inner.reader_exhausted() {
-                        // A block larger than the buffer.
-                        let size = (before * 2).max(BUFFER);
-                        if size > MAX_BUFFER || !self.inner.grow(size) {
-                            return Err(format!(
-                                "{}: a record of more than {} MiB: not a capture",
-                                self.st.stats.path.display(),
-                                MAX_BUFFER >> 20
-                            ));
-                        }
-                    }
                 }
                 Err(e) => {
                     return Err(format!(
@@ -183,7 +218,24 @@ impl Reader {
     }
 }
 
+/// The time of a record whose timestamp is not a time: the record is skipped, counted.
+const BAD_TIME: i64 = i64::MIN;
+
 impl State {
+    /// Drops by the statistics blocks of every section so far, None without any.
+    fn all_drops(&self) -> Option<u64> {
+        let now = self
+            .drops
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(u64::saturating_add);
+        match (self.drops_before, now) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// A packet block as (time, link type, original length, range in the buffer); None for the
     /// blocks that describe (headers, interfaces) or that tc has no use for (statistics, names).
     fn block(
@@ -204,6 +256,7 @@ impl State {
                     1_000_000
                 };
                 self.stats.format = "pcap";
+                self.stats.snaplen = self.stats.snaplen.max(h.snaplen);
                 self.note_iface(linktype, resolution);
                 self.legacy = Some(Iface {
                     linktype,
@@ -214,19 +267,21 @@ impl State {
             }
             PcapBlockOwned::Legacy(b) => {
                 let i = self.legacy?;
-                let frac = u64::from(b.ts_usec) * (1_000_000_000 / i.resolution);
-                let ts = i64::from(b.ts_sec) * 1_000_000_000 + frac as i64;
+                let ts = legacy_ns(b.ts_sec, b.ts_usec, i.resolution).unwrap_or(BAD_TIME);
                 let data = &b.data[..(b.caplen as usize).min(b.data.len())];
                 Some((ts, i.linktype, b.origlen, range(data)))
             }
             PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                 self.stats.format = "pcapng";
+                self.drops_before = self.all_drops();
+                self.drops.clear();
                 self.ifaces.clear();
                 None
             }
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                 let linktype = idb.linktype.0 as u32;
                 let resolution = idb.ts_resolution().unwrap_or(1_000_000);
+                self.stats.snaplen = self.stats.snaplen.max(idb.snaplen);
                 self.note_iface(linktype, resolution);
                 self.ifaces.push(Iface {
                     linktype,
@@ -238,7 +293,7 @@ impl State {
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                 let i = *self.ifaces.get(epb.if_id as usize)?;
                 let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                let ts = units_to_ns(units, i.resolution) + i.offset_s * 1_000_000_000;
+                let ts = ng_ns(units, i.resolution, i.offset_s).unwrap_or(BAD_TIME);
                 let data = &epb.data[..(epb.caplen as usize).min(epb.data.len())];
                 Some((ts, i.linktype, epb.origlen, range(data)))
             }
@@ -246,6 +301,19 @@ impl State {
                 // No timestamp of its own: it is taken to follow the previous packet.
                 let i = *self.ifaces.first()?;
                 Some((self.current.0, i.linktype, spb.origlen, range(spb.data)))
+            }
+            PcapBlockOwned::NG(Block::InterfaceStatistics(isb)) => {
+                let n = |v: Option<Result<u64, _>>| v.and_then(Result::ok);
+                let drops = match (n(isb.isb_ifdrop()), n(isb.isb_osdrop())) {
+                    (None, None) => return None,
+                    (a, b) => a.unwrap_or(0).saturating_add(b.unwrap_or(0)),
+                };
+                let i = isb.if_id as usize;
+                if i < self.ifaces.len() {
+                    self.drops.resize(self.ifaces.len(), None);
+                    self.drops[i] = Some(drops);
+                }
+                None
             }
             PcapBlockOwned::NG(_) => None,
         }
@@ -261,12 +329,14 @@ impl State {
     }
 }
 
-pub fn units_to_ns(units: u64, resolution: u64) -> i64 {
-    match resolution {
-        1_000_000_000 => units as i64,
-        1_000_000 => (units * 1000) as i64,
-        r => (u128::from(units) * 1_000_000_000 / u128::from(r.max(1))) as i64,
-    }
+/// Nanoseconds of `units` at `resolution` units per second; None beyond an i64.
+pub fn units_to_ns(units: u64, resolution: u64) -> Option<i64> {
+    let ns = match resolution {
+        1_000_000_000 => u128::from(units),
+        1_000_000 => u128::from(units) * 1000,
+        r => u128::from(units) * 1_000_000_000 / u128::from(r.max(1)),
+    };
+    i64::try_from(ns).ok()
 }
 
 /// Several files read as one capture, in the order given (a ring already put in time order).
@@ -312,20 +382,28 @@ impl Source {
         self.reader.as_ref().expect("advance returned true").frame()
     }
 
+    /// Records skipped so far for their timestamps, in every file.
+    pub fn bad_time(&self) -> u64 {
+        let now = self.reader.as_ref().map_or(0, |r| r.st.stats.bad_time);
+        self.done.iter().map(|d| d.bad_time).sum::<u64>() + now
+    }
+
     /// The index (in the order given) of the file the current frame is from.
     pub fn file_index(&self) -> usize {
         self.next_file.saturating_sub(1)
     }
 }
 
-/// The first packet's time of a file (None for a capture without packets).
-pub fn first_time(path: &Path) -> Result<Option<i64>, String> {
+/// The first packet's time of a file (None for a capture without packets), and the snap length
+/// its headers up to there declare.
+pub fn head(path: &Path) -> Result<(Option<i64>, u32), String> {
     let mut r = Reader::open(path)?;
-    Ok(if r.advance()? {
+    let t = if r.advance()? {
         Some(r.frame().ts_ns)
     } else {
         None
-    })
+    };
+    Ok((t, r.st.stats.snaplen))
 }
 
 /// The number a ring file carries in its name: `...-N.pcap` (renamed by STOP) or `....pcapN`
@@ -454,9 +532,46 @@ mod tests {
 
     #[test]
     fn units_convert_to_nanoseconds() {
-        assert_eq!(units_to_ns(1_500_000, 1_000_000), 1_500_000_000);
-        assert_eq!(units_to_ns(7, 1_000_000_000), 7);
-        assert_eq!(units_to_ns(3, 1000), 3_000_000);
-        assert_eq!(units_to_ns(1 << 20, 1 << 20), 1_000_000_000);
+        assert_eq!(units_to_ns(1_500_000, 1_000_000), Some(1_500_000_000));
+        assert_eq!(units_to_ns(7, 1_000_000_000), Some(7));
+        assert_eq!(units_to_ns(3, 1000), Some(3_000_000));
+        assert_eq!(units_to_ns(1 << 20, 1 << 20), Some(1_000_000_000));
+        assert_eq!(units_to_ns(u64::MAX, 1_000_000), None);
+        assert_eq!(units_to_ns(u64::MAX, 1_000_000_000), None);
+    }
+
+    /// Timestamps that are not times are refused (the record is skipped and counted), never
+    /// wrapped or a panic.
+    #[test]
+    fn timestamps_out_of_range_are_refused() {
+        let us = 1_000_000;
+        let cases: &[(u32, u32, u64, Option<i64>)] = &[
+            (1, 500_000, us, Some(1_500_000_000)),
+            (
+                u32::MAX,
+                999_999,
+                us,
+                Some(i64::from(u32::MAX) * 1_000_000_000 + 999_999_000),
+            ),
+            (5, 1_000_000, us, None),
+            (5, u32::MAX, us, None),
+            (5, 999_999_999, 1_000_000_000, Some(5_999_999_999)),
+            (5, 1_000_000_000, 1_000_000_000, None),
+        ];
+        for &(sec, frac, res, want) in cases {
+            assert_eq!(legacy_ns(sec, frac, res), want, "{sec} {frac} {res}");
+        }
+        let ng: &[(u64, u64, i64, Option<i64>)] = &[
+            (1_000, us, 0, Some(1_000_000)),
+            (u64::MAX, us, 0, None),
+            (u64::MAX, 1_000_000_000, 0, None),
+            (1 << 62, 1_000_000_000, 0, None),
+            (1_000, us, i64::MAX, None),
+            (1_000, us, -1, None),
+            (1_000, us, 1_700_000_000, Some(1_700_000_000_001_000_000)),
+        ];
+        for &(units, res, off, want) in ng {
+            assert_eq!(ng_ns(units, res, off), want, "{units} {res} {off}");
+        }
     }
 }

@@ -8,8 +8,13 @@ use std::collections::BTreeMap;
 /// Unanswered requests in a row, at the end, that make a side "silent".
 const SILENT_REQUESTS: u64 = 3;
 /// A side that sent nothing for this long (ns) at the end, while the other kept sending, went
-/// silent (also at least 20 of its usual gaps between packets).
+/// silent; also at least [`SILENT_GAPS`] times its usual interval (the median gap between the
+/// seconds it sent in: a poller's period, not dragged down by its bursts).
 const SILENT_GAP: i64 = 10_000_000_000;
+const SILENT_GAPS: i64 = 10;
+/// Lost packets of a direction that make WAN loss: one alone is too little to outweigh
+/// anything (a capture's hiccup, a packet sent as the link went down).
+const MIN_LOSS: u64 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -40,11 +45,17 @@ pub struct Facts {
     pub last_seen: [Option<i64>; 2],
     /// CPE clock minus OVOC clock over the common window, ns: turns OVOC times into the CPE's.
     pub offset_ns: i64,
+    /// Per direction: received packets that no sent packet matched.
+    pub unexpected: [u64; 2],
+    /// Per direction: packets the receiver's capture says it dropped itself (pcapng statistics).
+    pub receiver_drops: [u64; 2],
+    /// Per direction: the median gap between the timeline's seconds with sent packets, ns.
+    pub usual_gap: [Option<i64>; 2],
 }
 
 impl Facts {
     fn cpe_time(&self, t: i64) -> String {
-        clock_time(t + self.offset_ns)
+        clock_time(t.saturating_add(self.offset_ns))
     }
 
     fn ovoc_time(&self, t: i64) -> String {
@@ -66,51 +77,109 @@ fn classes(losses: &[&LossWindow]) -> String {
 
 pub fn decide(f: &Facts) -> Verdict {
     if let Some(why) = &f.inconclusive {
-        return Verdict {
-            verdict: "inconclusive",
-            text: format!("Inconclusive: {why}."),
-        };
+        return inconclusive(why);
     }
-    loss(f).or_else(|| silence(f)).unwrap_or_else(|| {
-        if f.sent[O2C] + f.sent[C2O] == 0 {
-            return Verdict {
-                verdict: "inconclusive",
-                text: "Inconclusive: neither side sent anything to the other while both \
-                       captures ran."
-                    .into(),
+    if let Some(why) = capture_drops(f) {
+        return inconclusive(&why);
+    }
+    loss(f)
+        .or_else(|| silence(f))
+        .or_else(|| single_loss(f))
+        .unwrap_or_else(|| {
+            if f.sent[O2C] + f.sent[C2O] == 0 {
+                return inconclusive(
+                    "neither side sent anything to the other while both captures ran",
+                );
+            }
+            Verdict {
+                verdict: "no_loss",
+                text: format!(
+                    "Every packet sent while both captures ran reached the other side: {} from \
+                     OVOC to the CPE, {} from the CPE to OVOC.",
+                    f.sent[O2C], f.sent[C2O]
+                ),
+            }
+        })
+}
+
+fn inconclusive(why: &str) -> Verdict {
+    Verdict {
+        verdict: "inconclusive",
+        text: format!("Inconclusive: {why}."),
+    }
+}
+
+/// Losses that the receiving capture's own drops could explain: its statistics say it missed
+/// at least as many packets as were lost towards it.
+fn capture_drops(f: &Facts) -> Option<String> {
+    [O2C, C2O].into_iter().find_map(|dir| {
+        let (lost, drops) = (f.lost[dir], f.receiver_drops[dir]);
+        (lost > 0 && drops >= lost).then(|| {
+            let (to, from) = if dir == O2C {
+                ("the CPE", "OVOC")
+            } else {
+                ("OVOC", "the CPE")
             };
-        }
-        Verdict {
-            verdict: "no_loss",
-            text: format!(
-                "Every packet sent while both captures ran reached the other side: {} from \
-                 OVOC to the CPE, {} from the CPE to OVOC.",
-                f.sent[O2C], f.sent[C2O]
-            ),
-        }
+            format!(
+                "{lost} packets from {from} were not seen by {to}, but {to}'s capture itself \
+                 dropped {drops} packets (its statistics): the network may have carried them"
+            )
+        })
     })
+}
+
+/// One packet lost, nothing else to say: too little to call it WAN loss.
+fn single_loss(f: &Facts) -> Option<Verdict> {
+    let dir = [O2C, C2O].into_iter().find(|d| f.lost[*d] > 0)?;
+    let w = f.losses.iter().find(|w| w.dir == dir);
+    let (what, clock, at) = if dir == O2C {
+        (
+            "from OVOC to the CPE",
+            "CPE",
+            w.map(|w| f.cpe_time(w.start_t)),
+        )
+    } else {
+        (
+            "from the CPE to OVOC",
+            "OVOC",
+            w.map(|w| f.ovoc_time(w.start_t)),
+        )
+    };
+    let when = at.map_or(String::new(), |t| format!(" at {t} ({clock} clock)"));
+    Some(inconclusive(&format!(
+        "one packet {what} was lost{when}, everything else arrived: too little to call it \
+         WAN loss"
+    )))
 }
 
 /// Losses decide first: which direction, since when, and whether anything got through after.
 fn loss(f: &Facts) -> Option<Verdict> {
     let down: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == O2C).collect();
     let up: Vec<&LossWindow> = f.losses.iter().filter(|w| w.dir == C2O).collect();
-    match (f.lost[O2C] > 0, f.lost[C2O] > 0) {
+    let first = |ws: &[&LossWindow]| ws.iter().map(|w| w.start_t).min();
+    match (f.lost[O2C] >= MIN_LOSS, f.lost[C2O] >= MIN_LOSS) {
         (true, true) => {
-            let start = down[0].start_t.min(up[0].start_t);
+            let from = match (first(&down), first(&up)) {
+                (Some(a), Some(b)) => format!("From {} (CPE clock) ", f.cpe_time(a.min(b))),
+                _ => String::new(),
+            };
+            let text = format!(
+                "{from}traffic was lost in both directions: {} of {} packets from OVOC ({}) and \
+                 {} of {} from the CPE ({}) never arrived.",
+                f.lost[O2C],
+                f.sent[O2C],
+                classes(&down),
+                f.lost[C2O],
+                f.sent[C2O],
+                classes(&up)
+            );
+            let mut text = text;
+            if let Some(c) = text.get(..1).filter(|_| from.is_empty()) {
+                text = c.to_uppercase() + &text[1..];
+            }
             Some(Verdict {
                 verdict: "wan_loss_both",
-                text: format!(
-                    "From {} (CPE clock) traffic was lost in both directions: {} of {} packets \
-                     from OVOC ({}) and {} of {} from the CPE ({}) never arrived.",
-                    f.cpe_time(start),
-                    f.lost[O2C],
-                    f.sent[O2C],
-                    classes(&down),
-                    f.lost[C2O],
-                    f.sent[C2O],
-                    classes(&up)
-                ),
+                text,
             })
         }
         (true, false) => Some(one_way(f, O2C, &down)),
@@ -134,8 +203,19 @@ fn one_way(f: &Facts, dir: usize, ws: &[&LossWindow]) -> Verdict {
             f.ovoc_time(t)
         }
     };
-    // Loss until the end: nothing of that direction got through once the loss began.
-    let start = ws[0].start_t;
+    // Loss until the end: nothing of that direction got through once the loss began. Every
+    // direction with losses has a window (the matcher keeps each one's first).
+    let Some(start) = ws.iter().map(|w| w.start_t).min() else {
+        return Verdict {
+            verdict,
+            text: format!(
+                "{} of {} packets from {from} did not reach {to}; {}.",
+                f.lost[dir],
+                f.sent[dir],
+                other_way(f, 1 - dir)
+            ),
+        };
+    };
     let never = f.last_seen[dir].is_none_or(|seen| seen < start);
     let what = if never {
         format!("{} from {from} never reached {to}", classes(ws))
@@ -227,15 +307,13 @@ fn words(k: Exchange) -> &'static str {
 
 /// When `dir`'s sender stopped for good while the other direction went on.
 fn stopped(f: &Facts, dir: usize) -> Option<i64> {
-    let (first, last, n) = f.sent_span[dir]?;
+    let (_, last, _) = f.sent_span[dir]?;
     let end = f.common_end?;
-    let usual = if n > 1 {
-        (last - first) / (n as i64 - 1)
-    } else {
-        0
-    };
+    let usual = f.usual_gap[dir].unwrap_or(0);
     let gap = end - last;
-    (gap > SILENT_GAP && gap > 20 * usual && f.sent_after_other_stopped[1 - dir] >= 3)
+    (gap > SILENT_GAP
+        && gap > SILENT_GAPS.saturating_mul(usual)
+        && f.sent_after_other_stopped[1 - dir] >= 3)
         .then_some(last)
 }
 
@@ -302,12 +380,74 @@ mod tests {
              did not reach OVOC, the last at 00:00:20.000; OVOC to CPE traffic was unaffected.",
         ));
         let mut f = facts();
+        f.lost = [2, 3];
+        f.losses = vec![
+            loss(O2C, Class::Icmp, 5, 6, 2),
+            loss(C2O, Class::Icmp, 7, 9, 3),
+        ];
+        cases.push((f, "wan_loss_both", "in both directions"));
+        check(cases);
+    }
+
+    fn check(cases: Vec<(Facts, &str, &str)>) {
+        for (f, verdict, text) in cases {
+            let v = decide(&f);
+            assert_eq!(v.verdict, verdict, "{v:?}");
+            assert!(v.text.contains(text), "{}\nwanted: {text}", v.text);
+        }
+    }
+
+    /// Verdicts other than plain loss: silence, too little loss, what the captures missed.
+    #[test]
+    fn silence_single_losses_and_capture_drops() {
+        let mut cases: Vec<(Facts, &str, &str)> = Vec::new();
+        // One packet lost in each direction: too little for WAN loss.
+        let mut f = facts();
         f.lost = [1, 1];
         f.losses = vec![
             loss(O2C, Class::Icmp, 5, 5, 1),
             loss(C2O, Class::Icmp, 7, 7, 1),
         ];
-        cases.push((f, "wan_loss_both", "in both directions"));
+        cases.push((
+            f,
+            "inconclusive",
+            "one packet from OVOC to the CPE was lost at 01:00:05.000 (CPE clock)",
+        ));
+        // One packet lost does not outweigh a device that stopped answering.
+        let mut f = facts();
+        f.lost[O2C] = 1;
+        f.losses = vec![loss(O2C, Class::Snmp, 70, 70, 1)];
+        f.exchanges[CPE].insert(
+            (O2C, Exchange::Snmp),
+            ExchangeCounts {
+                requests: 50,
+                answered: 30,
+                trailing_unanswered: 20,
+                trailing_since: Some(50 * S),
+            },
+        );
+        cases.push((f, "cpe_silent", "20 SNMP requests"));
+        // The receiving capture dropped as many packets as were lost.
+        let mut f = facts();
+        f.lost[O2C] = 4;
+        f.receiver_drops[O2C] = 9;
+        f.losses = vec![loss(O2C, Class::Snmp, 60, 63, 4)];
+        cases.push((f, "inconclusive", "capture itself dropped 9 packets"));
+        let mut f = facts();
+        f.lost[O2C] = 4;
+        f.receiver_drops[C2O] = 9;
+        f.losses = vec![loss(O2C, Class::Snmp, 60, 63, 4)];
+        cases.push((f, "wan_loss_ovoc_to_cpe", "4 of 100 packets"));
+        // Losses counted in a direction without a window of its own (windows of the other
+        // direction only): told without a time, never a panic.
+        let mut f = facts();
+        f.lost = [0, 5];
+        f.losses = vec![loss(O2C, Class::Snmp, 60, 63, 4)];
+        cases.push((f, "wan_loss_cpe_to_ovoc", "5 of 100 packets from the CPE"));
+        let mut f = facts();
+        f.lost = [5, 5];
+        f.losses = vec![loss(O2C, Class::Snmp, 60, 63, 4)];
+        cases.push((f, "wan_loss_both", "Traffic was lost in both directions"));
         let mut f = facts();
         f.exchanges[CPE].insert(
             (O2C, Exchange::Snmp),
@@ -341,6 +481,28 @@ mod tests {
             let v = decide(&f);
             assert_eq!(v.verdict, verdict, "{v:?}");
             assert!(v.text.contains(text), "{}\nwanted: {text}", v.text);
+        }
+    }
+
+    /// OVOC polls in bursts once a minute (many packets, a small mean gap): the quiet minute
+    /// after its last burst is its usual interval, not silence; ten of them are.
+    #[test]
+    fn silence_is_measured_in_usual_intervals() {
+        let cases = [
+            // (last burst, common end, usual gap s, verdict)
+            (600, 659, Some(60), "no_loss"),
+            (600, 1300, Some(60), "ovoc_silent"),
+            (600, 615, Some(1), "ovoc_silent"),
+            (600, 605, Some(1), "no_loss"),
+        ];
+        for (last, end, gap, want) in cases {
+            let mut f = facts();
+            // 11 bursts of 50 packets: a mean gap of about 12 s.
+            f.sent_span[O2C] = Some((0, last * S, 550));
+            f.usual_gap[O2C] = gap.map(|g| g * S);
+            f.common_end = Some(end * S);
+            f.sent_after_other_stopped[C2O] = 40;
+            assert_eq!(decide(&f).verdict, want, "{last} {end} {gap:?}");
         }
     }
 

@@ -591,10 +591,12 @@ struct Pcap {
     path: PathBuf,
     nanos: bool,
     bytes: u64,
+    /// Frames are cut to this (tcpdump -s).
+    snaplen: usize,
 }
 
-fn pcap_header(linktype: u32, nanos: bool) -> [u8; 24] {
-    let mut h = crate::lab::pcap::global_header(linktype, 262_144);
+fn pcap_header(linktype: u32, nanos: bool, snaplen: u32) -> [u8; 24] {
+    let mut h = crate::lab::pcap::global_header(linktype, snaplen);
     if nanos {
         h[0..4].copy_from_slice(&0xa1b2_3c4du32.to_le_bytes());
     }
@@ -603,13 +605,18 @@ fn pcap_header(linktype: u32, nanos: bool) -> [u8; 24] {
 
 impl Pcap {
     fn create(path: PathBuf, linktype: u32, nanos: bool) -> std::io::Result<Pcap> {
+        Pcap::with_snaplen(path, linktype, nanos, 262_144)
+    }
+
+    fn with_snaplen(path: PathBuf, lt: u32, nanos: bool, snaplen: u32) -> std::io::Result<Pcap> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        out.write_all(&pcap_header(linktype, nanos))?;
+        out.write_all(&pcap_header(lt, nanos, snaplen))?;
         Ok(Pcap {
             out,
             path,
             nanos,
             bytes: 24,
+            snaplen: snaplen as usize,
         })
     }
 }
@@ -621,11 +628,12 @@ impl Sink for Pcap {
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&(sec as u32).to_le_bytes());
         h[4..8].copy_from_slice(&(frac as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        let kept = &frame[..frame.len().min(self.snaplen)];
+        h[8..12].copy_from_slice(&(kept.len() as u32).to_le_bytes());
         h[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
         self.out.write_all(&h)?;
-        self.out.write_all(frame)?;
-        self.bytes += 16 + frame.len() as u64;
+        self.out.write_all(kept)?;
+        self.bytes += 16 + kept.len() as u64;
         Ok(())
     }
 
@@ -698,11 +706,13 @@ impl Sink for Ring {
 struct PcapNg {
     out: BufWriter<File>,
     path: PathBuf,
+    /// Written at the end as the WAN interface's statistics (isb_ifdrop), when given.
+    drops: Option<u64>,
 }
 
 impl PcapNg {
     /// Interface 0: the CPE's LAN (Ethernet, µs); interface 1: its WAN (Linux cooked v2, ns).
-    fn create(path: PathBuf) -> std::io::Result<PcapNg> {
+    fn create(path: PathBuf, drops: Option<u64>) -> std::io::Result<PcapNg> {
         use pcap_parser::pcapng::{InterfaceDescriptionBlock, SectionHeaderBlock};
         use pcap_parser::{Linktype, ToVec};
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
@@ -733,7 +743,7 @@ impl PcapNg {
             .to_vec();
             out.write_all(&idb.map_err(|e| std::io::Error::other(format!("{e:?}")))?)?;
         }
-        Ok(PcapNg { out, path })
+        Ok(PcapNg { out, path, drops })
     }
 }
 
@@ -761,6 +771,20 @@ impl Sink for PcapNg {
     }
 
     fn close(mut self: Box<Self>) -> std::io::Result<Vec<PathBuf>> {
+        if let Some(drops) = self.drops {
+            // An interface statistics block for the WAN interface: isb_ifdrop (code 5), then
+            // the end of options.
+            let mut b = Vec::with_capacity(40);
+            for v in [5u32, 40, 1, 0, 0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&5u16.to_le_bytes());
+            b.extend_from_slice(&8u16.to_le_bytes());
+            b.extend_from_slice(&drops.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&40u32.to_le_bytes());
+            self.out.write_all(&b)?;
+        }
         self.out.flush()?;
         Ok(vec![self.path])
     }
@@ -810,7 +834,10 @@ impl World<'_> {
     }
 
     fn cpe_clock(&self, t: i64) -> i64 {
-        t + self.a.offset + (self.a.drift_ppm * 1e-6 * (t - self.t0) as f64) as i64
+        let stepped = self.a.cpe_step != 0 && self.secs(t) >= self.a.cpe_step_at;
+        t + self.a.offset
+            + (self.a.drift_ppm * 1e-6 * (t - self.t0) as f64) as i64
+            + if stepped { self.a.cpe_step } else { 0 }
     }
 
     fn stamp(&self, side: usize, t: i64) -> i64 {
@@ -986,8 +1013,13 @@ fn open_sinks(a: &LabCapturesArgs, name: &str) -> std::io::Result<([Box<dyn Sink
     };
     let cpe_path = a.dir.join(format!("CPE_{name}.{ext}"));
     let cpe: Box<dyn Sink> = match a.cpe_format.as_str() {
-        "pcapng" => Box::new(PcapNg::create(cpe_path.clone())?),
-        f => Box::new(Pcap::create(cpe_path.clone(), 1, f == "pcap-ns")?),
+        "pcapng" => Box::new(PcapNg::create(cpe_path.clone(), a.cpe_capture_drops)?),
+        f => Box::new(Pcap::with_snaplen(
+            cpe_path.clone(),
+            1,
+            f == "pcap-ns",
+            a.cpe_snaplen.unwrap_or(262_144),
+        )?),
     };
     let ovoc: Box<dyn Sink> = match a.ring_bytes {
         Some(size) => Box::new(Ring {

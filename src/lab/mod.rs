@@ -44,7 +44,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Demo(a) => {
             demo::run(&config::demo(&a, &config::ThisMachine).map_err(Error::usage)?)
         }
-        LabCommand::Captures(a) => capgen::run(a),
+        LabCommand::Captures(a) => capgen::run(*a),
         LabCommand::Down(a) => {
             crate::netaddr::validate_device(&a.device).map_err(Error::usage)?;
             let until = std::time::SystemTime::now() + a.duration;

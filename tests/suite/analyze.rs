@@ -1,6 +1,7 @@
 //! `tc analyze` on generated capture pairs (`tc lab captures`, which also writes what should be
 //! found: truth.json) and on the captures of a real `tc lab demo`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::harness::*;
@@ -74,8 +75,10 @@ fn lost(r: &Run) -> Vec<(String, String, u64)> {
                 sent,
                 seen,
                 outside_window,
+                unmatchable,
+                ..
             } => {
-                assert_eq!(sent, &(seen + lost + outside_window), "{e:?}");
+                assert_eq!(sent, &(seen + lost + outside_window + unmatchable), "{e:?}");
                 (*lost > 0).then(|| (direction.clone(), class.clone(), *lost))
             }
             _ => None,
@@ -100,17 +103,40 @@ fn truth_lost(t: &serde_json::Value) -> Vec<(String, String, u64)> {
     v
 }
 
+/// Runs a program the test needs (failing with its package's name when it is missing) and
+/// returns its stdout; a failure names the command line and shows its stderr.
+fn output(prog: &str, args: &[&OsStr]) -> String {
+    require(prog);
+    let line = format!(
+        "{prog} {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = std::process::Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {line}: {e}"));
+    assert!(
+        out.status.success(),
+        "{line}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
+    s.as_ref()
+}
+
 fn ns(rfc3339: &str) -> i64 {
     // 2026-11-27T07:42:18.010218Z
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", rfc3339, "+%s%N"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
+    let text = output("date", &[os("-u"), os("-d"), os(rfc3339), os("+%s%N")]);
+    text.trim()
         .parse()
-        .unwrap()
+        .unwrap_or_else(|e| panic!("date -d {rfc3339} printed {text:?}: {e}"))
 }
 
 /// The clock against the truth: offset within 1 ms at the reported time, drift within 2 ppm.
@@ -213,54 +239,46 @@ fn one_way_loss_behind_nat_with_offset_drift_and_unequal_windows() {
     let inputs: u64 = capinfos_packets(&[vec![p.cpe()], p.ovoc()].concat())
         .iter()
         .sum();
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&merged)
-        .args(["-T", "fields", "-e", "frame.number"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let m = merged.as_os_str();
+    let numbers = output(
+        "tshark",
+        &[
+            os("-r"),
+            m,
+            os("-T"),
+            os("fields"),
+            os("-e"),
+            os("frame.number"),
+        ],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count() as u64,
-        inputs
+    assert_eq!(numbers.lines().count() as u64, inputs);
+    let comments = output(
+        "tshark",
+        &[
+            os("-r"),
+            m,
+            os("-Y"),
+            os("frame.comment"),
+            os("-T"),
+            os("fields"),
+            os("-e"),
+            os("frame.comment"),
+        ],
     );
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&merged)
-        .args(["-Y", "frame.comment", "-T", "fields", "-e", "frame.comment"])
-        .output()
-        .unwrap();
-    let comments = String::from_utf8_lossy(&out.stdout);
     let n_lost: u64 = want.iter().map(|w| w.2).sum();
     assert_eq!(comments.lines().count() as u64, n_lost, "{comments}");
     assert!(comments
         .lines()
         .all(|l| l.contains("lost in transit: sent by OVOC")));
     // The section comment states the clock model applied to the CPE side.
-    let out = std::process::Command::new("capinfos")
-        .arg("-k")
-        .arg(&merged)
-        .output()
-        .unwrap();
-    let info = String::from_utf8_lossy(&out.stdout);
+    let info = output("capinfos", &[os("-k"), m]);
     assert!(
         info.contains("CPE timestamps corrected to the OVOC clock") && info.contains("ppm"),
         "{info}"
     );
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&merged)
-        .args(["-q", "-z", "io,stat,0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output(
+        "tshark",
+        &[os("-r"), m, os("-q"), os("-z"), os("io,stat,0")],
     );
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("loss window") && svg.contains("OVOC to CPE"));
@@ -410,13 +428,15 @@ fn a_wrapped_ring_given_out_of_order() {
 }
 
 fn first_packet_time(f: &Path) -> i64 {
-    let out = std::process::Command::new("capinfos")
-        .args(["-a", "-T", "-r", "-S"])
-        .arg(f)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let secs: f64 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let text = output(
+        "capinfos",
+        &[os("-a"), os("-T"), os("-r"), os("-S"), f.as_os_str()],
+    );
+    let secs: f64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("capinfos -a -T -r -S {}: no time in {text:?}", f.display()));
     (secs * 1e6) as i64
 }
 
@@ -507,6 +527,230 @@ fn captures_of_different_devices_are_inconclusive() {
         text.contains("no packet of the OVOC capture was found"),
         "{text}"
     );
+}
+
+fn flow_counts(r: &Run, dir: &str, field: fn(&Event) -> Option<u64>) -> u64 {
+    r.events
+        .iter()
+        .filter(|e| matches!(e, Event::AnalyzeFlow { direction, .. } if direction == dir))
+        .filter_map(field)
+        .sum()
+}
+
+fn cpe_input(r: &Run) -> &Event {
+    r.events
+        .iter()
+        .find(|e| matches!(e, Event::AnalyzeInput { side, .. } if side == "cpe"))
+        .unwrap_or_else(|| panic!("no CPE input record\n{}", r.dump()))
+}
+
+/// The losses, windows and verdict are the same whether or not --merge is asked (it only adds
+/// the frame numbers that its comments need).
+#[test]
+fn counts_do_not_depend_on_merge() {
+    let p = Pair::new(&[
+        "--seconds",
+        "120",
+        "--nat",
+        "--drop",
+        "both",
+        "--drop-from",
+        "40",
+        "--drop-until",
+        "70",
+    ]);
+    let plain = p.analyze(&p.ovoc(), &[]);
+    let merged = p.path("merged.pcapng");
+    let with = p.analyze(&p.ovoc(), &["--merge", merged.to_str().unwrap()]);
+    let kept = |r: &Run| -> Vec<String> {
+        r.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::AnalyzeFlow { .. }
+                        | Event::AnalyzeLoss { .. }
+                        | Event::AnalyzeVerdict { .. }
+                )
+            })
+            .map(|e| format!("{e:?}"))
+            .collect()
+    };
+    assert_eq!(kept(&plain), kept(&with));
+    assert_eq!(lost(&plain), truth_lost(&p.truth), "{}", plain.dump());
+    assert_eq!(verdict(&plain).0, "wan_loss_both", "{}", plain.dump());
+}
+
+/// The CPE's capture cut at 200 bytes a frame (tcpdump -s 200): its frames are matched on the
+/// bytes both captures have, and exactly the dropped packets are lost.
+#[test]
+fn a_cpe_capture_cut_by_its_snap_length() {
+    let p = Pair::new(&[
+        "--seconds",
+        "120",
+        "--nat",
+        "--cpe-snaplen",
+        "200",
+        "--drop",
+        "ovoc_to_cpe",
+        "--drop-from",
+        "70",
+        "--offset",
+        "250ms",
+    ]);
+    let r = p.analyze(&p.ovoc(), &[]);
+    assert_eq!(verdict(&r).0, "wan_loss_ovoc_to_cpe", "{}", r.dump());
+    assert_eq!(lost(&r), truth_lost(&p.truth), "{}", r.dump());
+    check_clock(&r, &p.truth);
+    let Event::AnalyzeInput { snapped, .. } = cpe_input(&r) else {
+        unreachable!()
+    };
+    assert!(*snapped > 100, "{}", r.dump());
+}
+
+/// The CPE's clock stepped by 400 ms half-way (an NTP step): said in analyze.clock, where it
+/// happened, and as a warning.
+#[test]
+fn a_clock_step_is_reported() {
+    let p = Pair::new(&[
+        "--seconds",
+        "180",
+        "--offset",
+        "2s",
+        "--cpe-step",
+        "400ms",
+        "--cpe-step-at",
+        "90",
+    ]);
+    let r = p.analyze(&p.ovoc(), &[]);
+    let [Event::AnalyzeClock {
+        step_ms, step_at, ..
+    }] = r.of_type("analyze.clock")[..]
+    else {
+        panic!("one clock record expected\n{}", r.dump())
+    };
+    let size = step_ms.unwrap_or_else(|| panic!("no step found\n{}", r.dump()));
+    assert!((size - 400.0).abs() < 20.0, "{}", r.dump());
+    let at = ns(step_at.as_deref().unwrap()) - p.truth["t0_ns"].as_i64().unwrap();
+    assert!(
+        (at - 90_000_000_000).abs() <= 2_000_000_000,
+        "{at}\n{}",
+        r.dump()
+    );
+    assert!(
+        r.stderr.contains("the CPE clock stepped by +400"),
+        "{}",
+        r.dump()
+    );
+    // Without a step, none is reported.
+    let p = Pair::new(&["--seconds", "180", "--offset", "2s"]);
+    let r = p.analyze(&p.ovoc(), &[]);
+    assert!(r.stdout.contains("\"step_ms\":null"), "{}", r.dump());
+}
+
+/// The byte offsets of the records of a classic pcap (after its 24-byte header).
+fn pcap_records(b: &[u8]) -> Vec<usize> {
+    let mut at = 24;
+    let mut v = Vec::new();
+    while at + 16 <= b.len() {
+        v.push(at);
+        at += 16 + u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+    }
+    v
+}
+
+/// Timestamps that are not times (a fraction of a second over a second; a pcapng time beyond
+/// any date) are skipped and counted, never a panic or a wrap.
+#[test]
+fn timestamps_out_of_range_are_skipped_and_counted() {
+    let p = Pair::new(&["--seconds", "60"]);
+    let mut b = std::fs::read(p.cpe()).unwrap();
+    let recs = pcap_records(&b);
+    for r in [recs[10], recs[200]] {
+        b[r + 4..r + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let cpe = p.path("CPE_device_198.51.100.7_bad-time.pcap");
+    std::fs::write(&cpe, &b).unwrap();
+    let mut c = tc();
+    c.arg("analyze")
+        .arg("--cpe")
+        .arg(&cpe)
+        .arg("--ovoc")
+        .arg(&p.ovoc()[0]);
+    let r = run(c).expect(0);
+    let Event::AnalyzeInput {
+        bad_time, packets, ..
+    } = cpe_input(&r)
+    else {
+        unreachable!()
+    };
+    assert_eq!(*bad_time, 2, "{}", r.dump());
+    assert_eq!(*packets as usize, recs.len() - 2);
+    // A packet skipped in one capture is not one lost in transit.
+    assert!(lost(&r).is_empty(), "{}", r.dump());
+    assert_eq!(verdict(&r).0, "no_loss", "{}", r.dump());
+
+    let p = Pair::new(&["--seconds", "60", "--cpe-format", "pcapng"]);
+    let mut b = std::fs::read(p.cpe()).unwrap();
+    // The first enhanced packet block: its timestamp's high word set to all ones.
+    let mut at = 0;
+    while u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) != 6 {
+        at += u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    b[at + 12..at + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cpe = p.path("CPE_device_198.51.100.7_bad-time.pcapng");
+    std::fs::write(&cpe, &b).unwrap();
+    let mut c = tc();
+    c.arg("analyze")
+        .arg("--cpe")
+        .arg(&cpe)
+        .arg("--ovoc")
+        .arg(&p.ovoc()[0]);
+    let r = run(c).expect(0);
+    let Event::AnalyzeInput { bad_time, .. } = cpe_input(&r) else {
+        unreachable!()
+    };
+    assert_eq!(*bad_time, 1, "{}", r.dump());
+}
+
+/// Packets lost towards a capture that says it dropped more than that itself: the network may
+/// have carried them, so the verdict is inconclusive and says why.
+#[test]
+fn losses_covered_by_the_capture_s_own_drops_are_inconclusive() {
+    let args = [
+        "--seconds",
+        "90",
+        "--cpe-format",
+        "pcapng",
+        "--drop",
+        "ovoc_to_cpe",
+        "--drop-from",
+        "50",
+        "--drop-until",
+        "55",
+    ];
+    let p = Pair::new(&[&args[..], &["--cpe-capture-drops", "100000"]].concat());
+    let r = p.analyze(&p.ovoc(), &[]);
+    let (v, text) = verdict(&r);
+    assert_eq!(v, "inconclusive", "{}", r.dump());
+    assert!(
+        text.contains("capture itself dropped 100000 packets"),
+        "{text}"
+    );
+    let Event::AnalyzeInput { capture_drops, .. } = cpe_input(&r) else {
+        unreachable!()
+    };
+    assert_eq!(*capture_drops, Some(100_000));
+    // Drops stated as none: the losses are the network's.
+    let p = Pair::new(&[&args[..], &["--cpe-capture-drops", "0"]].concat());
+    let r = p.analyze(&p.ovoc(), &[]);
+    assert_eq!(verdict(&r).0, "wan_loss_ovoc_to_cpe", "{}", r.dump());
+    assert_eq!(lost(&r), truth_lost(&p.truth), "{}", r.dump());
+    let unexpected = flow_counts(&r, "ovoc_to_cpe", |e| match e {
+        Event::AnalyzeFlow { unexpected, .. } => Some(*unexpected),
+        _ => None,
+    });
+    assert_eq!(unexpected, 0, "{}", r.dump());
 }
 
 /// What the lab did on loopback both captures saw: no loss.
