@@ -360,6 +360,40 @@ pub struct ServeArgs {
     /// After SIGTERM, how long before tcpdump gets SIGKILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: std::time::Duration,
+    /// Captures at once (starting, running or stopping); CAPTURE past it is answered 503.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_captures: u32,
+    /// Refuse new captures (503) when DIR's filesystem has less free than this. Running
+    /// captures end when it is full (tcpdump cannot write).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub min_free: u64,
+    /// Refuse new captures (503) when DIR's captures, with every running capture and the new
+    /// one at their largest ring, would use more than this. Default: no budget.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub disk_budget: Option<u64>,
+    /// Requests per second from one source address (a burst of twice that is allowed); past
+    /// it datagrams are dropped and counted.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit: u32,
+    /// VERIFY probe runs at once (all sources); past it VERIFY is answered 503.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_verifies: u32,
+    /// New VERIFY probe runs per second (all sources; a burst of --max-verifies is allowed).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub verify_rate: u32,
+    /// Shared key: requests must carry its HMAC-SHA256 (README: authentication), answers to
+    /// them carry one too. The file holds at least 16 bytes; it must not be readable by others.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// With --key-file: plain 1.0.6 requests are still accepted from these networks (original
+    /// controllers in a mixed fleet). Repeatable, or comma-separated.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_delimiter = ',',
+        requires = "key_file"
+    )]
+    pub allow_unauthenticated: Vec<crate::netaddr::Cidr>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -380,6 +414,10 @@ pub struct SendArgs {
     /// How long to wait for the final response.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// The agent's shared key (tc ovoc serve --key-file): the request is signed and only
+    /// answers carrying a valid MAC are taken.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -705,6 +743,23 @@ pub struct LabCleanupArgs {
     /// Also delete this lab directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// A size: bytes, or with a unit k/K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid size {s:?}: expected e.g. 0, 512MiB, 1G or 2TiB");
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = t[..digits].parse().map_err(|_| err())?;
+    let unit: u64 = match t[digits..].trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(unit).ok_or_else(err)
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

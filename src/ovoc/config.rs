@@ -30,6 +30,9 @@ pub struct Plan {
     pub buffer_kib: u32,
     pub ovoc: Option<Arc<OvocClient>>,
     pub probes: Arc<ProbeConfig>,
+    /// `--key-file`: requests must be signed, but from `allow_unauthenticated`.
+    pub key: Option<super::auth::Key>,
+    pub allow_unauthenticated: Vec<crate::netaddr::Cidr>,
 }
 
 pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
@@ -51,6 +54,16 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             "root".into()
         }
     });
+    let key = a
+        .key_file
+        .as_deref()
+        .map(super::auth::Key::read)
+        .transpose()
+        .map_err(Error::usage)?;
+    let (mut own, broadcast) = crate::netaddr::host_addresses();
+    if !a.listen.ip().is_unspecified() {
+        own.push(crate::netaddr::canonical_ip(a.listen.ip()));
+    }
     let ovoc = if a.no_ovoc_rules {
         None
     } else {
@@ -65,6 +78,9 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             start_timeout: a.start_timeout,
             stop_grace: a.stop_grace,
             stop_flush: a.stop_flush,
+            limits: limits(a),
+            own,
+            broadcast,
         },
         listen: a.listen,
         dir: a.dir.clone(),
@@ -84,7 +100,22 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             interval: a.pacing.probe_interval,
             ..ProbeConfig::default()
         }),
+        key,
+        allow_unauthenticated: a.allow_unauthenticated.clone(),
     })
+}
+
+fn limits(a: &ServeArgs) -> super::limits::Limits {
+    super::limits::Limits {
+        max_captures: a.max_captures as usize,
+        min_free: a.min_free,
+        disk_budget: a.disk_budget,
+        capture_bytes: u64::from(a.ring_files) * u64::from(a.ring_size) * 1_000_000,
+        rate: a.rate_limit,
+        burst: a.rate_limit.saturating_mul(2),
+        max_verifies: a.max_verifies as usize,
+        verify_rate: a.verify_rate,
+    }
 }
 
 /// OVOC's REST API, with the account and trust the command line and environment give.

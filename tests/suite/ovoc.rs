@@ -547,6 +547,9 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     for _ in 0..2 {
         answer(&s).unwrap();
     }
+    // VERIFY is for a device being captured.
+    ask(&format!("CAPTURE {}", devs[0]));
+    while answer(&s).unwrap() != format!("200 OK {} CAPTURE", devs[0]) {}
     // VERIFY takes at least the ICMP probe spacing (several hundred ms).
     ask(&format!("VERIFY {}", devs[0]));
     let (n, _) = s.recv_from(&mut buf).unwrap();
