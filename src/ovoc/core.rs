@@ -609,6 +609,8 @@ impl Core {
         match self.devices.get_mut(key).filter(usable) {
             Some(d) => {
                 d.last_seen = Some(now);
+                // Answered as last spelled (only the owner gets here for a capture).
+                d.name = req.device.clone();
                 true
             }
             None => {

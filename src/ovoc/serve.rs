@@ -873,14 +873,21 @@ impl Shell {
             };
             self.children.remove(&id);
             let log = self.log_of(core, id);
-            let failed = self.write_failed.remove(&id);
+            // Ended for a write failure (ours) or with an error of its own (e.g. a ring file
+            // it could not create): its count then includes packets it did not write.
+            let starting = core.starting().contains(&id);
+            let failed = self.write_failed.remove(&id).or_else(|| {
+                (!starting && tcpdump::listening(&log))
+                    .then(|| tcpdump::error_lines(&log))
+                    .flatten()
+            });
             let on_disk = failed.as_ref().and_then(|_| {
                 core.base_of(id)
                     .map(|(_, base, _)| tcpdump::packets_on_disk(&self.dir, base))
             });
             let why = if let Some(w) = failed {
                 format!("write failed: {w}")
-            } else if core.starting().contains(&id) || !tcpdump::listening(&log) {
+            } else if starting || !tcpdump::listening(&log) {
                 tcpdump::error_text(&log)
             } else {
                 format!("tcpdump exited ({status})")

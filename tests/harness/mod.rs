@@ -452,6 +452,18 @@ pub fn stderr_log(what: &str) -> Stdio {
     Stdio::from(f)
 }
 
+/// `stderr_log`, and the file's path (for a test that reads what the child logged).
+pub fn stderr_log_at(what: &str) -> (Stdio, PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "tc-test-{what}-{}-{}.stderr",
+        std::process::id(),
+        unique()
+    ));
+    let f = std::fs::File::create(&path).expect("stderr log");
+    STDERR_LOGS.lock().unwrap().push(path.clone());
+    (Stdio::from(f), path)
+}
+
 /// No secret in anything the long-running children wrote on stderr so far.
 pub fn check_stderr_logs() {
     for p in STDERR_LOGS.lock().unwrap().iter() {

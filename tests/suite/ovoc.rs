@@ -36,7 +36,13 @@ impl Agent {
             .arg(dir)
             .args(["--probes", "icmp,snmp,tcp"])
             .args(extra);
-        c.stdout(Stdio::piped()).stderr(stderr_log("agent"));
+        Agent::spawn(c, listen).0
+    }
+
+    /// A `tc ovoc serve` command line, started; its stderr's path too.
+    pub fn spawn(mut c: std::process::Command, listen: SocketAddr) -> (Agent, PathBuf) {
+        let (err, path) = stderr_log_at("agent");
+        c.stdout(Stdio::piped()).stderr(err);
         let mut child = c.spawn().expect("spawn tc ovoc serve");
         let rx = line_reader(&mut child);
         let mut a = Agent {
@@ -46,7 +52,17 @@ impl Agent {
             seen: Vec::new(),
         };
         a.wait_for("ovoc.listening", Duration::from_secs(20));
-        a
+        (a, path)
+    }
+
+    /// The lines so far that contain `needle`.
+    pub fn lines_with(&mut self, needle: &str) -> Vec<String> {
+        self.drain();
+        self.seen
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Wait for a line containing `needle`; returns it.
@@ -126,7 +142,7 @@ fn wait_timeout(c: &mut Child, t: Duration) -> i32 {
 }
 
 /// `tc ovoc send` with a lab's environment (usable from many threads at once).
-fn send(
+pub fn send(
     env: &HashMap<String, String>,
     to: SocketAddr,
     verb: &str,
@@ -151,7 +167,7 @@ fn send(
     run(c)
 }
 
-fn final_code(r: &Run) -> u16 {
+pub fn final_code(r: &Run) -> u16 {
     match r
         .events
         .iter()
@@ -163,11 +179,11 @@ fn final_code(r: &Run) -> u16 {
     }
 }
 
-fn cpe_name(device: &str, n: u32) -> String {
+pub fn cpe_name(device: &str, n: u32) -> String {
     format!("CPE_device_{device}_2026-11-27T07.00.0{n}.000000.pcap")
 }
 
-fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
+pub fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -183,7 +199,7 @@ fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
     v
 }
 
-fn lab_rules(lab: &Lab) -> Vec<serde_json::Value> {
+pub fn lab_rules(lab: &Lab) -> Vec<serde_json::Value> {
     let text =
         std::fs::read_to_string(lab.path().join("ovoc-rules.json")).unwrap_or_else(|_| "[]".into());
     serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
@@ -427,7 +443,7 @@ fn kill_9_then_restart_adopts_and_stop_completes() {
     assert_eq!(agent.terminate(), 0);
 }
 
-fn tcpdump_alive(pid: u32) -> bool {
+pub fn tcpdump_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
 
