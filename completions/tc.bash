@@ -1514,7 +1514,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__send)
-            opts="-v -q -h --server --bind --timeout --verbose --quiet --help REGISTER CAPTURE VERIFY STOP"
+            opts="-v -q -h --server --bind --timeout --key-file --verbose --quiet --help REGISTER CAPTURE VERIFY STOP"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1532,6 +1532,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1540,7 +1544,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__serve)
-            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --probe-count --probe-interval --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-flush --stop-grace --verbose --quiet --help"
+            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --probe-count --probe-interval --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-flush --stop-grace --max-captures --min-free --disk-budget --rate-limit --max-verifies --verify-rate --key-file --allow-unauthenticated --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1631,6 +1635,38 @@ _tc() {
                     return 0
                     ;;
                 --stop-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-captures)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-free)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-verifies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verify-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-unauthenticated)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
