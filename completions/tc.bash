@@ -1678,7 +1678,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1749,6 +1749,10 @@ _tc() {
                     return 0
                     ;;
                 --max-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

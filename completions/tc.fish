@@ -215,6 +215,7 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l listen -d 'UDP address
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-port -d 'The agents\' UDP port, unless the inventory\'s ovoc column names one' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l agent-key -d 'The shared key of an agent run with --key-file: its requests are signed and only its signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
 never\t''"

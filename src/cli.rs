@@ -436,6 +436,10 @@ pub struct SessionArgs {
     /// Capture rounds per device (0 = until interrupted).
     #[arg(long, default_value_t = 1)]
     pub max_events: u32,
+    /// The shared key of an agent run with --key-file: its requests are signed and only its
+    /// signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams).
+    #[arg(long, value_name = "AGENT=FILE")]
+    pub agent_key: Vec<String>,
     /// REGISTER sends before a device is given up.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub register_attempts: u32,

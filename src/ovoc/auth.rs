@@ -232,6 +232,58 @@ pub fn open_response(key: Option<&Key>, data: &[u8], replays: &mut Replays) -> O
     Some(String::from_utf8_lossy(body).into_owned())
 }
 
+/// A controller's keys, per agent (`tc session --agent-key AGENT=FILE`): requests to an agent
+/// with a key are signed and only its signed answers taken; every other agent (an original
+/// one) gets plain 1.0.6 datagrams, and other senders (OVOC's forwarded alarms) are not touched.
+#[derive(Debug, Default)]
+pub struct AgentKeys {
+    keys: HashMap<std::net::SocketAddr, Key>,
+    replays: Replays,
+}
+
+impl AgentKeys {
+    /// `HOST[:PORT]=FILE` each (port 20001 when none is given).
+    pub fn parse(specs: &[String]) -> Result<AgentKeys, String> {
+        let mut keys = HashMap::new();
+        for spec in specs {
+            let (agent, file) = spec.rsplit_once('=').ok_or_else(|| {
+                format!("invalid --agent-key {spec:?}: expected AGENT=FILE (e.g. ovoc-1:20001=/etc/tc/agent.key)")
+            })?;
+            let addr = crate::ovoc::send::server_addr(agent, 20001)
+                .map_err(|e| format!("--agent-key: {e}"))?;
+            keys.insert(addr, Key::read(Path::new(file))?);
+        }
+        Ok(AgentKeys {
+            keys,
+            replays: Replays::default(),
+        })
+    }
+
+    /// `text` as sent to `to`.
+    pub fn seal(&self, to: std::net::SocketAddr, text: &str) -> String {
+        seal_request(self.keys.get(&to), text)
+    }
+
+    /// What of a datagram from `from` may be read: all of it from a sender without a key, the
+    /// signed part of a valid answer from an agent with one, nothing otherwise.
+    pub fn open<'a>(&mut self, from: std::net::SocketAddr, data: &'a [u8]) -> Option<&'a [u8]> {
+        let Some(key) = self.keys.get(&from) else {
+            return Some(data);
+        };
+        match open(key, Dir::Response, data, unix_now(), &mut self.replays) {
+            Opened::Signed(body) => Some(body),
+            Opened::Plain(_) => {
+                log::info!("ignored an unsigned datagram from {from}, an agent with a key");
+                None
+            }
+            Opened::Forged(why) => {
+                log::info!("ignored a datagram from {from}: {why}");
+                None
+            }
+        }
+    }
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -327,6 +379,36 @@ mod tests {
         }
         r.prune(t + 100);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn agent_keys_sign_for_keyed_agents_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        std::fs::write(&p, "0123456789abcdef").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let spec = format!("127.0.0.5={}", p.display());
+        let mut k = AgentKeys::parse(&[spec]).unwrap();
+        let keyed: std::net::SocketAddr = "127.0.0.5:20001".parse().unwrap();
+        let plain: std::net::SocketAddr = "127.0.0.6:20001".parse().unwrap();
+        assert_eq!(k.seal(plain, "REGISTER 10.0.0.1"), "REGISTER 10.0.0.1");
+        assert!(k.seal(keyed, "REGISTER 10.0.0.1").contains(" tc1 "));
+        assert_eq!(
+            k.open(plain, b"200 OK x REGISTER"),
+            Some(&b"200 OK x REGISTER"[..])
+        );
+        assert_eq!(k.open(keyed, b"200 OK x REGISTER"), None);
+        let key = Key::read(&p).unwrap();
+        let answer = key.seal(Dir::Response, "200 OK x REGISTER", unix_now(), 9);
+        assert_eq!(
+            k.open(keyed, answer.as_bytes()),
+            Some(&b"200 OK x REGISTER"[..])
+        );
+        assert_eq!(k.open(keyed, answer.as_bytes()), None, "a replay");
+        assert!(AgentKeys::parse(&["nofile".into()])
+            .unwrap_err()
+            .contains("expected AGENT=FILE"));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Plan {
     pub jobs: usize,
     pub alarm_jobs: usize,
     pub max_events: u32,
+    /// `--agent-key`: the agents whose datagrams are signed (ovoc::auth).
+    pub agent_keys: crate::ovoc::auth::AgentKeys,
 }
 
 pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
@@ -85,6 +87,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
         jobs: a.target.jobs as usize,
         alarm_jobs: a.alarm_jobs as usize,
         max_events: a.max_events,
+        agent_keys: crate::ovoc::auth::AgentKeys::parse(&a.agent_key).map_err(Error::usage)?,
     })
 }
 

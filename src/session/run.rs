@@ -233,6 +233,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             held: VecDeque::new(),
             report: &mut files.report,
             journal: &mut files.journal,
+            agent_keys: p.agent_keys,
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -281,6 +282,9 @@ struct Loop<'a> {
 
 impl Driver for Loop<'_> {
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        let Some(data) = self.io.agent_keys.open(from, data) else {
+            return Flow::Continue;
+        };
         let actions = self.core.datagram(now, from, data);
         self.io.perform(actions);
         Flow::Continue
@@ -345,6 +349,8 @@ struct Io<'a> {
     held: VecDeque<(Instant, String)>,
     report: &'a mut Report,
     journal: &'a mut std::fs::File,
+    /// `--agent-key`: signs the requests to agents with a key, checks their answers.
+    agent_keys: crate::ovoc::auth::AgentKeys,
 }
 
 impl Io<'_> {
@@ -367,6 +373,7 @@ impl Io<'_> {
         for a in actions {
             match a {
                 Action::Send { to, text } => {
+                    let text = self.agent_keys.seal(to, &text);
                     if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
                         log::warn!("sending {text:?} to {to}: {e}");
                     }

@@ -740,3 +740,79 @@ fn without_a_key_an_original_controller_completes_a_round() {
     assert_eq!(ovoc_files(dir.path(), "127.0.72.1").len(), 1);
     summary(&mut agent);
 }
+
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_session_with_the_agents_key_completes_a_round() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(keys.path());
+    let agent_dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        &lab,
+        agent_dir.path(),
+        &["--key-file", key.to_str().unwrap()],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let listen = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut c = lab.tc();
+    c.args(["session", "--devices"])
+        .arg(lab.inventory())
+        .arg("--out")
+        .arg(out.path())
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--snmp-user",
+            "CaptureScript",
+        ])
+        .args([
+            "--resend",
+            "1s",
+            "--fetch-retry-interval",
+            "3s",
+            "--timeout",
+            "3s",
+        ])
+        .arg("--agent-key")
+        .arg(format!("{}={}", agent.listen, key.display()));
+    c.stdout(std::process::Stdio::piped())
+        .stderr(stderr_log("session"));
+    let session = c.spawn().unwrap();
+    // OVOC's Connection Lost, again and again (the session ignores it until it captures).
+    let dev = lab.devices()[0].clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let alarms = {
+        let (done, dir, env, dev) = (done.clone(), lab.path(), lab.env.clone(), dev.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = tc();
+                c.envs(&env)
+                    .args(["lab", "alarm", "--dir"])
+                    .arg(&dir)
+                    .arg(&dev);
+                c.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                let _ = c.status();
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        })
+    };
+    let output = session.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    alarms.join().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    events(&text);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines().last().unwrap().contains("\"completed\":1"),
+        "{text}"
+    );
+    assert_eq!(ovoc_files(agent_dir.path(), &dev).len(), 1);
+    let s = summary(&mut agent);
+    assert_eq!(s["unauthenticated"], 0, "{s}");
+}
