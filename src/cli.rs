@@ -917,3 +917,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("512", 512),
+            ("1k", 1024),
+            ("10MiB", 10 << 20),
+            ("1G", 1 << 30),
+            ("2 TiB", 2 << 40),
+        ];
+        for (s, want) in ok {
+            assert_eq!(super::parse_size(s), Ok(*want), "{s}");
+        }
+        for bad in ["", "G", "1.5G", "-1", "1GB", "99999999999T"] {
+            assert_eq!(
+                super::parse_size(bad),
+                Err(format!(
+                    "invalid size {bad:?}: expected e.g. 0, 512MiB, 1G or 2TiB"
+                ))
+            );
+        }
+    }
+}

@@ -191,6 +191,7 @@ mod tests {
             (vec!["tc", "ovoc", "serve", "--interface", "eth0", "--allow-any", "--tcpdump", "/nonexistent/tcpdump"], &ovoc, "tcpdump not found at /nonexistent/tcpdump"),
             (base(&["--allow-any"]), &none, "no OVOC user: set TC_OVOC_USER or --ovoc-user (or --no-ovoc-rules)"),
             (base(&["--allow-any", "--ovoc-user", "op"]), &none, "no OVOC password: set TC_OVOC_PASSWORD, use --ovoc-password-file FILE, or run on a terminal to be prompted"),
+            (base(&["--allow-any", "--no-ovoc-rules", "--key-file", "/nonexistent/k"]), &none, "key file /nonexistent/k: No such file or directory (os error 2)"),
         ];
         for (argv, env, want) in errors {
             let got = serve(&argv, env).err().map(|e| e.to_string());
@@ -208,6 +209,21 @@ mod tests {
         )
         .unwrap();
         assert!(p.ovoc.is_none() && !p.core.ovoc_rules);
+        assert_eq!(
+            p.core.limits,
+            super::super::limits::Limits {
+                max_captures: 1024,
+                min_free: 1 << 30,
+                disk_budget: None,
+                capture_bytes: 30_000_000,
+                rate: 1000,
+                burst: 2000,
+                max_verifies: 32,
+                verify_rate: 10,
+            },
+            "the defaults the README states"
+        );
+        assert!(p.key.is_none());
         assert_eq!(p.core.allow.len(), 1);
         assert_eq!(p.probes.count, 2);
         assert_eq!(p.tcpdump_program, PathBuf::from(fake));

@@ -643,40 +643,9 @@ impl Core {
             return;
         }
         self.trying(out, from, &req.device, Verb::Capture);
-        let current = self.devices[key].current;
-        if let Some(id) = current {
-            let cap = self.captures.get_mut(&id).expect("current capture exists");
-            match &mut cap.phase {
-                Phase::Starting { waiters, .. } => {
-                    if !waiters.contains(&from) {
-                        waiters.push(from);
-                    }
-                    return;
-                }
-                Phase::Running => {
-                    self.reply(
-                        out,
-                        from,
-                        200,
-                        &req.device,
-                        Verb::Capture,
-                        Some("already capturing".into()),
-                    );
-                    return;
-                }
-                Phase::Stopping { .. } | Phase::Renaming { .. } => {
-                    self.reply(
-                        out,
-                        from,
-                        503,
-                        &req.device,
-                        Verb::Capture,
-                        Some("the previous capture is stopping".into()),
-                    );
-                    return;
-                }
-                // The old capture's files stay where they are, under their tmp_ names.
-                Phase::Exited { .. } => {}
+        if let Some(id) = self.devices[key].current {
+            if self.capture_again(from, req, id, out) {
+                return;
             }
         }
         if let Some(why) = self
@@ -713,6 +682,41 @@ impl Core {
             device: key.to_string(),
             base,
         });
+    }
+
+    /// CAPTURE for a device that has a capture: true when that answers it (a starting one is
+    /// waited for, a running one confirmed, a stopping one refused); false when the old one is
+    /// over and a new one may start (its files stay, under their tmp_ names).
+    fn capture_again(
+        &mut self,
+        from: SocketAddr,
+        req: &Request,
+        id: CaptureId,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let cap = self.captures.get_mut(&id).expect("current capture exists");
+        let (code, why) = match &mut cap.phase {
+            Phase::Starting { waiters, .. } => {
+                if !waiters.contains(&from) {
+                    waiters.push(from);
+                }
+                return true;
+            }
+            Phase::Running => (200, "already capturing"),
+            Phase::Stopping { .. } | Phase::Renaming { .. } => {
+                (503, "the previous capture is stopping")
+            }
+            Phase::Exited { .. } => return false,
+        };
+        self.reply(
+            out,
+            from,
+            code,
+            &req.device,
+            Verb::Capture,
+            Some(why.into()),
+        );
+        true
     }
 
     /// tcpdump was spawned with this pid (before it is known to capture). The spawn runs off
@@ -949,6 +953,20 @@ impl Core {
         }
     }
 
+    /// STOP for a device without a capture: the last STOP's result again (idempotent), or 404.
+    fn stop_again(&mut self, from: SocketAddr, req: &Request, key: &str, out: &mut Vec<Action>) {
+        match self.devices[key].last_stop.clone() {
+            Some(last) => {
+                let again = Some("already stopped".into());
+                self.stopped_reply(out, from, &req.device, &last.stats, again)
+            }
+            None => {
+                let why = Some("no capture for this device".into());
+                self.reply(out, from, 404, &req.device, Verb::Stop, why)
+            }
+        }
+    }
+
     fn stop(
         &mut self,
         now: Instant,
@@ -962,25 +980,8 @@ impl Core {
         }
         self.trying(out, from, &req.device, Verb::Stop);
         let filename = req.filename.clone().unwrap_or_default();
-        let dev = &self.devices[key];
-        let Some(id) = dev.current else {
-            match dev.last_stop.clone() {
-                Some(last) => self.stopped_reply(
-                    out,
-                    from,
-                    &req.device,
-                    &last.stats,
-                    Some("already stopped".into()),
-                ),
-                None => self.reply(
-                    out,
-                    from,
-                    404,
-                    &req.device,
-                    Verb::Stop,
-                    Some("no capture for this device".into()),
-                ),
-            }
+        let Some(id) = self.devices[key].current else {
+            self.stop_again(from, req, key, out);
             return;
         };
         let phase = self.captures[&id].phase.clone();

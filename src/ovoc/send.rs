@@ -56,6 +56,18 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     let wire = super::auth::seal_request(key.as_ref(), &req.to_wire());
     sock.send_to(wire.as_bytes(), server)
         .map_err(|e| Error::failed(format!("sending to {server}: {e}")))?;
+    await_final(&sock, server, &a, verb, key.as_ref())
+}
+
+/// The agent's answers to the request, as `ovoc.reply` lines, until the final one (or
+/// `--timeout`).
+fn await_final(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    a: &SendArgs,
+    verb: Verb,
+    key: Option<&super::auth::Key>,
+) -> Result<ExitCode> {
     let deadline = Instant::now() + a.timeout;
     let mut buf = [0u8; 2048];
     let mut replays = super::auth::Replays::default();
@@ -81,7 +93,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             // An ICMP port unreachable from an earlier send: nobody listens there.
             Err(e) => return Err(Error::failed(format!("receiving from {server}: {e}"))),
         };
-        let Some(text) = super::auth::open_response(key.as_ref(), &buf[..n], &mut replays) else {
+        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays) else {
             log::info!("ignored an unsigned or forged datagram from {from}");
             continue;
         };
