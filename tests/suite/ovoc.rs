@@ -553,7 +553,8 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     let agent = Agent::start(&lab, dir.path(), &["--no-ovoc-rules"]);
     let devs = lab.devices();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Longer than the VERIFY (10 probes 1 s apart), which is answered last.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = [0u8; 512];
     let ask = |req: &str| {
         s.send_to(req.as_bytes(), agent.listen).unwrap();
