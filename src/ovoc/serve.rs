@@ -42,8 +42,10 @@ const DISK_EVERY: Duration = Duration::from_secs(1);
 /// Below this free on DIR's filesystem tcpdump cannot write a packet for sure (it writes up to
 /// 256 KiB at once and says nothing when a write fails): running captures end.
 const FULL_BELOW: u64 = 1 << 20;
-/// The saver's retry delays after a failed write: doubling from the first to the last.
-const SAVE_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// The saver's retry delays after a failed write: doubling from the first to the last. The
+/// last is short enough that an answer held for the save waits less than the original
+/// controller's 3 s resend twice over, once there is room again.
+const SAVE_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(4));
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
 
