@@ -6,7 +6,9 @@
 # times each from send() to the response datagram's arrival:
 #   - REGISTER <dev> -> `200 OK` (no REST call; the agent writes and fsyncs its state file before
 #     every reply that changes state, which REGISTER does);
-#   - VERIFY <dev>   -> `100 Trying` (first answer) and the final `200 OK` (no probes enabled).
+#   - VERIFY <dev>   -> `100 Trying` (first answer) and the final `200 OK` (no probes enabled;
+#     VERIFY is for a device being captured, so the device is captured first).
+# The agent's per-source and VERIFY rate limits are lifted: this measures latency, not limits.
 # ROUNDS rounds, each with both verbs; prints a Markdown table (progress on stderr).
 # Usage: sudo benches/agent-latency.sh     (from the repository root)
 # Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), ROUNDS=5, COUNT=5000,
@@ -21,15 +23,18 @@ DEVICE=${DEVICE:-127.0.171.1}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/tc-agent-latency.XXXXXX)
 chmod 755 "$WORK"
-cc -O2 -o "$WORK/agent-rtt" "$repo/benches/agent-rtt.c"
+cc -O2 -o "$WORK/agent-rtt" "$repo/benches/agent-rtt.c" -lcrypto
 agent_pid=
 cleanup() { [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 taskset -c 0 "$TC" ovoc serve --interface lo --listen "$ADDR:20001" --dir "$WORK/agent" \
-    --allow 127.0.0.0/8 --no-ovoc-rules --probes none -q >/dev/null 2>"$WORK/agent.err" &
+    --allow 127.0.0.0/8 --no-ovoc-rules --probes none --rate-limit 1000000 \
+    --verify-rate 10000 --max-verifies 1000 -q >/dev/null 2>"$WORK/agent.err" &
 agent_pid=$!
 sleep 1
 kill -0 "$agent_pid" || { cat "$WORK/agent.err" >&2; exit 1; }
+"$WORK/agent-rtt" "$ADDR" 20001 REGISTER "$DEVICE" 1 0 >/dev/null
+"$WORK/agent-rtt" "$ADDR" 20001 CAPTURE "$DEVICE" 1 0 >/dev/null
 f() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 echo "### Request round trip of one agent (µs; $COUNT sequential requests per verb and round)"

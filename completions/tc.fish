@@ -154,6 +154,14 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l start-timeout -d 'How long tcpdump may take to report it is capturing' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l stop-flush -d 'From STOP (or the agent\'s shutdown) to tcpdump\'s SIGTERM: tcpdump receives packets from the kernel in blocks handed over up to 1 s after their first packet, so a quicker SIGTERM loses the capture\'s last second' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l stop-grace -d 'After SIGTERM, how long before tcpdump gets SIGKILL' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l max-captures -d 'Captures at once (starting, running or stopping); CAPTURE past it is answered 503' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l min-free -d 'Refuse new captures (503) when DIR\'s filesystem has less free than this. Running captures end when it is full (tcpdump cannot write)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l disk-budget -d 'Refuse new captures (503) when DIR\'s captures, with every running capture and the new one at their largest ring, would use more than this. Default: no budget' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l rate-limit -d 'Requests per second from one source address (a burst of twice that is allowed); past it datagrams are dropped and counted' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l max-verifies -d 'VERIFY probe runs at once (all sources); past it VERIFY is answered 503' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l verify-rate -d 'New VERIFY probe runs per second (all sources; a burst of --max-verifies is allowed)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l key-file -d 'Shared key: requests must carry its HMAC-SHA256 (README: authentication), answers to them carry one too. The file holds at least 16 bytes; it must not be readable by others' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-unauthenticated -d 'With --key-file: plain 1.0.6 requests are still accepted from these networks (original controllers in a mixed fleet). Repeatable, or comma-separated' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-any -d 'Accept requests from anywhere (the original\'s behaviour; the agent runs as root)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l no-ovoc-rules -d 'Answer REGISTER without OVOC\'s REST API (rules set by hand)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
@@ -163,6 +171,7 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l server -d 'The agent: HOST or HOST:PORT (default port 20001)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l bind -d 'Local address to send from (the agent answers there; REGISTER points OVOC\'s rule at it)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l timeout -d 'How long to wait for the final response' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l key-file -d 'The agent\'s shared key (tc ovoc serve --key-file): the request is signed and only answers carrying a valid MAC are taken' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
@@ -206,6 +215,7 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l listen -d 'UDP address
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-port -d 'The agents\' UDP port, unless the inventory\'s ovoc column names one' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l agent-key -d 'The shared key of an agent run with --key-file: its requests are signed and only its signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams)' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
 never\t''"

@@ -360,6 +360,40 @@ pub struct ServeArgs {
     /// After SIGTERM, how long before tcpdump gets SIGKILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: std::time::Duration,
+    /// Captures at once (starting, running or stopping); CAPTURE past it is answered 503.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_captures: u32,
+    /// Refuse new captures (503) when DIR's filesystem has less free than this. Running
+    /// captures end when it is full (tcpdump cannot write).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub min_free: u64,
+    /// Refuse new captures (503) when DIR's captures, with every running capture and the new
+    /// one at their largest ring, would use more than this. Default: no budget.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub disk_budget: Option<u64>,
+    /// Requests per second from one source address (a burst of twice that is allowed); past
+    /// it datagrams are dropped and counted.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit: u32,
+    /// VERIFY probe runs at once (all sources); past it VERIFY is answered 503.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_verifies: u32,
+    /// New VERIFY probe runs per second (all sources; a burst of --max-verifies is allowed).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub verify_rate: u32,
+    /// Shared key: requests must carry its HMAC-SHA256 (README: authentication), answers to
+    /// them carry one too. The file holds at least 16 bytes; it must not be readable by others.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// With --key-file: plain 1.0.6 requests are still accepted from these networks (original
+    /// controllers in a mixed fleet). Repeatable, or comma-separated.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_delimiter = ',',
+        requires = "key_file"
+    )]
+    pub allow_unauthenticated: Vec<crate::netaddr::Cidr>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -380,6 +414,10 @@ pub struct SendArgs {
     /// How long to wait for the final response.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// The agent's shared key (tc ovoc serve --key-file): the request is signed and only
+    /// answers carrying a valid MAC are taken.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -398,6 +436,10 @@ pub struct SessionArgs {
     /// Capture rounds per device (0 = until interrupted).
     #[arg(long, default_value_t = 1)]
     pub max_events: u32,
+    /// The shared key of an agent run with --key-file: its requests are signed and only its
+    /// signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams).
+    #[arg(long, value_name = "AGENT=FILE")]
+    pub agent_key: Vec<String>,
     /// REGISTER sends before a device is given up.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub register_attempts: u32,
@@ -731,6 +773,23 @@ pub struct LabCleanupArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// A size: bytes, or with a unit k/K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid size {s:?}: expected e.g. 0, 512MiB, 1G or 2TiB");
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = t[..digits].parse().map_err(|_| err())?;
+    let unit: u64 = match t[digits..].trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(unit).ok_or_else(err)
+}
+
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::util::parse_duration(s)
 }
@@ -879,6 +938,32 @@ mod tests {
         for (argv, needle) in bad {
             let e = Cli::try_parse_from(*argv).unwrap_err().to_string();
             assert!(e.contains(needle), "{argv:?}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("512", 512),
+            ("1k", 1024),
+            ("10MiB", 10 << 20),
+            ("1G", 1 << 30),
+            ("2 TiB", 2 << 40),
+        ];
+        for (s, want) in ok {
+            assert_eq!(super::parse_size(s), Ok(*want), "{s}");
+        }
+        for bad in ["", "G", "1.5G", "-1", "1GB", "99999999999T"] {
+            assert_eq!(
+                super::parse_size(bad),
+                Err(format!(
+                    "invalid size {bad:?}: expected e.g. 0, 512MiB, 1G or 2TiB"
+                ))
+            );
         }
     }
 }

@@ -246,6 +246,9 @@ pub enum Event {
         files: Vec<String>,
         packets_captured: Option<u64>,
         packets_dropped_kernel: Option<u64>,
+        /// Complete packets in the files (counted when tcpdump could not write: its own count
+        /// then includes packets it failed to write).
+        packets_on_disk: Option<u64>,
     },
     /// `tc ovoc serve`: a tcpdump of an earlier run was found running and taken over.
     #[serde(rename = "ovoc.capture_adopted")]
@@ -281,9 +284,19 @@ pub enum Event {
         refused: u64,
         captures_started: u64,
         captures_stopped: u64,
+        /// Requests about a device owned by another source (answered 403).
+        forbidden: u64,
+        /// Datagrams over --rate-limit (dropped unanswered).
+        limited: u64,
+        /// Requests refused by --key-file (answered 401, or dropped when the MAC was wrong).
+        unauthenticated: u64,
         seconds: f64,
         reason: String,
     },
+    /// `tc ovoc serve`: a source went over the per-source request rate (once each time it does;
+    /// its datagrams are dropped until it slows down).
+    #[serde(rename = "ovoc.limited")]
+    OvocLimited { from: String, limit: String },
     /// `tc ovoc send`: a response received from an agent.
     #[serde(rename = "ovoc.reply")]
     OvocReply {

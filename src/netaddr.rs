@@ -56,6 +56,111 @@ pub fn url_host(device: &str) -> String {
     }
 }
 
+/// The one name the agent keys a device by: an address in its canonical form, whatever way the
+/// requester spelled it (inet_aton forms `127.1`, `2130706433`, `0x7f.1` as tcpdump's libpcap
+/// reads them; IPv6 compressed; IPv4-mapped IPv6 as IPv4), `localhost` and `*.localhost` as
+/// 127.0.0.1 (RFC 6761: they never leave the host), other names case-folded without the final
+/// dot. A name is not resolved: that would block the request loop; two names of one host stay
+/// two devices. Call after `validate_device`.
+pub fn canonical_device(s: &str) -> String {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return canonical_ip(ip).to_string();
+    }
+    if let Some(v4) = inet_aton(s) {
+        return v4.to_string();
+    }
+    let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return std::net::Ipv4Addr::LOCALHOST.to_string();
+    }
+    name
+}
+
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is the IPv4 host.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The forms inet_aton(3) accepts: 1-4 parts of decimal, `0x` hex or `0` octal, the last one
+/// filling the remaining bytes (`127.1` is 127.0.0.1, `2130706433` is 127.0.0.1).
+fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let nums: Vec<u64> = parts
+        .iter()
+        .map(|p| {
+            let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or(p.strip_prefix("0X")) {
+                (h, 16)
+            } else if p.len() > 1 && p.starts_with('0') {
+                (&p[1..], 8)
+            } else {
+                (*p, 10)
+            };
+            if digits.is_empty() && radix != 16 || digits.len() > 12 {
+                return None;
+            }
+            u64::from_str_radix(digits, radix).ok()
+        })
+        .collect::<Option<_>>()?;
+    let (last, head) = nums.split_last()?;
+    if head.iter().any(|&n| n > 255) || *last >= 1u64 << (8 * (4 - head.len())) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in head.iter().enumerate() {
+        v |= n << (24 - 8 * i);
+    }
+    Some(std::net::Ipv4Addr::from((v | last) as u32))
+}
+
+/// This host's addresses (not loopback) and its subnets' broadcast addresses, from
+/// /proc/net/fib_trie and /proc/net/if_inet6: what VERIFY must never probe. Empty when /proc
+/// cannot say (the listen address is still refused).
+pub fn host_addresses() -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let v4 = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    let (mut own, broadcast) = parse_fib_trie(&v4);
+    own.extend(parse_if_inet6(&v6));
+    own.retain(|ip| !ip.is_loopback());
+    own.sort();
+    own.dedup();
+    (own, broadcast)
+}
+
+/// (LOCAL, BROADCAST) addresses: an address line `|-- a.b.c.d` is followed by its kinds.
+fn parse_fib_trie(text: &str) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (mut local, mut bcast) = (Vec::new(), Vec::new());
+    let mut addr: Option<IpAddr> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(a) = t.strip_prefix("|-- ") {
+            addr = a.trim().parse().ok();
+        } else if let (Some(a), Some(kind)) = (addr, t.strip_prefix('/')) {
+            if kind.ends_with(" host LOCAL") {
+                local.push(a);
+            } else if kind.ends_with(" BROADCAST") {
+                bcast.push(a);
+            }
+        }
+    }
+    bcast.sort();
+    bcast.dedup();
+    (local, bcast)
+}
+
+fn parse_if_inet6(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|h| u128::from_str_radix(h, 16).ok().filter(|_| h.len() == 32))
+        .map(|n| IpAddr::V6(std::net::Ipv6Addr::from(n)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +211,55 @@ mod tests {
             assert!(validate_device(bad).is_err(), "{bad:?}");
         }
         assert!(validate_device("x$(id)").unwrap_err().contains("x$(id)"));
+    }
+
+    #[test]
+    fn canonical_devices() {
+        let t: &[(&str, &str)] = &[
+            ("localhost", "127.0.0.1"),
+            ("LOCALHOST", "127.0.0.1"),
+            ("localhost.", "127.0.0.1"),
+            ("a.LocalHost", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("10.1.258", "10.1.1.2"),
+            ("::FFFF:127.0.0.1", "127.0.0.1"),
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("FE80::0001", "fe80::1"),
+            ("MSBR-1.Example.COM.", "msbr-1.example.com"),
+            // Not inet_aton forms: names, kept (case-folded).
+            ("4294967296", "4294967296"),
+            ("1.256.1", "1.256.1"),
+            ("08.1", "08.1"),
+            ("1.2.3.4.5", "1.2.3.4.5"),
+        ];
+        for (given, want) in t {
+            assert_eq!(canonical_device(given), *want, "{given}");
+        }
+    }
+
+    #[test]
+    fn host_address_tables() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    |-- 127.0.0.1\n              /32 host LOCAL\n\
+                    |-- 192.0.2.0\n              /24 link UNICAST\n\
+                    |-- 192.0.2.2\n              /32 host LOCAL\n\
+                    |-- 192.0.2.255\n           /32 link BROADCAST\n\
+                    Local:\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
+        let ips = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        let (local, bcast) = parse_fib_trie(trie);
+        assert_eq!(local, ips(&["127.0.0.1", "192.0.2.2", "192.0.2.2"]));
+        assert_eq!(bcast, ips(&["192.0.2.255"]));
+        let v6 = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                  fd000000000000000000000000000002 04 40 00 82     eth0\n";
+        assert_eq!(parse_if_inet6(v6), ips(&["::1", "fd00::2"]));
     }
 
     #[test]

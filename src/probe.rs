@@ -94,6 +94,32 @@ pub fn validate_snmp_user(name: &str) -> Result<(), String> {
     }
 }
 
+/// Why VERIFY may not probe `ip`, if so: it must name one device, not a group of hosts (the
+/// root agent would reflect each request to all of them), not nothing, not the agent itself,
+/// and not a loopback address unless the requester is on this host too (from elsewhere, a
+/// loopback address means the requester's host, which the agent cannot reach).
+pub fn target_refusal(
+    ip: IpAddr,
+    requester_loopback: bool,
+    own: &[IpAddr],
+    broadcast: &[IpAddr],
+) -> Option<String> {
+    let ip = crate::netaddr::canonical_ip(ip);
+    let why = match ip {
+        _ if ip.is_unspecified() => "an unspecified address",
+        _ if ip.is_multicast() => "a multicast address",
+        IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
+        _ if broadcast.contains(&ip) => "a broadcast address of this host's networks",
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => "an address of 'this network' (0.0.0.0/8)",
+        _ if ip.is_loopback() && !requester_loopback => {
+            "a loopback address, from a requester on another host"
+        }
+        _ if own.contains(&ip) => "one of the agent's own addresses",
+        _ => return None,
+    };
+    Some(format!("VERIFY target {ip} refused: {why}"))
+}
+
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
     pub kinds: Vec<ProbeKind>,
@@ -159,6 +185,22 @@ pub fn run(device: &str, cfg: &ProbeConfig) -> ProbeReport {
     let resolved =
         resolve(device, start + cfg.timeout).map_err(|e| format!("resolving {device}: {e}"));
     run_resolved(resolved, cfg, Instant::now())
+}
+
+/// `run`, but the address a name resolves to is checked first (`check` says why it may not be
+/// probed): a name must not reach what its literal address could not.
+pub fn run_checked(
+    device: &str,
+    cfg: &ProbeConfig,
+    check: impl Fn(IpAddr) -> Option<String>,
+) -> Result<ProbeReport, String> {
+    let start = Instant::now();
+    let resolved =
+        resolve(device, start + cfg.timeout).map_err(|e| format!("resolving {device}: {e}"));
+    if let Some(why) = resolved.as_ref().ok().and_then(|a| check(a.ip())) {
+        return Err(why);
+    }
+    Ok(run_resolved(resolved, cfg, Instant::now()))
 }
 
 fn run_resolved(

@@ -169,6 +169,8 @@ pub fn reason(code: u16) -> &'static str {
         100 => "Trying",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         430 => "Flow Failed",
         503 => "Service Unavailable",

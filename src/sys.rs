@@ -52,6 +52,12 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Bytes an unprivileged writer (tcpdump after -Z) may still use on `path`'s filesystem.
+pub fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Random bytes from the kernel, without waiting for the entropy pool (false: none to be had).
 pub fn random(buf: &mut [u8]) -> bool {
     matches!(

@@ -30,6 +30,9 @@ pub struct Plan {
     pub buffer_kib: u32,
     pub ovoc: Option<Arc<OvocClient>>,
     pub probes: Arc<ProbeConfig>,
+    /// `--key-file`: requests must be signed, but from `allow_unauthenticated`.
+    pub key: Option<super::auth::Key>,
+    pub allow_unauthenticated: Vec<crate::netaddr::Cidr>,
 }
 
 pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
@@ -51,6 +54,16 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             "root".into()
         }
     });
+    let key = a
+        .key_file
+        .as_deref()
+        .map(super::auth::Key::read)
+        .transpose()
+        .map_err(Error::usage)?;
+    let (mut own, broadcast) = crate::netaddr::host_addresses();
+    if !a.listen.ip().is_unspecified() {
+        own.push(crate::netaddr::canonical_ip(a.listen.ip()));
+    }
     let ovoc = if a.no_ovoc_rules {
         None
     } else {
@@ -65,6 +78,9 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             start_timeout: a.start_timeout,
             stop_grace: a.stop_grace,
             stop_flush: a.stop_flush,
+            limits: limits(a),
+            own,
+            broadcast,
         },
         listen: a.listen,
         dir: a.dir.clone(),
@@ -84,7 +100,22 @@ pub fn resolve(a: &ServeArgs, env: &Env) -> Result<Plan> {
             interval: a.pacing.probe_interval,
             ..ProbeConfig::default()
         }),
+        key,
+        allow_unauthenticated: a.allow_unauthenticated.clone(),
     })
+}
+
+fn limits(a: &ServeArgs) -> super::limits::Limits {
+    super::limits::Limits {
+        max_captures: a.max_captures as usize,
+        min_free: a.min_free,
+        disk_budget: a.disk_budget,
+        capture_bytes: u64::from(a.ring_files) * u64::from(a.ring_size) * 1_000_000,
+        rate: a.rate_limit,
+        burst: a.rate_limit.saturating_mul(2),
+        max_verifies: a.max_verifies as usize,
+        verify_rate: a.verify_rate,
+    }
 }
 
 /// OVOC's REST API, with the account and trust the command line and environment give.
@@ -160,6 +191,7 @@ mod tests {
             (vec!["tc", "ovoc", "serve", "--interface", "eth0", "--allow-any", "--tcpdump", "/nonexistent/tcpdump"], &ovoc, "tcpdump not found at /nonexistent/tcpdump"),
             (base(&["--allow-any"]), &none, "no OVOC user: set TC_OVOC_USER or --ovoc-user (or --no-ovoc-rules)"),
             (base(&["--allow-any", "--ovoc-user", "op"]), &none, "no OVOC password: set TC_OVOC_PASSWORD, use --ovoc-password-file FILE, or run on a terminal to be prompted"),
+            (base(&["--allow-any", "--no-ovoc-rules", "--key-file", "/nonexistent/k"]), &none, "key file /nonexistent/k: No such file or directory (os error 2)"),
         ];
         for (argv, env, want) in errors {
             let got = serve(&argv, env).err().map(|e| e.to_string());
@@ -177,6 +209,21 @@ mod tests {
         )
         .unwrap();
         assert!(p.ovoc.is_none() && !p.core.ovoc_rules);
+        assert_eq!(
+            p.core.limits,
+            super::super::limits::Limits {
+                max_captures: 1024,
+                min_free: 1 << 30,
+                disk_budget: None,
+                capture_bytes: 30_000_000,
+                rate: 1000,
+                burst: 2000,
+                max_verifies: 32,
+                verify_rate: 10,
+            },
+            "the defaults the README states"
+        );
+        assert!(p.key.is_none());
         assert_eq!(p.core.allow.len(), 1);
         assert_eq!(p.probes.count, 2);
         assert_eq!(p.tcpdump_program, PathBuf::from(fake));

@@ -10,13 +10,14 @@
 //!   the capture was stopped answers 200 with the same result.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{Admit, Bucket, Disk, Limits, Rates};
 use crate::event::{Event, ProbeReport};
-use crate::netaddr::Cidr;
+use crate::netaddr::{canonical_device, canonical_ip, Cidr};
 use crate::proto::{self, Reject, Request, Response, Verb};
 
 pub type CaptureId = u64;
@@ -33,6 +34,11 @@ pub struct Config {
     /// that the kernel closes at most a second (tcpdump's timeout) after their first packet; a
     /// SIGTERM before that loses what the open block holds.
     pub stop_flush: Duration,
+    pub limits: Limits,
+    /// The agent's own addresses (not loopback) and its networks' broadcast addresses: never a
+    /// VERIFY target.
+    pub own: Vec<IpAddr>,
+    pub broadcast: Vec<IpAddr>,
 }
 
 /// End-of-capture figures tcpdump prints on exit.
@@ -97,7 +103,13 @@ struct Capture {
 
 #[derive(Debug, Clone, Default)]
 struct Device {
-    /// Source of the last REGISTER answered 200: where OVOC forwards this device's alarms.
+    /// The device as its owner spells it, for the answers (the table is keyed by
+    /// `canonical_device`; a controller matches answers by its own spelling).
+    name: String,
+    /// Source of the last REGISTER answered 200: where OVOC forwards this device's alarms, and
+    /// the device's owner. Only the owner's address (any port: a restarted controller) may ask
+    /// about the device; others may take it over by REGISTER only while it has no unfinished
+    /// capture.
     registered: Option<SocketAddr>,
     rule_id: Option<u64>,
     /// A rule operation is in flight; these requesters wait for its outcome.
@@ -144,8 +156,11 @@ pub enum Action {
         device: String,
         rule_id: u64,
     },
+    /// Probe the device (a name is resolved first, and its address checked as a literal's
+    /// was: `probe::target_refusal`).
     Verify {
         device: String,
+        requester_loopback: bool,
     },
     Emit(Event),
     Persist,
@@ -159,6 +174,12 @@ pub struct Counters {
     pub refused: u64,
     pub captures_started: u64,
     pub captures_stopped: u64,
+    /// Requests about a device owned by another source (answered 403).
+    pub forbidden: u64,
+    /// Datagrams over the per-source rate (dropped unanswered).
+    pub limited: u64,
+    /// Requests without a valid MAC where --key-file requires one.
+    pub unauthenticated: u64,
 }
 
 pub struct Core {
@@ -168,6 +189,11 @@ pub struct Core {
     next_id: CaptureId,
     pub counters: Counters,
     stopping: bool,
+    rates: Rates,
+    last_prune: Option<Instant>,
+    verify_starts: Option<Bucket>,
+    verifies_running: usize,
+    disk: Disk,
 }
 
 /// What survives a restart (written atomically to DIR/.tc/state.json).
@@ -181,6 +207,9 @@ pub struct Persisted {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PersistedDevice {
     pub device: String,
+    /// The owner's spelling (absent in the state of agents before it).
+    #[serde(default)]
+    pub name: Option<String>,
     pub registered: Option<SocketAddr>,
     pub rule_id: Option<u64>,
     pub last_stop: Option<StopResult>,
@@ -215,7 +244,26 @@ impl Core {
             next_id: 1,
             counters: Counters::default(),
             stopping: false,
+            rates: Rates::default(),
+            last_prune: None,
+            verify_starts: None,
+            verifies_running: 0,
+            disk: Disk::default(),
         }
+    }
+
+    /// What the shell last measured of DIR (free space, capture files).
+    pub fn set_disk(&mut self, disk: Disk) {
+        self.disk = disk;
+    }
+
+    /// The spelling of `key` in answers about it.
+    fn name_of(&self, key: &str) -> String {
+        self.devices
+            .get(key)
+            .map(|d| d.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| key.to_string())
     }
 
     fn reply(
@@ -255,6 +303,9 @@ impl Core {
             log::info!("refused a datagram from {from}: not in --allow");
             return out;
         }
+        if !self.admitted(now, from, &mut out) {
+            return out;
+        }
         let req = match proto::parse_request(data) {
             Ok(r) => r,
             Err(Reject::Drop(why)) => {
@@ -272,6 +323,86 @@ impl Core {
                 return out;
             }
         };
+        self.request(now, from, req, out)
+    }
+
+    /// A plain request where `--key-file` requires a MAC: refused with 401, counted. (The
+    /// source must still be allowed and within its rate.)
+    pub fn unauthenticated(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        why: &str,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.allowed(from) {
+            self.counters.refused += 1;
+            return out;
+        }
+        if !self.admitted(now, from, &mut out) {
+            return out;
+        }
+        self.counters.unauthenticated += 1;
+        log::info!("unauthenticated request from {from}: {why}");
+        if let Ok(req) = proto::parse_request(data) {
+            self.counters.requests += 1;
+            self.reply(&mut out, from, 401, &req.device, req.verb, Some(why.into()));
+        }
+        out
+    }
+
+    /// A datagram whose MAC does not check out: dropped unanswered (it may come from anyone
+    /// who can spoof an allowed address), counted, logged.
+    pub fn forged(&mut self, now: Instant, from: SocketAddr, why: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.allowed(from) {
+            self.counters.refused += 1;
+            return out;
+        }
+        if self.admitted(now, from, &mut out) {
+            self.counters.unauthenticated += 1;
+            log::info!("dropped a signed datagram from {from}: {why}");
+        }
+        out
+    }
+
+    /// The per-source rate: over it, datagrams are dropped unanswered (an answer would feed
+    /// the flood), counted, and one `ovoc.limited` event says so each time a source passes it.
+    fn admitted(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Action>) -> bool {
+        let (rate, burst) = (self.cfg.limits.rate, self.cfg.limits.burst);
+        if self
+            .last_prune
+            .is_none_or(|t| now.duration_since(t) >= super::limits::PRUNE_EVERY)
+        {
+            self.rates.prune(now, rate, burst);
+            self.last_prune = Some(now);
+        }
+        match self.rates.admit(now, canonical_ip(from.ip()), rate, burst) {
+            Admit::Yes => true,
+            Admit::No { first } => {
+                self.counters.limited += 1;
+                if first {
+                    out.push(Action::Emit(Event::OvocLimited {
+                        from: from.to_string(),
+                        limit: format!(
+                            "{rate} requests per second per source, burst {burst} (--rate-limit)"
+                        ),
+                    }));
+                }
+                false
+            }
+        }
+    }
+
+    /// A parsed request from an allowed, admitted source.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: Request,
+        mut out: Vec<Action>,
+    ) -> Vec<Action> {
         self.counters.requests += 1;
         out.push(Action::Emit(Event::OvocRequest {
             device: req.device.clone(),
@@ -290,6 +421,23 @@ impl Core {
             );
             return out;
         }
+        let key = canonical_device(&req.device);
+        if let Some(owner) = self.foreign(&key, from, req.verb) {
+            self.counters.forbidden += 1;
+            log::warn!(
+                "{} {} from {from} refused: the device belongs to {owner}",
+                req.verb,
+                req.device
+            );
+            let why = format!("device {key} belongs to {owner}, whose capture is not finished");
+            let why = if req.verb == Verb::Register {
+                why
+            } else {
+                format!("device {key} belongs to {owner}")
+            };
+            self.reply(&mut out, from, 403, &req.device, req.verb, Some(why));
+            return out;
+        }
         if matches!(req.verb, Verb::Register | Verb::Capture) {
             out.push(Action::Reply {
                 to: from,
@@ -298,18 +446,38 @@ impl Core {
             });
         }
         match req.verb {
-            Verb::Register => self.register(now, from, &req, &mut out),
-            Verb::Capture => self.capture(now, from, &req, &mut out),
-            Verb::Verify => self.verify(now, from, &req, &mut out),
-            Verb::Stop => self.stop(now, from, &req, &mut out),
+            Verb::Register => self.register(now, from, &req, &key, &mut out),
+            Verb::Capture => self.capture(now, from, &req, &key, &mut out),
+            Verb::Verify => self.verify(now, from, &req, &key, &mut out),
+            Verb::Stop => self.stop(now, from, &req, &key, &mut out),
         }
         out
     }
 
-    fn register(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
+    /// The owner's address when `from` may not make this request about `key`: any request but
+    /// REGISTER needs the owner's address; REGISTER from another address is refused only while
+    /// the device has a capture that is not finished (before that, the original allowed it).
+    fn foreign(&self, key: &str, from: SocketAddr, verb: Verb) -> Option<IpAddr> {
+        let d = self.devices.get(key)?;
+        let owner = canonical_ip(d.registered?.ip());
+        if owner == canonical_ip(from.ip()) {
+            return None;
+        }
+        (verb != Verb::Register || d.current.is_some()).then_some(owner)
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        key: &str,
+        out: &mut Vec<Action>,
+    ) {
         let ovoc_rules = self.cfg.ovoc_rules;
-        let dev = self.devices.entry(req.device.clone()).or_default();
+        let dev = self.devices.entry(key.to_string()).or_default();
         dev.last_seen = Some(now);
+        dev.name = req.device.clone();
         if !ovoc_rules {
             dev.registered = Some(from);
             self.reply(out, from, 200, &req.device, Verb::Register, None);
@@ -322,7 +490,7 @@ impl Core {
         if dev.rule_dest_pending.is_none() {
             dev.rule_dest_pending = Some(from);
             out.push(Action::EnsureRule {
-                device: req.device.clone(),
+                device: key.to_string(),
                 dest: from,
             });
         }
@@ -368,8 +536,19 @@ impl Core {
         // A requester other than the rule's destination arrived meanwhile: re-point the rule
         // at the newest one rather than answering 200 for a rule that points elsewhere.
         let newest = waiters.last().copied();
+        let name = self.name_of(device);
         for w in waiters.iter().filter(|w| code != 200 || **w == dest) {
-            self.reply(&mut out, *w, code, device, Verb::Register, detail.clone());
+            self.reply(&mut out, *w, code, &name, Verb::Register, detail.clone());
+        }
+        // A refused REGISTER leaves nothing behind that CAPTURE could use.
+        let bare = self.devices.get(device).is_some_and(|d| {
+            d.registered.is_none()
+                && d.current.is_none()
+                && d.last_stop.is_none()
+                && d.rule_waiters.is_empty()
+        });
+        if code != 200 && bare {
+            self.devices.remove(device);
         }
         if code == 200 {
             if let Some(n) = newest.filter(|n| *n != dest) {
@@ -415,16 +594,23 @@ impl Core {
         out
     }
 
+    /// A device REGISTER made usable (or one with a capture to finish); else 404.
     fn known(
         &mut self,
         now: Instant,
         from: SocketAddr,
         req: &Request,
+        key: &str,
         out: &mut Vec<Action>,
     ) -> bool {
-        match self.devices.get_mut(&req.device) {
+        let usable = |d: &&mut Device| {
+            d.registered.is_some() || d.current.is_some() || d.last_stop.is_some()
+        };
+        match self.devices.get_mut(key).filter(usable) {
             Some(d) => {
                 d.last_seen = Some(now);
+                // Answered as last spelled (only the owner gets here for a capture).
+                d.name = req.device.clone();
                 true
             }
             None => {
@@ -445,58 +631,43 @@ impl Core {
         self.reply(out, to, 100, device, verb, None);
     }
 
-    fn capture(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
-        if !self.known(now, from, req, out) {
+    fn capture(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        key: &str,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.known(now, from, req, key, out) {
             return;
         }
         self.trying(out, from, &req.device, Verb::Capture);
-        let current = self.devices[&req.device].current;
-        if let Some(id) = current {
-            let cap = self.captures.get_mut(&id).expect("current capture exists");
-            match &mut cap.phase {
-                Phase::Starting { waiters, .. } => {
-                    if !waiters.contains(&from) {
-                        waiters.push(from);
-                    }
-                    return;
-                }
-                Phase::Running => {
-                    self.reply(
-                        out,
-                        from,
-                        200,
-                        &req.device,
-                        Verb::Capture,
-                        Some("already capturing".into()),
-                    );
-                    return;
-                }
-                Phase::Stopping { .. } | Phase::Renaming { .. } => {
-                    self.reply(
-                        out,
-                        from,
-                        503,
-                        &req.device,
-                        Verb::Capture,
-                        Some("the previous capture is stopping".into()),
-                    );
-                    return;
-                }
-                // The old capture's files stay where they are, under their tmp_ names.
-                Phase::Exited { .. } => {}
+        if let Some(id) = self.devices[key].current {
+            if self.capture_again(from, req, id, out) {
+                return;
             }
+        }
+        if let Some(why) = self
+            .cfg
+            .limits
+            .capture_refusal(self.live().len(), &self.disk)
+        {
+            log::warn!("CAPTURE {} from {from} refused: {why}", req.device);
+            self.reply(out, from, 503, &req.device, Verb::Capture, Some(why));
+            return;
         }
         let id = self.next_id;
         self.next_id += 1;
         let base = format!(
             "tmp_device_{}_{}.pcap",
-            req.device,
+            key,
             crate::timefmt::Utc::now().file_stamp()
         );
         self.captures.insert(
             id,
             Capture {
-                device: req.device.clone(),
+                device: key.to_string(),
                 base: base.clone(),
                 pid: None,
                 phase: Phase::Starting {
@@ -505,18 +676,63 @@ impl Core {
                 },
             },
         );
-        self.devices.get_mut(&req.device).expect("known").current = Some(id);
+        self.devices.get_mut(key).expect("known").current = Some(id);
         out.push(Action::Spawn {
             id,
-            device: req.device.clone(),
+            device: key.to_string(),
             base,
         });
     }
 
-    /// tcpdump was spawned with this pid (before it is known to capture).
-    pub fn spawned(&mut self, id: CaptureId, pid: u32) {
-        if let Some(c) = self.captures.get_mut(&id) {
-            c.pid = Some(pid);
+    /// CAPTURE for a device that has a capture: true when that answers it (a starting one is
+    /// waited for, a running one confirmed, a stopping one refused); false when the old one is
+    /// over and a new one may start (its files stay, under their tmp_ names).
+    fn capture_again(
+        &mut self,
+        from: SocketAddr,
+        req: &Request,
+        id: CaptureId,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let cap = self.captures.get_mut(&id).expect("current capture exists");
+        let (code, why) = match &mut cap.phase {
+            Phase::Starting { waiters, .. } => {
+                if !waiters.contains(&from) {
+                    waiters.push(from);
+                }
+                return true;
+            }
+            Phase::Running => (200, "already capturing"),
+            Phase::Stopping { .. } | Phase::Renaming { .. } => {
+                (503, "the previous capture is stopping")
+            }
+            Phase::Exited { .. } => return false,
+        };
+        self.reply(
+            out,
+            from,
+            code,
+            &req.device,
+            Verb::Capture,
+            Some(why.into()),
+        );
+        true
+    }
+
+    /// tcpdump was spawned with this pid (before it is known to capture). The spawn runs off
+    /// the loop, so a STOP or a start timeout may have signalled it already: sent again now
+    /// that there is a pid to send it to.
+    pub fn spawned(&mut self, id: CaptureId, pid: u32) -> Vec<Action> {
+        let Some(c) = self.captures.get_mut(&id) else {
+            return Vec::new();
+        };
+        c.pid = Some(pid);
+        match c.phase {
+            Phase::Stopping { signalled, .. } if signalled > 0 => vec![Action::Signal {
+                id,
+                kill: signalled == 2,
+            }],
+            _ => Vec::new(),
         }
     }
 
@@ -533,6 +749,7 @@ impl Core {
         cap.phase = Phase::Running;
         let (device, pid) = (cap.device.clone(), cap.pid.unwrap_or(0));
         self.counters.captures_started += 1;
+        let name = self.name_of(&device);
         out.push(Action::Emit(Event::OvocCaptureStarted {
             device: device.clone(),
             pid,
@@ -540,7 +757,7 @@ impl Core {
             interface: interface.into(),
         }));
         for w in waiters {
-            self.reply(&mut out, w, 200, &device, Verb::Capture, None);
+            self.reply(&mut out, w, 200, &name, Verb::Capture, None);
         }
         out.push(Action::Persist);
         out
@@ -562,12 +779,13 @@ impl Core {
             Phase::Stopping { waiters, .. } => waiters,
             _ => Vec::new(),
         };
+        let name = self.name_of(&cap.device);
         for w in waiters {
             self.reply(
                 &mut out,
                 w,
                 503,
-                &cap.device,
+                &name,
                 Verb::Capture,
                 Some(error.to_string()),
             );
@@ -575,8 +793,15 @@ impl Core {
         out
     }
 
-    /// tcpdump exited (reaped child, or an adopted pid gone from /proc).
-    pub fn exited(&mut self, id: CaptureId, stats: Stats, why: &str) -> Vec<Action> {
+    /// tcpdump exited (reaped child, or an adopted pid gone from /proc). `on_disk`: the
+    /// complete packets in its files, counted when it could not write (then `why` says why).
+    pub fn exited(
+        &mut self,
+        id: CaptureId,
+        stats: Stats,
+        why: &str,
+        on_disk: Option<u64>,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(cap) = self.captures.get_mut(&id) else {
             return out;
@@ -604,7 +829,7 @@ impl Core {
                 };
             }
             Phase::Running | Phase::Stopping { filename: None, .. } => {
-                let reason = if self.stopping {
+                let reason = if self.stopping && on_disk.is_none() {
                     "agent shutdown".to_string()
                 } else {
                     why.to_string()
@@ -615,6 +840,7 @@ impl Core {
                     files: vec![cap.base.clone()],
                     packets_captured: stats.captured,
                     packets_dropped_kernel: stats.dropped_kernel,
+                    packets_on_disk: on_disk,
                 }));
                 cap.phase = Phase::Exited { stats, reason };
                 out.push(Action::Persist);
@@ -662,8 +888,9 @@ impl Core {
                     packets_dropped_kernel: stats.dropped_kernel,
                     complete: stats.complete(),
                 }));
+                let name = self.name_of(&cap.device);
                 for w in waiters {
-                    self.stopped_reply(&mut out, w, &cap.device, &stats, None);
+                    self.stopped_reply(&mut out, w, &name, &stats, None);
                 }
             }
             Err(e) => {
@@ -674,8 +901,9 @@ impl Core {
                         reason: format!("rename failed: {e}"),
                     };
                 }
+                let name = self.name_of(&cap.device);
                 for w in waiters {
-                    self.reply(&mut out, w, 503, &cap.device, Verb::Stop, Some(e.clone()));
+                    self.reply(&mut out, w, 503, &name, Verb::Stop, Some(e.clone()));
                 }
             }
         }
@@ -725,31 +953,35 @@ impl Core {
         }
     }
 
-    fn stop(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
-        if !self.known(now, from, req, out) {
+    /// STOP for a device without a capture: the last STOP's result again (idempotent), or 404.
+    fn stop_again(&mut self, from: SocketAddr, req: &Request, key: &str, out: &mut Vec<Action>) {
+        match self.devices[key].last_stop.clone() {
+            Some(last) => {
+                let again = Some("already stopped".into());
+                self.stopped_reply(out, from, &req.device, &last.stats, again)
+            }
+            None => {
+                let why = Some("no capture for this device".into());
+                self.reply(out, from, 404, &req.device, Verb::Stop, why)
+            }
+        }
+    }
+
+    fn stop(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        key: &str,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.known(now, from, req, key, out) {
             return;
         }
         self.trying(out, from, &req.device, Verb::Stop);
         let filename = req.filename.clone().unwrap_or_default();
-        let dev = &self.devices[&req.device];
-        let Some(id) = dev.current else {
-            match dev.last_stop.clone() {
-                Some(last) => self.stopped_reply(
-                    out,
-                    from,
-                    &req.device,
-                    &last.stats,
-                    Some("already stopped".into()),
-                ),
-                None => self.reply(
-                    out,
-                    from,
-                    404,
-                    &req.device,
-                    Verb::Stop,
-                    Some("no capture for this device".into()),
-                ),
-            }
+        let Some(id) = self.devices[key].current else {
+            self.stop_again(from, req, key, out);
             return;
         };
         let phase = self.captures[&id].phase.clone();
@@ -801,24 +1033,77 @@ impl Core {
         out.extend(self.signals_due(now, id));
     }
 
-    fn verify(&mut self, now: Instant, from: SocketAddr, req: &Request, out: &mut Vec<Action>) {
-        if !self.known(now, from, req, out) {
+    /// VERIFY makes the agent (root) send probes: only for a device its owner captures (the
+    /// ownership check came first), never to an address that is not one device, and at most
+    /// `max_verifies` runs at once and `verify_rate` new runs per second.
+    fn verify(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        key: &str,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.known(now, from, req, key, out) {
+            return;
+        }
+        let capturing = self.devices[key].current.is_some_and(|id| {
+            self.captures
+                .get(&id)
+                .is_some_and(|c| matches!(c.phase, Phase::Running | Phase::Starting { .. }))
+        });
+        if !capturing {
+            let why = "no capture running for this device: VERIFY needs CAPTURE first".into();
+            self.reply(out, from, 404, &req.device, Verb::Verify, Some(why));
+            return;
+        }
+        let loopback = canonical_ip(from.ip()).is_loopback();
+        let target = key.parse::<IpAddr>().ok();
+        if let Some(why) = target.and_then(|ip| {
+            crate::probe::target_refusal(ip, loopback, &self.cfg.own, &self.cfg.broadcast)
+        }) {
+            log::warn!("VERIFY {} from {from} refused: {why}", req.device);
+            self.reply(out, from, 400, &req.device, Verb::Verify, Some(why));
             return;
         }
         self.trying(out, from, &req.device, Verb::Verify);
-        let dev = self.devices.get_mut(&req.device).expect("known");
-        let first = dev.verify_waiters.is_empty();
+        if self.devices[key].verify_waiters.is_empty() {
+            if let Some(why) = self.verify_refusal(now) {
+                log::warn!("VERIFY {} from {from} refused: {why}", req.device);
+                self.reply(out, from, 503, &req.device, Verb::Verify, Some(why));
+                return;
+            }
+            self.verifies_running += 1;
+            out.push(Action::Verify {
+                device: key.to_string(),
+                requester_loopback: loopback,
+            });
+        }
+        let dev = self.devices.get_mut(key).expect("known");
         if !dev.verify_waiters.contains(&from) {
             dev.verify_waiters.push(from);
         }
-        if first {
-            out.push(Action::Verify {
-                device: req.device.clone(),
-            });
+    }
+
+    /// Why no probe run may start now, if so (the bucket is taken from when it may).
+    fn verify_refusal(&mut self, now: Instant) -> Option<String> {
+        let l = &self.cfg.limits;
+        if self.verifies_running >= l.max_verifies {
+            return Some(format!(
+                "limit: {} VERIFY probe runs at once (--max-verifies {})",
+                self.verifies_running, l.max_verifies
+            ));
         }
+        let (rate, burst) = (l.verify_rate, l.max_verifies as u32);
+        let bucket = self
+            .verify_starts
+            .get_or_insert_with(|| super::limits::verify_bucket(now, l));
+        (!bucket.take(now, rate, burst))
+            .then(|| format!("limit: {rate} VERIFY probe runs per second (--verify-rate {rate})"))
     }
 
     pub fn verified(&mut self, device: &str, report: ProbeReport) -> Vec<Action> {
+        self.verifies_running = self.verifies_running.saturating_sub(1);
         let mut out = Vec::new();
         let waiters = self
             .devices
@@ -831,15 +1116,26 @@ impl Core {
             ok,
             probes: report,
         }));
+        let name = self.name_of(device);
         for w in waiters {
-            self.reply(
-                &mut out,
-                w,
-                if ok { 200 } else { 430 },
-                device,
-                Verb::Verify,
-                None,
-            );
+            let code = if ok { 200 } else { 430 };
+            self.reply(&mut out, w, code, &name, Verb::Verify, None);
+        }
+        out
+    }
+
+    /// A VERIFY of a name that resolved to an address it may not probe (see `verify`).
+    pub fn verify_refused(&mut self, device: &str, why: &str) -> Vec<Action> {
+        self.verifies_running = self.verifies_running.saturating_sub(1);
+        let mut out = Vec::new();
+        let waiters = self
+            .devices
+            .get_mut(device)
+            .map(|d| std::mem::take(&mut d.verify_waiters))
+            .unwrap_or_default();
+        let name = self.name_of(device);
+        for w in waiters {
+            self.reply(&mut out, w, 400, &name, Verb::Verify, Some(why.into()));
         }
         out
     }
@@ -989,6 +1285,15 @@ impl Core {
             .map(|c| (c.device.as_str(), c.base.as_str(), c.pid))
     }
 
+    /// Captures whose tcpdump should be writing (not starting, not stopping).
+    pub fn running(&self) -> Vec<CaptureId> {
+        self.captures
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Running))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn starting(&self) -> Vec<CaptureId> {
         self.captures
             .iter()
@@ -1003,8 +1308,9 @@ impl Core {
             devices: self
                 .devices
                 .iter()
-                .map(|(name, d)| PersistedDevice {
-                    device: name.clone(),
+                .map(|(key, d)| PersistedDevice {
+                    device: key.clone(),
+                    name: Some(d.name.clone()).filter(|n| !n.is_empty() && n != key),
                     registered: d.registered,
                     rule_id: d.rule_id,
                     last_stop: d.last_stop.clone(),
@@ -1047,9 +1353,12 @@ impl Core {
         let mut out = Vec::new();
         self.next_id = p.next_id.max(1);
         for d in p.devices {
+            // Keys of an older agent's state may be spelled as the requester did.
+            let key = canonical_device(&d.device);
             self.devices.insert(
-                d.device,
+                key,
                 Device {
+                    name: d.name.unwrap_or(d.device),
                     registered: d.registered,
                     rule_id: d.rule_id,
                     last_stop: d.last_stop,
@@ -1076,6 +1385,7 @@ impl Core {
                         files: vec![c.base.clone()],
                         packets_captured: stats.captured,
                         packets_dropped_kernel: stats.dropped_kernel,
+                        packets_on_disk: None,
                     }));
                     Phase::Exited {
                         stats,
@@ -1087,11 +1397,12 @@ impl Core {
                     reason: c.reason.clone().unwrap_or_default(),
                 },
             };
-            self.devices.entry(c.device.clone()).or_default().current = Some(c.id);
+            let key = canonical_device(&c.device);
+            self.devices.entry(key.clone()).or_default().current = Some(c.id);
             self.captures.insert(
                 c.id,
                 Capture {
-                    device: c.device,
+                    device: key,
                     base: c.base,
                     pid: c.pid,
                     phase,
@@ -1132,6 +1443,13 @@ mod tests {
             stop_grace: Duration::from_secs(5),
             // Most tests look at the order of things, not at the flush wait (its own test).
             stop_flush: Duration::ZERO,
+            limits: Limits {
+                rate: 1_000_000,
+                burst: 1_000_000,
+                ..Limits::defaults()
+            },
+            own: vec!["192.0.2.100".parse().unwrap()],
+            broadcast: vec!["192.0.2.255".parse().unwrap()],
         }
     }
 
@@ -1234,7 +1552,8 @@ mod tests {
 
         let a = c.datagram(t0, ctl(), b"VERIFY 10.0.0.1");
         assert!(a.contains(&Action::Verify {
-            device: "10.0.0.1".into()
+            device: "10.0.0.1".into(),
+            requester_loopback: true
         }));
         let bad = ProbeReport {
             tcp: Some(crate::event::ProbeCounts {
@@ -1260,6 +1579,7 @@ mod tests {
                 dropped_kernel: Some(0),
             },
             "exit 0",
+            None,
         );
         assert!(a
             .iter()
@@ -1319,7 +1639,12 @@ mod tests {
         let mut c = Core::new(cfg(false));
         c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
         let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
-        let a = c.exited(id, Stats::default(), "tcpdump: eth9: No such device exists");
+        let a = c.exited(
+            id,
+            Stats::default(),
+            "tcpdump: eth9: No such device exists",
+            None,
+        );
         assert_eq!(replies(&a), ["503 Service Unavailable 10.0.0.1 CAPTURE"]);
         assert!(a.iter().any(|x| matches!(x, Action::Emit(Event::OvocResponse { detail: Some(d), .. }) if d.contains("No such device"))));
         // And a start that never reports "listening" times out into 503 plus SIGKILL.
@@ -1388,7 +1713,7 @@ mod tests {
             received: Some(52),
             dropped_kernel: Some(12),
         };
-        c.exited(id, dropped, "signal");
+        c.exited(id, dropped, "signal", None);
         let a = c.renamed(id, Ok(vec!["OVOC_a-0.pcap".into()]));
         assert_eq!(
             replies(&a),
@@ -1512,6 +1837,7 @@ mod tests {
                 dropped_kernel: Some(0),
             },
             "signal",
+            None,
         );
         assert!(c.live().is_empty());
         let saved = c.persisted();
@@ -1556,6 +1882,347 @@ mod tests {
         // A new capture id never reuses an old one.
         let id2 = spawned(&c3.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
         assert!(id2 > id);
+    }
+
+    fn other() -> SocketAddr {
+        "127.0.0.2:40000".parse().unwrap()
+    }
+
+    /// The detail of the last `ovoc.response` event.
+    fn detail(actions: &[Action]) -> Option<String> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::Emit(Event::OvocResponse { detail, .. }) => detail.clone(),
+            _ => None,
+        })
+    }
+
+    fn running(c: &mut Core, t0: Instant, from: SocketAddr, dev: &str) -> CaptureId {
+        c.datagram(t0, from, format!("REGISTER {dev}").as_bytes());
+        let id = spawned(&c.datagram(t0, from, format!("CAPTURE {dev}").as_bytes())).unwrap();
+        c.spawned(id, 7);
+        c.ready(id, "lo", "f");
+        id
+    }
+
+    #[test]
+    fn a_device_with_an_unfinished_capture_belongs_to_its_registrant() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let id = running(&mut c, t0, ctl(), "127.0.80.1");
+        let table: &[(&str, &str)] = &[
+            ("REGISTER 127.0.80.1", "403 Forbidden 127.0.80.1 REGISTER"),
+            ("CAPTURE 127.0.80.1", "403 Forbidden 127.0.80.1 CAPTURE"),
+            ("VERIFY 127.0.80.1", "403 Forbidden 127.0.80.1 VERIFY"),
+            (
+                "STOP 127.0.80.1 CPE_attacker.pcap",
+                "403 Forbidden 127.0.80.1 STOP",
+            ),
+            // Another spelling of the same device is the same device.
+            (
+                "STOP 127.0.80.1. CPE_attacker.pcap",
+                "403 Forbidden 127.0.80.1. STOP",
+            ),
+        ];
+        for (req, want) in table {
+            let a = c.datagram(t0, other(), req.as_bytes());
+            assert_eq!(replies(&a), [*want], "{req}");
+            assert!(!a
+                .iter()
+                .any(|x| matches!(x, Action::Signal { .. } | Action::Persist)));
+            assert_eq!(
+                detail(&a).unwrap().split(',').next().unwrap(),
+                "device 127.0.80.1 belongs to 127.0.0.1"
+            );
+        }
+        assert_eq!(c.counters.forbidden, 5);
+        // The owner from a new port (a restarted controller) is the owner.
+        let restarted: SocketAddr = "127.0.0.1:31000".parse().unwrap();
+        assert_eq!(
+            replies(&c.datagram(t0, restarted, b"REGISTER 127.0.80.1")),
+            ["200 OK 127.0.80.1 REGISTER"]
+        );
+        let a = c.datagram(t0, restarted, b"STOP 127.0.80.1 CPE_x.pcap");
+        assert!(a.contains(&Action::Signal { id, kill: false }));
+        c.exited(id, Stats::default(), "signal", None);
+        let a = c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+        assert!(replies(&a).contains(&"200 OK 127.0.80.1 STOP".to_string()));
+        // Finished: another controller may now take the device over, as the original allowed.
+        assert_eq!(
+            replies(&c.datagram(t0, other(), b"REGISTER 127.0.80.1")),
+            ["200 OK 127.0.80.1 REGISTER"]
+        );
+        assert_eq!(
+            replies(&c.datagram(t0, restarted, b"CAPTURE 127.0.80.1")),
+            ["403 Forbidden 127.0.80.1 CAPTURE"]
+        );
+    }
+
+    #[test]
+    fn spellings_of_one_host_are_one_device_answered_as_spelled() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER localhost");
+        let a = c.datagram(t0, ctl(), b"CAPTURE LOCALHOST");
+        let id = spawned(&a).unwrap();
+        assert!(a.iter().any(
+            |x| matches!(x, Action::Spawn { device, base, .. } if device == "127.0.0.1" && base.starts_with("tmp_device_127.0.0.1_"))
+        ));
+        for same in ["127.1", "2130706433", "127.0.0.1", "localhost"] {
+            let a = c.datagram(t0, ctl(), format!("CAPTURE {same}").as_bytes());
+            assert!(spawned(&a).is_none(), "{same}: a second capture");
+            assert_eq!(replies(&a), [format!("100 Trying {same} CAPTURE")]);
+        }
+        // Later answers use the owner's spelling (its REGISTER's).
+        assert_eq!(
+            replies(&c.ready(id, "lo", "f")),
+            ["200 OK localhost CAPTURE"],
+            "one answer per requester"
+        );
+        assert_eq!(c.persisted().devices[0].device, "127.0.0.1");
+        assert_eq!(c.persisted().devices[0].name.as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn a_register_ovoc_refused_leaves_nothing_usable() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.9");
+        let a = c.rule_done("10.0.0.9", ctl(), Err("device not managed by OVOC".into()));
+        assert_eq!(replies(&a), ["503 Service Unavailable 10.0.0.9 REGISTER"]);
+        for req in [
+            "CAPTURE 10.0.0.9",
+            "VERIFY 10.0.0.9",
+            "STOP 10.0.0.9 CPE_a.pcap",
+        ] {
+            let a = c.datagram(t0, ctl(), req.as_bytes());
+            let verb = req.split(' ').next().unwrap();
+            assert_eq!(
+                replies(&a),
+                [format!("404 Not Found 10.0.0.9 {verb}")],
+                "{req}"
+            );
+        }
+        assert!(c.persisted().devices.is_empty());
+        // Nor may a CAPTURE slip in while the rule is being made.
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.9");
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.9")),
+            ["404 Not Found 10.0.0.9 CAPTURE"]
+        );
+    }
+
+    #[test]
+    fn capture_limits_answer_503_with_the_reason() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            limits: Limits {
+                max_captures: 2,
+                ..cfg(false).limits
+            },
+            ..cfg(false)
+        });
+        running(&mut c, t0, ctl(), "10.0.0.1");
+        running(&mut c, t0, ctl(), "10.0.0.2");
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.3");
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.3");
+        assert_eq!(
+            replies(&a),
+            [
+                "100 Trying 10.0.0.3 CAPTURE",
+                "503 Service Unavailable 10.0.0.3 CAPTURE"
+            ]
+        );
+        assert!(spawned(&a).is_none());
+        assert_eq!(
+            detail(&a).as_deref(),
+            Some("limit: 2 captures running (--max-captures 2)")
+        );
+        // A running capture is still confirmed (idempotent), whatever the limit.
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")),
+            ["100 Trying 10.0.0.1 CAPTURE", "200 OK 10.0.0.1 CAPTURE"]
+        );
+        let mut c = Core::new(cfg(false));
+        c.set_disk(Disk {
+            free: Some(1000),
+            used: 0,
+        });
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let a = c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1");
+        assert!(spawned(&a).is_none());
+        assert_eq!(
+            detail(&a).as_deref(),
+            Some("disk: 1000 B free in DIR, less than --min-free 1.0 GiB")
+        );
+    }
+
+    #[test]
+    fn over_the_rate_a_source_is_dropped_with_one_event() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            limits: Limits {
+                rate: 10,
+                burst: 3,
+                ..cfg(false).limits
+            },
+            ..cfg(false)
+        });
+        let limited = |a: &[Action]| {
+            a.iter()
+                .filter(|x| matches!(x, Action::Emit(Event::OvocLimited { .. })))
+                .count()
+        };
+        let mut events = 0;
+        for _ in 0..3 {
+            let a = c.datagram(t0, other(), b"REGISTER 10.0.0.1");
+            assert_eq!(replies(&a).len(), 1);
+        }
+        for _ in 0..100 {
+            let a = c.datagram(t0, other(), b"REGISTER 10.0.0.1");
+            assert!(replies(&a).is_empty());
+            events += limited(&a);
+        }
+        assert_eq!((events, c.counters.limited), (1, 100));
+        // Another source is served meanwhile; the first again once it slowed down.
+        assert_eq!(
+            replies(&c.datagram(t0, ctl(), b"REGISTER 10.0.0.2")).len(),
+            1
+        );
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(
+            replies(&c.datagram(later, other(), b"REGISTER 10.0.0.1")).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn verify_only_for_the_owners_capture_and_only_of_one_device() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let a = c.datagram(t0, ctl(), b"VERIFY 10.0.0.1");
+        assert_eq!(
+            replies(&a),
+            ["404 Not Found 10.0.0.1 VERIFY"],
+            "no capture yet"
+        );
+        let remote: SocketAddr = "10.9.0.1:20001".parse().unwrap();
+        let mut c = Core::new(Config {
+            allow_any: true,
+            ..cfg(false)
+        });
+        let targets: &[(&str, SocketAddr, Option<&str>)] = &[
+            ("224.0.0.1", ctl(), Some("a multicast address")),
+            ("ff02::1", ctl(), Some("a multicast address")),
+            ("0.0.0.0", ctl(), Some("an unspecified address")),
+            ("::", ctl(), Some("an unspecified address")),
+            ("255.255.255.255", ctl(), Some("the broadcast address")),
+            (
+                "192.0.2.255",
+                ctl(),
+                Some("a broadcast address of this host's networks"),
+            ),
+            (
+                "192.0.2.100",
+                ctl(),
+                Some("one of the agent's own addresses"),
+            ),
+            (
+                "127.0.0.9",
+                remote,
+                Some("a loopback address, from a requester on another host"),
+            ),
+            ("127.0.0.10", ctl(), None),
+            ("192.0.2.7", remote, None),
+        ];
+        for (dev, from, why) in targets {
+            running(&mut c, t0, *from, dev);
+            let a = c.datagram(t0, *from, format!("VERIFY {dev}").as_bytes());
+            let probes = a.iter().any(|x| matches!(x, Action::Verify { .. }));
+            match why {
+                Some(w) => {
+                    assert_eq!(replies(&a), [format!("400 Bad Request {dev} VERIFY")]);
+                    assert!(detail(&a).unwrap().ends_with(w), "{dev}: {a:?}");
+                    assert!(!probes);
+                }
+                None => assert!(probes, "{dev}"),
+            }
+        }
+    }
+
+    #[test]
+    fn verify_runs_are_bounded_at_once_and_per_second() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            limits: Limits {
+                max_verifies: 2,
+                verify_rate: 1,
+                ..cfg(false).limits
+            },
+            ..cfg(false)
+        });
+        for d in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            running(&mut c, t0, ctl(), d);
+        }
+        let verify = |c: &mut Core, at: Instant, d: &str| {
+            let a = c.datagram(at, ctl(), format!("VERIFY {d}").as_bytes());
+            (replies(&a), detail(&a))
+        };
+        assert_eq!(
+            verify(&mut c, t0, "10.0.0.1").0,
+            ["100 Trying 10.0.0.1 VERIFY"]
+        );
+        assert_eq!(
+            verify(&mut c, t0, "10.0.0.2").0,
+            ["100 Trying 10.0.0.2 VERIFY"]
+        );
+        let (r, d) = verify(&mut c, t0, "10.0.0.3");
+        assert_eq!(r[1], "503 Service Unavailable 10.0.0.3 VERIFY");
+        assert_eq!(
+            d.as_deref(),
+            Some("limit: 2 VERIFY probe runs at once (--max-verifies 2)")
+        );
+        c.verified("10.0.0.1", ProbeReport::default());
+        let (_, d) = verify(&mut c, t0, "10.0.0.3");
+        assert_eq!(
+            d.as_deref(),
+            Some("limit: 1 VERIFY probe runs per second (--verify-rate 1)")
+        );
+        let (r, _) = verify(&mut c, t0 + Duration::from_secs(1), "10.0.0.3");
+        assert_eq!(r, ["100 Trying 10.0.0.3 VERIFY"]);
+        // A name that resolved to a refused address: 400 to its waiters, and the slot is free.
+        let a = c.verify_refused(
+            "10.0.0.3",
+            "VERIFY target 224.0.0.1 refused: a multicast address",
+        );
+        assert_eq!(replies(&a), ["400 Bad Request 10.0.0.3 VERIFY"]);
+        assert_eq!(c.verifies_running, 1);
+    }
+
+    #[test]
+    fn unauthenticated_and_forged_requests() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let a = c.unauthenticated(t0, ctl(), b"REGISTER 10.0.0.1", "no MAC");
+        assert_eq!(replies(&a), ["401 Unauthorized 10.0.0.1 REGISTER"]);
+        assert!(c.forged(t0, ctl(), "wrong MAC").is_empty());
+        let outside: SocketAddr = "192.0.2.1:20001".parse().unwrap();
+        assert!(c
+            .unauthenticated(t0, outside, b"REGISTER 10.0.0.1", "no MAC")
+            .is_empty());
+        assert_eq!((c.counters.unauthenticated, c.counters.refused), (2, 1));
+        assert!(c.persisted().devices.is_empty());
+    }
+
+    #[test]
+    fn a_stop_before_the_spawn_returned_signals_the_pid_when_it_comes() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 10.0.0.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 10.0.0.1")).unwrap();
+        let a = c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_a.pcap");
+        assert!(a.contains(&Action::Signal { id, kill: false }));
+        assert_eq!(c.spawned(id, 99), vec![Action::Signal { id, kill: false }]);
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         (_, Some(_)) => return Err(Error::usage(format!("{verb} takes no FILENAME"))),
         (_, None) => {}
     }
+    let key = a
+        .key_file
+        .as_deref()
+        .map(super::auth::Key::read)
+        .transpose()
+        .map_err(Error::usage)?;
     let server = server_addr(&a.server, 20001).map_err(Error::usage)?;
     let sock =
         UdpSocket::bind(a.bind).map_err(|e| Error::usage(format!("binding {}: {e}", a.bind)))?;
@@ -47,10 +53,24 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         device: a.device.clone(),
         filename: a.filename.clone(),
     };
-    sock.send_to(req.to_wire().as_bytes(), server)
+    let wire = super::auth::seal_request(key.as_ref(), &req.to_wire());
+    sock.send_to(wire.as_bytes(), server)
         .map_err(|e| Error::failed(format!("sending to {server}: {e}")))?;
+    await_final(&sock, server, &a, verb, key.as_ref())
+}
+
+/// The agent's answers to the request, as `ovoc.reply` lines, until the final one (or
+/// `--timeout`).
+fn await_final(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    a: &SendArgs,
+    verb: Verb,
+    key: Option<&super::auth::Key>,
+) -> Result<ExitCode> {
     let deadline = Instant::now() + a.timeout;
     let mut buf = [0u8; 2048];
+    let mut replays = super::auth::Replays::default();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -73,7 +93,10 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             // An ICMP port unreachable from an earlier send: nobody listens there.
             Err(e) => return Err(Error::failed(format!("receiving from {server}: {e}"))),
         };
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays) else {
+            log::info!("ignored an unsigned or forged datagram from {from}");
+            continue;
+        };
         let Some(r) = proto::parse_response(&text).filter(|r| r.device == a.device) else {
             log::info!("ignored a datagram from {from}: {text:?}");
             continue;

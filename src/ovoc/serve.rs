@@ -20,7 +20,9 @@ use mio::net::UdpSocket;
 use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
+use super::auth::{Dir, Key, Opened, Replays};
 use super::core::{Action, CaptureId, Core, Found};
+use super::limits::Disk;
 use super::rules::OvocClient;
 use super::tcpdump::{self, Tcpdump};
 use crate::cli::ServeArgs;
@@ -32,6 +34,18 @@ use crate::probe::ProbeConfig;
 use super::config::WORKERS;
 /// Longest the loop reads datagrams in one turn before it handles finished work.
 const DRAIN_BUDGET: Duration = Duration::from_millis(20);
+/// Threads that spawn tcpdump: a spawn takes about 13 ms, so two keep up with a fleet while
+/// the loop answers.
+const SPAWNERS: usize = 2;
+/// How often DIR's free space and capture files are measured, and tcpdump's logs looked at.
+const DISK_EVERY: Duration = Duration::from_secs(1);
+/// Below this free on DIR's filesystem tcpdump cannot write a packet for sure (it writes up to
+/// 256 KiB at once and says nothing when a write fails): running captures end.
+const FULL_BELOW: u64 = 1 << 20;
+/// The saver's retry delays after a failed write: doubling from the first to the last. The
+/// last is short enough that an answer held for the save waits less than the original
+/// controller's 3 s resend twice over, once there is room again.
+const SAVE_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(4));
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
 
@@ -49,6 +63,16 @@ enum Done {
     Verified {
         device: String,
         report: ProbeReport,
+    },
+    /// A VERIFY of a name that resolved to an address it may not probe.
+    VerifyRefused {
+        device: String,
+        why: String,
+    },
+    /// tcpdump spawned (off the loop: a fork and exec take milliseconds).
+    Spawned {
+        id: CaptureId,
+        result: std::result::Result<Child, String>,
     },
     /// The saver wrote the state of request `seq` (and so of every earlier one).
     Saved {
@@ -105,6 +129,64 @@ impl Saver {
     }
 }
 
+/// `--key-file`'s state: the key, who may still send plain requests, the nonces seen, and the
+/// sources whose signed requests passed (their answers are signed).
+struct Auth {
+    key: Key,
+    allow_plain: Vec<crate::netaddr::Cidr>,
+    replays: Replays,
+    peers: HashMap<SocketAddr, Instant>,
+    pruned: Instant,
+}
+
+/// A signed source is answered signed for this long after its last request.
+const PEER_TTL: Duration = Duration::from_secs(600);
+
+impl Auth {
+    fn datagram(
+        &mut self,
+        core: &mut Core,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Vec<Action> {
+        let wall = super::auth::unix_now();
+        if now.duration_since(self.pruned) >= Duration::from_secs(10) {
+            self.replays.prune(wall);
+            self.peers.retain(|_, t| now.duration_since(*t) < PEER_TTL);
+            self.pruned = now;
+        }
+        match super::auth::open(&self.key, Dir::Request, data, wall, &mut self.replays) {
+            Opened::Signed(body) => {
+                self.peers.insert(from, now);
+                core.datagram(now, from, body)
+            }
+            Opened::Plain(d) if self.allow_plain.iter().any(|c| c.contains(from.ip())) => {
+                core.datagram(now, from, d)
+            }
+            Opened::Plain(d) => core.unauthenticated(
+                now,
+                from,
+                d,
+                "no MAC: this agent has --key-file and the source is not in --allow-unauthenticated",
+            ),
+            Opened::Forged(why) => core.forged(now, from, &why),
+        }
+    }
+
+    /// `text` as it goes to `to`: signed when `to` signs its requests.
+    fn seal(&self, to: SocketAddr, text: &str) -> Option<String> {
+        self.peers.contains_key(&to).then(|| {
+            self.key.seal(
+                Dir::Response,
+                text,
+                super::auth::unix_now(),
+                super::auth::nonce(),
+            )
+        })
+    }
+}
+
 struct Shell {
     sock: Arc<UdpSocket>,
     dir: PathBuf,
@@ -125,6 +207,19 @@ struct Shell {
     saved: u64,
     /// Final replies waiting for the save of the state they announce (its sequence number).
     held: VecDeque<(u64, SocketAddr, String)>,
+    /// The last save's error while saves fail (logged once per change), and when to retry.
+    save_failing: Option<String>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    spawner: mpsc::Sender<Job>,
+    auth: Option<Auth>,
+    /// What VERIFY may never probe (the core checks literals; names are checked here).
+    own: Arc<(Vec<std::net::IpAddr>, Vec<std::net::IpAddr>)>,
+    disk_at: Option<Instant>,
+    /// Length of each running capture's log when last read, and the captures ended because
+    /// tcpdump could not write (why).
+    log_len: HashMap<CaptureId, u64>,
+    write_failed: HashMap<CaptureId, String>,
 }
 
 /// The state an earlier run left: captures whose tcpdump still runs are adopted (watched through
@@ -227,16 +322,28 @@ fn shell(
 ) -> Result<Shell> {
     let waker = daemon.waker();
     let saver = Saver::start(dir.to_path_buf(), done_tx.clone(), Arc::clone(&waker))?;
-    let jobs = crate::pool::workers(
-        WORKERS,
-        "tc-ovoc-worker",
-        |job: Job| job(),
-        done_tx,
-        move || {
-            let _ = waker.wake();
-        },
-    )
-    .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
+    let pool = |n, name, done_tx| {
+        let waker = Arc::clone(&waker);
+        crate::pool::workers(
+            n,
+            name,
+            |job: Job| job(),
+            done_tx,
+            move || {
+                let _ = waker.wake();
+            },
+        )
+        .map_err(|e| Error::failed(format!("starting {name}: {e}")))
+    };
+    let jobs = pool(WORKERS, "tc-ovoc-worker", done_tx.clone())?;
+    let spawner = pool(SPAWNERS, "tc-ovoc-spawner", done_tx)?;
+    let auth = p.key.clone().map(|key| Auth {
+        key,
+        allow_plain: p.allow_unauthenticated.clone(),
+        replays: Replays::default(),
+        peers: HashMap::new(),
+        pruned: Instant::now(),
+    });
     Ok(Shell {
         sock: daemon.socket(),
         dir: dir.to_path_buf(),
@@ -261,6 +368,15 @@ fn shell(
         requested: 0,
         saved: 0,
         held: VecDeque::new(),
+        save_failing: None,
+        retry_at: None,
+        retry_delay: SAVE_RETRY.0,
+        spawner,
+        auth,
+        own: Arc::new((p.core.own.clone(), p.core.broadcast.clone())),
+        disk_at: None,
+        log_len: HashMap::new(),
+        write_failed: HashMap::new(),
     })
 }
 
@@ -294,6 +410,9 @@ impl Agent {
             refused: c.refused,
             captures_started: c.captures_started,
             captures_stopped: c.captures_stopped,
+            forbidden: c.forbidden,
+            limited: c.limited,
+            unauthenticated: c.unauthenticated,
             seconds: started.elapsed().as_secs_f64(),
             reason: "signal".into(),
         });
@@ -302,7 +421,10 @@ impl Agent {
 
 impl Driver for Agent {
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
-        let actions = self.core.datagram(now, from, data);
+        let actions = match &mut self.sh.auth {
+            Some(auth) => auth.datagram(&mut self.core, now, from, data),
+            None => self.core.datagram(now, from, data),
+        };
         self.sh.perform(&mut self.core, actions);
         Flow::Continue
     }
@@ -343,6 +465,11 @@ impl Driver for Agent {
                     result,
                 } => core.rule_deleted(&device, rule_id, result),
                 Done::Verified { device, report } => core.verified(&device, report),
+                Done::VerifyRefused { device, why } => core.verify_refused(&device, &why),
+                Done::Spawned { id, result } => {
+                    sh.spawned(core, id, result);
+                    continue;
+                }
                 Done::Saved { seq, result } => {
                     sh.saved(seq, result);
                     continue;
@@ -354,6 +481,7 @@ impl Driver for Agent {
         sh.reap(core);
         sh.check_starting(core);
         sh.check_adopted(core);
+        sh.check_disk(core, now);
         let actions = core.tick(now);
         sh.perform(core, actions);
         sh.flush(core);
@@ -386,6 +514,13 @@ impl Driver for Agent {
         }
         if self.stopping_since.is_some() {
             wake = wake.min(soon(50)).or(soon(50));
+        }
+        // DIR's free space and the running tcpdumps' logs, and a state save to retry.
+        if !self.core.running().is_empty() {
+            wake = wake.min(soon(1000)).or(soon(1000));
+        }
+        if let Some(t) = self.sh.retry_at {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
         }
         wake
     }
@@ -435,12 +570,13 @@ impl Shell {
                 Action::Persist => self.dirty = true,
                 Action::Spawn { id, device, base } => {
                     let log = tcpdump::log_path(&self.dir, &base);
-                    match self.tcpdump.spawn(&base, &device, &log) {
-                        Ok(child) => {
-                            core.spawned(id, child.id());
-                            self.children.insert(id, child);
-                        }
-                        Err(e) => queue.extend(core.failed(id, &e)),
+                    let t = self.tcpdump.clone();
+                    let job: Job = Box::new(move || Done::Spawned {
+                        id,
+                        result: t.spawn(&base, &device, &log),
+                    });
+                    if self.spawner.send(job).is_err() {
+                        queue.extend(core.failed(id, "the tcpdump spawner is gone"));
                     }
                 }
                 Action::Signal { id, kill } => self.signal(core, id, kill),
@@ -479,23 +615,34 @@ impl Shell {
                         }
                     });
                 }
-                Action::Verify { device } => {
-                    let cfg = Arc::clone(&self.probes);
+                Action::Verify {
+                    device,
+                    requester_loopback,
+                } => {
+                    let (cfg, own) = (Arc::clone(&self.probes), Arc::clone(&self.own));
                     self.work(move || {
-                        let report = crate::probe::run(&device, &cfg);
-                        Done::Verified { device, report }
+                        let check = |ip| {
+                            crate::probe::target_refusal(ip, requester_loopback, &own.0, &own.1)
+                        };
+                        match crate::probe::run_checked(&device, &cfg, check) {
+                            Ok(report) => Done::Verified { device, report },
+                            Err(why) => Done::VerifyRefused { device, why },
+                        }
                     });
                 }
             }
         }
     }
 
-    /// Once per turn of the loop: hands the state to the saver if it changed, and holds this
-    /// turn's final replies until the saver has written it. Saving per reply, in line, rewrote
-    /// and fsynced the whole state file a thousand times when a fleet registered.
+    /// Once per turn of the loop: hands the state to the saver if it changed (unless a failed
+    /// save waits for its retry), and holds this turn's final replies until the saver has
+    /// written it. Saving per reply, in line, rewrote and fsynced the whole state file a
+    /// thousand times when a fleet registered.
     fn flush(&mut self, core: &Core) {
-        if self.dirty {
+        let now = Instant::now();
+        if self.dirty && self.retry_at.is_none_or(|t| now >= t) {
             self.dirty = false;
+            self.retry_at = None;
             match super::state::encode(&core.persisted()) {
                 Ok(text) if text == self.last_saved => {}
                 Ok(text) => {
@@ -507,23 +654,72 @@ impl Shell {
             }
         }
         // A reply that changed nothing still waits for any save in flight: it may announce
-        // what an earlier turn changed.
+        // what an earlier turn changed. While a failed save waits for its retry, replies wait
+        // for that retry's save.
+        let seq = self.requested + u64::from(self.dirty);
         for (to, text) in std::mem::take(&mut self.replies) {
-            self.held.push_back((self.requested, to, text));
+            self.held.push_back((seq, to, text));
         }
         self.release();
     }
 
+    /// The saver's outcome. A failure is logged once per distinct error (not once per retry:
+    /// a full disk made 269,329 lines in 14 s), retried after a doubling delay, and the
+    /// replies that waited for it go out as 503: a 200 must not announce unsaved state.
     fn saved(&mut self, seq: u64, result: std::result::Result<(), String>) {
-        if let Err(e) = result {
-            // As before the saver existed: the replies still go out, and the next change
-            // writes the whole state again.
-            log::error!("saving state: {e}");
-            self.last_saved.clear();
-            self.dirty = true;
+        match result {
+            Ok(()) => {
+                if let Some(e) = self.save_failing.take() {
+                    log::warn!("state saved again (it failed: {e})");
+                }
+                self.retry_delay = SAVE_RETRY.0;
+            }
+            Err(e) => {
+                if self.save_failing.as_deref() != Some(e.as_str()) {
+                    log::error!(
+                        "saving state: {e}; answering 503 to changes until a save succeeds"
+                    );
+                }
+                self.save_failing = Some(e.clone());
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(SAVE_RETRY.1);
+                self.last_saved.clear();
+                self.dirty = true;
+                self.refuse_held(seq, &e);
+            }
         }
         self.saved = self.saved.max(seq);
         self.release();
+    }
+
+    /// The held final replies covered by the failed save `seq`: a 200 becomes 503 (the `199`
+    /// before it goes too), with an event saying why.
+    fn refuse_held(&mut self, seq: u64, e: &str) {
+        for (s, to, text) in self.held.iter_mut() {
+            if *s > seq {
+                break;
+            }
+            let Some(r) =
+                crate::proto::parse_response(text).filter(|r| r.code / 100 == 1 || r.code == 200)
+            else {
+                continue;
+            };
+            let Some(verb) = r.verb else { continue };
+            if r.code != 200 {
+                text.clear();
+                continue;
+            }
+            let refused = crate::proto::Response::new(503, &r.device, verb);
+            *text = refused.to_wire();
+            emit(&Event::OvocResponse {
+                device: r.device,
+                request: verb.as_str().into(),
+                code: 503,
+                reason: refused.reason,
+                to: to.to_string(),
+                detail: Some(format!("state not saved: {e}")),
+            });
+        }
     }
 
     fn release(&mut self) {
@@ -533,14 +729,100 @@ impl Shell {
             .is_some_and(|(seq, ..)| *seq <= self.saved)
         {
             let (_, to, text) = self.held.pop_front().expect("front exists");
-            self.send(to, &text);
+            if !text.is_empty() {
+                self.send(to, &text);
+            }
         }
     }
 
     fn send(&self, to: SocketAddr, text: &str) {
+        let sealed = self.auth.as_ref().and_then(|a| a.seal(to, text));
+        let text = sealed.as_deref().unwrap_or(text);
         if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
             log::warn!("replying to {to}: {e}");
         }
+    }
+
+    /// A spawn finished. A capture that timed out or failed meanwhile gets its tcpdump killed
+    /// (and reaped like any child).
+    fn spawned(
+        &mut self,
+        core: &mut Core,
+        id: CaptureId,
+        result: std::result::Result<Child, String>,
+    ) {
+        match result {
+            Ok(child) => {
+                let pid = child.id();
+                let known = core.base_of(id).is_some();
+                self.children.insert(id, child);
+                if known {
+                    let actions = core.spawned(id, pid);
+                    self.perform(core, actions);
+                } else if let Err(e) = crate::sys::kill(pid) {
+                    log::debug!("killing tcpdump {pid} of a capture given up: {e}");
+                }
+            }
+            Err(e) => {
+                let actions = core.failed(id, &e);
+                self.perform(core, actions);
+            }
+        }
+    }
+
+    /// Every `DISK_EVERY`: DIR's free space and capture files for the core's limits, and
+    /// whether each running tcpdump can still write. tcpdump says nothing when a write fails
+    /// on a full disk (it keeps counting packets it did not write), so a full filesystem ends
+    /// the running captures; anything it does print past its banner ends that capture too.
+    fn check_disk(&mut self, core: &mut Core, now: Instant) {
+        if self
+            .disk_at
+            .is_some_and(|t| now.duration_since(t) < DISK_EVERY)
+        {
+            return;
+        }
+        self.disk_at = Some(now);
+        let free = crate::sys::free_bytes(&self.dir).ok();
+        core.set_disk(Disk {
+            free,
+            used: tcpdump::dir_usage(&self.dir),
+        });
+        let full = free.filter(|f| *f < FULL_BELOW).map(|f| {
+            format!(
+                "no space left in {} ({} free): tcpdump cannot write",
+                self.dir.display(),
+                super::limits::bytes(f)
+            )
+        });
+        for id in core.running() {
+            if self.write_failed.contains_key(&id) {
+                continue;
+            }
+            let Some(why) = full.clone().or_else(|| self.log_error(core, id)) else {
+                continue;
+            };
+            let Some(pid) = self.children.get(&id).map(Child::id) else {
+                continue;
+            };
+            log::warn!("capture {id}: {why}; stopping its tcpdump {pid}");
+            self.write_failed.insert(id, why);
+            if let Err(e) = crate::sys::terminate(pid) {
+                log::debug!("signalling tcpdump {pid}: {e}");
+            }
+        }
+        self.log_len.retain(|id, _| core.base_of(*id).is_some());
+    }
+
+    /// What a running tcpdump printed past its banner, read only when its log grew.
+    fn log_error(&mut self, core: &Core, id: CaptureId) -> Option<String> {
+        let (_, base, _) = core.base_of(id)?;
+        let len = std::fs::metadata(tcpdump::log_path(&self.dir, base))
+            .ok()?
+            .len();
+        if self.log_len.insert(id, len) == Some(len) {
+            return None;
+        }
+        tcpdump::error_lines(&self.log_of(core, id))
     }
 
     /// Off the loop: REST calls and probes take seconds. A bounded pool, so a fleet's REGISTERs
@@ -593,12 +875,26 @@ impl Shell {
             };
             self.children.remove(&id);
             let log = self.log_of(core, id);
-            let why = if core.starting().contains(&id) || !tcpdump::listening(&log) {
+            // Ended for a write failure (ours) or with an error of its own (e.g. a ring file
+            // it could not create): its count then includes packets it did not write.
+            let starting = core.starting().contains(&id);
+            let failed = self.write_failed.remove(&id).or_else(|| {
+                (!starting && tcpdump::listening(&log))
+                    .then(|| tcpdump::error_lines(&log))
+                    .flatten()
+            });
+            let on_disk = failed.as_ref().and_then(|_| {
+                core.base_of(id)
+                    .map(|(_, base, _)| tcpdump::packets_on_disk(&self.dir, base))
+            });
+            let why = if let Some(w) = failed {
+                format!("write failed: {w}")
+            } else if starting || !tcpdump::listening(&log) {
                 tcpdump::error_text(&log)
             } else {
                 format!("tcpdump exited ({status})")
             };
-            let actions = core.exited(id, tcpdump::parse_stats(&log), &why);
+            let actions = core.exited(id, tcpdump::parse_stats(&log), &why, on_disk);
             self.perform(core, actions);
         }
     }
@@ -639,6 +935,7 @@ impl Shell {
                 id,
                 tcpdump::parse_stats(&log),
                 &format!("tcpdump {pid} exited"),
+                None,
             );
             self.perform(core, actions);
         }

@@ -80,6 +80,12 @@ pub fn listening(log: &str) -> bool {
 
 /// What tcpdump said went wrong: its lines other than the banner and statistics.
 pub fn error_text(log: &str) -> String {
+    error_lines(log).unwrap_or_else(|| "tcpdump exited without a message".into())
+}
+
+/// tcpdump's lines other than the banner and statistics, if any (a running tcpdump prints
+/// nothing else unless something went wrong).
+pub fn error_lines(log: &str) -> Option<String> {
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim)
@@ -90,11 +96,24 @@ pub fn error_text(log: &str) -> String {
                 && !l.starts_with("Warning:")
         })
         .collect();
-    if lines.is_empty() {
-        "tcpdump exited without a message".into()
-    } else {
-        lines.join("; ")
-    }
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// Bytes in DIR's capture files (running and finished: `tmp_device_*`, `OVOC_*`).
+pub fn dir_usage(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("tmp_device_") || n.starts_with("OVOC_")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 pub fn parse_stats(log: &str) -> Stats {
@@ -166,6 +185,47 @@ pub fn rename(dir: &Path, base: &str, target: &str) -> Result<Vec<String>, Strin
         }
     }
     Ok(out)
+}
+
+/// Complete packets in a capture's ring files (a record cut short by a full disk is not one).
+pub fn packets_on_disk(dir: &Path, base: &str) -> u64 {
+    ring_files(dir, base)
+        .iter()
+        .map(|(_, p)| count_records(p).unwrap_or(0))
+        .sum()
+}
+
+/// Records of a pcap file whose whole data is there; None when it is not a pcap file.
+fn count_records(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = [0u8; 24];
+    f.read_exact(&mut head).ok()?;
+    let magic = u32::from_le_bytes(head[..4].try_into().ok()?);
+    let little = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        _ => return None,
+    };
+    let (mut pos, mut n) = (24u64, 0u64);
+    let mut rec = [0u8; 16];
+    while pos + 16 <= len {
+        f.read_exact(&mut rec).ok()?;
+        let b: [u8; 4] = rec[8..12].try_into().ok()?;
+        let incl = u64::from(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        });
+        if pos + 16 + incl > len {
+            break;
+        }
+        pos += 16 + incl;
+        n += 1;
+        f.seek(SeekFrom::Start(pos)).ok()?;
+    }
+    Some(n)
 }
 
 /// Is `pid` still the tcpdump writing `base`? Checked through /proc (command line), not just
@@ -278,6 +338,31 @@ mod tests {
         assert!(rename(d.path(), base, "t")
             .unwrap_err()
             .contains("no capture files"));
+    }
+
+    #[test]
+    fn packets_on_disk_counts_only_whole_records() {
+        let d = tempfile::tempdir().unwrap();
+        let base = "tmp_device_x.pcap";
+        let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        f.extend([0u8; 8]);
+        f.extend(262_144u32.to_le_bytes());
+        f.extend(1u32.to_le_bytes());
+        for len in [60u32, 1000] {
+            f.extend([0u8; 8]);
+            f.extend(len.to_le_bytes());
+            f.extend(len.to_le_bytes());
+            f.extend(vec![0xab; len as usize]);
+        }
+        std::fs::write(d.path().join(format!("{base}0")), &f).unwrap();
+        // The second file is cut in the middle of its second record.
+        f.extend([0u8; 8]);
+        f.extend(500u32.to_le_bytes());
+        f.extend(500u32.to_le_bytes());
+        f.extend(vec![0xab; 100]);
+        std::fs::write(d.path().join(format!("{base}1")), &f).unwrap();
+        std::fs::write(d.path().join(format!("{base}2")), b"garbage").unwrap();
+        assert_eq!(packets_on_disk(d.path(), base), 4);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Plan {
     pub max_events: u32,
     /// Who may read what the session writes.
     pub modes: crate::util::Modes,
+    /// `--agent-key`: the agents whose datagrams are signed (ovoc::auth).
+    pub agent_keys: crate::ovoc::auth::AgentKeys,
 }
 
 pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
@@ -100,6 +102,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
         alarm_jobs: a.alarm_jobs as usize,
         max_events: a.max_events,
         modes,
+        agent_keys: crate::ovoc::auth::AgentKeys::parse(&a.agent_key).map_err(Error::usage)?,
     })
 }
 

@@ -191,6 +191,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             gaps: 0,
             out: p.out.clone(),
             parts,
+            agent_keys: p.agent_keys,
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -254,6 +255,9 @@ struct Loop<'a> {
 
 impl Driver for Loop<'_> {
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        let Some(data) = self.io.agent_keys.open(from, data) else {
+            return Flow::Continue;
+        };
         let actions = self.core.datagram(now, from, data);
         self.io.perform(actions);
         Flow::Continue
@@ -357,6 +361,8 @@ struct Io<'a> {
     /// Part names of fetched captures, removed once the journal line naming the file is written
     /// (a fetch killed before that finds the part and keeps the same file, not a second copy).
     parts: Vec<std::path::PathBuf>,
+    /// `--agent-key`: signs the requests to agents with a key, checks their answers.
+    agent_keys: crate::ovoc::auth::AgentKeys,
 }
 
 /// The part name of the capture a journal record names as fetched.
@@ -451,6 +457,7 @@ impl Io<'_> {
         for a in actions {
             match a {
                 Action::Send { to, text } => {
+                    let text = self.agent_keys.seal(to, &text);
                     if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
                         log::warn!("sending {text:?} to {to}: {e}");
                     }

@@ -265,7 +265,7 @@ fn finish(desc: String, out: Output, json: bool) -> Run {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A unique small number per lab in this test process (subnets, user names).
+/// A unique small number in this test process (file names, listen addresses, nonces).
 pub fn unique() -> u32 {
     NEXT.fetch_add(1, Ordering::SeqCst)
 }
@@ -281,9 +281,13 @@ pub struct Lab {
     seen: Vec<String>,
 }
 
+/// Labs started in this process: their own count, so that other uses of `unique` (log files,
+/// listen addresses) do not make two labs share a subnet (38 labs per cycle).
+static LABS: AtomicU32 = AtomicU32::new(0);
+
 impl Lab {
     pub fn up(devices: u32, extra: &[&str]) -> Lab {
-        let n = unique();
+        let n = LABS.fetch_add(1, Ordering::SeqCst);
         // Third octets 10..200, distinct per lab in this process.
         let subnet = 10 + (n * 5) % 190;
         let user = format!("tct{}x{n}", std::process::id() % 100000);
@@ -450,6 +454,18 @@ pub fn stderr_log(what: &str) -> Stdio {
     let f = std::fs::File::create(&path).expect("stderr log");
     STDERR_LOGS.lock().unwrap().push(path);
     Stdio::from(f)
+}
+
+/// `stderr_log`, and the file's path (for a test that reads what the child logged).
+pub fn stderr_log_at(what: &str) -> (Stdio, PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "tc-test-{what}-{}-{}.stderr",
+        std::process::id(),
+        unique()
+    ));
+    let f = std::fs::File::create(&path).expect("stderr log");
+    STDERR_LOGS.lock().unwrap().push(path.clone());
+    (Stdio::from(f), path)
 }
 
 /// No secret in anything the long-running children wrote on stderr so far.

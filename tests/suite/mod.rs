@@ -4,4 +4,5 @@ mod cli;
 mod cpe;
 mod demo;
 mod ovoc;
+mod ovoc_shared;
 mod session;

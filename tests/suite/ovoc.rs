@@ -36,7 +36,13 @@ impl Agent {
             .arg(dir)
             .args(["--probes", "icmp,snmp,tcp"])
             .args(extra);
-        c.stdout(Stdio::piped()).stderr(stderr_log("agent"));
+        Agent::spawn(c, listen).0
+    }
+
+    /// A `tc ovoc serve` command line, started; its stderr's path too.
+    pub fn spawn(mut c: std::process::Command, listen: SocketAddr) -> (Agent, PathBuf) {
+        let (err, path) = stderr_log_at("agent");
+        c.stdout(Stdio::piped()).stderr(err);
         let mut child = c.spawn().expect("spawn tc ovoc serve");
         let rx = line_reader(&mut child);
         let mut a = Agent {
@@ -46,7 +52,17 @@ impl Agent {
             seen: Vec::new(),
         };
         a.wait_for("ovoc.listening", Duration::from_secs(20));
-        a
+        (a, path)
+    }
+
+    /// The lines so far that contain `needle`.
+    pub fn lines_with(&mut self, needle: &str) -> Vec<String> {
+        self.drain();
+        self.seen
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Wait for a line containing `needle`; returns it.
@@ -126,7 +142,7 @@ fn wait_timeout(c: &mut Child, t: Duration) -> i32 {
 }
 
 /// `tc ovoc send` with a lab's environment (usable from many threads at once).
-fn send(
+pub fn send(
     env: &HashMap<String, String>,
     to: SocketAddr,
     verb: &str,
@@ -151,7 +167,7 @@ fn send(
     run(c)
 }
 
-fn final_code(r: &Run) -> u16 {
+pub fn final_code(r: &Run) -> u16 {
     match r
         .events
         .iter()
@@ -163,11 +179,11 @@ fn final_code(r: &Run) -> u16 {
     }
 }
 
-fn cpe_name(device: &str, n: u32) -> String {
+pub fn cpe_name(device: &str, n: u32) -> String {
     format!("CPE_device_{device}_2026-11-27T07.00.0{n}.000000.pcap")
 }
 
-fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
+pub fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -183,7 +199,7 @@ fn ovoc_files(dir: &Path, device: &str) -> Vec<PathBuf> {
     v
 }
 
-fn lab_rules(lab: &Lab) -> Vec<serde_json::Value> {
+pub fn lab_rules(lab: &Lab) -> Vec<serde_json::Value> {
     let text =
         std::fs::read_to_string(lab.path().join("ovoc-rules.json")).unwrap_or_else(|_| "[]".into());
     serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
@@ -320,7 +336,12 @@ fn hostile_datagrams_change_nothing() {
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let agent_dir = dir.path().join("agent");
-    let mut agent = Agent::start(&lab, &agent_dir, &["--no-ovoc-rules"]);
+    // The rate limit is lifted: this test is about what a datagram can do, not how many.
+    let mut agent = Agent::start(
+        &lab,
+        &agent_dir,
+        &["--no-ovoc-rules", "--rate-limit", "1000000"],
+    );
     let dev = &lab.devices()[0];
     let marker = outside.join("pwned");
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -427,7 +448,7 @@ fn kill_9_then_restart_adopts_and_stop_completes() {
     assert_eq!(agent.terminate(), 0);
 }
 
-fn tcpdump_alive(pid: u32) -> bool {
+pub fn tcpdump_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
 
@@ -537,7 +558,8 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     let agent = Agent::start(&lab, dir.path(), &["--no-ovoc-rules"]);
     let devs = lab.devices();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Longer than the VERIFY (10 probes 1 s apart), which is answered last.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = [0u8; 512];
     let ask = |req: &str| {
         s.send_to(req.as_bytes(), agent.listen).unwrap();
@@ -547,6 +569,9 @@ fn a_verify_in_progress_does_not_delay_other_devices() {
     for _ in 0..2 {
         answer(&s).unwrap();
     }
+    // VERIFY is for a device being captured.
+    ask(&format!("CAPTURE {}", devs[0]));
+    while answer(&s).unwrap() != format!("200 OK {} CAPTURE", devs[0]) {}
     // VERIFY takes at least the ICMP probe spacing (several hundred ms).
     ask(&format!("VERIFY {}", devs[0]));
     let (n, _) = s.recv_from(&mut buf).unwrap();

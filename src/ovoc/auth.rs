@@ -1,0 +1,432 @@
+//! Optional shared-key authentication of the control protocol (`--key-file`), pure but for
+//! reading the key. A signed datagram is the plain 1.0.6 datagram followed by one trailer:
+//!
+//! ```text
+//! <datagram> tc1 <unix seconds> <nonce: 16 hex> <mac: 64 hex>
+//! mac = HMAC-SHA256(key, "tc1 req\n<unix seconds>\n<nonce>\n<datagram>")   requests
+//! mac = HMAC-SHA256(key, "tc1 resp\n<unix seconds>\n<nonce>\n<datagram>")  responses
+//! ```
+//!
+//! The direction label keeps a response from being replayed as a request. A receiver takes a
+//! datagram only if its time is within `WINDOW` of its own clock and its nonce was not seen in
+//! that window (replays refused). Plain datagrams stay plain: an agent or a controller without a
+//! key (the original 1.0.6 ones) never sees a trailer.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// How far a datagram's time may be from the receiver's clock (either way).
+pub const WINDOW: u64 = 30;
+/// Nonces remembered at most (each for `2 * WINDOW`): past it, signed datagrams are refused
+/// until old ones expire, rather than let the table grow.
+const MAX_NONCES: usize = 262_144;
+const MIN_KEY: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Request,
+    Response,
+}
+
+impl Dir {
+    fn label(self) -> &'static str {
+        match self {
+            Dir::Request => "tc1 req",
+            Dir::Response => "tc1 resp",
+        }
+    }
+}
+
+/// The shared key. Never printed: Debug says only its length.
+#[derive(Clone)]
+pub struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({} bytes)", self.0.len())
+    }
+}
+
+impl Key {
+    pub fn new(bytes: Vec<u8>) -> Result<Key, String> {
+        if bytes.len() < MIN_KEY {
+            return Err(format!(
+                "the key has {} bytes: at least {MIN_KEY} needed",
+                bytes.len()
+            ));
+        }
+        Ok(Key(bytes))
+    }
+
+    /// The file's bytes without trailing line ends; it must not be readable by group or others.
+    pub fn read(path: &Path) -> Result<Key, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let what = |e: String| format!("key file {}: {e}", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| what(e.to_string()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(what(format!(
+                "mode {:o} lets others read it (chmod 600)",
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let mut bytes = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+        while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        Key::new(bytes).map_err(what)
+    }
+
+    fn mac(&self, dir: Dir, ts: u64, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256>>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        m.update(format!("{}\n{ts}\n{nonce}\n", dir.label()).as_bytes());
+        m.update(body);
+        m
+    }
+
+    /// `body` with its trailer.
+    pub fn seal(&self, dir: Dir, body: &str, ts: u64, nonce: u64) -> String {
+        let nonce = format!("{nonce:016x}");
+        let tag = self.mac(dir, ts, &nonce, body.as_bytes()).finalize();
+        format!("{body} tc1 {ts} {nonce} {}", hex(&tag.into_bytes()))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// What a received datagram is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened<'a> {
+    /// No trailer: a plain 1.0.6 datagram.
+    Plain(&'a [u8]),
+    /// A valid trailer: the datagram it covers.
+    Signed(&'a [u8]),
+    /// A trailer that does not check out (wrong key, altered, stale, replayed): why.
+    Forged(String),
+}
+
+/// The nonces seen in the window, with when each may be forgotten.
+#[derive(Debug, Default)]
+pub struct Replays {
+    seen: HashMap<String, u64>,
+}
+
+impl Replays {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    pub fn prune(&mut self, now: u64) {
+        self.seen.retain(|_, until| *until > now);
+    }
+}
+
+/// Splits off and checks the trailer of `data`, received at unix time `now`.
+pub fn open<'a>(
+    key: &Key,
+    dir: Dir,
+    data: &'a [u8],
+    now: u64,
+    replays: &mut Replays,
+) -> Opened<'a> {
+    let Some((body, ts, nonce, mac)) = split(data) else {
+        return Opened::Plain(data);
+    };
+    let forged = |why: &str| Opened::Forged(why.to_string());
+    let (Some(ts), Some(tag)) = (
+        std::str::from_utf8(ts)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok()),
+        std::str::from_utf8(mac).ok().and_then(unhex),
+    ) else {
+        return forged("unreadable MAC trailer");
+    };
+    let nonce = String::from_utf8_lossy(nonce).into_owned();
+    if key.mac(dir, ts, &nonce, body).verify_slice(&tag).is_err() {
+        return forged("wrong MAC (another key, or an altered datagram)");
+    }
+    if ts.abs_diff(now) > WINDOW {
+        return Opened::Forged(format!(
+            "time {ts} is {} s from ours (window {WINDOW} s)",
+            ts.abs_diff(now)
+        ));
+    }
+    if replays.seen.contains_key(&nonce) {
+        return forged("replayed (nonce seen before)");
+    }
+    if replays.seen.len() >= MAX_NONCES {
+        replays.prune(now);
+        if replays.seen.len() >= MAX_NONCES {
+            return forged("too many signed datagrams in the window");
+        }
+    }
+    replays.seen.insert(nonce, ts.max(now) + WINDOW);
+    Opened::Signed(body)
+}
+
+/// A signed datagram's parts: body, time, nonce, MAC (as received).
+type Parts<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+
+/// `<body> tc1 <ts> <nonce> <mac>`, by the last four spaces; None when there is no trailer.
+fn split(data: &[u8]) -> Option<Parts<'_>> {
+    let mut parts = data.rsplitn(5, |&b| b == b' ');
+    let (mac, nonce, ts, tag, body) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let nonce_ok = nonce.len() == 16 && nonce.iter().all(u8::is_ascii_hexdigit);
+    (tag == b"tc1" && nonce_ok && mac.len() == 64).then_some((body, ts, nonce, mac))
+}
+
+/// A nonce no other datagram of this process or its peers uses: random.
+pub fn nonce() -> u64 {
+    let mut b = [0u8; 8];
+    if !crate::sys::random(&mut b) {
+        // The kernel's generator failing is not worth a refusal: time and pid are unique
+        // enough against replays within a 30 s window.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ u64::from(std::process::id()) << 48;
+    }
+    u64::from_le_bytes(b)
+}
+
+/// The one place a controller signs: `text` as sent to an agent with `key` (plain without).
+pub fn seal_request(key: Option<&Key>, text: &str) -> String {
+    match key {
+        Some(k) => k.seal(Dir::Request, text, unix_now(), nonce()),
+        None => text.to_string(),
+    }
+}
+
+/// The one place a controller checks an answer: its text when it may be taken (plain without
+/// a key; with one, only signed and valid), None otherwise.
+pub fn open_response(key: Option<&Key>, data: &[u8], replays: &mut Replays) -> Option<String> {
+    let body = match key {
+        None => data,
+        Some(k) => match open(k, Dir::Response, data, unix_now(), replays) {
+            Opened::Signed(body) => body,
+            Opened::Plain(_) | Opened::Forged(_) => return None,
+        },
+    };
+    Some(String::from_utf8_lossy(body).into_owned())
+}
+
+/// A controller's keys, per agent (`tc session --agent-key AGENT=FILE`): requests to an agent
+/// with a key are signed and only its signed answers taken; every other agent (an original
+/// one) gets plain 1.0.6 datagrams, and other senders (OVOC's forwarded alarms) are not touched.
+#[derive(Debug, Default)]
+pub struct AgentKeys {
+    keys: HashMap<std::net::SocketAddr, Key>,
+    replays: Replays,
+}
+
+impl AgentKeys {
+    /// `HOST[:PORT]=FILE` each (port 20001 when none is given).
+    pub fn parse(specs: &[String]) -> Result<AgentKeys, String> {
+        let mut keys = HashMap::new();
+        for spec in specs {
+            let (agent, file) = spec.rsplit_once('=').ok_or_else(|| {
+                format!("invalid --agent-key {spec:?}: expected AGENT=FILE (e.g. ovoc-1:20001=/etc/tc/agent.key)")
+            })?;
+            let addr = crate::ovoc::send::server_addr(agent, 20001)
+                .map_err(|e| format!("--agent-key: {e}"))?;
+            keys.insert(addr, Key::read(Path::new(file))?);
+        }
+        Ok(AgentKeys {
+            keys,
+            replays: Replays::default(),
+        })
+    }
+
+    /// `text` as sent to `to`.
+    pub fn seal(&self, to: std::net::SocketAddr, text: &str) -> String {
+        seal_request(self.keys.get(&to), text)
+    }
+
+    /// What of a datagram from `from` may be read: all of it from a sender without a key, the
+    /// signed part of a valid answer from an agent with one, nothing otherwise.
+    pub fn open<'a>(&mut self, from: std::net::SocketAddr, data: &'a [u8]) -> Option<&'a [u8]> {
+        let Some(key) = self.keys.get(&from) else {
+            return Some(data);
+        };
+        match open(key, Dir::Response, data, unix_now(), &mut self.replays) {
+            Opened::Signed(body) => Some(body),
+            Opened::Plain(_) => {
+                log::info!("ignored an unsigned datagram from {from}, an agent with a key");
+                None
+            }
+            Opened::Forged(why) => {
+                log::info!("ignored a datagram from {from}: {why}");
+                None
+            }
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new(b"0123456789abcdef-shared".to_vec()).unwrap()
+    }
+
+    #[test]
+    fn seal_then_open_and_every_way_to_fail() {
+        let k = key();
+        let t = 1_800_000_000;
+        let mut r = Replays::default();
+        let req = k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 0xabc);
+        assert!(req.starts_with("CAPTURE 10.0.0.1 tc1 1800000000 0000000000000abc "));
+        assert_eq!(
+            open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r),
+            Opened::Signed(b"CAPTURE 10.0.0.1")
+        );
+        let forged = |o: Opened| match o {
+            Opened::Forged(w) => w,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            forged(open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r)),
+            "replayed (nonce seen before)"
+        );
+        let other = Key::new(b"another key of 16+ bytes".to_vec()).unwrap();
+        let cases: Vec<(String, Key, Dir, u64, &str)> = vec![
+            (
+                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 1),
+                other,
+                Dir::Request,
+                t,
+                "wrong MAC (another key, or an altered datagram)",
+            ),
+            (
+                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 2)
+                    .replace("10.0.0.1", "10.0.0.2"),
+                key(),
+                Dir::Request,
+                t,
+                "wrong MAC (another key, or an altered datagram)",
+            ),
+            (
+                k.seal(Dir::Response, "200 OK 10.0.0.1 CAPTURE", t, 3),
+                key(),
+                Dir::Request,
+                t,
+                "wrong MAC (another key, or an altered datagram)",
+            ),
+            (
+                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 4),
+                key(),
+                Dir::Request,
+                t + 31,
+                "time 1800000000 is 31 s from ours (window 30 s)",
+            ),
+            (
+                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t + 31, 5),
+                key(),
+                Dir::Request,
+                t,
+                "time 1800000031 is 31 s from ours (window 30 s)",
+            ),
+            (
+                format!("CAPTURE 10.0.0.1 tc1 x 0000000000000006 {}", "0".repeat(64)),
+                key(),
+                Dir::Request,
+                t,
+                "unreadable MAC trailer",
+            ),
+        ];
+        for (d, k, dir, now, want) in cases {
+            assert_eq!(
+                forged(open(&k, dir, d.as_bytes(), now, &mut r)),
+                want,
+                "{d}"
+            );
+        }
+        for plain in [&b"CAPTURE 10.0.0.1"[..], b"STOP 10.0.0.1 CPE_a.pcap", b""] {
+            assert_eq!(
+                open(&k, Dir::Request, plain, t, &mut r),
+                Opened::Plain(plain)
+            );
+        }
+        r.prune(t + 100);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn agent_keys_sign_for_keyed_agents_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        std::fs::write(&p, "0123456789abcdef").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let spec = format!("127.0.0.5={}", p.display());
+        let mut k = AgentKeys::parse(&[spec]).unwrap();
+        let keyed: std::net::SocketAddr = "127.0.0.5:20001".parse().unwrap();
+        let plain: std::net::SocketAddr = "127.0.0.6:20001".parse().unwrap();
+        assert_eq!(k.seal(plain, "REGISTER 10.0.0.1"), "REGISTER 10.0.0.1");
+        assert!(k.seal(keyed, "REGISTER 10.0.0.1").contains(" tc1 "));
+        assert_eq!(
+            k.open(plain, b"200 OK x REGISTER"),
+            Some(&b"200 OK x REGISTER"[..])
+        );
+        assert_eq!(k.open(keyed, b"200 OK x REGISTER"), None);
+        let key = Key::read(&p).unwrap();
+        let answer = key.seal(Dir::Response, "200 OK x REGISTER", unix_now(), 9);
+        assert_eq!(
+            k.open(keyed, answer.as_bytes()),
+            Some(&b"200 OK x REGISTER"[..])
+        );
+        assert_eq!(k.open(keyed, answer.as_bytes()), None, "a replay");
+        assert!(AgentKeys::parse(&["nofile".into()])
+            .unwrap_err()
+            .contains("expected AGENT=FILE"));
+    }
+
+    #[test]
+    fn keys() {
+        assert!(Key::new(b"short".to_vec())
+            .unwrap_err()
+            .contains("at least 16"));
+        assert_eq!(format!("{:?}", key()), "Key(23 bytes)");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        std::fs::write(&p, "0123456789abcdef\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Key::read(&p)
+            .unwrap_err()
+            .contains("mode 644 lets others read it"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let k = Key::read(&p).unwrap();
+        assert_eq!(k.0, b"0123456789abcdef");
+    }
+}
