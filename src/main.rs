@@ -29,9 +29,6 @@ mod util;
 
 use clap::Parser;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// iproute2's `tc` objects: someone who typed one of these wanted the traffic-control tool.
 const IPROUTE2_WORDS: &[&str] = &[
     "qdisc", "class", "filter", "action", "actions", "monitor", "chain", "exec",
