@@ -19,6 +19,7 @@ use super::limits::{Admit, Bucket, Disk, Limits, Rates};
 use crate::event::{Event, ProbeReport};
 use crate::netaddr::{canonical_device, canonical_ip, Cidr};
 use crate::proto::{self, Reject, Request, Response, Verb};
+use crate::timefmt::Utc;
 
 pub type CaptureId = u64;
 
@@ -194,6 +195,9 @@ pub struct Core {
     verify_starts: Option<Bucket>,
     verifies_running: usize,
     disk: Disk,
+    /// The wall clock as the shell last gave it (`set_wall`): it names new capture files, and
+    /// the core never reads a clock itself.
+    wall: Utc,
 }
 
 /// What survives a restart (written atomically to DIR/.tc/state.json).
@@ -249,7 +253,13 @@ impl Core {
             verify_starts: None,
             verifies_running: 0,
             disk: Disk::default(),
+            wall: Utc::from_unix_micros(0),
         }
+    }
+
+    /// The wall clock now; the shell sets it before it hands the core a request.
+    pub fn set_wall(&mut self, wall: Utc) {
+        self.wall = wall;
     }
 
     /// What the shell last measured of DIR (free space, capture files).
@@ -659,11 +669,7 @@ impl Core {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let base = format!(
-            "tmp_device_{}_{}.pcap",
-            key,
-            crate::timefmt::Utc::now().file_stamp()
-        );
+        let base = format!("tmp_device_{}_{}.pcap", key, self.wall.file_stamp());
         self.captures.insert(
             id,
             Capture {
@@ -1917,11 +1923,6 @@ mod tests {
                 "STOP 127.0.80.1 CPE_attacker.pcap",
                 "403 Forbidden 127.0.80.1 STOP",
             ),
-            // Another spelling of the same device is the same device.
-            (
-                "STOP 127.0.80.1. CPE_attacker.pcap",
-                "403 Forbidden 127.0.80.1. STOP",
-            ),
         ];
         for (req, want) in table {
             let a = c.datagram(t0, other(), req.as_bytes());
@@ -1934,7 +1935,7 @@ mod tests {
                 "device 127.0.80.1 belongs to 127.0.0.1"
             );
         }
-        assert_eq!(c.counters.forbidden, 5);
+        assert_eq!(c.counters.forbidden, 4);
         // The owner from a new port (a restarted controller) is the owner.
         let restarted: SocketAddr = "127.0.0.1:31000".parse().unwrap();
         assert_eq!(
@@ -1957,6 +1958,29 @@ mod tests {
         );
     }
 
+    /// The capture's file name carries the wall time the shell gave, not a clock of the core's.
+    #[test]
+    fn capture_files_are_named_by_the_wall_time_given() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        for (us, stamp) in [
+            (1_796_083_200_000_000, "2026-12-01T00.00.00.000000"),
+            (1_796_169_599_123_456, "2026-12-01T23.59.59.123456"),
+        ] {
+            c.set_wall(Utc::from_unix_micros(us));
+            let a = c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1");
+            let want = format!("tmp_device_127.0.80.1_{stamp}.pcap");
+            assert!(
+                a.iter()
+                    .any(|x| matches!(x, Action::Spawn { base, .. } if *base == want)),
+                "{want} in {a:?}"
+            );
+            let id = spawned(&a).unwrap();
+            c.failed(id, "test: no tcpdump");
+        }
+    }
+
     #[test]
     fn spellings_of_one_host_are_one_device_answered_as_spelled() {
         let t0 = Instant::now();
@@ -1967,10 +1991,17 @@ mod tests {
         assert!(a.iter().any(
             |x| matches!(x, Action::Spawn { device, base, .. } if device == "127.0.0.1" && base.starts_with("tmp_device_127.0.0.1_"))
         ));
-        for same in ["127.1", "2130706433", "127.0.0.1", "localhost"] {
+        for same in ["127.0.0.1", "::ffff:127.0.0.1", "localhost"] {
             let a = c.datagram(t0, ctl(), format!("CAPTURE {same}").as_bytes());
             assert!(spawned(&a).is_none(), "{same}: a second capture");
             assert_eq!(replies(&a), [format!("100 Trying {same} CAPTURE")]);
+        }
+        // Spellings libc would read as the same address but that are not dotted quads (or
+        // names: a last label of digits) are refused outright, and change nothing.
+        for odd in ["127.1", "2130706433", "0x7f.1", "127.0.0.1."] {
+            let a = c.datagram(t0, ctl(), format!("CAPTURE {odd}").as_bytes());
+            assert!(spawned(&a).is_none(), "{odd}: a capture");
+            assert_eq!(replies(&a), [format!("400 Bad Request {odd} CAPTURE")]);
         }
         // Later answers use the owner's spelling (its REGISTER's).
         assert_eq!(

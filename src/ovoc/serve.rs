@@ -421,6 +421,7 @@ impl Agent {
 
 impl Driver for Agent {
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Flow {
+        self.core.set_wall(crate::timefmt::Utc::now());
         let actions = match &mut self.sh.auth {
             Some(auth) => auth.datagram(&mut self.core, now, from, data),
             None => self.core.datagram(now, from, data),

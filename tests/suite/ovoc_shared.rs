@@ -192,18 +192,26 @@ fn four_spellings_of_one_host_are_one_capture() {
     let (mut agent, _) = agent(dir.path(), &[]);
     let ctl = Ctl::at("127.0.0.1:0", agent.listen);
     assert_eq!(ctl.ask("REGISTER localhost"), "200 OK localhost REGISTER");
-    for spelling in ["localhost", "LOCALHOST", "127.1", "2130706433"] {
+    for spelling in ["localhost", "LOCALHOST", "127.0.0.1", "::ffff:127.0.0.1"] {
         assert_eq!(
             ctl.ask(&format!("CAPTURE {spelling}")),
             format!("200 OK {spelling} CAPTURE")
+        );
+    }
+    // inet_aton's other forms of the address are not dotted quads, nor host names (a last label
+    // of digits): refused, so they cannot start a second capture either.
+    for odd in ["127.1", "2130706433"] {
+        assert_eq!(
+            ctl.ask(&format!("CAPTURE {odd}")),
+            format!("400 Bad Request {odd} CAPTURE")
         );
     }
     let started = agent.lines_with("ovoc.capture_started");
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(json(&started[0])["device"], "127.0.0.1");
     assert_eq!(
-        ctl.ask("STOP 127.1 CPE_device_localhost_X.pcap"),
-        "200 OK 127.1 STOP"
+        ctl.ask("STOP 127.0.0.1 CPE_device_localhost_X.pcap"),
+        "200 OK 127.0.0.1 STOP"
     );
     assert_eq!(ovoc_files(dir.path(), "localhost").len(), 1);
     assert_eq!(summary(&mut agent)["captures_started"], 1);
