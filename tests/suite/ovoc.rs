@@ -16,6 +16,8 @@ pub struct Agent {
     pub listen: SocketAddr,
     lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    /// Its stderr, shown when it ends before a line the test waits for.
+    err: PathBuf,
 }
 
 impl Agent {
@@ -50,6 +52,7 @@ impl Agent {
             listen,
             lines: rx,
             seen: Vec::new(),
+            err: path.clone(),
         };
         a.wait_for("ovoc.listening", Duration::from_secs(20));
         (a, path)
@@ -81,9 +84,15 @@ impl Agent {
                     events(&l);
                     self.seen.push(l);
                 }
-                Err(_) => panic!(
-                    "agent printed no {needle:?} within {timeout:?}; saw:\n{}",
-                    self.seen.join("\n")
+                Err(e) => panic!(
+                    "agent printed no {needle:?} ({}); saw:\n{}\nits stderr ({}):\n{}",
+                    match e {
+                        mpsc::RecvTimeoutError::Timeout => format!("within {timeout:?}"),
+                        mpsc::RecvTimeoutError::Disconnected => "it closed its stdout".into(),
+                    },
+                    self.seen.join("\n"),
+                    self.err.display(),
+                    std::fs::read_to_string(&self.err).unwrap_or_default()
                 ),
             }
         }
