@@ -110,7 +110,7 @@ for regime in overload equal; do
     echo "Datagrams received per CPU-second of the receiver (kernel drops for the socket in brackets;"
     echo "in the equal-load rounds every mode must show 0). Last column: the sender's rate in the bare"
     echo "round; when it falls, the machine has slowed, and the bare loop's figure falls more than the"
-    echo "others' (see BENCHMARKS.md)."
+    echo "others'."
     echo
     hdr="| round |"; sep="|---|"
     for m in "${modes[@]}"; do hdr="$hdr $m /CPU-s |"; sep="$sep---|"; done

@@ -289,7 +289,7 @@ fn login(spec: &Spec) -> Result<Session, Failure> {
     let mut sess = Session::new().map_err(|e| ssh_err(dev, "ssh session", e))?;
     prefer_aes(&sess);
     // libssh2 sends its SFTP read requests as small packets; with Nagle's algorithm they wait
-    // for the ACK of the previous ones and the read-ahead stalls (BENCHMARKS.md, issue 2).
+    // for the ACK of the previous ones and the read-ahead stalls.
     if let Err(e) = tcp.set_nodelay(true) {
         log::debug!("{dev}: TCP_NODELAY not set: {e}");
     }
@@ -361,7 +361,7 @@ impl Transfer {
     /// The rest of `remote` into the part file. This thread reads (SSH decryption) and hashes;
     /// another writes, and buffers go round in a ring between them: hashing here reads each
     /// chunk while it is still in this core's cache, in time the reader otherwise spends waiting
-    /// for the next packets (BENCHMARKS.md, issue 2).
+    /// for the next packets.
     fn copy(&mut self, remote: &mut ssh2::File, spec: &Spec, part: &Path) -> Result<File, Failure> {
         let local = self.local.take().expect("copied once");
         let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
