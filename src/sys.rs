@@ -1,6 +1,6 @@
 //! Every system call `tc` makes beyond `std`, through `rustix` (safe wrappers, maintained), so
 //! that no other module needs `unsafe`. One call rustix does not wrap, `sync_file_range`, is
-//! here too, as the crate's only `unsafe` outside the alarm parser's tests.
+//! here too: the crate's only `unsafe` block.
 
 use std::fs::File;
 use std::io;
