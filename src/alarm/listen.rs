@@ -58,6 +58,8 @@ pub struct Listener {
     /// The last sender and its text: OVOC sends from one address, and formatting it for every
     /// line was a twentieth of the listener's time.
     pub sender: Option<(SocketAddr, String)>,
+    /// The last alarm line's event, filled again for the next (`fill_alarm_event`).
+    pub line: Option<Event>,
 }
 
 impl Listener {
@@ -81,7 +83,14 @@ impl Listener {
                     Some((addr, s)) if *addr == sender => s,
                     cached => &cached.insert((sender, sender.to_string())).1,
                 };
-                sink(&super::alarm_event(&frame, a, s, &text));
+                let line = match &mut self.line {
+                    Some(ev) => {
+                        super::fill_alarm_event(ev, &frame, a, s, &text);
+                        ev
+                    }
+                    none => none.insert(super::alarm_event(&frame, a, s, &text)),
+                };
+                sink(line);
             }
             Some(_) => self.counts.filtered += 1,
             None => {
@@ -194,6 +203,7 @@ fn listen_of(a: &AlarmListenArgs, started: Instant) -> Result<Listen> {
             quiet_unparsed: a.quiet_unparsed,
             counts: Counts::default(),
             sender: None,
+            line: None,
         },
         batch: Batch::default(),
         bare: a.bare,
@@ -287,6 +297,39 @@ mod tests {
             quiet_unparsed: false,
             counts: Counts::default(),
             sender: None,
+            line: None,
+        }
+    }
+
+    /// The listener fills one event again for each alarm: every line must be the line a fresh
+    /// event gives, whatever the alarm before it held (fields gone, extras, a long raw text).
+    #[test]
+    fn a_reused_alarm_line_is_a_fresh_one() {
+        let long = format!(
+            "<129>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Description:{}",
+            "x".repeat(5000)
+        );
+        let datagrams: Vec<Vec<u8>> = vec![
+            b"<129>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, Source:Board#1, Description:Connection Lost, Device Name:MSBR-1, Tenant:Default, Region:Default, IP Address:192.168.200.218, Device Type:M500L-MSBR, Device Serial:123456, Device Description:Branch 1, Odd Key:v1".to_vec(),
+            LOST.to_vec(),
+            b"New Alarm - Power Supply Alarm, Minor, Description:PSU 2".to_vec(),
+            long.into_bytes(),
+            b"<13>1 2026-06-22T16:16:05Z host app - - - New Alarm - Connection Alarm, Clear, IP Address:10.0.0.2".to_vec(),
+            LOST.to_vec(),
+        ];
+        let from: SocketAddr = "10.9.9.9:514".parse().unwrap();
+        let mut l = listener(&[], &[], &[], &[]);
+        for d in &datagrams {
+            let got = one(&mut l, d, from).expect("an alarm line");
+            let text = crate::alarm::syslog::text(d);
+            let (frame, alarm) = crate::alarm::read(&text);
+            let fresh = crate::alarm::alarm_event(&frame, &alarm.unwrap(), "10.9.9.9:514", &text);
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&fresh).unwrap(),
+                "{}",
+                String::from_utf8_lossy(d)
+            );
         }
     }
 

@@ -37,6 +37,75 @@ pub fn read_into<'a>(text: &'a str, alarm: &mut ovoc::Alarm<'a>) -> (syslog::Fra
     (frame, is_alarm)
 }
 
+/// [`alarm_event`] into `ev`, keeping the strings an earlier alarm left there: a listener that
+/// reuses one event allocates nothing for a line's fields once they have grown (musl's allocator
+/// is slow at the many small allocations a fresh event takes).
+pub fn fill_alarm_event(
+    ev: &mut Event,
+    frame: &syslog::Frame,
+    a: &ovoc::Alarm,
+    sender: &str,
+    raw: &str,
+) {
+    let Event::Alarm {
+        device,
+        alarm,
+        description,
+        severity,
+        syslog_severity,
+        device_name,
+        source,
+        tenant,
+        region,
+        device_type,
+        device_serial,
+        device_description,
+        extra,
+        connection_lost,
+        wording,
+        framing,
+        hostname,
+        sender: from,
+        raw: text,
+    } = ev
+    else {
+        *ev = alarm_event(frame, a, sender, raw);
+        return;
+    };
+    set_opt(device, a.device);
+    set(alarm, a.name);
+    set_opt(description, a.description);
+    set_opt(severity, a.severity);
+    set_opt(syslog_severity, frame.severity.map(syslog::severity_name));
+    set_opt(device_name, a.device_name);
+    set_opt(source, a.source);
+    set_opt(tenant, a.tenant);
+    set_opt(region, a.region);
+    set_opt(device_type, a.device_type);
+    set_opt(device_serial, a.device_serial);
+    set_opt(device_description, a.device_description);
+    extra.clear();
+    extra.extend(a.extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    *connection_lost = a.is_connection_lost();
+    set(wording, a.wording);
+    set(framing, frame.framing);
+    set_opt(hostname, frame.hostname);
+    set(from, sender);
+    set(text, &raw_text(raw));
+}
+
+fn set(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
+fn set_opt(s: &mut Option<String>, v: Option<&str>) {
+    match (s.as_mut(), v) {
+        (Some(s), Some(v)) => set(s, v),
+        (_, v) => *s = v.map(str::to_string),
+    }
+}
+
 /// The `alarm` event of one datagram: [`Event::Alarm`] is the one definition of the line.
 pub fn alarm_event(frame: &syslog::Frame, a: &ovoc::Alarm, sender: &str, raw: &str) -> Event {
     let own = |s: Option<&str>| s.map(str::to_string);
