@@ -27,6 +27,18 @@ struct Session {
 
 impl Session {
     fn start(lab: &Lab, inventory: &Path, out: &Path, listen: u16, extra: &[&str]) -> Session {
+        Session::start_with(lab, inventory, out, listen, extra, stderr_log("session"))
+    }
+
+    /// As `start`, with stderr where the test says (a pipe whose reader is gone, say).
+    fn start_with(
+        lab: &Lab,
+        inventory: &Path,
+        out: &Path,
+        listen: u16,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Session {
         let mut c = lab.tc();
         c.args(["session", "--devices"])
             .arg(inventory)
@@ -46,7 +58,7 @@ impl Session {
             c.args(["--fetch-retry-interval", "3s"]);
         }
         c.args(["--timeout", "3s"]).args(extra);
-        c.stdout(Stdio::piped()).stderr(stderr_log("session"));
+        c.stdout(Stdio::piped()).stderr(stderr);
         let mut child = c.spawn().expect("spawn tc session");
         let rx = line_reader(&mut child);
         Session {
@@ -1180,6 +1192,40 @@ fn sighup_winds_down_like_sigterm() {
         r.dump()
     );
     // The agent's tcpdump was stopped too (its STOP was answered).
+    assert_eq!(s.count("\"task\":\"stop\",\"status\":\"ok\""), 1);
+    drop(agent);
+}
+
+/// Review of issue 17, item 1: a closed terminal makes every write to stderr fail; the warning
+/// the signal prints must not kill the session (it did: `eprintln!` panicked, exit 101, the
+/// captures left running). Stderr here is a pipe whose reader has gone (EPIPE, as a hung-up
+/// pty gives EIO): the session still winds down and prints its summary on stdout.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_closed_stderr_still_winds_down() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let mut s = Session::start_with(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &["--max-events", "0"],
+        Stdio::piped(),
+    );
+    drop(s.child.as_mut().unwrap().stderr.take());
+    s.wait_capturing(1);
+    assert_eq!(s.kill(1), 130, "{}", s.seen.join("\n"));
+    assert!(s
+        .seen
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"interrupted\""));
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
     assert_eq!(s.count("\"task\":\"stop\",\"status\":\"ok\""), 1);
     drop(agent);
 }
