@@ -154,7 +154,10 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         probes: p.probes,
     });
     crate::sys::raise_fd_limit();
-    let mut daemon = Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP])?;
+    // A datagram flood must not hold the loop in its read: signals (the wind-down, a second
+    // signal) and worker results are handled between slices of reading.
+    let mut daemon =
+        Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP])?.with_drain_budget(DRAIN_BUDGET);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (job_tx, urgent) = pools((p.jobs, p.alarm_jobs), worker, done_tx, daemon.waker())?;
     emit(&Event::SessionStarted {
@@ -331,6 +334,9 @@ impl Loop<'_> {
 fn is_urgent(job: Job) -> bool {
     matches!(job, Job::CpeStop | Job::Probe)
 }
+
+/// The longest the loop reads datagrams before it looks at signals and results again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(20);
 
 /// How long a fetch may wait for alarm work to finish before it runs anyway.
 const HOLD_MAX: Duration = Duration::from_secs(5);

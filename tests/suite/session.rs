@@ -1230,6 +1230,76 @@ fn a_closed_stderr_still_winds_down() {
     drop(agent);
 }
 
+/// Review of issue 17, item 2: a flood of datagrams at the session's port held the loop in its
+/// read (it read until the socket was empty), so SIGTERM was never acted on while it lasted.
+/// With a budget per read, the wind-down runs through the flood, and the junk is counted in the
+/// summary but shown at most ten lines a second per sender.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_datagram_flood_does_not_stop_the_wind_down() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let port = free_udp();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        port,
+        &["--max-events", "0"],
+    );
+    s.wait_capturing(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                // Forged alarms, long: each costs the session a parse, and a refusal.
+                let junk = format!(
+                    "<130>Jun 22 16:16:05 ovoc : New Alarm - Connection Alarm, Major, \
+                     Source:Board#1, Description:{}, IP Address:10.9.9.9",
+                    "Connection Lost ".repeat(80)
+                );
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        let _ = sock.send_to(junk.as_bytes(), ("127.0.0.1", port));
+                    }
+                }
+            })
+        })
+        .collect();
+    // The flood is under way before the signal.
+    s.wait_until("an ignored line", Duration::from_secs(30), |l| {
+        l.iter().any(|x| x.contains("\"session.ignored\""))
+    });
+    signal(s.child.as_ref().unwrap().id(), 15);
+    let code = s.wait(Duration::from_secs(90));
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert_eq!(code, 130, "{}", s.seen.join("\n"));
+    let summary = events(s.seen.last().unwrap());
+    let Some(Event::SessionSummary {
+        ignored, reason, ..
+    }) = summary.first()
+    else {
+        panic!("no summary last: {}", s.seen.join("\n"));
+    };
+    assert_eq!(reason, "interrupted");
+    let shown = s.count("\"session.ignored\"");
+    assert!(
+        *ignored as usize > shown,
+        "{ignored} counted, {shown} shown"
+    );
+    check_evidence(out.path(), agent_dir.path(), &devs, 1);
+    drop(agent);
+}
+
 /// Finding 3: --out deleted while the session runs is noticed, said, recorded as a gap, and the
 /// report and journal are written again from memory: complete, not lost to unlinked files.
 #[test]
