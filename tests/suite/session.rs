@@ -912,22 +912,32 @@ fn bad_addresses_are_refused_without_a_dns_query() {
     let cases = [
         (
             format!("{h}10.0.0.1,gwsbc,,Admin,127.0.0.1\n999.1.1.1,gwsbc,,Admin,127.0.0.1\n"),
+            &[][..],
             "line 3: invalid device \"999.1.1.1\": not an IPv4 address",
         ),
         (
             format!("{h}127.81.280.178,gwsbc,,Admin,127.0.0.1\n"),
+            &[],
             "line 2: invalid device \"127.81.280.178\": not an IPv4 address",
         ),
         (
             format!("{h}10.0.0.1,gwsbc,,Admin,10.0.0.300\n"),
+            &[],
             "line 2: ovoc: invalid device \"10.0.0.300\"",
         ),
         (
             format!("{h}10.0.0.1,gwsbc,,\"Admin\nroot\",127.0.0.1\n"),
+            &[],
             "line 2: username \"Admin\\nroot\": control characters are not allowed",
         ),
+        // The agent given on the command line is checked as the inventory's column is.
+        (
+            format!("{h}10.0.0.1,gwsbc,,Admin,\n"),
+            &["--ovoc", "999.1.1.1"],
+            "invalid --ovoc \"999.1.1.1\": not an IPv4 address",
+        ),
     ];
-    for (i, (text, want)) in cases.iter().enumerate() {
+    for (i, (text, extra, want)) in cases.iter().enumerate() {
         let inv = work.path().join(format!("bad{i}.csv"));
         std::fs::write(&inv, text).unwrap();
         let out = work.path().join(format!("out{i}"));
@@ -937,7 +947,8 @@ fn bad_addresses_are_refused_without_a_dns_query() {
             .arg(&inv)
             .arg("--out")
             .arg(&out)
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", "127.0.0.1:0"])
+            .args(*extra);
         let r = run(c).expect(2);
         assert!(r.stderr.contains(want), "{want}\n{}", r.dump());
         assert!(!out.exists(), "nothing was written: {}", r.dump());
