@@ -341,8 +341,9 @@ pub enum Event {
         /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
         refused: u32,
         seconds: f64,
-        /// `done`, `interrupted`, or `wind_down_expired` (`--wind-down` ran out: see the
-        /// `session.unfinished` lines).
+        /// `done`, `interrupted`, `wind_down_expired` (`--wind-down` ran out: see the
+        /// `session.unfinished` lines), or `out_dir_taken` (another session holds the out
+        /// dir's lock now: this one stopped at once, exit 2).
         reason: String,
     },
     /// `tc session`: a device left unfinished when the wind-down ran out (`--resume` finishes it).

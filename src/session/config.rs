@@ -137,11 +137,7 @@ type Agents = Vec<(String, SocketAddr)>;
 /// hosts in use resolve to (sorted, once each): a host with several addresses may forward its
 /// alarms from any of them. Each spec is resolved once, and `--ovoc` is checked even where
 /// every row has its own.
-fn agents(
-    a: &SessionArgs,
-    targets: &[Target],
-    resolve: Resolver,
-) -> Result<(Agents, Vec<IpAddr>)> {
+fn agents(a: &SessionArgs, targets: &[Target], resolve: Resolver) -> Result<(Agents, Vec<IpAddr>)> {
     let mut known: HashMap<String, Vec<SocketAddr>> = HashMap::new();
     if let Some(o) = &a.ovoc {
         known.insert(

@@ -212,6 +212,8 @@ pub fn journal_line(j: &Journal) -> Vec<u8> {
 pub struct Lock {
     path: PathBuf,
     _file: File,
+    /// (device, inode) of the file locked: another one at `path` is not our lock.
+    id: (u64, u64),
 }
 
 impl Lock {
@@ -236,14 +238,32 @@ impl Lock {
         file.set_len(0)
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .map_err(err)?;
+        let id = file_id(&file.metadata().map_err(err)?);
         Ok(Lock {
             path: path.to_path_buf(),
             _file: file,
+            id,
         })
     }
 
-    /// The lock file was deleted with its directory: take a new one.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file at the lock's path is still the one this session locked.
+    pub fn intact(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == self.id)
+    }
+
+    /// The lock file was deleted (alone, or with the out dir) or replaced: takes the one at the
+    /// path now, creating it (and its directory) if none is there. An error means another
+    /// session holds it: the out dir is not this session's any more.
     pub fn retake(&mut self, modes: Modes) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            modes
+                .create_dir_all(dir)
+                .map_err(|e| Error::usage(format!("creating {}: {e}", dir.display())))?;
+        }
         *self = Lock::take(&self.path, modes)?;
         Ok(())
     }
@@ -268,6 +288,37 @@ mod tests {
         assert_eq!(e.to_string(), want);
         drop(held);
         assert!(Lock::take(&path, Modes::private()).is_ok(), "released");
+    }
+
+    /// Review of issue 17, item 4: a lock file deleted is taken again; one replaced by another
+    /// session's is not taken, and the error says so; an intact one is never taken twice
+    /// (a second flock in the same process is refused: it named the session's own PID).
+    #[test]
+    fn a_lost_lock_is_retaken_unless_another_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".tc-session/lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut ours = Lock::take(&path, Modes::private()).unwrap();
+        assert!(ours.intact());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!ours.intact());
+        ours.retake(Modes::private()).unwrap();
+        assert!(ours.intact());
+        let pid = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // The whole out dir gone: the directory and a new lock.
+        std::fs::remove_dir_all(dir.path().join(".tc-session")).unwrap();
+        assert!(!ours.intact());
+        ours.retake(Modes::private()).unwrap();
+        assert!(ours.intact());
+        // Another session's lock renamed over ours.
+        let other_path = dir.path().join(".tc-session/other");
+        let other = Lock::take(&other_path, Modes::private()).unwrap();
+        std::fs::rename(&other_path, &path).unwrap();
+        assert!(!ours.intact());
+        let e = ours.retake(Modes::private()).err().unwrap().to_string();
+        assert!(e.contains("is in use by another tc session"), "{e}");
+        drop(other);
     }
 
     #[test]

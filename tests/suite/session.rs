@@ -1311,6 +1311,90 @@ fn a_datagram_flood_does_not_stop_the_wind_down() {
     drop(agent);
 }
 
+/// Review of issue 17, item 4: the out dir's lock cannot be bypassed. The report deleted alone is
+/// written again without a word about the lock (it named the session's own PID); the lock file
+/// deleted alone is taken again; a lock file another session holds, swapped in, stops this
+/// session at once with exit 2, touching nothing in the out dir.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn the_out_dir_lock_cannot_be_bypassed() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&lab, agent_dir.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("stderr");
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    let inv = lab.inventory();
+    let mut s = Session::start_with(
+        &lab,
+        &inv,
+        out.path(),
+        free_udp(),
+        &["--max-events", "0"],
+        stderr,
+    );
+    s.wait_capturing(1);
+    let pid = s.child.as_ref().unwrap().id();
+    let report = out.path().join("report.csv");
+    let lock = out.path().join(".tc-session/lock");
+    let wait_for = |what: &str, p: &Path| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !p.exists() {
+            assert!(Instant::now() < deadline, "{what} not written again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::remove_file(&report).unwrap();
+    wait_for("the report", &report);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("in use by another"), "{text}");
+    assert!(text.contains("report.csv is gone"), "{text}");
+    std::fs::remove_file(&lock).unwrap();
+    wait_for("the lock", &lock);
+    let held = std::fs::File::open(&lock).unwrap();
+    assert!(
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockShared).is_err(),
+        "the session holds its new lock"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        pid.to_string()
+    );
+    // Another session's lock, then its report, swapped in (rename: no moment without either).
+    let other = out.path().join(".tc-session/other");
+    let theirs = std::fs::File::create(&other).unwrap();
+    rustix::fs::flock(
+        &theirs,
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .unwrap();
+    std::fs::write(&other, "4242\n").unwrap();
+    std::fs::rename(&other, &lock).unwrap();
+    let marker = "time,device,task,status,code,description,file\nanother session's row\n";
+    let staged = out.path().join("staged.csv");
+    std::fs::write(&staged, marker).unwrap();
+    std::fs::rename(&staged, &report).unwrap();
+    let journal = std::fs::read_to_string(out.path().join(".tc-session/journal")).unwrap();
+    assert_eq!(s.wait(Duration::from_secs(60)), 2, "{}", s.seen.join("\n"));
+    assert!(s
+        .seen
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"out_dir_taken\""));
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), marker);
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "4242\n");
+    let after = std::fs::read_to_string(out.path().join(".tc-session/journal")).unwrap();
+    assert_eq!(after, journal, "the journal is kept as it was");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("in use by another tc session (pid 4242)"),
+        "{text}"
+    );
+    drop(theirs);
+}
+
 /// Finding 3: --out deleted while the session runs is noticed, said, recorded as a gap, and the
 /// report and journal are written again from memory: complete, not lost to unlinked files.
 #[test]
