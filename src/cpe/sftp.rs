@@ -227,7 +227,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
     let mut t = Transfer::resume(part, size, &spec.modes)?;
-    if t.have > 0 && !same_start(&mut remote, part, t.have) {
+    if t.have > 0 && !same_start(dev, &mut remote, part, t.have)? {
         // Left by a fetch of another capture (the device captured again since). It may be a
         // second link to that capture's kept file: unlinked, never emptied.
         log::info!(
@@ -265,15 +265,30 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
 }
 
 /// The part file's first bytes (up to 64 KiB: the pcap header and the first packets, whose time
-/// stamps tell two captures apart) are the remote file's.
-fn same_start(remote: &mut ssh2::File, part: &Path, have: u64) -> bool {
+/// stamps tell two captures apart) are the remote file's. Only bytes that differ (or a remote
+/// file shorter than the part) say no: a read that fails (the network cut, say) is retried, and
+/// the part, maybe most of a capture, is kept.
+fn same_start(
+    dev: &str,
+    remote: &mut (impl Read + Seek),
+    part: &Path,
+    have: u64,
+) -> Result<bool, Failure> {
     let n = have.min(64 << 10) as usize;
     let (mut mine, mut theirs) = (vec![0u8; n], vec![0u8; n]);
-    let read_mine = File::open(part).and_then(|mut f| f.read_exact(&mut mine));
-    let read_theirs = remote
+    File::open(part)
+        .and_then(|mut f| f.read_exact(&mut mine))
+        .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
+    let read = remote
         .seek(SeekFrom::Start(0))
         .and_then(|_| remote.read_exact(&mut theirs));
-    read_mine.is_ok() && read_theirs.is_ok() && mine == theirs
+    match read {
+        Ok(()) => Ok(mine == theirs),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(Failure::Retry(format!(
+            "{dev}: reading the start of the remote file: {e}"
+        ))),
+    }
 }
 
 /// TCP, the SSH handshake, the host key checked, the password accepted.
@@ -588,6 +603,65 @@ pub fn capture_format(head: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote file whose reads fail after `ok` bytes (a network cut).
+    struct Cut {
+        data: std::io::Cursor<Vec<u8>>,
+        ok: u64,
+    }
+
+    impl Read for Cut {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.ok {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let room = (self.ok - self.data.position()) as usize;
+            let n = buf.len().min(room);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    impl Seek for Cut {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.data.seek(to)
+        }
+    }
+
+    /// Review of issue 17, item 6: only bytes that differ make a part stale; a read error is
+    /// a retry (it threw a good part away, and the next fetch made a second copy).
+    #[test]
+    fn a_part_is_stale_only_when_its_bytes_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join(".x.part");
+        let capture: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&part, &capture[..70_000]).unwrap();
+        let mut other = capture.clone();
+        other[100] ^= 1;
+        // (remote file, reads that succeed, verdict: Some(same) or None for a retry)
+        let table: &[(&[u8], u64, Option<bool>)] = &[
+            (&capture, u64::MAX, Some(true)),
+            (&other, u64::MAX, Some(false)),
+            (&capture[..1000], u64::MAX, Some(false)),
+            (&capture, 0, None),
+            (&capture, 40_000, None),
+        ];
+        for (i, (remote, ok, want)) in table.iter().enumerate() {
+            let mut r = Cut {
+                data: std::io::Cursor::new(remote.to_vec()),
+                ok: *ok,
+            };
+            let got = match same_start("10.0.0.1", &mut r, &part, 70_000) {
+                Ok(same) => Some(same),
+                Err(Failure::Retry(m)) => {
+                    assert!(m.contains("connection reset"), "{m}");
+                    None
+                }
+                Err(_) => panic!("case {i}: not a retry"),
+            };
+            assert_eq!(got, *want, "case {i}");
+        }
+        assert_eq!(std::fs::read(&part).unwrap(), &capture[..70_000], "kept");
+    }
 
     #[test]
     fn capture_format_table() {
