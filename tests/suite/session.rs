@@ -892,9 +892,17 @@ fn files_are_private_unless_a_group_is_given() {
         let _alarms = Alarms::start(&lab, devs.clone());
         assert_eq!(s.wait(Duration::from_secs(120)), 0, "{}", s.seen.join("\n"));
         check_modes(&out, file, dir, gid);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, dir, "--out, created by the session");
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let m = std::fs::metadata(&out).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            dir,
+            "--out, created by the session"
+        );
+        if let Some(g) = gid {
+            // Review of issue 17, item 5: --out itself is the group's too, not only what is in it.
+            assert_eq!(m.gid(), g, "the group of --out");
+        }
     }
 }
 
