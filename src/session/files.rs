@@ -221,7 +221,9 @@ impl Lock {
     pub fn take(path: &Path, modes: Modes) -> Result<Lock> {
         let err = |e: std::io::Error| Error::usage(format!("opening {}: {e}", path.display()));
         let mut file = modes.open_append(path).map_err(err)?;
-        if !crate::sys::try_lock(&file) {
+        let locked = crate::sys::lock_exclusive(&file)
+            .map_err(|e| Error::usage(format!("locking {}: {e}", path.display())))?;
+        if !locked {
             let mut holder = String::new();
             let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut holder));
             let pid = holder.trim();
