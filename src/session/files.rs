@@ -105,15 +105,32 @@ impl Lines {
         std::fs::metadata(&self.path).map_or(true, |m| file_id(&m) != self.id)
     }
 
-    /// A new file at `path` holding `content`, then what was queued.
+    /// A new file at `path` holding `content`, then what was queued. Written beside it under
+    /// another name, synced, and renamed into place: killed at any moment, `path` holds either
+    /// what was there or the whole new file, never nothing or a part.
     pub fn recreate(&mut self, content: &[u8]) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
             self.modes.create_dir_all(dir)?;
         }
-        // A stranger's file at our path is not appended to: ours is new, and whole.
-        let _ = std::fs::remove_file(&self.path);
-        let mut fresh = Lines::open(&self.path, self.modes)?;
-        append_whole(&mut fresh.file, content)?;
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".new-{}", std::process::id()));
+        let tmp = self.path.with_file_name(name);
+        // Left by a session killed here before: ours to replace.
+        let _ = std::fs::remove_file(&tmp);
+        let mut fresh = Lines::open(&tmp, self.modes)?;
+        let written = append_whole(&mut fresh.file, content)
+            .and_then(|_| fresh.file.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Some(dir) = dir {
+            // The rename itself durable; advice only, the file is whole either way.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        fresh.path = self.path.clone();
         fresh.pending = std::mem::take(&mut self.pending);
         *self = fresh;
         self.flush();
@@ -347,6 +364,12 @@ mod tests {
         ]);
         r.recreate().unwrap();
         assert!(!r.lines.replaced());
+        // Written under another name and renamed into place: nothing else is left there.
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.csv"]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,

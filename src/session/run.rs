@@ -417,14 +417,10 @@ impl Io<'_> {
         self.report.lines.flush();
         self.journal.flush();
         self.remove_parts();
-        for (what, gone) in [
-            ("report", self.report.lines.replaced()),
-            ("journal", self.journal.replaced()),
-        ] {
-            if gone {
-                self.recreate(what);
-                return;
-            }
+        let report = self.report.lines.replaced();
+        let journal = self.journal.replaced();
+        if report || journal {
+            self.recreate(report, journal);
         }
     }
 
@@ -464,33 +460,44 @@ impl Io<'_> {
         }
     }
 
-    /// The out dir (or a file in it) was deleted or replaced under the session.
-    fn recreate(&mut self, what: &str) {
+    /// The report or the journal (or the out dir with both) was deleted or replaced under the
+    /// session: each one lost is written again from memory; one still in place is left alone.
+    fn recreate(&mut self, report: bool, journal: bool) {
         self.gaps += 1;
-        let path = if what == "report" {
-            self.report.lines.path().display().to_string()
-        } else {
-            self.journal.path().display().to_string()
-        };
-        crate::logging::warn_user(&format!(
-            "the {what} {path} is gone or not the session's file any more (--out deleted or \
-             replaced?): writing the report and the journal again from memory; files this \
-             session kept there before are lost"
-        ));
-        emit(&Event::SessionGap {
-            file: path,
-            reason: format!("the {what} was deleted or replaced while the session ran"),
-        });
-        let mut journal: Vec<&Journal> = self.last.values().collect();
-        journal.sort_by(|a, b| a.device.cmp(&b.device));
-        let text: Vec<u8> = journal.into_iter().flat_map(files::journal_line).collect();
-        for r in [self.journal.recreate(&text), self.report.recreate()] {
+        for (what, lost) in [("report", report), ("journal", journal)] {
+            if !lost {
+                continue;
+            }
+            let path = if what == "report" {
+                self.report.lines.path().display().to_string()
+            } else {
+                self.journal.path().display().to_string()
+            };
+            crate::logging::warn_user(&format!(
+                "the {what} {path} is gone or not the session's file any more (--out deleted or \
+                 replaced?): writing it again from memory; files this session kept there before \
+                 may be lost"
+            ));
+            emit(&Event::SessionGap {
+                file: path,
+                reason: format!("the {what} was deleted or replaced while the session ran"),
+            });
+            let r = if what == "report" {
+                self.report.recreate()
+            } else {
+                let mut last: Vec<&Journal> = self.last.values().collect();
+                last.sort_by(|a, b| a.device.cmp(&b.device));
+                let text: Vec<u8> = last.into_iter().flat_map(files::journal_line).collect();
+                self.journal.recreate(&text)
+            };
             if let Err(e) = r {
-                crate::logging::warn_user(&format!("writing them again: {e}; tried next turn"));
+                crate::logging::warn_user(&format!(
+                    "writing the {what} again: {e}; tried next turn"
+                ));
             }
         }
-        let gap = "the out dir was deleted or replaced: report and journal written again from \
-                   memory; files kept there before are lost";
+        let gap = "the report or the journal was deleted or replaced: written again from \
+                   memory; files kept in --out before may be lost";
         let time = crate::timefmt::Utc::now().rfc3339();
         self.report
             .row([time.as_str(), "", "gap", "failed", "", gap, ""]);

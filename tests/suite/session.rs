@@ -1347,29 +1347,43 @@ fn the_out_dir_lock_cannot_be_bypassed() {
     let pid = s.child.as_ref().unwrap().id();
     let report = out.path().join("report.csv");
     let lock = out.path().join(".tc-session/lock");
-    let wait_for = |what: &str, p: &Path| {
+    // Polls `p` until its text satisfies `pred` (the session's turns come once a second).
+    let wait_for = |what: &str, p: &Path, pred: &dyn Fn(&str) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !p.exists() {
+        while !std::fs::read_to_string(p).is_ok_and(|t| pred(&t)) {
             assert!(Instant::now() < deadline, "{what} not written again");
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    std::fs::remove_file(&report).unwrap();
-    wait_for("the report", &report);
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains("in use by another"), "{text}");
-    assert!(text.contains("report.csv is gone"), "{text}");
+    let text = || std::fs::read_to_string(&log).unwrap();
     std::fs::remove_file(&lock).unwrap();
-    wait_for("the lock", &lock);
+    let me = format!("{pid}\n");
+    wait_for("the lock", &lock, &|t| t == me);
     let held = std::fs::File::open(&lock).unwrap();
     assert!(
         rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockShared).is_err(),
         "the session holds its new lock"
     );
+    // Item 7: the report lost alone is written again; the journal, intact, is left as it is
+    // (it was removed and written again, shrunk to a line per device).
+    let journal_path = out.path().join(".tc-session/journal");
+    let journal_before = std::fs::read_to_string(&journal_path).unwrap();
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let journal_inode = inode(&journal_path);
+    std::fs::remove_file(&report).unwrap();
+    // The gap row is the last thing the turn writes.
+    wait_for("the report", &report, &|t| t.contains(",gap,failed,"));
     assert_eq!(
-        std::fs::read_to_string(&lock).unwrap().trim(),
-        pid.to_string()
+        inode(&journal_path),
+        journal_inode,
+        "the journal left alone"
     );
+    assert_eq!(
+        std::fs::read_to_string(&journal_path).unwrap(),
+        journal_before
+    );
+    assert!(!text().contains("in use by another"), "{}", text());
+    assert!(text().contains("report.csv is gone"), "{}", text());
     // Another session's lock, then its report, swapped in (rename: no moment without either).
     let other = out.path().join(".tc-session/other");
     let theirs = std::fs::File::create(&other).unwrap();
@@ -1391,7 +1405,12 @@ fn the_out_dir_lock_cannot_be_bypassed() {
         .last()
         .unwrap()
         .contains("\"reason\":\"out_dir_taken\""));
-    assert_eq!(std::fs::read_to_string(&report).unwrap(), marker);
+    assert_eq!(
+        std::fs::read_to_string(&report).unwrap(),
+        marker,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert_eq!(std::fs::read_to_string(&lock).unwrap(), "4242\n");
     let after = std::fs::read_to_string(out.path().join(".tc-session/journal")).unwrap();
     assert_eq!(after, journal, "the journal is kept as it was");
@@ -1421,7 +1440,8 @@ fn a_deleted_out_dir_is_reported_and_the_report_rewritten() {
     let _alarms = Alarms::start(&lab, devs.clone());
     // Completed, but files were lost: not a clean exit.
     assert_eq!(s.wait(Duration::from_secs(120)), 1, "{}", s.seen.join("\n"));
-    assert_eq!(s.count("\"session.gap\""), 1, "{}", s.seen.join("\n"));
+    // One line for each file lost: the report and the journal.
+    assert_eq!(s.count("\"session.gap\""), 2, "{}", s.seen.join("\n"));
     let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
     for task in [
         "register,ok",
