@@ -40,8 +40,11 @@ fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Lines {
+    /// Opens `path` for appending; a last line a crash cut short is cut off first, or the next
+    /// line would be glued to it (and both lost).
     pub fn open(path: &Path, modes: Modes) -> std::io::Result<Lines> {
         let file = modes.open_append(path)?;
+        cut_partial_line(&file, path)?;
         let id = file_id(&file.metadata()?);
         Ok(Lines {
             path: path.to_path_buf(),
@@ -136,6 +139,33 @@ impl Lines {
         self.flush();
         Ok(())
     }
+}
+
+/// Cuts `f` back to just after its last newline (to nothing if it has none).
+fn cut_partial_line(f: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let n = end.min(buf.len() as u64) as usize;
+        let at = end - n as u64;
+        f.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            end = at + i as u64 + 1;
+            break;
+        }
+        end = at;
+    }
+    if end < len {
+        crate::logging::warn_user(&format!(
+            "{}: its last line was cut short (a crash?): {} byte(s) removed",
+            path.display(),
+            len - end
+        ));
+        f.set_len(end)?;
+    }
+    Ok(())
 }
 
 /// One write of `line` at the end of `f`; on failure the file is cut back to where it was.
@@ -338,6 +368,33 @@ mod tests {
         let e = ours.retake(Modes::private()).err().unwrap().to_string();
         assert!(e.contains("is in use by another tc session"), "{e}");
         drop(other);
+    }
+
+    /// Review of issue 17, item 9: a line a crash cut short is cut off when the file is opened
+    /// again (it was kept, and the next line glued to it).
+    #[test]
+    fn a_cut_last_line_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        // (file as the crash left it, after open and one line more)
+        let long = "x".repeat(10_000);
+        let table: &[(String, String)] = &[
+            ("a\nb\n".into(), "a\nb\nc\n".into()),
+            ("a\nb\n{\"dev".into(), "a\nb\nc\n".into()),
+            ("{\"dev".into(), "c\n".into()),
+            (format!("a\n{long}"), "a\nc\n".into()),
+            (String::new(), "c\n".into()),
+        ];
+        for (before, after) in table {
+            std::fs::write(&path, before).unwrap();
+            let mut l = Lines::open(&path, Modes::private()).unwrap();
+            l.push(b"c\n".to_vec());
+            assert_eq!(
+                &std::fs::read_to_string(&path).unwrap(),
+                after,
+                "{before:?}"
+            );
+        }
     }
 
     #[test]
