@@ -336,7 +336,8 @@ pub enum Event {
         /// Captured, but STOP was never confirmed by the agent (`--resume` retries it).
         failed: u32,
         rounds: u32,
-        /// Datagrams that changed nothing (each a `session.ignored` line).
+        /// Datagrams that changed nothing (`session.ignored` lines: at most 10 a second per
+        /// sender are shown, all are counted).
         ignored: u32,
         /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
         refused: u32,

@@ -199,7 +199,8 @@ pub struct Tally {
     /// Captured, but the agent never confirmed STOP.
     pub failed: u32,
     pub rounds: u32,
-    /// Datagrams that changed nothing (each one a `session.ignored` line).
+    /// Datagrams that changed nothing (at most 10 a second per sender shown as
+    /// `session.ignored` lines; all counted).
     pub ignored: u32,
     /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
     pub refused: u32,
