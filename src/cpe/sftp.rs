@@ -337,6 +337,32 @@ struct Transfer {
     head: Vec<u8>,
 }
 
+/// A part with a second link is a capture already kept under its own name (see
+/// `Fetched::done`): appending would change that file. The part becomes a copy of its own
+/// (written beside it, renamed over it: the kept file loses only a link).
+fn unshare(part: &Path, modes: &crate::util::Modes) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let shared = std::fs::metadata(part).is_ok_and(|m| m.nlink() > 1);
+    if !shared {
+        return Ok(());
+    }
+    let mut name = part.file_name().unwrap_or_default().to_os_string();
+    name.push(".copy");
+    let copy = part.with_file_name(name);
+    let _ = std::fs::remove_file(&copy);
+    let made = modes
+        .open_append(&copy)
+        .and_then(|mut to| {
+            std::io::copy(&mut File::open(part)?, &mut to)?;
+            to.sync_all()
+        })
+        .and_then(|_| std::fs::rename(&copy, part));
+    made.map_err(|e| {
+        let _ = std::fs::remove_file(&copy);
+        Failure::Fatal(format!("copying {}: {e}", part.display()))
+    })
+}
+
 impl Transfer {
     /// Whatever a cut attempt left in the part file is kept and hashed again (unless it is
     /// longer than the remote file: then it is not that file's start).
@@ -345,6 +371,7 @@ impl Transfer {
         size: Option<u64>,
         modes: &crate::util::Modes,
     ) -> Result<Transfer, Failure> {
+        unshare(part, modes)?;
         let mut local = modes
             .open_append(part)
             .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
@@ -625,6 +652,27 @@ mod tests {
         fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
             self.data.seek(to)
         }
+    }
+
+    /// Review of issue 17, item 12: a part that is a second link to a kept capture is copied
+    /// before anything is appended: the kept file stays as it was reported.
+    #[test]
+    fn a_part_linked_to_a_kept_capture_is_copied_not_appended_to() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("CPE_device_x.pcap");
+        let part = dir.path().join(".CPE_device_x.pcap.part");
+        std::fs::write(&kept, b"\xd4\xc3\xb2\xa1kept").unwrap();
+        std::fs::hard_link(&kept, &part).unwrap();
+        let modes = crate::util::Modes::private();
+        let mut t = Transfer::resume(&part, Some(100), &modes).ok().unwrap();
+        assert_eq!(t.have, 8);
+        t.local.as_mut().unwrap().write_all(b"more").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"\xd4\xc3\xb2\xa1kept");
+        assert_eq!(std::fs::read(&part).unwrap(), b"\xd4\xc3\xb2\xa1keptmore");
+        assert_eq!(std::fs::metadata(&kept).unwrap().nlink(), 1);
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "no copy left beside them");
     }
 
     /// Review of issue 17, item 6: only bytes that differ make a part stale; a read error is
