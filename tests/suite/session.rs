@@ -1554,6 +1554,17 @@ fn a_resumed_round_redoes_its_verify() {
         l.iter()
             .any(|x| x.contains("\"task\":\"alarm\",\"status\":\"ok\""))
     });
+    // The alarm's line is printed just before the journal records VERIFY: killed in between
+    // (a loaded host), the resumed session would wait for an alarm that no longer comes.
+    let journal = out.path().join(".tc-session/journal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"step\":\"verify\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "the journal never recorded VERIFY"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     s.kill(9);
     drop(alarms);
     assert_eq!(
