@@ -23,6 +23,14 @@ from datetime import datetime
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 
+def ovoc_host(spec):
+    """The host of an ovoc column value: `host`, `host:port`, `[v6]:port`, `[v6]` or a bare v6."""
+    if spec.startswith("["):
+        return spec[1:].split("]", 1)[0]
+    if spec.count(":") == 1:
+        return spec.rsplit(":", 1)[0]
+    return spec
+
 def datagram(ip, name):
     t = time.gmtime()
     return (f"<130>{MONTHS[t.tm_mon - 1]} {t.tm_mday:>2} {t.tm_hour:02}:{t.tm_min:02}:{t.tm_sec:02} "
@@ -48,12 +56,13 @@ def storm(lab, seconds):
         if r is None:
             sys.exit(f"no rule for {ip}")
         msgs.append((datagram(ip, name), (r["dest_ip"], r["dest_port"])))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     # From the OVOC server's address (the inventory's ovoc column, where the agent runs), as the
     # lab's OVOC sends: the session believes alarms from there only.
     with open(f"{lab}/devices.csv") as f:
         row = next(csv.DictReader(f))
-    sock.bind((row["ovoc"].rsplit(":", 1)[0] if row["ovoc"].count(":") == 1 else row["ovoc"], 0))
+    host = ovoc_host(row["ovoc"])
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
     t0 = time.monotonic()
     for i, (m, dest) in enumerate(msgs):
         if seconds > 0:

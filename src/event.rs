@@ -349,13 +349,15 @@ pub enum Event {
         /// Captured, but STOP was never confirmed by the agent (`--resume` retries it).
         failed: u32,
         rounds: u32,
-        /// Datagrams that changed nothing (each a `session.ignored` line).
+        /// Datagrams that changed nothing (`session.ignored` lines: at most 10 a second per
+        /// sender are shown, all are counted).
         ignored: u32,
         /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
         refused: u32,
         seconds: f64,
-        /// `done`, `interrupted`, or `wind_down_expired` (`--wind-down` ran out: see the
-        /// `session.unfinished` lines).
+        /// `done`, `interrupted`, `wind_down_expired` (`--wind-down` ran out: see the
+        /// `session.unfinished` lines), or `out_dir_taken` (another session holds the out
+        /// dir's lock now: this one stopped at once, exit 2).
         reason: String,
     },
     /// `tc session`: a device left unfinished when the wind-down ran out (`--resume` finishes it).

@@ -50,6 +50,9 @@ pub fn init(verbose: u8, quiet: bool) {
 }
 
 /// A short user-facing warning (`tc: ...`) on stderr, independent of the log level.
+/// A write error is ignored: when the terminal hangs up (EIO) or stderr's reader has gone
+/// (EPIPE), `eprintln!` would panic, and a warning must never kill a session mid wind-down.
 pub fn warn_user(msg: &str) {
-    eprintln!("tc: warning: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "tc: warning: {msg}");
 }

@@ -4,13 +4,18 @@
 use std::net::IpAddr;
 
 pub fn validate_device(s: &str) -> Result<(), String> {
+    validate_host(s, "device")
+}
+
+/// As [`validate_device`], the error naming `what` (a flag, say `--ovoc`) as the bad value's.
+pub fn validate_host(s: &str, what: &str) -> Result<(), String> {
     if s.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
     if looks_numeric(s) {
         // `999.1.1.1` is a typo of an address, not a name: resolving it would only ask DNS.
         return Err(format!(
-            "invalid device {:?}: not an IPv4 address (four numbers 0-255, no leading zeros) \
+            "invalid {what} {:?}: not an IPv4 address (four numbers 0-255, no leading zeros) \
              and not a host name (its last label is all digits)",
             s.escape_debug().to_string()
         ));
@@ -19,7 +24,7 @@ pub fn validate_device(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid device {:?}: expected an IP address or a host name (letters, digits, '-', '.')",
+            "invalid {what} {:?}: expected an IP address or a host name (letters, digits, '-', '.')",
             s.escape_debug().to_string()
         ))
     }

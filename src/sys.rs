@@ -35,7 +35,17 @@ fn send_signal(pid: u32, sig: Signal) -> io::Result<()> {
 
 /// An exclusive advisory lock on `f`, or false at once if another process holds it.
 pub fn try_lock(f: &File) -> bool {
-    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+    matches!(lock_exclusive(f), Ok(true))
+}
+
+/// An exclusive advisory lock on `f`: false only when another holds it (EWOULDBLOCK); any other
+/// failure is the error itself, not a holder that does not exist.
+pub fn lock_exclusive(f: &File) -> io::Result<bool> {
+    match rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Lift the soft limit on open descriptors to the hard one (a listener and its connections per
@@ -123,6 +133,26 @@ fn passwd_entry(passwd: &str, name: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review of issue 17, item 10: only EWOULDBLOCK is "held by another"; any other flock
+    /// error (here EBADF, from a descriptor that cannot be locked) is reported as itself.
+    #[test]
+    fn a_lock_error_is_not_a_holder() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = File::create(&path).unwrap();
+        assert!(lock_exclusive(&first).unwrap());
+        let second = File::open(&path).unwrap();
+        assert!(!lock_exclusive(&second).unwrap(), "held by the first");
+        let no_lock = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(&path)
+            .unwrap();
+        let e = lock_exclusive(&no_lock).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    }
 
     #[test]
     fn passwd_lines() {

@@ -227,7 +227,7 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
     let mut t = Transfer::resume(part, size, &spec.modes)?;
-    if t.have > 0 && !same_start(&mut remote, part, t.have) {
+    if t.have > 0 && !same_start(dev, &mut remote, part, t.have)? {
         // Left by a fetch of another capture (the device captured again since). It may be a
         // second link to that capture's kept file: unlinked, never emptied.
         log::info!(
@@ -265,15 +265,30 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
 }
 
 /// The part file's first bytes (up to 64 KiB: the pcap header and the first packets, whose time
-/// stamps tell two captures apart) are the remote file's.
-fn same_start(remote: &mut ssh2::File, part: &Path, have: u64) -> bool {
+/// stamps tell two captures apart) are the remote file's. Only bytes that differ (or a remote
+/// file shorter than the part) say no: a read that fails (the network cut, say) is retried, and
+/// the part, maybe most of a capture, is kept.
+fn same_start(
+    dev: &str,
+    remote: &mut (impl Read + Seek),
+    part: &Path,
+    have: u64,
+) -> Result<bool, Failure> {
     let n = have.min(64 << 10) as usize;
     let (mut mine, mut theirs) = (vec![0u8; n], vec![0u8; n]);
-    let read_mine = File::open(part).and_then(|mut f| f.read_exact(&mut mine));
-    let read_theirs = remote
+    File::open(part)
+        .and_then(|mut f| f.read_exact(&mut mine))
+        .map_err(|e| Failure::Fatal(format!("reading {}: {e}", part.display())))?;
+    let read = remote
         .seek(SeekFrom::Start(0))
         .and_then(|_| remote.read_exact(&mut theirs));
-    read_mine.is_ok() && read_theirs.is_ok() && mine == theirs
+    match read {
+        Ok(()) => Ok(mine == theirs),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(Failure::Retry(format!(
+            "{dev}: reading the start of the remote file: {e}"
+        ))),
+    }
 }
 
 /// TCP, the SSH handshake, the host key checked, the password accepted.
@@ -322,6 +337,32 @@ struct Transfer {
     head: Vec<u8>,
 }
 
+/// A part with a second link is a capture already kept under its own name (see
+/// `Fetched::done`): appending would change that file. The part becomes a copy of its own
+/// (written beside it, renamed over it: the kept file loses only a link).
+fn unshare(part: &Path, modes: &crate::util::Modes) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let shared = std::fs::metadata(part).is_ok_and(|m| m.nlink() > 1);
+    if !shared {
+        return Ok(());
+    }
+    let mut name = part.file_name().unwrap_or_default().to_os_string();
+    name.push(".copy");
+    let copy = part.with_file_name(name);
+    let _ = std::fs::remove_file(&copy);
+    let made = modes
+        .open_append(&copy)
+        .and_then(|mut to| {
+            std::io::copy(&mut File::open(part)?, &mut to)?;
+            to.sync_all()
+        })
+        .and_then(|_| std::fs::rename(&copy, part));
+    made.map_err(|e| {
+        let _ = std::fs::remove_file(&copy);
+        Failure::Fatal(format!("copying {}: {e}", part.display()))
+    })
+}
+
 impl Transfer {
     /// Whatever a cut attempt left in the part file is kept and hashed again (unless it is
     /// longer than the remote file: then it is not that file's start).
@@ -330,6 +371,7 @@ impl Transfer {
         size: Option<u64>,
         modes: &crate::util::Modes,
     ) -> Result<Transfer, Failure> {
+        unshare(part, modes)?;
         let mut local = modes
             .open_append(part)
             .map_err(|e| Failure::Fatal(format!("opening {}: {e}", part.display())))?;
@@ -588,6 +630,86 @@ pub fn capture_format(head: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote file whose reads fail after `ok` bytes (a network cut).
+    struct Cut {
+        data: std::io::Cursor<Vec<u8>>,
+        ok: u64,
+    }
+
+    impl Read for Cut {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.ok {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let room = (self.ok - self.data.position()) as usize;
+            let n = buf.len().min(room);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    impl Seek for Cut {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.data.seek(to)
+        }
+    }
+
+    /// Review of issue 17, item 12: a part that is a second link to a kept capture is copied
+    /// before anything is appended: the kept file stays as it was reported.
+    #[test]
+    fn a_part_linked_to_a_kept_capture_is_copied_not_appended_to() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("CPE_device_x.pcap");
+        let part = dir.path().join(".CPE_device_x.pcap.part");
+        std::fs::write(&kept, b"\xd4\xc3\xb2\xa1kept").unwrap();
+        std::fs::hard_link(&kept, &part).unwrap();
+        let modes = crate::util::Modes::private();
+        let mut t = Transfer::resume(&part, Some(100), &modes).ok().unwrap();
+        assert_eq!(t.have, 8);
+        t.local.as_mut().unwrap().write_all(b"more").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"\xd4\xc3\xb2\xa1kept");
+        assert_eq!(std::fs::read(&part).unwrap(), b"\xd4\xc3\xb2\xa1keptmore");
+        assert_eq!(std::fs::metadata(&kept).unwrap().nlink(), 1);
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "no copy left beside them");
+    }
+
+    /// Review of issue 17, item 6: only bytes that differ make a part stale; a read error is
+    /// a retry (it threw a good part away, and the next fetch made a second copy).
+    #[test]
+    fn a_part_is_stale_only_when_its_bytes_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join(".x.part");
+        let capture: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&part, &capture[..70_000]).unwrap();
+        let mut other = capture.clone();
+        other[100] ^= 1;
+        // (remote file, reads that succeed, verdict: Some(same) or None for a retry)
+        let table: &[(&[u8], u64, Option<bool>)] = &[
+            (&capture, u64::MAX, Some(true)),
+            (&other, u64::MAX, Some(false)),
+            (&capture[..1000], u64::MAX, Some(false)),
+            (&capture, 0, None),
+            (&capture, 40_000, None),
+        ];
+        for (i, (remote, ok, want)) in table.iter().enumerate() {
+            let mut r = Cut {
+                data: std::io::Cursor::new(remote.to_vec()),
+                ok: *ok,
+            };
+            let got = match same_start("10.0.0.1", &mut r, &part, 70_000) {
+                Ok(same) => Some(same),
+                Err(Failure::Retry(m)) => {
+                    assert!(m.contains("connection reset"), "{m}");
+                    None
+                }
+                Err(_) => panic!("case {i}: not a retry"),
+            };
+            assert_eq!(got, *want, "case {i}");
+        }
+        assert_eq!(std::fs::read(&part).unwrap(), &capture[..70_000], "kept");
+    }
 
     #[test]
     fn capture_format_table() {

@@ -138,8 +138,8 @@ fn ovoc_client(a: &ServeArgs, env: &Env) -> Result<OvocClient> {
         a.tls.insecure,
     )
     .map_err(Error::usage)?;
-    if a.tls.insecure {
-        crate::logging::warn_user("--insecure: OVOC's certificate is not verified");
+    if let Some(w) = insecure_warning(a.tls.insecure, a.tls.pin_sha256.is_some()) {
+        crate::logging::warn_user(w);
     }
     OvocClient::new(
         &a.ovoc_url,
@@ -152,9 +152,45 @@ fn ovoc_client(a: &ServeArgs, env: &Env) -> Result<OvocClient> {
     .map_err(Error::usage)
 }
 
+/// What `--insecure` leaves unchecked: with a pin, only the chain (the pin is enforced).
+fn insecure_warning(insecure: bool, pinned: bool) -> Option<&'static str> {
+    match (insecure, pinned) {
+        (false, _) => None,
+        (true, false) => Some("--insecure: OVOC's certificate is not verified"),
+        (true, true) => Some(
+            "--insecure: OVOC's certificate chain is not verified; its --pin-sha256 pin still is",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review of issue 17, item 12: with a pin, --insecure does not say the certificate goes
+    /// unverified (the pin is enforced).
+    #[test]
+    fn insecure_says_what_it_skips() {
+        let table = [
+            ((false, false), None),
+            ((false, true), None),
+            (
+                (true, false),
+                Some("--insecure: OVOC's certificate is not verified"),
+            ),
+            (
+                (true, true),
+                Some("--insecure: OVOC's certificate chain is not verified; its --pin-sha256 pin still is"),
+            ),
+        ];
+        for ((insecure, pinned), want) in table {
+            assert_eq!(
+                insecure_warning(insecure, pinned),
+                want,
+                "{insecure} {pinned}"
+            );
+        }
+    }
     use clap::Parser;
 
     fn serve(argv: &[&str], env: &Env) -> Result<Plan> {

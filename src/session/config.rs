@@ -2,7 +2,8 @@
 //! terminal in; a checked plan out. Every flag is validated here, with the error the user sees;
 //! nothing here touches a device, an agent or the out directory.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,8 +45,8 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
     let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
     let snmp = crate::cpe::run::resolve_snmp(a.snmp_user.clone(), env)?;
     let (targets, ctx) = crate::cpe::run::resolve(&a.target, env)?;
-    let devices = agents(a, &targets)?;
-    let alarm_from = alarm_from(&a.alarm_from, &devices)?;
+    let (devices, ovoc_ips) = agents(a, &targets, crate::ovoc::send::server_addrs)?;
+    let alarm_from = alarm_from(&a.alarm_from, &ovoc_ips)?;
     let modes = match &a.group {
         None => crate::util::Modes::private(),
         Some(g) => crate::util::Modes::group(
@@ -106,14 +107,14 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
     })
 }
 
-/// `--alarm-from`: CIDRs, and `ovoc` for the agents' addresses (also what none given means): the
-/// OVOC server forwards its alarms from the host its agent runs on.
-fn alarm_from(given: &[String], devices: &[(String, SocketAddr)]) -> Result<Vec<Cidr>> {
+/// `--alarm-from`: CIDRs, and `ovoc` for the OVOC hosts' addresses (also what none given
+/// means): the OVOC server forwards its alarms from the host its agent runs on.
+fn alarm_from(given: &[String], ovoc_ips: &[IpAddr]) -> Result<Vec<Cidr>> {
     let ovoc = || {
-        let mut v: Vec<Cidr> = devices.iter().map(|(_, a)| Cidr::host(a.ip())).collect();
-        v.sort_by_key(|c| c.to_string());
-        v.dedup();
-        v
+        ovoc_ips
+            .iter()
+            .map(|ip| Cidr::host(*ip))
+            .collect::<Vec<_>>()
     };
     if given.is_empty() {
         return Ok(ovoc());
@@ -129,20 +130,43 @@ fn alarm_from(given: &[String], devices: &[(String, SocketAddr)]) -> Result<Vec<
     Ok(out)
 }
 
-/// Each device's agent: its inventory row's `ovoc`, else `--ovoc`.
-fn agents(a: &SessionArgs, targets: &[Target]) -> Result<Vec<(String, SocketAddr)>> {
+/// Resolves an agent spec (`host[:port]`) to every address it has, errors naming the flag.
+type Resolver = fn(&str, u16, &str) -> std::result::Result<Vec<SocketAddr>, String>;
+
+/// Each device with its agent's address.
+type Agents = Vec<(String, SocketAddr)>;
+
+/// Each device's agent (its inventory row's `ovoc`, else `--ovoc`), and every address the OVOC
+/// hosts in use resolve to (sorted, once each): a host with several addresses may forward its
+/// alarms from any of them. Each spec is resolved once, and `--ovoc` is checked even where
+/// every row has its own.
+fn agents(a: &SessionArgs, targets: &[Target], resolve: Resolver) -> Result<(Agents, Vec<IpAddr>)> {
+    let mut known: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+    if let Some(o) = &a.ovoc {
+        known.insert(
+            o.clone(),
+            resolve(o, a.ovoc_port, "--ovoc").map_err(Error::usage)?,
+        );
+    }
     let mut devices = Vec::with_capacity(targets.len());
+    let mut ips = BTreeSet::new();
     for t in targets {
-        let spec = t.ovoc.clone().or_else(|| a.ovoc.clone()).ok_or_else(|| {
+        let spec = t.ovoc.as_ref().or(a.ovoc.as_ref()).ok_or_else(|| {
             Error::usage(format!(
                 "{}: no agent: fill the inventory's ovoc column or give --ovoc HOST",
                 t.device
             ))
         })?;
-        let agent = crate::ovoc::send::server_addr(&spec, a.ovoc_port).map_err(Error::usage)?;
-        devices.push((t.device.clone(), agent));
+        if !known.contains_key(spec) {
+            let flag = format!("ovoc of {}", t.device);
+            let addrs = resolve(spec, a.ovoc_port, &flag).map_err(Error::usage)?;
+            known.insert(spec.clone(), addrs);
+        }
+        let addrs = &known[spec];
+        ips.extend(addrs.iter().map(SocketAddr::ip));
+        devices.push((t.device.clone(), addrs[0]));
     }
-    Ok(devices)
+    Ok((devices, ips.into_iter().collect()))
 }
 
 /// How long this session's probes take, as `ProbeConfig::duration` counts it.
@@ -235,6 +259,17 @@ mod tests {
         let from =
             |p: &Plan| -> Vec<String> { p.core.alarm_from.iter().map(|c| c.to_string()).collect() };
         assert_eq!(from(&p), ["127.0.0.8/32", "127.0.0.9/32"]);
+        let bad = session(
+            &["tc", "session", "--devices", inv, "--ovoc", "999.1.1.1"],
+            &pw,
+        );
+        assert_eq!(
+            bad.err().map(|e| e.to_string()).as_deref(),
+            Some(
+                "invalid --ovoc \"999.1.1.1\": not an IPv4 address (four numbers 0-255, no \
+                 leading zeros) and not a host name (its last label is all digits)"
+            )
+        );
         let widened = session(
             &s(&["--alarm-from", "ovoc", "--alarm-from", "10.9.0.0/16"]),
             &pw,
@@ -251,5 +286,64 @@ mod tests {
         assert_eq!((grouped.modes.file, grouped.modes.gid), (0o640, Some(0)));
         assert_eq!(p.report, PathBuf::from("./report.csv"));
         assert_eq!(p.journal, PathBuf::from("./.tc-session/journal"));
+    }
+
+    /// Review of issue 17, item 8: an OVOC host with several addresses may forward its alarms
+    /// from any of them; each is believed, and each spec is resolved once.
+    #[test]
+    fn every_address_of_an_ovoc_host_is_believed() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        fn fake(s: &str, port: u16, _: &str) -> std::result::Result<Vec<SocketAddr>, String> {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            match s {
+                "ovoc.example" => Ok(vec![
+                    SocketAddr::new("192.0.2.7".parse().unwrap(), port),
+                    SocketAddr::new("2001:db8::7".parse().unwrap(), port),
+                ]),
+                _ => Ok(vec![SocketAddr::new("192.0.2.9".parse().unwrap(), port)]),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("fleet.csv");
+        std::fs::write(
+            &inv,
+            "device,type,interfaces,username,ovoc\n\
+             10.0.0.1,gwsbc,,Admin,ovoc.example\n\
+             10.0.0.2,gwsbc,,Admin,ovoc.example\n\
+             10.0.0.3,gwsbc,,Admin,\n",
+        )
+        .unwrap();
+        let argv = [
+            "tc",
+            "session",
+            "--devices",
+            inv.to_str().unwrap(),
+            "--ovoc",
+            "other.example",
+        ];
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Session(a) = cli.command else {
+            panic!("not a session")
+        };
+        let env = Env::of(&[("TC_CPE_PASSWORD", "pw")]);
+        let (targets, _) = crate::cpe::run::resolve(&a.target, &env).unwrap();
+        let (devices, ips) = agents(&a, &targets, fake).unwrap();
+        assert_eq!(CALLS.load(Ordering::Relaxed), 2, "once per spec");
+        let agents: Vec<String> = devices.iter().map(|(d, a)| format!("{d}@{a}")).collect();
+        assert_eq!(
+            agents,
+            [
+                "10.0.0.1@192.0.2.7:20001",
+                "10.0.0.2@192.0.2.7:20001",
+                "10.0.0.3@192.0.2.9:20001"
+            ]
+        );
+        let from: Vec<String> = alarm_from(&[], &ips)
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(from, ["192.0.2.7/32", "192.0.2.9/32", "2001:db8::7/128"]);
     }
 }

@@ -21,8 +21,8 @@
 //!   A duplicate would cost the original agent another 10 s VERIFY, or turn a STOP into a 503
 //!   and, the third time, a crash.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -199,7 +199,8 @@ pub struct Tally {
     /// Captured, but the agent never confirmed STOP.
     pub failed: u32,
     pub rounds: u32,
-    /// Datagrams that changed nothing (each one a `session.ignored` line).
+    /// Datagrams that changed nothing (at most 10 a second per sender shown as
+    /// `session.ignored` lines; all counted).
     pub ignored: u32,
     /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
     pub refused: u32,
@@ -227,6 +228,39 @@ pub struct Core {
     wind_down_until: Option<Instant>,
     ignored: u32,
     refused: u32,
+    quiet: Quiet,
+}
+
+/// `session.ignored` lines shown per sender and second: a flood of junk (hostile, or a
+/// misrouted syslog) must not bury the report's stream in lines; the summary counts them all.
+pub const IGNORED_PER_SECOND: u32 = 10;
+/// Senders tracked in one second; lines from more (a spoofed flood) are counted, not shown.
+const QUIET_SENDERS: usize = 1024;
+
+/// How many `session.ignored` lines each sender had in the current one-second window.
+#[derive(Default)]
+struct Quiet {
+    window: Option<Instant>,
+    shown: HashMap<IpAddr, u32>,
+}
+
+impl Quiet {
+    /// May one more ignored line from `from` be shown at `now`?
+    fn allow(&mut self, now: Instant, from: IpAddr) -> bool {
+        let fresh = self
+            .window
+            .is_none_or(|w| now.saturating_duration_since(w) >= Duration::from_secs(1));
+        if fresh {
+            self.window = Some(now);
+            self.shown.clear();
+        }
+        if !self.shown.contains_key(&from) && self.shown.len() >= QUIET_SENDERS {
+            return false;
+        }
+        let n = self.shown.entry(from).or_insert(0);
+        *n += 1;
+        *n <= IGNORED_PER_SECOND
+    }
 }
 
 fn trim_to_word(s: &str) -> String {
@@ -270,6 +304,7 @@ impl Core {
             wind_down_until: None,
             ignored: 0,
             refused: 0,
+            quiet: Quiet::default(),
         }
     }
 
@@ -503,11 +538,17 @@ impl Core {
     pub fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Action> {
         let mut out = Vec::new();
         self.read_datagram(&mut out, now, from, data);
-        let ignored = out
-            .iter()
-            .filter(|a| matches!(a, Action::Emit(Event::SessionIgnored { .. })))
-            .count();
-        self.ignored = self.ignored.saturating_add(ignored as u32);
+        let before = out.len();
+        out.retain(|a| {
+            if !matches!(a, Action::Emit(Event::SessionIgnored { .. })) {
+                return true;
+            }
+            self.ignored = self.ignored.saturating_add(1);
+            self.quiet.allow(now, from.ip())
+        });
+        if out.len() < before {
+            log::debug!("{from}: session.ignored lines beyond {IGNORED_PER_SECOND} a second counted, not shown");
+        }
         out
     }
 
@@ -1594,6 +1635,36 @@ mod tests {
             .datagram(t, agent(), b"\xff\xfegarbage")
             .iter()
             .all(|x| matches!(x, Action::Emit(_))));
+    }
+
+    #[test]
+    fn a_flood_of_junk_shows_ten_lines_a_second_per_sender_and_counts_all() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        // (sender, at, datagrams, lines shown, tally.ignored after)
+        let table: &[(&str, Duration, u32, usize, u32)] = &[
+            ("127.0.0.66:514", ms(0), 25, 10, 25),
+            // Another sender has lines of its own in the same second.
+            ("127.0.0.67:514", ms(100), 3, 3, 28),
+            // The same host from another port is the same sender.
+            ("127.0.0.66:515", ms(999), 5, 0, 33),
+            // A new second: ten more.
+            ("127.0.0.66:514", ms(1000), 12, 10, 45),
+        ];
+        let mut c = core(cfg());
+        c.start(t);
+        for (from, at, n, shown, total) in table {
+            let mut lines = 0;
+            for _ in 0..*n {
+                let a = c.datagram(t + *at, from.parse().unwrap(), b"junk");
+                lines += a
+                    .iter()
+                    .filter(|x| matches!(x, Action::Emit(Event::SessionIgnored { .. })))
+                    .count();
+            }
+            assert_eq!(lines, *shown, "{from} at {at:?}");
+            assert_eq!(c.tally().ignored, *total, "{from} at {at:?}");
+        }
     }
 
     #[test]

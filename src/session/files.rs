@@ -40,8 +40,11 @@ fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Lines {
+    /// Opens `path` for appending; a last line a crash cut short is cut off first, or the next
+    /// line would be glued to it (and both lost).
     pub fn open(path: &Path, modes: Modes) -> std::io::Result<Lines> {
         let file = modes.open_append(path)?;
+        cut_partial_line(&file, path)?;
         let id = file_id(&file.metadata()?);
         Ok(Lines {
             path: path.to_path_buf(),
@@ -105,20 +108,64 @@ impl Lines {
         std::fs::metadata(&self.path).map_or(true, |m| file_id(&m) != self.id)
     }
 
-    /// A new file at `path` holding `content`, then what was queued.
+    /// A new file at `path` holding `content`, then what was queued. Written beside it under
+    /// another name, synced, and renamed into place: killed at any moment, `path` holds either
+    /// what was there or the whole new file, never nothing or a part.
     pub fn recreate(&mut self, content: &[u8]) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
             self.modes.create_dir_all(dir)?;
         }
-        // A stranger's file at our path is not appended to: ours is new, and whole.
-        let _ = std::fs::remove_file(&self.path);
-        let mut fresh = Lines::open(&self.path, self.modes)?;
-        append_whole(&mut fresh.file, content)?;
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".new-{}", std::process::id()));
+        let tmp = self.path.with_file_name(name);
+        // Left by a session killed here before: ours to replace.
+        let _ = std::fs::remove_file(&tmp);
+        let mut fresh = Lines::open(&tmp, self.modes)?;
+        let written = append_whole(&mut fresh.file, content)
+            .and_then(|_| fresh.file.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Some(dir) = dir {
+            // The rename itself durable; advice only, the file is whole either way.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        fresh.path = self.path.clone();
         fresh.pending = std::mem::take(&mut self.pending);
         *self = fresh;
         self.flush();
         Ok(())
     }
+}
+
+/// Cuts `f` back to just after its last newline (to nothing if it has none).
+fn cut_partial_line(f: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let n = end.min(buf.len() as u64) as usize;
+        let at = end - n as u64;
+        f.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            end = at + i as u64 + 1;
+            break;
+        }
+        end = at;
+    }
+    if end < len {
+        crate::logging::warn_user(&format!(
+            "{}: its last line was cut short (a crash?): {} byte(s) removed",
+            path.display(),
+            len - end
+        ));
+        f.set_len(end)?;
+    }
+    Ok(())
 }
 
 /// One write of `line` at the end of `f`; on failure the file is cut back to where it was.
@@ -212,6 +259,8 @@ pub fn journal_line(j: &Journal) -> Vec<u8> {
 pub struct Lock {
     path: PathBuf,
     _file: File,
+    /// (device, inode) of the file locked: another one at `path` is not our lock.
+    id: (u64, u64),
 }
 
 impl Lock {
@@ -219,7 +268,9 @@ impl Lock {
     pub fn take(path: &Path, modes: Modes) -> Result<Lock> {
         let err = |e: std::io::Error| Error::usage(format!("opening {}: {e}", path.display()));
         let mut file = modes.open_append(path).map_err(err)?;
-        if !crate::sys::try_lock(&file) {
+        let locked = crate::sys::lock_exclusive(&file)
+            .map_err(|e| Error::usage(format!("locking {}: {e}", path.display())))?;
+        if !locked {
             let mut holder = String::new();
             let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut holder));
             let pid = holder.trim();
@@ -236,14 +287,32 @@ impl Lock {
         file.set_len(0)
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .map_err(err)?;
+        let id = file_id(&file.metadata().map_err(err)?);
         Ok(Lock {
             path: path.to_path_buf(),
             _file: file,
+            id,
         })
     }
 
-    /// The lock file was deleted with its directory: take a new one.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file at the lock's path is still the one this session locked.
+    pub fn intact(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == self.id)
+    }
+
+    /// The lock file was deleted (alone, or with the out dir) or replaced: takes the one at the
+    /// path now, creating it (and its directory) if none is there. An error means another
+    /// session holds it: the out dir is not this session's any more.
     pub fn retake(&mut self, modes: Modes) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            modes
+                .create_dir_all(dir)
+                .map_err(|e| Error::usage(format!("creating {}: {e}", dir.display())))?;
+        }
         *self = Lock::take(&self.path, modes)?;
         Ok(())
     }
@@ -270,6 +339,64 @@ mod tests {
         assert!(Lock::take(&path, Modes::private()).is_ok(), "released");
     }
 
+    /// Review of issue 17, item 4: a lock file deleted is taken again; one replaced by another
+    /// session's is not taken, and the error says so; an intact one is never taken twice
+    /// (a second flock in the same process is refused: it named the session's own PID).
+    #[test]
+    fn a_lost_lock_is_retaken_unless_another_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".tc-session/lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut ours = Lock::take(&path, Modes::private()).unwrap();
+        assert!(ours.intact());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!ours.intact());
+        ours.retake(Modes::private()).unwrap();
+        assert!(ours.intact());
+        let pid = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // The whole out dir gone: the directory and a new lock.
+        std::fs::remove_dir_all(dir.path().join(".tc-session")).unwrap();
+        assert!(!ours.intact());
+        ours.retake(Modes::private()).unwrap();
+        assert!(ours.intact());
+        // Another session's lock renamed over ours.
+        let other_path = dir.path().join(".tc-session/other");
+        let other = Lock::take(&other_path, Modes::private()).unwrap();
+        std::fs::rename(&other_path, &path).unwrap();
+        assert!(!ours.intact());
+        let e = ours.retake(Modes::private()).err().unwrap().to_string();
+        assert!(e.contains("is in use by another tc session"), "{e}");
+        drop(other);
+    }
+
+    /// Review of issue 17, item 9: a line a crash cut short is cut off when the file is opened
+    /// again (it was kept, and the next line glued to it).
+    #[test]
+    fn a_cut_last_line_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        // (file as the crash left it, after open and one line more)
+        let long = "x".repeat(10_000);
+        let table: &[(String, String)] = &[
+            ("a\nb\n".into(), "a\nb\nc\n".into()),
+            ("a\nb\n{\"dev".into(), "a\nb\nc\n".into()),
+            ("{\"dev".into(), "c\n".into()),
+            (format!("a\n{long}"), "a\nc\n".into()),
+            (String::new(), "c\n".into()),
+        ];
+        for (before, after) in table {
+            std::fs::write(&path, before).unwrap();
+            let mut l = Lines::open(&path, Modes::private()).unwrap();
+            l.push(b"c\n".to_vec());
+            assert_eq!(
+                &std::fs::read_to_string(&path).unwrap(),
+                after,
+                "{before:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_deleted_file_is_noticed_and_written_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -294,6 +421,12 @@ mod tests {
         ]);
         r.recreate().unwrap();
         assert!(!r.lines.replaced());
+        // Written under another name and renamed into place: nothing else is left there.
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.csv"]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,

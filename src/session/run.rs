@@ -154,7 +154,10 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         probes: p.probes,
     });
     crate::sys::raise_fd_limit();
-    let mut daemon = Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP])?;
+    // A datagram flood must not hold the loop in its read: signals (the wind-down, a second
+    // signal) and worker results are handled between slices of reading.
+    let mut daemon =
+        Daemon::open(p.listen, &[SIGINT, SIGTERM, SIGHUP])?.with_drain_budget(DRAIN_BUDGET);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (job_tx, urgent) = pools((p.jobs, p.alarm_jobs), worker, done_tx, daemon.waker())?;
     emit(&Event::SessionStarted {
@@ -189,6 +192,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             last,
             modes: p.modes,
             gaps: 0,
+            taken: false,
             out: p.out.clone(),
             parts,
             agent_keys: p.agent_keys,
@@ -196,7 +200,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     };
     let actions = sess.core.start(Instant::now());
     sess.io.perform(actions);
-    if !sess.core.finished() {
+    if !sess.core.finished() && !sess.io.taken {
         daemon.run(&mut sess)?;
     }
     sess.io.write_turn();
@@ -209,14 +213,35 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             sess.io.journal.pending()
         ));
     }
-    let (core, gave_up, gaps) = (sess.core, sess.gave_up, sess.io.gaps);
+    let end = End {
+        gave_up: sess.gave_up,
+        gaps: sess.io.gaps,
+        taken: sess.io.taken,
+    };
+    let core = sess.core;
     drop((job_tx, urgent));
-    Ok(summary(&core, p.devices.len(), started, gave_up, gaps))
+    Ok(summary(&core, p.devices.len(), started, end))
+}
+
+/// How the loop ended, beside what the core says.
+struct End {
+    /// The wind-down ran out.
+    gave_up: bool,
+    /// Times the out dir was found deleted or replaced.
+    gaps: u32,
+    /// Another session took the out dir.
+    taken: bool,
 }
 
 /// The last line, and the exit code it stands for.
-/// A gap (the out dir deleted under the session) fails the session: files were lost.
-fn summary(core: &Core, devices: usize, started: Instant, gave_up: bool, gaps: u32) -> ExitCode {
+/// A gap (the out dir deleted under the session) fails the session: files were lost. The out
+/// dir taken by another session is exit 2, as a second session refused at its start is.
+fn summary(core: &Core, devices: usize, started: Instant, end: End) -> ExitCode {
+    let End {
+        gave_up,
+        gaps,
+        taken,
+    } = end;
     let tally = core.tally();
     let interrupted = core.is_interrupted();
     emit(&Event::SessionSummary {
@@ -229,12 +254,15 @@ fn summary(core: &Core, devices: usize, started: Instant, gave_up: bool, gaps: u
         refused: tally.refused,
         seconds: started.elapsed().as_secs_f64(),
         reason: match (interrupted, gave_up) {
+            _ if taken => "out_dir_taken".into(),
             (_, true) => "wind_down_expired".into(),
             (true, false) => "interrupted".into(),
             (false, false) => "done".into(),
         },
     });
-    if interrupted {
+    if taken {
+        ExitCode::Usage
+    } else if interrupted {
         ExitCode::Interrupted
     } else if tally.completed as usize == devices && gaps == 0 {
         ExitCode::Ok
@@ -287,6 +315,9 @@ impl Driver for Loop<'_> {
         let actions = self.core.tick(Instant::now());
         self.io.perform(actions);
         self.io.write_turn();
+        if self.io.taken {
+            return Flow::Stop;
+        }
         if self.core.wind_down_over(Instant::now()) {
             self.give_up();
             return Flow::Stop;
@@ -299,14 +330,15 @@ impl Driver for Loop<'_> {
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let retry = self.io.has_pending().then(|| now + Duration::from_secs(1));
+        // At least once a second: lines a full disk held back are retried, and the out dir's
+        // lock and files are checked (a deadline can be minutes away).
+        let check = now + Duration::from_secs(1);
         self.core
             .next_deadline()
             .into_iter()
             .chain(self.io.held_deadline())
-            .chain(retry)
+            .chain([check])
             .min()
-            .or(Some(now + Duration::from_secs(1)))
     }
 }
 
@@ -336,6 +368,9 @@ fn is_urgent(job: Job) -> bool {
     matches!(job, Job::CpeStop | Job::Probe)
 }
 
+/// The longest the loop reads datagrams before it looks at signals and results again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(20);
+
 /// How long a fetch may wait for alarm work to finish before it runs anyway.
 const HOLD_MAX: Duration = Duration::from_secs(5);
 
@@ -356,6 +391,8 @@ struct Io<'a> {
     modes: crate::util::Modes,
     /// Times the out dir was found deleted or replaced.
     gaps: u32,
+    /// Another session took the out dir's lock: nothing there is touched again.
+    taken: bool,
     /// Where the captures go.
     out: std::path::PathBuf,
     /// Part names of fetched captures, removed once the journal line naming the file is written
@@ -376,63 +413,97 @@ impl Io<'_> {
         self.report.lines.has_pending() || self.journal.has_pending()
     }
 
-    /// Once per turn: lines a full disk held back, and a check that the report and the journal
-    /// are still the files in `--out`.
+    /// Once per turn: a check that the out dir is still this session's (its lock), lines a
+    /// full disk held back, and a check that the report and the journal are still the files in
+    /// `--out`. After the out dir is found taken, nothing in it is touched again.
     fn write_turn(&mut self) {
+        if self.taken || !self.lock_held() {
+            return;
+        }
         self.report.lines.flush();
         self.journal.flush();
         self.remove_parts();
-        for (what, gone) in [
-            ("report", self.report.lines.replaced()),
-            ("journal", self.journal.replaced()),
-        ] {
-            if gone {
-                self.recreate(what);
-                return;
+        let report = self.report.lines.replaced();
+        let journal = self.journal.replaced();
+        if report || journal {
+            self.recreate(report, journal);
+        }
+    }
+
+    /// The lock file is still ours, or was taken again (deleted alone, or with the out dir: a
+    /// new one is taken before anything is written there). False when another session holds
+    /// the lock now: the out dir is its, and this session stops at once.
+    fn lock_held(&mut self) -> bool {
+        if self.lock.intact() {
+            return true;
+        }
+        match self.lock.retake(self.modes) {
+            Ok(()) => {
+                crate::logging::warn_user(&format!(
+                    "the out dir's lock {} was deleted or replaced: taken again",
+                    self.lock.path().display()
+                ));
+                true
+            }
+            Err(e) => {
+                self.taken = true;
+                crate::logging::warn_user(&format!(
+                    "the out dir is not this session's any more: {e}. Stopping now and touching \
+                     nothing in it; captures this session started may still run, and its \
+                     journal (if still there) says what was done"
+                ));
+                false
             }
         }
     }
 
     /// The part names of fetched captures the journal now names, once it is on disk.
     fn remove_parts(&mut self) {
-        if !self.journal.has_pending() {
+        if !self.journal.has_pending() && !self.taken {
             for p in self.parts.drain(..) {
                 crate::cpe::sftp::Fetched::done(&p);
             }
         }
     }
 
-    /// The out dir (or a file in it) was deleted or replaced under the session.
-    fn recreate(&mut self, what: &str) {
+    /// The report or the journal (or the out dir with both) was deleted or replaced under the
+    /// session: each one lost is written again from memory; one still in place is left alone.
+    fn recreate(&mut self, report: bool, journal: bool) {
         self.gaps += 1;
-        let path = if what == "report" {
-            self.report.lines.path().display().to_string()
-        } else {
-            self.journal.path().display().to_string()
-        };
-        crate::logging::warn_user(&format!(
-            "the {what} {path} is gone or not the session's file any more (--out deleted or \
-             replaced?): writing the report and the journal again from memory; files this \
-             session kept there before are lost"
-        ));
-        emit(&Event::SessionGap {
-            file: path,
-            reason: format!("the {what} was deleted or replaced while the session ran"),
-        });
-        let mut journal: Vec<&Journal> = self.last.values().collect();
-        journal.sort_by(|a, b| a.device.cmp(&b.device));
-        let text: Vec<u8> = journal.into_iter().flat_map(files::journal_line).collect();
-        for r in [self.journal.recreate(&text), self.report.recreate()] {
+        for (what, lost) in [("report", report), ("journal", journal)] {
+            if !lost {
+                continue;
+            }
+            let path = if what == "report" {
+                self.report.lines.path().display().to_string()
+            } else {
+                self.journal.path().display().to_string()
+            };
+            crate::logging::warn_user(&format!(
+                "the {what} {path} is gone or not the session's file any more (--out deleted or \
+                 replaced?): writing it again from memory; files this session kept there before \
+                 may be lost"
+            ));
+            emit(&Event::SessionGap {
+                file: path,
+                reason: format!("the {what} was deleted or replaced while the session ran"),
+            });
+            let r = if what == "report" {
+                self.report.recreate()
+            } else {
+                let mut last: Vec<&Journal> = self.last.values().collect();
+                last.sort_by(|a, b| a.device.cmp(&b.device));
+                let text: Vec<u8> = last.into_iter().flat_map(files::journal_line).collect();
+                self.journal.recreate(&text)
+            };
             if let Err(e) = r {
-                crate::logging::warn_user(&format!("writing them again: {e}; tried next turn"));
+                crate::logging::warn_user(&format!(
+                    "writing the {what} again: {e}; tried next turn"
+                ));
             }
         }
-        // The lock file went with the directory: a new one, locked, in the new directory.
-        if let Err(e) = self.lock.retake(self.modes) {
-            crate::logging::warn_user(&format!("the out dir's lock: {e}"));
-        }
-        let gap = "the out dir was deleted or replaced: report and journal written again from \
-                   memory; files kept there before are lost";
+        let gap = "the report or the journal was deleted or replaced: written again from \
+                   memory; files kept in --out before may be lost";
         let time = crate::timefmt::Utc::now().rfc3339();
         self.report
             .row([time.as_str(), "", "gap", "failed", "", gap, ""]);
