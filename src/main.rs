@@ -52,7 +52,10 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             if !emit::stdout_broken() {
-                eprintln!("tc: {err}");
+                // Not eprintln!: on a stderr that is gone (a hung-up terminal) it would panic
+                // and exit 101 instead of the error's own code.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "tc: {err}");
             }
             err.exit_code()
         }
