@@ -506,6 +506,13 @@ impl Core {
         }
     }
 
+    /// The owner's address while the device has an unfinished capture: then only that
+    /// address (any port) may point the rule anywhere.
+    fn guarded_owner(&self, device: &str) -> Option<SocketAddr> {
+        let d = self.devices.get(device)?;
+        d.current.and(d.registered)
+    }
+
     /// The outcome of an EnsureRule.
     pub fn rule_done(
         &mut self,
@@ -514,38 +521,33 @@ impl Core {
         result: Result<(u64, &'static str), String>,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        // The owner's CAPTURE may have started while a stranger's REGISTER was in flight
+        // (ownership was checked on arrival only): the stranger must not take the device now.
+        let guard = self.guarded_owner(device);
+        let owns =
+            |a: &SocketAddr| guard.is_none_or(|o| canonical_ip(o.ip()) == canonical_ip(a.ip()));
         let Some(dev) = self.devices.get_mut(device) else {
             return out;
         };
         dev.rule_dest_pending = None;
         let waiters = std::mem::take(&mut dev.rule_waiters);
+        let (strangers, waiters): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|w| !owns(w));
         let (code, detail) = match &result {
             Ok((id, _)) => {
                 dev.rule_id = Some(*id);
-                dev.registered = Some(dest);
+                if owns(&dest) {
+                    dev.registered = Some(dest);
+                }
                 (200, None)
             }
             Err(e) => (503, Some(e.clone())),
         };
-        out.push(Action::Emit(match result {
-            Ok((id, action)) => Event::OvocRule {
-                device: device.into(),
-                action: action.into(),
-                rule_id: Some(id),
-                dest: Some(dest.to_string()),
-                error: None,
-            },
-            Err(e) => Event::OvocRule {
-                device: device.into(),
-                action: "failed".into(),
-                rule_id: None,
-                dest: Some(dest.to_string()),
-                error: Some(e),
-            },
-        }));
+        out.push(Action::Emit(rule_event(device, dest, result)));
+        self.refuse_strangers(&mut out, device, &strangers);
         // A requester other than the rule's destination arrived meanwhile: re-point the rule
-        // at the newest one rather than answering 200 for a rule that points elsewhere.
-        let newest = waiters.last().copied();
+        // at the newest one rather than answering 200 for a rule that points elsewhere. The
+        // rule just pointed at a stranger goes back to the owner.
+        let newest = waiters.last().copied().or(guard.filter(|_| !owns(&dest)));
         let name = self.name_of(device);
         for w in waiters.iter().filter(|w| code != 200 || **w == dest) {
             self.reply(&mut out, *w, code, &name, Verb::Register, detail.clone());
@@ -575,6 +577,22 @@ impl Core {
         out
     }
 
+    /// REGISTERs that were waiting on a rule operation when the device's owner started a
+    /// capture: answered as any other request about an owned device would be.
+    fn refuse_strangers(&mut self, out: &mut Vec<Action>, device: &str, strangers: &[SocketAddr]) {
+        let Some(owner) = self.guarded_owner(device) else {
+            return;
+        };
+        let owner = canonical_ip(owner.ip());
+        let name = self.name_of(device);
+        for s in strangers {
+            self.counters.forbidden += 1;
+            log::warn!("REGISTER {name} from {s} refused: the device belongs to {owner}");
+            let why = format!("device {device} belongs to {owner}, whose capture is not finished");
+            self.reply(out, *s, 403, &name, Verb::Register, Some(why));
+        }
+    }
+
     pub fn rule_deleted(
         &mut self,
         device: &str,
@@ -586,7 +604,11 @@ impl Core {
             dev.rule_deleting = false;
             if result.is_ok() && dev.rule_id == Some(rule_id) {
                 dev.rule_id = None;
-                dev.registered = None;
+                // `registered` is also the owner: an exited capture not yet renamed still
+                // belongs to it, whatever became of the forwarding rule.
+                if dev.current.is_none() {
+                    dev.registered = None;
+                }
             }
         }
         out.push(Action::Emit(Event::OvocRule {
@@ -1435,6 +1457,30 @@ impl Core {
     }
 }
 
+/// The `ovoc.rule` event for an EnsureRule's outcome.
+fn rule_event(
+    device: &str,
+    dest: SocketAddr,
+    result: Result<(u64, &'static str), String>,
+) -> Event {
+    match result {
+        Ok((id, action)) => Event::OvocRule {
+            device: device.into(),
+            action: action.into(),
+            rule_id: Some(id),
+            dest: Some(dest.to_string()),
+            error: None,
+        },
+        Err(e) => Event::OvocRule {
+            device: device.into(),
+            action: "failed".into(),
+            rule_id: None,
+            dest: Some(dest.to_string()),
+            error: Some(e),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1956,6 +2002,117 @@ mod tests {
             replies(&c.datagram(t0, restarted, b"CAPTURE 127.0.80.1")),
             ["403 Forbidden 127.0.80.1 CAPTURE"]
         );
+    }
+
+    /// A stranger's REGISTER accepted before the owner's CAPTURE (no capture yet) and whose
+    /// rule operation ends after it: refused, and the rule goes back to the owner.
+    #[test]
+    fn a_register_racing_the_owners_capture_does_not_take_the_device() {
+        let t0 = Instant::now();
+        let dev = "127.0.80.1";
+        // Order A: the stranger's rule operation is the one in flight.
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done(dev, ctl(), Ok((7, "created")));
+        assert!(c
+            .datagram(t0, other(), b"REGISTER 127.0.80.1")
+            .contains(&Action::EnsureRule {
+                device: dev.into(),
+                dest: other()
+            }));
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        let a = c.rule_done(dev, other(), Ok((7, "updated")));
+        assert_eq!(replies(&a), ["403 Forbidden 127.0.80.1 REGISTER"]);
+        assert!(a.contains(&Action::EnsureRule {
+            device: dev.into(),
+            dest: ctl()
+        }));
+        assert_eq!(c.devices[dev].registered, Some(ctl()));
+        assert_eq!(c.counters.forbidden, 1);
+        let a = c.rule_done(dev, ctl(), Ok((7, "updated")));
+        assert!(
+            replies(&a).is_empty(),
+            "nobody waits for the restore: {a:?}"
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::EnsureRule { .. })));
+        // Order B: the stranger waits on the owner's rule operation (re-point to `newest`).
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1"));
+        assert!(id.is_none(), "not registered yet: 404");
+        let a = c.rule_done(dev, ctl(), Ok((7, "created")));
+        assert_eq!(replies(&a), ["200 OK 127.0.80.1 REGISTER"]);
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        // Order C: both wait on a rule operation when the owner's capture has begun.
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        let a = c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        assert_eq!(
+            replies(&a),
+            ["403 Forbidden 127.0.80.1 REGISTER"],
+            "checked on arrival"
+        );
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done(dev, ctl(), Ok((7, "created")));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        let a = c.rule_done(dev, ctl(), Ok((7, "updated")));
+        assert_eq!(
+            replies(&a),
+            [
+                "403 Forbidden 127.0.80.1 REGISTER",
+                "200 OK 127.0.80.1 REGISTER"
+            ]
+        );
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::EnsureRule { .. })),
+            "no re-point at the stranger: {a:?}"
+        );
+        assert_eq!(c.devices[dev].registered, Some(ctl()));
+    }
+
+    /// The idle timer deletes the rule of an exited capture not yet renamed: its owner stays.
+    #[test]
+    fn an_idle_rule_deletion_keeps_the_owner_of_an_unfinished_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done("127.0.80.1", ctl(), Ok((7, "created")));
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        c.exited(id, Stats::default(), "tcpdump exited", None);
+        let later = t0 + Duration::from_secs(7200);
+        assert_eq!(
+            c.tick(later),
+            [Action::DeleteRule {
+                device: "127.0.80.1".into(),
+                rule_id: 7
+            }]
+        );
+        c.rule_deleted("127.0.80.1", 7, Ok(()));
+        for req in [
+            "STOP 127.0.80.1 CPE_x.pcap",
+            "REGISTER 127.0.80.1",
+            "CAPTURE 127.0.80.1",
+        ] {
+            let a = c.datagram(later, other(), req.as_bytes());
+            assert!(replies(&a)[0].starts_with("403 Forbidden"), "{req}: {a:?}");
+            assert!(
+                !a.iter().any(|x| matches!(x, Action::Rename { .. })),
+                "{req}"
+            );
+        }
+        let a = c.datagram(later, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Rename { .. })),
+            "{a:?}"
+        );
+        c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
     }
 
     /// The capture's file name carries the wall time the shell gave, not a clock of the core's.
