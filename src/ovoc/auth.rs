@@ -175,7 +175,9 @@ pub fn open<'a>(
             return forged("too many signed datagrams in the window");
         }
     }
-    replays.seen.insert(nonce, ts.max(now) + WINDOW);
+    // Accepted up to `ts + WINDOW` inclusive (`abs_diff > WINDOW` is refused), and `prune`
+    // forgets at `until <= now`: one second more, so the nonce outlives its acceptance.
+    replays.seen.insert(nonce, ts.max(now) + WINDOW + 1);
     Opened::Signed(body)
 }
 
@@ -379,6 +381,30 @@ mod tests {
         }
         r.prune(t + 100);
         assert!(r.is_empty());
+    }
+
+    /// A datagram is accepted up to WINDOW seconds either way: its nonce must be remembered
+    /// for as long, pruning included.
+    #[test]
+    fn a_nonce_outlives_the_window_edge() {
+        let k = key();
+        let t = 1_800_000_000;
+        for (ts, first, again) in [(t, t, t + WINDOW), (t + WINDOW, t, t + 2 * WINDOW)] {
+            let mut r = Replays::default();
+            let d = k.seal(Dir::Request, "CAPTURE 10.0.0.1", ts, 7);
+            assert_eq!(
+                open(&k, Dir::Request, d.as_bytes(), first, &mut r),
+                Opened::Signed(b"CAPTURE 10.0.0.1")
+            );
+            r.prune(again);
+            assert_eq!(
+                open(&k, Dir::Request, d.as_bytes(), again, &mut r),
+                Opened::Forged("replayed (nonce seen before)".into()),
+                "ts {ts}, first seen at {first}, replayed at {again}"
+            );
+            r.prune(again + 1);
+            assert!(r.is_empty(), "forgotten once past the window");
+        }
     }
 
     #[test]
