@@ -200,7 +200,8 @@ fn four_spellings_of_one_host_are_one_capture() {
     }
     // inet_aton's other forms of the address are not dotted quads, nor host names (a last label
     // of digits): refused, so they cannot start a second capture either.
-    for odd in ["127.1", "2130706433"] {
+    // With the final dot of a fully qualified name too.
+    for odd in ["127.1", "2130706433", "127.1.", "2130706433.", "0x7f.1."] {
         assert_eq!(
             ctl.ask(&format!("CAPTURE {odd}")),
             format!("400 Bad Request {odd} CAPTURE")
