@@ -430,12 +430,17 @@ impl Driver for Agent {
         Flow::Continue
     }
 
-    /// SIGCHLD only wakes the loop (every turn reaps); the others stop every capture, and a
-    /// second one leaves at once. SIGHUP is a stop too: a daemon whose terminal went away is
-    /// not left half running.
+    /// SIGCHLD only wakes the loop (every turn reaps). SIGHUP is ignored with one line: the
+    /// agent has no configuration to reload, and `nohup tc ovoc serve &` must survive the
+    /// logout (the handler replaces nohup's ignore, so ignoring is ours to do). SIGINT and
+    /// SIGTERM stop every capture, and a second one leaves at once.
     fn signal(&mut self, now: Instant, sig: i32) -> Flow {
         match sig {
             SIGCHLD => {}
+            SIGHUP => log::warn!(
+                "SIGHUP ignored: captures go on (nothing to reload; restart to change flags, \
+                 SIGTERM to stop)"
+            ),
             _ if self.stopping_since.is_some() => {
                 // Second signal: leave at once, state as last written.
                 log::warn!("second signal: exiting without waiting for tcpdump");
