@@ -267,9 +267,24 @@ impl AgentKeys {
     }
 
     /// What of a datagram from `from` may be read: all of it from a sender without a key, the
-    /// signed part of a valid answer from an agent with one, nothing otherwise.
+    /// signed part of a valid answer from an agent with one, nothing otherwise. The agent
+    /// answers from its listen socket: an answer from a keyed agent's host on another port
+    /// (anyone on that host, or a spoofer) is dropped signed or not, or the session's
+    /// "same IP" check would take it; other datagrams from that host (OVOC's forwarded
+    /// alarms) pass.
     pub fn open<'a>(&mut self, from: std::net::SocketAddr, data: &'a [u8]) -> Option<&'a [u8]> {
+        let from = std::net::SocketAddr::new(crate::netaddr::canonical_ip(from.ip()), from.port());
         let Some(key) = self.keys.get(&from) else {
+            if self
+                .keys
+                .keys()
+                .any(|a| crate::netaddr::canonical_ip(a.ip()) == from.ip())
+                && (split(data).is_some()
+                    || crate::proto::looks_like_response(&String::from_utf8_lossy(data)))
+            {
+                log::info!("ignored an answer from {from}: not the keyed agent's own port");
+                return None;
+            }
             return Some(data);
         };
         match open(key, Dir::Response, data, unix_now(), &mut self.replays) {
@@ -432,6 +447,38 @@ mod tests {
             Some(&b"200 OK x REGISTER"[..])
         );
         assert_eq!(k.open(keyed, answer.as_bytes()), None, "a replay");
+        // The keyed agent's host, another port: no answer taken, signed or not; an alarm is.
+        let side: std::net::SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.5]:40000".parse().unwrap();
+        let fresh = key.seal(Dir::Response, "200 OK x STOP", unix_now(), 10);
+        for (from, d) in [
+            (side, &b"200 OK x REGISTER"[..]),
+            (side, b"503 Service Unavailable x CAPTURE"),
+            (side, b"OK x STOP"),
+            (mapped, b"200 OK x REGISTER"),
+            (side, fresh.as_bytes()),
+        ] {
+            assert_eq!(
+                k.open(from, d),
+                None,
+                "{from} {}",
+                String::from_utf8_lossy(d)
+            );
+        }
+        let alarm = &b"<134>Dec  2 02:00:00 ovoc Connection Lost 10.0.0.1"[..];
+        assert_eq!(k.open(side, alarm), Some(alarm));
+        assert_eq!(
+            k.open(
+                mapped
+                    .to_string()
+                    .replace("40000", "20001")
+                    .parse()
+                    .unwrap(),
+                fresh.as_bytes()
+            ),
+            Some(&b"200 OK x STOP"[..]),
+            "the agent's own address, IPv4-mapped"
+        );
         assert!(AgentKeys::parse(&["nofile".into()])
             .unwrap_err()
             .contains("expected AGENT=FILE"));
