@@ -62,6 +62,19 @@ pub struct StopResult {
     pub filename: String,
     pub files: Vec<String>,
     pub stats: Stats,
+    /// Why the capture ended before the STOP came (a full disk, tcpdump died, the agent shut
+    /// down): the files do not cover the time up to the STOP, so it is not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+}
+
+/// Exited reasons that a STOP itself caused (its rename failed, or the agent restarted while
+/// renaming): a later STOP does not report them as an early end.
+const RENAME_FAILED: &str = "rename failed";
+const RENAMING: &str = "stopping";
+
+fn ended_before_stop(reason: String) -> Option<String> {
+    (reason != RENAMING && !reason.starts_with(RENAME_FAILED)).then_some(reason)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +103,8 @@ enum Phase {
         filename: String,
         waiters: Vec<SocketAddr>,
         stats: Stats,
+        /// The capture had ended before the STOP (`StopResult::ended`).
+        ended: Option<String>,
     },
 }
 
@@ -854,6 +869,7 @@ impl Core {
                     filename,
                     waiters,
                     stats,
+                    ended: None,
                 };
             }
             Phase::Running | Phase::Stopping { filename: None, .. } => {
@@ -870,6 +886,11 @@ impl Core {
                     packets_dropped_kernel: stats.dropped_kernel,
                     packets_on_disk: on_disk,
                 }));
+                // What the files hold goes with the reason, for the STOP that renames them.
+                let reason = match on_disk {
+                    Some(n) => format!("{reason} ({n} packets on disk)"),
+                    None => reason,
+                };
                 cap.phase = Phase::Exited { stats, reason };
                 out.push(Action::Persist);
             }
@@ -888,6 +909,7 @@ impl Core {
             filename,
             waiters,
             stats,
+            ended,
         } = cap.phase
         else {
             return out;
@@ -900,9 +922,10 @@ impl Core {
                     filename: filename.clone(),
                     files: files.clone(),
                     stats: stats.clone(),
+                    ended: ended.clone(),
                 };
                 if let Some(d) = self.devices.get_mut(&cap.device) {
-                    d.last_stop = Some(res);
+                    d.last_stop = Some(res.clone());
                     if d.current == Some(id) {
                         d.current = None;
                     }
@@ -914,11 +937,11 @@ impl Core {
                     packets_captured: stats.captured,
                     packets_received: stats.received,
                     packets_dropped_kernel: stats.dropped_kernel,
-                    complete: stats.complete(),
+                    complete: stats.complete() && ended.is_none(),
                 }));
                 let name = self.name_of(&cap.device);
                 for w in waiters {
-                    self.stopped_reply(&mut out, w, &name, &stats, None);
+                    self.stopped_reply(&mut out, w, &name, &res, None);
                 }
             }
             Err(e) => {
@@ -926,7 +949,7 @@ impl Core {
                 if let Some(c) = self.captures.get_mut(&id) {
                     c.phase = Phase::Exited {
                         stats,
-                        reason: format!("rename failed: {e}"),
+                        reason: ended.unwrap_or_else(|| format!("{RENAME_FAILED}: {e}")),
                     };
                 }
                 let name = self.name_of(&cap.device);
@@ -940,22 +963,29 @@ impl Core {
     }
 
     /// The final answer to a STOP that renamed the files, preceded by `199` when the capture
-    /// is incomplete, so that a `tc` session can flag it.
+    /// is incomplete (drops, or it ended before the STOP), so that a `tc` session can flag it.
     fn stopped_reply(
         &mut self,
         out: &mut Vec<Action>,
         to: SocketAddr,
         device: &str,
-        stats: &Stats,
+        res: &StopResult,
         detail: Option<String>,
     ) {
-        if !stats.complete() {
+        // An early end loses what came after it: how many packets, nobody knows.
+        if res.ended.is_some() || !res.stats.complete() {
+            let dropped = res.stats.dropped_kernel.filter(|_| res.ended.is_none());
             out.push(Action::Reply {
                 to,
-                text: proto::incomplete(device, stats.dropped_kernel).to_wire(),
+                text: proto::incomplete(device, dropped).to_wire(),
                 interim: false,
             });
         }
+        let detail = match (&res.ended, detail) {
+            (Some(e), Some(d)) => Some(format!("{d}; capture ended before STOP: {e}")),
+            (Some(e), None) => Some(format!("capture ended before STOP: {e}")),
+            (None, d) => d,
+        };
         self.reply(out, to, 200, device, Verb::Stop, detail);
     }
 
@@ -986,7 +1016,7 @@ impl Core {
         match self.devices[key].last_stop.clone() {
             Some(last) => {
                 let again = Some("already stopped".into());
-                self.stopped_reply(out, from, &req.device, &last.stats, again)
+                self.stopped_reply(out, from, &req.device, &last, again)
             }
             None => {
                 let why = Some("no capture for this device".into());
@@ -1043,7 +1073,7 @@ impl Core {
                     }
                 }
             }
-            Phase::Exited { stats, .. } => {
+            Phase::Exited { stats, reason } => {
                 let cap = self.captures.get_mut(&id).expect("current");
                 out.push(Action::Rename {
                     id,
@@ -1054,6 +1084,7 @@ impl Core {
                     filename,
                     waiters: vec![from],
                     stats,
+                    ended: ended_before_stop(reason),
                 };
             }
         }
@@ -1352,9 +1383,11 @@ impl Core {
                         Phase::Exited { stats, reason } => {
                             ("exited", stats.clone(), Some(reason.clone()))
                         }
-                        Phase::Renaming { stats, .. } => {
-                            ("exited", stats.clone(), Some("stopping".into()))
-                        }
+                        Phase::Renaming { stats, ended, .. } => (
+                            "exited",
+                            stats.clone(),
+                            Some(ended.clone().unwrap_or(RENAMING.into())),
+                        ),
                         _ => ("running", Stats::default(), None),
                     };
                     PersistedCapture {
@@ -1902,9 +1935,10 @@ mod tests {
         assert!(a
             .iter()
             .any(|x| matches!(x, Action::Rename { target, .. } if target == "b")));
+        // The agent's shutdown ended the capture before the STOP: the files stop there.
         assert_eq!(
             replies(&c2.renamed(id, Ok(vec!["OVOC_b-0.pcap".into()]))),
-            ["200 OK 10.0.0.1 STOP"]
+            ["199 Drops Unknown 10.0.0.1 STOP", "200 OK 10.0.0.1 STOP"]
         );
     }
 
@@ -2113,6 +2147,77 @@ mod tests {
             "{a:?}"
         );
         c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+    }
+
+    /// A capture that ended before its STOP (here a full disk, tcpdump having lost nothing in
+    /// the kernel) is reported incomplete, with the cause and what is on disk, again on a
+    /// repeated STOP; one stopped by its STOP is complete.
+    #[test]
+    fn a_stop_after_an_early_end_reports_an_incomplete_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let clean = Stats {
+            captured: Some(64_359),
+            received: Some(64_359),
+            dropped_kernel: Some(0),
+        };
+        /// (early end: cause and packets on disk, final answers, complete)
+        type Row<'a> = (Option<(&'a str, Option<u64>)>, &'a [&'a str], bool);
+        let table: &[Row] = &[
+            (
+                Some(("write failed: No space left on device", Some(4_037))),
+                &[
+                    "199 Drops Unknown 127.0.80.1 STOP",
+                    "200 OK 127.0.80.1 STOP",
+                ],
+                false,
+            ),
+            (
+                Some(("tcpdump exited", None)),
+                &[
+                    "199 Drops Unknown 127.0.80.1 STOP",
+                    "200 OK 127.0.80.1 STOP",
+                ],
+                false,
+            ),
+            (None, &["200 OK 127.0.80.1 STOP"], true),
+        ];
+        for (early, want, complete) in table {
+            let id = running(&mut c, t0, ctl(), "127.0.80.1");
+            if let Some((why, on_disk)) = early {
+                c.exited(id, clean.clone(), why, *on_disk);
+            }
+            let a = c.datagram(t0, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+            if early.is_none() {
+                c.exited(id, clean.clone(), "signal", None);
+            } else {
+                assert!(a.iter().any(|x| matches!(x, Action::Rename { .. })));
+            }
+            let a = c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+            assert_eq!(replies(&a), *want, "{early:?}");
+            let stopped = a.iter().find_map(|x| match x {
+                Action::Emit(Event::OvocCaptureStopped { complete, .. }) => Some(*complete),
+                _ => None,
+            });
+            assert_eq!(stopped, Some(*complete), "{early:?}");
+            let again = c.datagram(t0, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+            let finals: Vec<String> = replies(&again)
+                .into_iter()
+                .filter(|r| !r.starts_with("100 "))
+                .collect();
+            assert_eq!(finals, *want, "again: {early:?}");
+            match early {
+                Some((why, on_disk)) => {
+                    let d = detail(&a).unwrap();
+                    assert!(d.starts_with("capture ended before STOP: "), "{d}");
+                    assert!(d.contains(why), "{d}");
+                    let n = on_disk.map(|n| format!("({n} packets on disk)"));
+                    assert!(n.is_none_or(|n| d.contains(&n)), "{d}");
+                    assert!(detail(&again).unwrap().contains(why));
+                }
+                None => assert_eq!(detail(&a), None),
+            }
+        }
     }
 
     /// The capture's file name carries the wall time the shell gave, not a clock of the core's.
