@@ -206,6 +206,10 @@ pub struct Core {
     pub counters: Counters,
     stopping: bool,
     rates: Rates,
+    /// One bucket for every datagram whose sender is not proven (forged MACs, plain requests
+    /// where a key is required): they may carry any allowed source, the owner's included, so
+    /// they must not spend that source's bucket.
+    unproven: Option<Bucket>,
     last_prune: Option<Instant>,
     verify_starts: Option<Bucket>,
     verifies_running: usize,
@@ -264,6 +268,7 @@ impl Core {
             counters: Counters::default(),
             stopping: false,
             rates: Rates::default(),
+            unproven: None,
             last_prune: None,
             verify_starts: None,
             verifies_running: 0,
@@ -365,7 +370,7 @@ impl Core {
             self.counters.refused += 1;
             return out;
         }
-        if !self.admitted(now, from, &mut out) {
+        if !self.admitted_unproven(now, from, &mut out) {
             return out;
         }
         self.counters.unauthenticated += 1;
@@ -385,17 +390,54 @@ impl Core {
             self.counters.refused += 1;
             return out;
         }
-        if self.admitted(now, from, &mut out) {
+        if self.admitted_unproven(now, from, &mut out) {
             self.counters.unauthenticated += 1;
             log::info!("dropped a signed datagram from {from}: {why}");
         }
         out
     }
 
+    /// Does `ip` own a device whose capture is not finished? Such a controller is never
+    /// rate limited: a flood from other sources (or the table filling up) must not silence
+    /// the one that has to STOP. (Without a key its address can be spoofed: the price of
+    /// never locking the owner out.)
+    fn owns_a_capture(&self, ip: IpAddr) -> bool {
+        self.captures.values().any(|c| {
+            self.devices.get(&c.device).is_some_and(|d| {
+                d.current.is_some() && d.registered.is_some_and(|o| canonical_ip(o.ip()) == ip)
+            })
+        })
+    }
+
+    /// The rate of datagrams whose sender is not proven, all sources together.
+    fn admitted_unproven(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Action>) -> bool {
+        let (rate, burst) = (self.cfg.limits.rate, self.cfg.limits.burst);
+        let b = self.unproven.get_or_insert_with(|| Bucket::new(now, burst));
+        match super::limits::admit_bucket(b, now, rate, burst) {
+            Admit::Yes => true,
+            Admit::No { first } => {
+                self.counters.limited += 1;
+                if first {
+                    out.push(Action::Emit(Event::OvocLimited {
+                        from: from.to_string(),
+                        limit: format!(
+                            "{rate} unauthenticated or forged datagrams per second from all \
+                             sources together, burst {burst} (--rate-limit)"
+                        ),
+                    }));
+                }
+                false
+            }
+        }
+    }
+
     /// The per-source rate: over it, datagrams are dropped unanswered (an answer would feed
     /// the flood), counted, and one `ovoc.limited` event says so each time a source passes it.
     fn admitted(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Action>) -> bool {
         let (rate, burst) = (self.cfg.limits.rate, self.cfg.limits.burst);
+        if self.owns_a_capture(canonical_ip(from.ip())) {
+            return true;
+        }
         if self
             .last_prune
             .is_none_or(|t| now.duration_since(t) >= super::limits::PRUNE_EVERY)
@@ -2386,6 +2428,63 @@ mod tests {
             replies(&c.datagram(later, other(), b"REGISTER 10.0.0.1")).len(),
             1
         );
+    }
+
+    /// The owner of an unfinished capture is never rate limited: not by its own pace, not by
+    /// forged or unauthenticated datagrams carrying its address (those share one bucket of
+    /// their own), not by a table full of other sources.
+    #[test]
+    fn the_rate_limiter_never_silences_the_owner_of_a_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            limits: Limits {
+                rate: 1,
+                burst: 3,
+                ..cfg(false).limits
+            },
+            ..cfg(false)
+        });
+        // REGISTER and CAPTURE take 2 of the owner's 3 tokens; it owns a capture from now on.
+        running(&mut c, t0, ctl(), "127.0.80.1");
+        let spoofed: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for _ in 0..50 {
+            c.forged(t0, spoofed, "wrong MAC");
+            c.unauthenticated(t0, spoofed, b"STOP 127.0.80.1 CPE_x.pcap", "no MAC");
+        }
+        assert_eq!(
+            c.counters.unauthenticated, 3,
+            "one bucket for all unproven datagrams"
+        );
+        assert_eq!(c.counters.limited, 97);
+        // A full table: sources past it share one bucket, soon empty.
+        for i in 0..70_000u32 {
+            let [_, a, b, d] = (0x7f00_0000 + 0x0001_0000 + i).to_be_bytes();
+            let from = SocketAddr::from(([127, a, b, d], 9));
+            c.datagram(t0, from, b"REGISTER 10.9.9.9");
+        }
+        let flooders_limited = c.counters.limited;
+        assert!(flooders_limited > 97, "the overflow bucket ran dry");
+        for i in 0..20 {
+            let a = c.datagram(t0, ctl(), b"VERIFY 127.0.80.2");
+            assert_eq!(replies(&a).len(), 1, "owner's request {i}: {a:?}");
+        }
+        // Pruning, ten seconds on, forgets refilled sources; the owner is still served.
+        let later = t0 + Duration::from_secs(60);
+        c.datagram(later, other(), b"REGISTER 10.9.9.8");
+        let a = c.datagram(later, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Signal { .. })),
+            "{a:?}"
+        );
+        assert_eq!(c.counters.limited, flooders_limited);
+        // Once finished, the owner is a source like any other.
+        let id = c.devices["127.0.80.1"].current.unwrap();
+        c.exited(id, Stats::default(), "signal", None);
+        c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+        let answered = (0..10)
+            .filter(|_| !replies(&c.datagram(later, ctl(), b"REGISTER 10.9.9.7")).is_empty())
+            .count();
+        assert_eq!(answered, 3, "the burst, then limited");
     }
 
     #[test]
