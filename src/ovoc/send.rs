@@ -93,6 +93,14 @@ fn await_final(
             // An ICMP port unreachable from an earlier send: nobody listens there.
             Err(e) => return Err(Error::failed(format!("receiving from {server}: {e}"))),
         };
+        // The agent answers from the socket it was asked on: anything else is not its answer
+        // (another program on that host, or a spoofer of any allowed address).
+        if crate::netaddr::canonical_ip(from.ip()) != crate::netaddr::canonical_ip(server.ip())
+            || from.port() != server.port()
+        {
+            log::info!("ignored a datagram from {from}: not from the server {server}");
+            continue;
+        }
         let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays) else {
             log::info!("ignored an unsigned or forged datagram from {from}");
             continue;

@@ -847,3 +847,33 @@ fn a_session_with_the_agents_key_completes_a_round() {
     let s = summary(&mut agent);
     assert_eq!(s["unauthenticated"], 0, "{s}");
 }
+
+/// `tc ovoc send` takes answers from the server's own address only: a `200` from the server's
+/// host on another port, sent before the server's own `503`, is not the answer.
+#[test]
+fn ovoc_send_takes_answers_from_the_server_only() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let side = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, client) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"REGISTER 127.0.73.1");
+        side.send_to(b"200 OK 127.0.73.1 REGISTER", client).unwrap();
+        server
+            .send_to(b"503 Service Unavailable 127.0.73.1 REGISTER", client)
+            .unwrap();
+    });
+    let mut c = tc();
+    c.args(["ovoc", "send", "--bind", "127.0.0.1:0", "--timeout", "20s"])
+        .arg("--server")
+        .arg(addr.to_string())
+        .args(["REGISTER", "127.0.73.1"]);
+    let r = run(c);
+    fake.join().unwrap();
+    assert_eq!(final_code(&r), 503, "{}", r.dump());
+    assert_eq!(r.of_type("ovoc.reply").len(), 1, "{}", r.dump());
+}
