@@ -111,6 +111,9 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Capture {
     device: String,
+    /// The device's owner (canonical address) for the capture's life: while it is unfinished
+    /// only the owner's address may re-register, so this cannot change.
+    owner: Option<IpAddr>,
     /// File name of the capture in DIR, without tcpdump's ring digits.
     base: String,
     pid: Option<u32>,
@@ -401,12 +404,10 @@ impl Core {
     /// rate limited: a flood from other sources (or the table filling up) must not silence
     /// the one that has to STOP. (Without a key its address can be spoofed: the price of
     /// never locking the owner out.)
+    /// (A capture is in the table until it is renamed: unfinished.) Asked only of a source
+    /// over its rate, so a flood's cost per datagram stays a scan of at most the live captures.
     fn owns_a_capture(&self, ip: IpAddr) -> bool {
-        self.captures.values().any(|c| {
-            self.devices.get(&c.device).is_some_and(|d| {
-                d.current.is_some() && d.registered.is_some_and(|o| canonical_ip(o.ip()) == ip)
-            })
-        })
+        self.captures.values().any(|c| c.owner == Some(ip))
     }
 
     /// The rate of datagrams whose sender is not proven, all sources together.
@@ -435,9 +436,6 @@ impl Core {
     /// the flood), counted, and one `ovoc.limited` event says so each time a source passes it.
     fn admitted(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Action>) -> bool {
         let (rate, burst) = (self.cfg.limits.rate, self.cfg.limits.burst);
-        if self.owns_a_capture(canonical_ip(from.ip())) {
-            return true;
-        }
         if self
             .last_prune
             .is_none_or(|t| now.duration_since(t) >= super::limits::PRUNE_EVERY)
@@ -445,8 +443,10 @@ impl Core {
             self.rates.prune(now, rate, burst);
             self.last_prune = Some(now);
         }
-        match self.rates.admit(now, canonical_ip(from.ip()), rate, burst) {
+        let ip = canonical_ip(from.ip());
+        match self.rates.admit(now, ip, rate, burst) {
             Admit::Yes => true,
+            Admit::No { .. } if self.owns_a_capture(ip) => true,
             Admit::No { first } => {
                 self.counters.limited += 1;
                 if first {
@@ -749,10 +749,12 @@ impl Core {
         let id = self.next_id;
         self.next_id += 1;
         let base = format!("tmp_device_{}_{}.pcap", key, self.wall.file_stamp());
+        let owner = self.devices[key].registered.map(|o| canonical_ip(o.ip()));
         self.captures.insert(
             id,
             Capture {
                 device: key.to_string(),
+                owner,
                 base: base.clone(),
                 pid: None,
                 phase: Phase::Starting {
@@ -1501,11 +1503,14 @@ impl Core {
                 },
             };
             let key = canonical_device(&c.device);
-            self.devices.entry(key.clone()).or_default().current = Some(c.id);
+            let dev = self.devices.entry(key.clone()).or_default();
+            dev.current = Some(c.id);
+            let owner = dev.registered.map(|o| canonical_ip(o.ip()));
             self.captures.insert(
                 c.id,
                 Capture {
                     device: key,
+                    owner,
                     base: c.base,
                     pid: c.pid,
                     phase,
@@ -2481,8 +2486,9 @@ mod tests {
         let id = c.devices["127.0.80.1"].current.unwrap();
         c.exited(id, Stats::default(), "signal", None);
         c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+        let refilled = later + Duration::from_secs(10);
         let answered = (0..10)
-            .filter(|_| !replies(&c.datagram(later, ctl(), b"REGISTER 10.9.9.7")).is_empty())
+            .filter(|_| !replies(&c.datagram(refilled, ctl(), b"REGISTER 10.9.9.7")).is_empty())
             .count();
         assert_eq!(answered, 3, "the burst, then limited");
     }
