@@ -56,7 +56,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     let wire = super::auth::seal_request(key.as_ref(), &req.to_wire());
     sock.send_to(wire.as_bytes(), server)
         .map_err(|e| Error::failed(format!("sending to {server}: {e}")))?;
-    await_final(&sock, server, &a, verb, key.as_ref())
+    await_final(&sock, server, &a, verb, key.as_ref(), &wire)
 }
 
 /// The agent's answers to the request, as `ovoc.reply` lines, until the final one (or
@@ -67,6 +67,7 @@ fn await_final(
     a: &SendArgs,
     verb: Verb,
     key: Option<&super::auth::Key>,
+    sent: &str,
 ) -> Result<ExitCode> {
     let deadline = Instant::now() + a.timeout;
     let mut buf = [0u8; 2048];
@@ -101,7 +102,7 @@ fn await_final(
             log::info!("ignored a datagram from {from}: not from the server {server}");
             continue;
         }
-        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays) else {
+        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays, sent) else {
             log::info!("ignored an unsigned or forged datagram from {from}");
             continue;
         };

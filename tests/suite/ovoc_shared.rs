@@ -214,7 +214,8 @@ fn four_spellings_of_one_host_are_one_capture() {
         ctl.ask("STOP 127.0.0.1 CPE_device_localhost_X.pcap"),
         "200 OK 127.0.0.1 STOP"
     );
-    assert_eq!(ovoc_files(dir.path(), "localhost").len(), 1);
+    let files = ovoc_files(dir.path(), "localhost");
+    assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(summary(&mut agent)["captures_started"], 1);
 }
 
