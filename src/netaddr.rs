@@ -71,7 +71,9 @@ pub fn canonical_device(s: &str) -> String {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return canonical_ip(ip).to_string();
     }
-    if let Some(v4) = inet_aton(s) {
+    // `127.1.` is inet_aton's `127.1` with a final dot, not a name (validate_device refuses
+    // both: this keeps the table sound should that ever change).
+    if let Some(v4) = inet_aton(s.strip_suffix('.').unwrap_or(s)) {
         return v4.to_string();
     }
     let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
@@ -194,6 +196,9 @@ mod tests {
             "example.123",
             "12",
             "10.0.0.256.",
+            "127.1.",
+            "2130706433.",
+            "127.0.0.1.",
         ] {
             let e = validate_device(lookalike).unwrap_err();
             assert!(e.contains("not an IPv4 address"), "{lookalike}: {e}");
@@ -226,7 +231,9 @@ mod tests {
             ("localhost.", "127.0.0.1"),
             ("a.LocalHost", "127.0.0.1"),
             ("127.1", "127.0.0.1"),
+            ("127.1.", "127.0.0.1"),
             ("2130706433", "127.0.0.1"),
+            ("2130706433.", "127.0.0.1"),
             ("0x7f.1", "127.0.0.1"),
             ("0177.0.0.1", "127.0.0.1"),
             ("127.0.0.1", "127.0.0.1"),

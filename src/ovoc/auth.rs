@@ -4,10 +4,12 @@
 //! ```text
 //! <datagram> tc1 <unix seconds> <nonce: 16 hex> <mac: 64 hex>
 //! mac = HMAC-SHA256(key, "tc1 req\n<unix seconds>\n<nonce>\n<datagram>")   requests
-//! mac = HMAC-SHA256(key, "tc1 resp\n<unix seconds>\n<nonce>\n<datagram>")  responses
+//! mac = HMAC-SHA256(key, "tc1 resp\n<unix seconds>\n<nonce>\n<request's nonce>\n<datagram>")
 //! ```
 //!
-//! The direction label keeps a response from being replayed as a request. A receiver takes a
+//! (the second form for responses). The direction label keeps a response from being replayed
+//! as a request; the request's nonce ties a response to the request it answers, so a signed
+//! answer cannot be replayed as the answer to another request. A receiver takes a
 //! datagram only if its time is within `WINDOW` of its own clock and its nonce was not seen in
 //! that window (replays refused). Plain datagrams stay plain: an agent or a controller without a
 //! key (the original 1.0.6 ones) never sees a trailer.
@@ -79,17 +81,32 @@ impl Key {
         Key::new(bytes).map_err(what)
     }
 
-    fn mac(&self, dir: Dir, ts: u64, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
+    /// `answers`: the nonce of the request a response answers (requests: unused).
+    fn mac(&self, dir: Dir, ts: u64, nonce: &str, answers: &str, body: &[u8]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256>>::new_from_slice(&self.0).expect("HMAC takes any key length");
         m.update(format!("{}\n{ts}\n{nonce}\n", dir.label()).as_bytes());
+        if dir == Dir::Response {
+            m.update(format!("{answers}\n").as_bytes());
+        }
         m.update(body);
         m
     }
 
-    /// `body` with its trailer.
-    pub fn seal(&self, dir: Dir, body: &str, ts: u64, nonce: u64) -> String {
+    /// A request with its trailer.
+    pub fn seal(&self, body: &str, ts: u64, nonce: u64) -> String {
+        self.seal_dir(Dir::Request, body, ts, nonce, "")
+    }
+
+    /// A response to the request whose nonce is `answers`, with its trailer.
+    pub fn seal_answer(&self, body: &str, ts: u64, nonce: u64, answers: &str) -> String {
+        self.seal_dir(Dir::Response, body, ts, nonce, answers)
+    }
+
+    fn seal_dir(&self, dir: Dir, body: &str, ts: u64, nonce: u64, answers: &str) -> String {
         let nonce = format!("{nonce:016x}");
-        let tag = self.mac(dir, ts, &nonce, body.as_bytes()).finalize();
+        let tag = self
+            .mac(dir, ts, &nonce, answers, body.as_bytes())
+            .finalize();
         format!("{body} tc1 {ts} {nonce} {}", hex(&tag.into_bytes()))
     }
 }
@@ -136,13 +153,15 @@ impl Replays {
     }
 }
 
-/// Splits off and checks the trailer of `data`, received at unix time `now`.
+/// Splits off and checks the trailer of `data`, received at unix time `now`. A response must
+/// answer one of the requests whose nonces are `answers`.
 pub fn open<'a>(
     key: &Key,
     dir: Dir,
     data: &'a [u8],
     now: u64,
     replays: &mut Replays,
+    answers: &[String],
 ) -> Opened<'a> {
     let Some((body, ts, nonce, mac)) = split(data) else {
         return Opened::Plain(data);
@@ -157,8 +176,21 @@ pub fn open<'a>(
         return forged("unreadable MAC trailer");
     };
     let nonce = String::from_utf8_lossy(nonce).into_owned();
-    if key.mac(dir, ts, &nonce, body).verify_slice(&tag).is_err() {
-        return forged("wrong MAC (another key, or an altered datagram)");
+    let none = [String::new()];
+    let answers = if dir == Dir::Request {
+        &none[..]
+    } else {
+        answers
+    };
+    if !answers
+        .iter()
+        .any(|a| key.mac(dir, ts, &nonce, a, body).verify_slice(&tag).is_ok())
+    {
+        return forged(if dir == Dir::Request {
+            "wrong MAC (another key, or an altered datagram)"
+        } else {
+            "wrong MAC (another key, an altered datagram, or not an answer to our request)"
+        });
     }
     if ts.abs_diff(now) > WINDOW {
         return Opened::Forged(format!(
@@ -175,7 +207,9 @@ pub fn open<'a>(
             return forged("too many signed datagrams in the window");
         }
     }
-    replays.seen.insert(nonce, ts.max(now) + WINDOW);
+    // Accepted up to `ts + WINDOW` inclusive (`abs_diff > WINDOW` is refused), and `prune`
+    // forgets at `until <= now`: one second more, so the nonce outlives its acceptance.
+    replays.seen.insert(nonce, ts.max(now) + WINDOW + 1);
     Opened::Signed(body)
 }
 
@@ -196,6 +230,11 @@ fn split(data: &[u8]) -> Option<Parts<'_>> {
     (tag == b"tc1" && nonce_ok && mac.len() == 64).then_some((body, ts, nonce, mac))
 }
 
+/// The nonce of a signed datagram (as on the wire), if it has a trailer.
+pub fn nonce_of(data: &[u8]) -> Option<String> {
+    split(data).map(|(_, _, n, _)| String::from_utf8_lossy(n).into_owned())
+}
+
 /// A nonce no other datagram of this process or its peers uses: random.
 pub fn nonce() -> u64 {
     let mut b = [0u8; 8];
@@ -214,17 +253,29 @@ pub fn nonce() -> u64 {
 /// The one place a controller signs: `text` as sent to an agent with `key` (plain without).
 pub fn seal_request(key: Option<&Key>, text: &str) -> String {
     match key {
-        Some(k) => k.seal(Dir::Request, text, unix_now(), nonce()),
+        Some(k) => k.seal(text, unix_now(), nonce()),
         None => text.to_string(),
     }
 }
 
 /// The one place a controller checks an answer: its text when it may be taken (plain without
-/// a key; with one, only signed and valid), None otherwise.
-pub fn open_response(key: Option<&Key>, data: &[u8], replays: &mut Replays) -> Option<String> {
+/// a key; with one, only signed, valid and answering the request `sent`), None otherwise.
+pub fn open_response(
+    key: Option<&Key>,
+    data: &[u8],
+    replays: &mut Replays,
+    sent: &str,
+) -> Option<String> {
     let body = match key {
         None => data,
-        Some(k) => match open(k, Dir::Response, data, unix_now(), replays) {
+        Some(k) => match open(
+            k,
+            Dir::Response,
+            data,
+            unix_now(),
+            replays,
+            &[nonce_of(sent.as_bytes()).unwrap_or_default()],
+        ) {
             Opened::Signed(body) => body,
             Opened::Plain(_) | Opened::Forged(_) => return None,
         },
@@ -239,6 +290,20 @@ pub fn open_response(key: Option<&Key>, data: &[u8], replays: &mut Replays) -> O
 pub struct AgentKeys {
     keys: HashMap<std::net::SocketAddr, Key>,
     replays: Replays,
+    /// The nonces of the last requests sent per agent, device and request (resends each have
+    /// their own): an answer must answer one of them.
+    sent: HashMap<Asked, std::collections::VecDeque<String>>,
+}
+
+/// An agent, a device (canonical) and a request verb.
+type Asked = (std::net::SocketAddr, String, &'static str);
+
+/// Requests remembered per agent, device and verb (the session resends; older answers are
+/// late and harmless to drop).
+const SENT_KEPT: usize = 8;
+
+fn asked(to: std::net::SocketAddr, device: &str, verb: crate::proto::Verb) -> Asked {
+    (to, crate::netaddr::canonical_device(device), verb.as_str())
 }
 
 impl AgentKeys {
@@ -256,21 +321,65 @@ impl AgentKeys {
         Ok(AgentKeys {
             keys,
             replays: Replays::default(),
+            sent: HashMap::new(),
         })
     }
 
-    /// `text` as sent to `to`.
-    pub fn seal(&self, to: std::net::SocketAddr, text: &str) -> String {
-        seal_request(self.keys.get(&to), text)
+    /// `text` as sent to `to` (its nonce remembered, for the answers).
+    pub fn seal(&mut self, to: std::net::SocketAddr, text: &str) -> String {
+        let wire = seal_request(self.keys.get(&to), text);
+        if let (Some(n), Ok(req)) = (
+            nonce_of(wire.as_bytes()),
+            crate::proto::parse_request(text.as_bytes()),
+        ) {
+            let kept = self
+                .sent
+                .entry(asked(to, &req.device, req.verb))
+                .or_default();
+            if kept.len() >= SENT_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(n);
+        }
+        wire
     }
 
     /// What of a datagram from `from` may be read: all of it from a sender without a key, the
-    /// signed part of a valid answer from an agent with one, nothing otherwise.
+    /// signed part of a valid answer from an agent with one, nothing otherwise. The agent
+    /// answers from its listen socket: an answer from a keyed agent's host on another port
+    /// (anyone on that host, or a spoofer) is dropped signed or not, or the session's
+    /// "same IP" check would take it; other datagrams from that host (OVOC's forwarded
+    /// alarms) pass.
     pub fn open<'a>(&mut self, from: std::net::SocketAddr, data: &'a [u8]) -> Option<&'a [u8]> {
+        let from = std::net::SocketAddr::new(crate::netaddr::canonical_ip(from.ip()), from.port());
         let Some(key) = self.keys.get(&from) else {
+            if self
+                .keys
+                .keys()
+                .any(|a| crate::netaddr::canonical_ip(a.ip()) == from.ip())
+                && (split(data).is_some()
+                    || crate::proto::looks_like_response(&String::from_utf8_lossy(data)))
+            {
+                log::info!("ignored an answer from {from}: not the keyed agent's own port");
+                return None;
+            }
             return Some(data);
         };
-        match open(key, Dir::Response, data, unix_now(), &mut self.replays) {
+        // Which requests this answers: by the device and verb it names.
+        let answers = split(data)
+            .and_then(|(body, ..)| crate::proto::parse_response(&String::from_utf8_lossy(body)))
+            .and_then(|r| Some(asked(from, &r.device, r.verb?)))
+            .and_then(|k| self.sent.get(&k))
+            .map(|v| v.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        match open(
+            key,
+            Dir::Response,
+            data,
+            unix_now(),
+            &mut self.replays,
+            &answers,
+        ) {
             Opened::Signed(body) => Some(body),
             Opened::Plain(_) => {
                 log::info!("ignored an unsigned datagram from {from}, an agent with a key");
@@ -304,10 +413,10 @@ mod tests {
         let k = key();
         let t = 1_800_000_000;
         let mut r = Replays::default();
-        let req = k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 0xabc);
+        let req = k.seal("CAPTURE 10.0.0.1", t, 0xabc);
         assert!(req.starts_with("CAPTURE 10.0.0.1 tc1 1800000000 0000000000000abc "));
         assert_eq!(
-            open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r),
+            open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r, &[]),
             Opened::Signed(b"CAPTURE 10.0.0.1")
         );
         let forged = |o: Opened| match o {
@@ -315,20 +424,20 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            forged(open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r)),
+            forged(open(&k, Dir::Request, req.as_bytes(), t + 3, &mut r, &[])),
             "replayed (nonce seen before)"
         );
         let other = Key::new(b"another key of 16+ bytes".to_vec()).unwrap();
         let cases: Vec<(String, Key, Dir, u64, &str)> = vec![
             (
-                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 1),
+                k.seal("CAPTURE 10.0.0.1", t, 1),
                 other,
                 Dir::Request,
                 t,
                 "wrong MAC (another key, or an altered datagram)",
             ),
             (
-                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 2)
+                k.seal("CAPTURE 10.0.0.1", t, 2)
                     .replace("10.0.0.1", "10.0.0.2"),
                 key(),
                 Dir::Request,
@@ -336,21 +445,21 @@ mod tests {
                 "wrong MAC (another key, or an altered datagram)",
             ),
             (
-                k.seal(Dir::Response, "200 OK 10.0.0.1 CAPTURE", t, 3),
+                k.seal_answer("200 OK 10.0.0.1 CAPTURE", t, 3, ""),
                 key(),
                 Dir::Request,
                 t,
                 "wrong MAC (another key, or an altered datagram)",
             ),
             (
-                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t, 4),
+                k.seal("CAPTURE 10.0.0.1", t, 4),
                 key(),
                 Dir::Request,
                 t + 31,
                 "time 1800000000 is 31 s from ours (window 30 s)",
             ),
             (
-                k.seal(Dir::Request, "CAPTURE 10.0.0.1", t + 31, 5),
+                k.seal("CAPTURE 10.0.0.1", t + 31, 5),
                 key(),
                 Dir::Request,
                 t,
@@ -366,19 +475,67 @@ mod tests {
         ];
         for (d, k, dir, now, want) in cases {
             assert_eq!(
-                forged(open(&k, dir, d.as_bytes(), now, &mut r)),
+                forged(open(&k, dir, d.as_bytes(), now, &mut r, &[])),
                 want,
                 "{d}"
             );
         }
         for plain in [&b"CAPTURE 10.0.0.1"[..], b"STOP 10.0.0.1 CPE_a.pcap", b""] {
             assert_eq!(
-                open(&k, Dir::Request, plain, t, &mut r),
+                open(&k, Dir::Request, plain, t, &mut r, &[]),
                 Opened::Plain(plain)
             );
         }
         r.prune(t + 100);
         assert!(r.is_empty());
+    }
+
+    /// A datagram is accepted up to WINDOW seconds either way: its nonce must be remembered
+    /// for as long, pruning included.
+    #[test]
+    fn a_nonce_outlives_the_window_edge() {
+        let k = key();
+        let t = 1_800_000_000;
+        for (ts, first, again) in [(t, t, t + WINDOW), (t + WINDOW, t, t + 2 * WINDOW)] {
+            let mut r = Replays::default();
+            let d = k.seal("CAPTURE 10.0.0.1", ts, 7);
+            assert_eq!(
+                open(&k, Dir::Request, d.as_bytes(), first, &mut r, &[]),
+                Opened::Signed(b"CAPTURE 10.0.0.1")
+            );
+            r.prune(again);
+            assert_eq!(
+                open(&k, Dir::Request, d.as_bytes(), again, &mut r, &[]),
+                Opened::Forged("replayed (nonce seen before)".into()),
+                "ts {ts}, first seen at {first}, replayed at {again}"
+            );
+            r.prune(again + 1);
+            assert!(r.is_empty(), "forgotten once past the window");
+        }
+    }
+
+    /// `tc ovoc send`'s check: the answer must be bound to the request it sent.
+    #[test]
+    fn an_answer_binds_to_its_request() {
+        let k = key();
+        let mut r = Replays::default();
+        let sent = seal_request(Some(&k), "CAPTURE 10.0.0.1");
+        let other = seal_request(Some(&k), "CAPTURE 10.0.0.1");
+        let n = |w: &str| nonce_of(w.as_bytes()).unwrap();
+        let to_other = k.seal_answer("200 OK 10.0.0.1 CAPTURE", unix_now(), 1, &n(&other));
+        assert_eq!(
+            open_response(Some(&k), to_other.as_bytes(), &mut r, &sent),
+            None
+        );
+        let to_sent = k.seal_answer("200 OK 10.0.0.1 CAPTURE", unix_now(), 2, &n(&sent));
+        assert_eq!(
+            open_response(Some(&k), to_sent.as_bytes(), &mut r, &sent).as_deref(),
+            Some("200 OK 10.0.0.1 CAPTURE")
+        );
+        assert_eq!(
+            open_response(None, b"200 OK 10.0.0.1 CAPTURE", &mut r, "CAPTURE 10.0.0.1").as_deref(),
+            Some("200 OK 10.0.0.1 CAPTURE")
+        );
     }
 
     #[test]
@@ -400,12 +557,56 @@ mod tests {
         );
         assert_eq!(k.open(keyed, b"200 OK x REGISTER"), None);
         let key = Key::read(&p).unwrap();
-        let answer = key.seal(Dir::Response, "200 OK x REGISTER", unix_now(), 9);
+        let asked = nonce_of(k.seal(keyed, "REGISTER x").as_bytes()).unwrap();
+        // An answer must answer a request we sent: this one, for this device and verb.
+        for (text, to) in [
+            ("200 OK x REGISTER", "0000000000000001"),
+            ("200 OK x STOP", asked.as_str()),
+            ("200 OK y REGISTER", asked.as_str()),
+        ] {
+            let d = key.seal_answer(text, unix_now(), 8, to);
+            assert_eq!(k.open(keyed, d.as_bytes()), None, "{text} to {to}");
+        }
+        let answer = key.seal_answer("200 OK X REGISTER", unix_now(), 9, &asked);
         assert_eq!(
             k.open(keyed, answer.as_bytes()),
-            Some(&b"200 OK x REGISTER"[..])
+            Some(&b"200 OK X REGISTER"[..]),
+            "answered as the agent spells the device"
         );
         assert_eq!(k.open(keyed, answer.as_bytes()), None, "a replay");
+        // The keyed agent's host, another port: no answer taken, signed or not; an alarm is.
+        let side: std::net::SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.5]:40000".parse().unwrap();
+        let stop = nonce_of(k.seal(keyed, "STOP x CPE_a.pcap").as_bytes()).unwrap();
+        let fresh = key.seal_answer("200 OK x STOP", unix_now(), 10, &stop);
+        for (from, d) in [
+            (side, &b"200 OK x REGISTER"[..]),
+            (side, b"503 Service Unavailable x CAPTURE"),
+            (side, b"OK x STOP"),
+            (mapped, b"200 OK x REGISTER"),
+            (side, fresh.as_bytes()),
+        ] {
+            assert_eq!(
+                k.open(from, d),
+                None,
+                "{from} {}",
+                String::from_utf8_lossy(d)
+            );
+        }
+        let alarm = &b"<134>Dec  2 02:00:00 ovoc Connection Lost 10.0.0.1"[..];
+        assert_eq!(k.open(side, alarm), Some(alarm));
+        assert_eq!(
+            k.open(
+                mapped
+                    .to_string()
+                    .replace("40000", "20001")
+                    .parse()
+                    .unwrap(),
+                fresh.as_bytes()
+            ),
+            Some(&b"200 OK x STOP"[..]),
+            "the agent's own address, IPv4-mapped"
+        );
         assert!(AgentKeys::parse(&["nofile".into()])
             .unwrap_err()
             .contains("expected AGENT=FILE"));

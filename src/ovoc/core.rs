@@ -62,6 +62,19 @@ pub struct StopResult {
     pub filename: String,
     pub files: Vec<String>,
     pub stats: Stats,
+    /// Why the capture ended before the STOP came (a full disk, tcpdump died, the agent shut
+    /// down): the files do not cover the time up to the STOP, so it is not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+}
+
+/// Exited reasons that a STOP itself caused (its rename failed, or the agent restarted while
+/// renaming): a later STOP does not report them as an early end.
+const RENAME_FAILED: &str = "rename failed";
+const RENAMING: &str = "stopping";
+
+fn ended_before_stop(reason: String) -> Option<String> {
+    (reason != RENAMING && !reason.starts_with(RENAME_FAILED)).then_some(reason)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +103,17 @@ enum Phase {
         filename: String,
         waiters: Vec<SocketAddr>,
         stats: Stats,
+        /// The capture had ended before the STOP (`StopResult::ended`).
+        ended: Option<String>,
     },
 }
 
 #[derive(Debug, Clone)]
 struct Capture {
     device: String,
+    /// The device's owner (canonical address) for the capture's life: while it is unfinished
+    /// only the owner's address may re-register, so this cannot change.
+    owner: Option<IpAddr>,
     /// File name of the capture in DIR, without tcpdump's ring digits.
     base: String,
     pid: Option<u32>,
@@ -191,6 +209,10 @@ pub struct Core {
     pub counters: Counters,
     stopping: bool,
     rates: Rates,
+    /// One bucket for every datagram whose sender is not proven (forged MACs, plain requests
+    /// where a key is required): they may carry any allowed source, the owner's included, so
+    /// they must not spend that source's bucket.
+    unproven: Option<Bucket>,
     last_prune: Option<Instant>,
     verify_starts: Option<Bucket>,
     verifies_running: usize,
@@ -249,6 +271,7 @@ impl Core {
             counters: Counters::default(),
             stopping: false,
             rates: Rates::default(),
+            unproven: None,
             last_prune: None,
             verify_starts: None,
             verifies_running: 0,
@@ -350,7 +373,7 @@ impl Core {
             self.counters.refused += 1;
             return out;
         }
-        if !self.admitted(now, from, &mut out) {
+        if !self.admitted_unproven(now, from, &mut out) {
             return out;
         }
         self.counters.unauthenticated += 1;
@@ -370,11 +393,43 @@ impl Core {
             self.counters.refused += 1;
             return out;
         }
-        if self.admitted(now, from, &mut out) {
+        if self.admitted_unproven(now, from, &mut out) {
             self.counters.unauthenticated += 1;
             log::info!("dropped a signed datagram from {from}: {why}");
         }
         out
+    }
+
+    /// Does `ip` own a device whose capture is not finished? Such a controller is never
+    /// rate limited: a flood from other sources (or the table filling up) must not silence
+    /// the one that has to STOP. (Without a key its address can be spoofed: the price of
+    /// never locking the owner out.)
+    /// (A capture is in the table until it is renamed: unfinished.) Asked only of a source
+    /// over its rate, so a flood's cost per datagram stays a scan of at most the live captures.
+    fn owns_a_capture(&self, ip: IpAddr) -> bool {
+        self.captures.values().any(|c| c.owner == Some(ip))
+    }
+
+    /// The rate of datagrams whose sender is not proven, all sources together.
+    fn admitted_unproven(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Action>) -> bool {
+        let (rate, burst) = (self.cfg.limits.rate, self.cfg.limits.burst);
+        let b = self.unproven.get_or_insert_with(|| Bucket::new(now, burst));
+        match super::limits::admit_bucket(b, now, rate, burst) {
+            Admit::Yes => true,
+            Admit::No { first } => {
+                self.counters.limited += 1;
+                if first {
+                    out.push(Action::Emit(Event::OvocLimited {
+                        from: from.to_string(),
+                        limit: format!(
+                            "{rate} unauthenticated or forged datagrams per second from all \
+                             sources together, burst {burst} (--rate-limit)"
+                        ),
+                    }));
+                }
+                false
+            }
+        }
     }
 
     /// The per-source rate: over it, datagrams are dropped unanswered (an answer would feed
@@ -388,8 +443,10 @@ impl Core {
             self.rates.prune(now, rate, burst);
             self.last_prune = Some(now);
         }
-        match self.rates.admit(now, canonical_ip(from.ip()), rate, burst) {
+        let ip = canonical_ip(from.ip());
+        match self.rates.admit(now, ip, rate, burst) {
             Admit::Yes => true,
+            Admit::No { .. } if self.owns_a_capture(ip) => true,
             Admit::No { first } => {
                 self.counters.limited += 1;
                 if first {
@@ -506,6 +563,13 @@ impl Core {
         }
     }
 
+    /// The owner's address while the device has an unfinished capture: then only that
+    /// address (any port) may point the rule anywhere.
+    fn guarded_owner(&self, device: &str) -> Option<SocketAddr> {
+        let d = self.devices.get(device)?;
+        d.current.and(d.registered)
+    }
+
     /// The outcome of an EnsureRule.
     pub fn rule_done(
         &mut self,
@@ -514,38 +578,33 @@ impl Core {
         result: Result<(u64, &'static str), String>,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        // The owner's CAPTURE may have started while a stranger's REGISTER was in flight
+        // (ownership was checked on arrival only): the stranger must not take the device now.
+        let guard = self.guarded_owner(device);
+        let owns =
+            |a: &SocketAddr| guard.is_none_or(|o| canonical_ip(o.ip()) == canonical_ip(a.ip()));
         let Some(dev) = self.devices.get_mut(device) else {
             return out;
         };
         dev.rule_dest_pending = None;
         let waiters = std::mem::take(&mut dev.rule_waiters);
+        let (strangers, waiters): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|w| !owns(w));
         let (code, detail) = match &result {
             Ok((id, _)) => {
                 dev.rule_id = Some(*id);
-                dev.registered = Some(dest);
+                if owns(&dest) {
+                    dev.registered = Some(dest);
+                }
                 (200, None)
             }
             Err(e) => (503, Some(e.clone())),
         };
-        out.push(Action::Emit(match result {
-            Ok((id, action)) => Event::OvocRule {
-                device: device.into(),
-                action: action.into(),
-                rule_id: Some(id),
-                dest: Some(dest.to_string()),
-                error: None,
-            },
-            Err(e) => Event::OvocRule {
-                device: device.into(),
-                action: "failed".into(),
-                rule_id: None,
-                dest: Some(dest.to_string()),
-                error: Some(e),
-            },
-        }));
+        out.push(Action::Emit(rule_event(device, dest, result)));
+        self.refuse_strangers(&mut out, device, &strangers);
         // A requester other than the rule's destination arrived meanwhile: re-point the rule
-        // at the newest one rather than answering 200 for a rule that points elsewhere.
-        let newest = waiters.last().copied();
+        // at the newest one rather than answering 200 for a rule that points elsewhere. The
+        // rule just pointed at a stranger goes back to the owner.
+        let newest = waiters.last().copied().or(guard.filter(|_| !owns(&dest)));
         let name = self.name_of(device);
         for w in waiters.iter().filter(|w| code != 200 || **w == dest) {
             self.reply(&mut out, *w, code, &name, Verb::Register, detail.clone());
@@ -575,6 +634,22 @@ impl Core {
         out
     }
 
+    /// REGISTERs that were waiting on a rule operation when the device's owner started a
+    /// capture: answered as any other request about an owned device would be.
+    fn refuse_strangers(&mut self, out: &mut Vec<Action>, device: &str, strangers: &[SocketAddr]) {
+        let Some(owner) = self.guarded_owner(device) else {
+            return;
+        };
+        let owner = canonical_ip(owner.ip());
+        let name = self.name_of(device);
+        for s in strangers {
+            self.counters.forbidden += 1;
+            log::warn!("REGISTER {name} from {s} refused: the device belongs to {owner}");
+            let why = format!("device {device} belongs to {owner}, whose capture is not finished");
+            self.reply(out, *s, 403, &name, Verb::Register, Some(why));
+        }
+    }
+
     pub fn rule_deleted(
         &mut self,
         device: &str,
@@ -586,7 +661,11 @@ impl Core {
             dev.rule_deleting = false;
             if result.is_ok() && dev.rule_id == Some(rule_id) {
                 dev.rule_id = None;
-                dev.registered = None;
+                // `registered` is also the owner: an exited capture not yet renamed still
+                // belongs to it, whatever became of the forwarding rule.
+                if dev.current.is_none() {
+                    dev.registered = None;
+                }
             }
         }
         out.push(Action::Emit(Event::OvocRule {
@@ -670,10 +749,12 @@ impl Core {
         let id = self.next_id;
         self.next_id += 1;
         let base = format!("tmp_device_{}_{}.pcap", key, self.wall.file_stamp());
+        let owner = self.devices[key].registered.map(|o| canonical_ip(o.ip()));
         self.captures.insert(
             id,
             Capture {
                 device: key.to_string(),
+                owner,
                 base: base.clone(),
                 pid: None,
                 phase: Phase::Starting {
@@ -832,6 +913,7 @@ impl Core {
                     filename,
                     waiters,
                     stats,
+                    ended: None,
                 };
             }
             Phase::Running | Phase::Stopping { filename: None, .. } => {
@@ -848,6 +930,11 @@ impl Core {
                     packets_dropped_kernel: stats.dropped_kernel,
                     packets_on_disk: on_disk,
                 }));
+                // What the files hold goes with the reason, for the STOP that renames them.
+                let reason = match on_disk {
+                    Some(n) => format!("{reason} ({n} packets on disk)"),
+                    None => reason,
+                };
                 cap.phase = Phase::Exited { stats, reason };
                 out.push(Action::Persist);
             }
@@ -866,6 +953,7 @@ impl Core {
             filename,
             waiters,
             stats,
+            ended,
         } = cap.phase
         else {
             return out;
@@ -878,9 +966,10 @@ impl Core {
                     filename: filename.clone(),
                     files: files.clone(),
                     stats: stats.clone(),
+                    ended: ended.clone(),
                 };
                 if let Some(d) = self.devices.get_mut(&cap.device) {
-                    d.last_stop = Some(res);
+                    d.last_stop = Some(res.clone());
                     if d.current == Some(id) {
                         d.current = None;
                     }
@@ -892,11 +981,11 @@ impl Core {
                     packets_captured: stats.captured,
                     packets_received: stats.received,
                     packets_dropped_kernel: stats.dropped_kernel,
-                    complete: stats.complete(),
+                    complete: stats.complete() && ended.is_none(),
                 }));
                 let name = self.name_of(&cap.device);
                 for w in waiters {
-                    self.stopped_reply(&mut out, w, &name, &stats, None);
+                    self.stopped_reply(&mut out, w, &name, &res, None);
                 }
             }
             Err(e) => {
@@ -904,7 +993,7 @@ impl Core {
                 if let Some(c) = self.captures.get_mut(&id) {
                     c.phase = Phase::Exited {
                         stats,
-                        reason: format!("rename failed: {e}"),
+                        reason: ended.unwrap_or_else(|| format!("{RENAME_FAILED}: {e}")),
                     };
                 }
                 let name = self.name_of(&cap.device);
@@ -918,22 +1007,29 @@ impl Core {
     }
 
     /// The final answer to a STOP that renamed the files, preceded by `199` when the capture
-    /// is incomplete, so that a `tc` session can flag it.
+    /// is incomplete (drops, or it ended before the STOP), so that a `tc` session can flag it.
     fn stopped_reply(
         &mut self,
         out: &mut Vec<Action>,
         to: SocketAddr,
         device: &str,
-        stats: &Stats,
+        res: &StopResult,
         detail: Option<String>,
     ) {
-        if !stats.complete() {
+        // An early end loses what came after it: how many packets, nobody knows.
+        if res.ended.is_some() || !res.stats.complete() {
+            let dropped = res.stats.dropped_kernel.filter(|_| res.ended.is_none());
             out.push(Action::Reply {
                 to,
-                text: proto::incomplete(device, stats.dropped_kernel).to_wire(),
+                text: proto::incomplete(device, dropped).to_wire(),
                 interim: false,
             });
         }
+        let detail = match (&res.ended, detail) {
+            (Some(e), Some(d)) => Some(format!("{d}; capture ended before STOP: {e}")),
+            (Some(e), None) => Some(format!("capture ended before STOP: {e}")),
+            (None, d) => d,
+        };
         self.reply(out, to, 200, device, Verb::Stop, detail);
     }
 
@@ -964,7 +1060,7 @@ impl Core {
         match self.devices[key].last_stop.clone() {
             Some(last) => {
                 let again = Some("already stopped".into());
-                self.stopped_reply(out, from, &req.device, &last.stats, again)
+                self.stopped_reply(out, from, &req.device, &last, again)
             }
             None => {
                 let why = Some("no capture for this device".into());
@@ -1021,7 +1117,7 @@ impl Core {
                     }
                 }
             }
-            Phase::Exited { stats, .. } => {
+            Phase::Exited { stats, reason } => {
                 let cap = self.captures.get_mut(&id).expect("current");
                 out.push(Action::Rename {
                     id,
@@ -1032,6 +1128,7 @@ impl Core {
                     filename,
                     waiters: vec![from],
                     stats,
+                    ended: ended_before_stop(reason),
                 };
             }
         }
@@ -1330,9 +1427,11 @@ impl Core {
                         Phase::Exited { stats, reason } => {
                             ("exited", stats.clone(), Some(reason.clone()))
                         }
-                        Phase::Renaming { stats, .. } => {
-                            ("exited", stats.clone(), Some("stopping".into()))
-                        }
+                        Phase::Renaming { stats, ended, .. } => (
+                            "exited",
+                            stats.clone(),
+                            Some(ended.clone().unwrap_or(RENAMING.into())),
+                        ),
                         _ => ("running", Stats::default(), None),
                     };
                     PersistedCapture {
@@ -1404,11 +1503,14 @@ impl Core {
                 },
             };
             let key = canonical_device(&c.device);
-            self.devices.entry(key.clone()).or_default().current = Some(c.id);
+            let dev = self.devices.entry(key.clone()).or_default();
+            dev.current = Some(c.id);
+            let owner = dev.registered.map(|o| canonical_ip(o.ip()));
             self.captures.insert(
                 c.id,
                 Capture {
                     device: key,
+                    owner,
                     base: c.base,
                     pid: c.pid,
                     phase,
@@ -1432,6 +1534,30 @@ impl Core {
             .filter(|c| matches!(c.phase, Phase::Exited { .. }))
             .count() as u32;
         (running, exited)
+    }
+}
+
+/// The `ovoc.rule` event for an EnsureRule's outcome.
+fn rule_event(
+    device: &str,
+    dest: SocketAddr,
+    result: Result<(u64, &'static str), String>,
+) -> Event {
+    match result {
+        Ok((id, action)) => Event::OvocRule {
+            device: device.into(),
+            action: action.into(),
+            rule_id: Some(id),
+            dest: Some(dest.to_string()),
+            error: None,
+        },
+        Err(e) => Event::OvocRule {
+            device: device.into(),
+            action: "failed".into(),
+            rule_id: None,
+            dest: Some(dest.to_string()),
+            error: Some(e),
+        },
     }
 }
 
@@ -1856,9 +1982,10 @@ mod tests {
         assert!(a
             .iter()
             .any(|x| matches!(x, Action::Rename { target, .. } if target == "b")));
+        // The agent's shutdown ended the capture before the STOP: the files stop there.
         assert_eq!(
             replies(&c2.renamed(id, Ok(vec!["OVOC_b-0.pcap".into()]))),
-            ["200 OK 10.0.0.1 STOP"]
+            ["199 Drops Unknown 10.0.0.1 STOP", "200 OK 10.0.0.1 STOP"]
         );
     }
 
@@ -1956,6 +2083,188 @@ mod tests {
             replies(&c.datagram(t0, restarted, b"CAPTURE 127.0.80.1")),
             ["403 Forbidden 127.0.80.1 CAPTURE"]
         );
+    }
+
+    /// A stranger's REGISTER accepted before the owner's CAPTURE (no capture yet) and whose
+    /// rule operation ends after it: refused, and the rule goes back to the owner.
+    #[test]
+    fn a_register_racing_the_owners_capture_does_not_take_the_device() {
+        let t0 = Instant::now();
+        let dev = "127.0.80.1";
+        // Order A: the stranger's rule operation is the one in flight.
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done(dev, ctl(), Ok((7, "created")));
+        assert!(c
+            .datagram(t0, other(), b"REGISTER 127.0.80.1")
+            .contains(&Action::EnsureRule {
+                device: dev.into(),
+                dest: other()
+            }));
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        let a = c.rule_done(dev, other(), Ok((7, "updated")));
+        assert_eq!(replies(&a), ["403 Forbidden 127.0.80.1 REGISTER"]);
+        assert!(a.contains(&Action::EnsureRule {
+            device: dev.into(),
+            dest: ctl()
+        }));
+        assert_eq!(c.devices[dev].registered, Some(ctl()));
+        assert_eq!(c.counters.forbidden, 1);
+        let a = c.rule_done(dev, ctl(), Ok((7, "updated")));
+        assert!(
+            replies(&a).is_empty(),
+            "nobody waits for the restore: {a:?}"
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::EnsureRule { .. })));
+        // Order B: the stranger waits on the owner's rule operation (re-point to `newest`).
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1"));
+        assert!(id.is_none(), "not registered yet: 404");
+        let a = c.rule_done(dev, ctl(), Ok((7, "created")));
+        assert_eq!(replies(&a), ["200 OK 127.0.80.1 REGISTER"]);
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        // Order C: both wait on a rule operation when the owner's capture has begun.
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        let a = c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        assert_eq!(
+            replies(&a),
+            ["403 Forbidden 127.0.80.1 REGISTER"],
+            "checked on arrival"
+        );
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done(dev, ctl(), Ok((7, "created")));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.datagram(t0, other(), b"REGISTER 127.0.80.1");
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        let a = c.rule_done(dev, ctl(), Ok((7, "updated")));
+        assert_eq!(
+            replies(&a),
+            [
+                "403 Forbidden 127.0.80.1 REGISTER",
+                "200 OK 127.0.80.1 REGISTER"
+            ]
+        );
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::EnsureRule { .. })),
+            "no re-point at the stranger: {a:?}"
+        );
+        assert_eq!(c.devices[dev].registered, Some(ctl()));
+    }
+
+    /// The idle timer deletes the rule of an exited capture not yet renamed: its owner stays.
+    #[test]
+    fn an_idle_rule_deletion_keeps_the_owner_of_an_unfinished_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(true));
+        c.datagram(t0, ctl(), b"REGISTER 127.0.80.1");
+        c.rule_done("127.0.80.1", ctl(), Ok((7, "created")));
+        let id = spawned(&c.datagram(t0, ctl(), b"CAPTURE 127.0.80.1")).unwrap();
+        c.ready(id, "lo", "f");
+        c.exited(id, Stats::default(), "tcpdump exited", None);
+        let later = t0 + Duration::from_secs(7200);
+        assert_eq!(
+            c.tick(later),
+            [Action::DeleteRule {
+                device: "127.0.80.1".into(),
+                rule_id: 7
+            }]
+        );
+        c.rule_deleted("127.0.80.1", 7, Ok(()));
+        for req in [
+            "STOP 127.0.80.1 CPE_x.pcap",
+            "REGISTER 127.0.80.1",
+            "CAPTURE 127.0.80.1",
+        ] {
+            let a = c.datagram(later, other(), req.as_bytes());
+            assert!(replies(&a)[0].starts_with("403 Forbidden"), "{req}: {a:?}");
+            assert!(
+                !a.iter().any(|x| matches!(x, Action::Rename { .. })),
+                "{req}"
+            );
+        }
+        let a = c.datagram(later, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Rename { .. })),
+            "{a:?}"
+        );
+        c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+    }
+
+    /// A capture that ended before its STOP (here a full disk, tcpdump having lost nothing in
+    /// the kernel) is reported incomplete, with the cause and what is on disk, again on a
+    /// repeated STOP; one stopped by its STOP is complete.
+    #[test]
+    fn a_stop_after_an_early_end_reports_an_incomplete_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let clean = Stats {
+            captured: Some(64_359),
+            received: Some(64_359),
+            dropped_kernel: Some(0),
+        };
+        /// (early end: cause and packets on disk, final answers, complete)
+        type Row<'a> = (Option<(&'a str, Option<u64>)>, &'a [&'a str], bool);
+        let table: &[Row] = &[
+            (
+                Some(("write failed: No space left on device", Some(4_037))),
+                &[
+                    "199 Drops Unknown 127.0.80.1 STOP",
+                    "200 OK 127.0.80.1 STOP",
+                ],
+                false,
+            ),
+            (
+                Some(("tcpdump exited", None)),
+                &[
+                    "199 Drops Unknown 127.0.80.1 STOP",
+                    "200 OK 127.0.80.1 STOP",
+                ],
+                false,
+            ),
+            (None, &["200 OK 127.0.80.1 STOP"], true),
+        ];
+        for (early, want, complete) in table {
+            let id = running(&mut c, t0, ctl(), "127.0.80.1");
+            if let Some((why, on_disk)) = early {
+                c.exited(id, clean.clone(), why, *on_disk);
+            }
+            let a = c.datagram(t0, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+            if early.is_none() {
+                c.exited(id, clean.clone(), "signal", None);
+            } else {
+                assert!(a.iter().any(|x| matches!(x, Action::Rename { .. })));
+            }
+            let a = c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+            assert_eq!(replies(&a), *want, "{early:?}");
+            let stopped = a.iter().find_map(|x| match x {
+                Action::Emit(Event::OvocCaptureStopped { complete, .. }) => Some(*complete),
+                _ => None,
+            });
+            assert_eq!(stopped, Some(*complete), "{early:?}");
+            let again = c.datagram(t0, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+            let finals: Vec<String> = replies(&again)
+                .into_iter()
+                .filter(|r| !r.starts_with("100 "))
+                .collect();
+            assert_eq!(finals, *want, "again: {early:?}");
+            match early {
+                Some((why, on_disk)) => {
+                    let d = detail(&a).unwrap();
+                    assert!(d.starts_with("capture ended before STOP: "), "{d}");
+                    assert!(d.contains(why), "{d}");
+                    let n = on_disk.map(|n| format!("({n} packets on disk)"));
+                    assert!(n.is_none_or(|n| d.contains(&n)), "{d}");
+                    assert!(detail(&again).unwrap().contains(why));
+                }
+                None => assert_eq!(detail(&a), None),
+            }
+        }
     }
 
     /// The capture's file name carries the wall time the shell gave, not a clock of the core's.
@@ -2124,6 +2433,64 @@ mod tests {
             replies(&c.datagram(later, other(), b"REGISTER 10.0.0.1")).len(),
             1
         );
+    }
+
+    /// The owner of an unfinished capture is never rate limited: not by its own pace, not by
+    /// forged or unauthenticated datagrams carrying its address (those share one bucket of
+    /// their own), not by a table full of other sources.
+    #[test]
+    fn the_rate_limiter_never_silences_the_owner_of_a_capture() {
+        let t0 = Instant::now();
+        let mut c = Core::new(Config {
+            limits: Limits {
+                rate: 1,
+                burst: 3,
+                ..cfg(false).limits
+            },
+            ..cfg(false)
+        });
+        // REGISTER and CAPTURE take 2 of the owner's 3 tokens; it owns a capture from now on.
+        running(&mut c, t0, ctl(), "127.0.80.1");
+        let spoofed: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for _ in 0..50 {
+            c.forged(t0, spoofed, "wrong MAC");
+            c.unauthenticated(t0, spoofed, b"STOP 127.0.80.1 CPE_x.pcap", "no MAC");
+        }
+        assert_eq!(
+            c.counters.unauthenticated, 3,
+            "one bucket for all unproven datagrams"
+        );
+        assert_eq!(c.counters.limited, 97);
+        // A full table: sources past it share one bucket, soon empty.
+        for i in 0..70_000u32 {
+            let [_, a, b, d] = (0x7f00_0000 + 0x0001_0000 + i).to_be_bytes();
+            let from = SocketAddr::from(([127, a, b, d], 9));
+            c.datagram(t0, from, b"REGISTER 10.9.9.9");
+        }
+        let flooders_limited = c.counters.limited;
+        assert!(flooders_limited > 97, "the overflow bucket ran dry");
+        for i in 0..20 {
+            let a = c.datagram(t0, ctl(), b"VERIFY 127.0.80.2");
+            assert_eq!(replies(&a).len(), 1, "owner's request {i}: {a:?}");
+        }
+        // Pruning, ten seconds on, forgets refilled sources; the owner is still served.
+        let later = t0 + Duration::from_secs(60);
+        c.datagram(later, other(), b"REGISTER 10.9.9.8");
+        let a = c.datagram(later, ctl(), b"STOP 127.0.80.1 CPE_x.pcap");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Signal { .. })),
+            "{a:?}"
+        );
+        assert_eq!(c.counters.limited, flooders_limited);
+        // Once finished, the owner is a source like any other.
+        let id = c.devices["127.0.80.1"].current.unwrap();
+        c.exited(id, Stats::default(), "signal", None);
+        c.renamed(id, Ok(vec!["OVOC_x-0.pcap".into()]));
+        let refilled = later + Duration::from_secs(10);
+        let answered = (0..10)
+            .filter(|_| !replies(&c.datagram(refilled, ctl(), b"REGISTER 10.9.9.7")).is_empty())
+            .count();
+        assert_eq!(answered, 3, "the burst, then limited");
     }
 
     #[test]

@@ -175,14 +175,7 @@ impl Rates {
                 .entry(ip)
                 .or_insert_with(|| Bucket::new(now, burst))
         };
-        if b.take(now, rate, burst) {
-            b.limited = false;
-            Admit::Yes
-        } else {
-            let first = !b.limited;
-            b.limited = true;
-            Admit::No { first }
-        }
+        admit_bucket(b, now, rate, burst)
     }
 
     /// Forget sources whose bucket has refilled: they are as new.
@@ -193,6 +186,18 @@ impl Rates {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.sources.len()
+    }
+}
+
+/// Take a token from `b`, saying when it first runs dry.
+pub fn admit_bucket(b: &mut Bucket, now: Instant, rate: u32, burst: u32) -> Admit {
+    if b.take(now, rate, burst) {
+        b.limited = false;
+        Admit::Yes
+    } else {
+        let first = !b.limited;
+        b.limited = true;
+        Admit::No { first }
     }
 }
 

@@ -79,7 +79,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
     let wire = super::auth::seal_request(key.as_ref(), &req.to_wire());
     sock.send_to(wire.as_bytes(), server)
         .map_err(|e| Error::failed(format!("sending to {server}: {e}")))?;
-    await_final(&sock, server, &a, verb, key.as_ref())
+    await_final(&sock, server, &a, verb, key.as_ref(), &wire)
 }
 
 /// The agent's answers to the request, as `ovoc.reply` lines, until the final one (or
@@ -90,6 +90,7 @@ fn await_final(
     a: &SendArgs,
     verb: Verb,
     key: Option<&super::auth::Key>,
+    sent: &str,
 ) -> Result<ExitCode> {
     let deadline = Instant::now() + a.timeout;
     let mut buf = [0u8; 2048];
@@ -116,7 +117,15 @@ fn await_final(
             // An ICMP port unreachable from an earlier send: nobody listens there.
             Err(e) => return Err(Error::failed(format!("receiving from {server}: {e}"))),
         };
-        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays) else {
+        // The agent answers from the socket it was asked on: anything else is not its answer
+        // (another program on that host, or a spoofer of any allowed address).
+        if crate::netaddr::canonical_ip(from.ip()) != crate::netaddr::canonical_ip(server.ip())
+            || from.port() != server.port()
+        {
+            log::info!("ignored a datagram from {from}: not from the server {server}");
+            continue;
+        }
+        let Some(text) = super::auth::open_response(key, &buf[..n], &mut replays, sent) else {
             log::info!("ignored an unsigned or forged datagram from {from}");
             continue;
         };

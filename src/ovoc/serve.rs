@@ -130,14 +130,26 @@ impl Saver {
 }
 
 /// `--key-file`'s state: the key, who may still send plain requests, the nonces seen, and the
-/// sources whose signed requests passed (their answers are signed).
+/// sources whose signed requests passed (their answers are signed, each bound to the nonce of
+/// the request it answers).
 struct Auth {
     key: Key,
     allow_plain: Vec<crate::netaddr::Cidr>,
     replays: Replays,
-    peers: HashMap<SocketAddr, Instant>,
+    peers: HashMap<SocketAddr, Peer>,
     pruned: Instant,
 }
+
+/// A signed source: when it last asked, and the nonce of its last request per device and
+/// verb (an answer binds to the request it answers; `last` for one that names no request).
+struct Peer {
+    at: Instant,
+    last: String,
+    asked: HashMap<(String, &'static str), String>,
+}
+
+/// Requests remembered per signed source (a session's devices times four verbs fit).
+const PEER_ASKED: usize = 65_536;
 
 /// A signed source is answered signed for this long after its last request.
 const PEER_TTL: Duration = Duration::from_secs(600);
@@ -153,12 +165,13 @@ impl Auth {
         let wall = super::auth::unix_now();
         if now.duration_since(self.pruned) >= Duration::from_secs(10) {
             self.replays.prune(wall);
-            self.peers.retain(|_, t| now.duration_since(*t) < PEER_TTL);
+            self.peers
+                .retain(|_, p| now.duration_since(p.at) < PEER_TTL);
             self.pruned = now;
         }
-        match super::auth::open(&self.key, Dir::Request, data, wall, &mut self.replays) {
+        match super::auth::open(&self.key, Dir::Request, data, wall, &mut self.replays, &[]) {
             Opened::Signed(body) => {
-                self.peers.insert(from, now);
+                self.remember(now, from, data, body);
                 core.datagram(now, from, body)
             }
             Opened::Plain(d) if self.allow_plain.iter().any(|c| c.contains(from.ip())) => {
@@ -174,16 +187,39 @@ impl Auth {
         }
     }
 
-    /// `text` as it goes to `to`: signed when `to` signs its requests.
+    /// A signed request's nonce, by the device and verb it names.
+    fn remember(&mut self, now: Instant, from: SocketAddr, data: &[u8], body: &[u8]) {
+        let nonce = super::auth::nonce_of(data).unwrap_or_default();
+        let p = self.peers.entry(from).or_insert_with(|| Peer {
+            at: now,
+            last: String::new(),
+            asked: HashMap::new(),
+        });
+        p.at = now;
+        p.last = nonce.clone();
+        if let Ok(req) = crate::proto::parse_request(body) {
+            if p.asked.len() >= PEER_ASKED {
+                p.asked.clear();
+            }
+            let device = crate::netaddr::canonical_device(&req.device);
+            p.asked.insert((device, req.verb.as_str()), nonce);
+        }
+    }
+
+    /// `text` as it goes to `to`: signed when `to` signs its requests, bound to the request
+    /// it answers.
     fn seal(&self, to: SocketAddr, text: &str) -> Option<String> {
-        self.peers.contains_key(&to).then(|| {
-            self.key.seal(
-                Dir::Response,
-                text,
-                super::auth::unix_now(),
-                super::auth::nonce(),
-            )
-        })
+        let p = self.peers.get(&to)?;
+        let answers = crate::proto::parse_response(text)
+            .and_then(|r| {
+                let device = crate::netaddr::canonical_device(&r.device);
+                p.asked.get(&(device, r.verb?.as_str()))
+            })
+            .unwrap_or(&p.last);
+        Some(
+            self.key
+                .seal_answer(text, super::auth::unix_now(), super::auth::nonce(), answers),
+        )
     }
 }
 
@@ -430,12 +466,17 @@ impl Driver for Agent {
         Flow::Continue
     }
 
-    /// SIGCHLD only wakes the loop (every turn reaps); the others stop every capture, and a
-    /// second one leaves at once. SIGHUP is a stop too: a daemon whose terminal went away is
-    /// not left half running.
+    /// SIGCHLD only wakes the loop (every turn reaps). SIGHUP is ignored with one line: the
+    /// agent has no configuration to reload, and `nohup tc ovoc serve &` must survive the
+    /// logout (the handler replaces nohup's ignore, so ignoring is ours to do). SIGINT and
+    /// SIGTERM stop every capture, and a second one leaves at once.
     fn signal(&mut self, now: Instant, sig: i32) -> Flow {
         match sig {
             SIGCHLD => {}
+            SIGHUP => log::warn!(
+                "SIGHUP ignored: captures go on (nothing to reload; restart to change flags, \
+                 SIGTERM to stop)"
+            ),
             _ if self.stopping_since.is_some() => {
                 // Second signal: leave at once, state as last written.
                 log::warn!("second signal: exiting without waiting for tcpdump");
