@@ -1,7 +1,7 @@
 //! What may name a device: an IPv4/IPv6 literal or an RFC 1123 host name. Everything that reaches
 //! a URL, a file name, a tcpdump filter or a datagram goes through `validate_device` first.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 pub fn validate_device(s: &str) -> Result<(), String> {
     validate_host(s, "device")
@@ -168,9 +168,90 @@ fn parse_if_inet6(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// `host`, `host:port`, `[v6]:port` or a bare IPv6 address; `default_port` when none is given.
+pub fn server_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    server_addrs(s, default_port, "--server").map(|v| v[0])
+}
+
+/// Every address `s` (as [`server_addr`] takes it) resolves to, at least one; the host is
+/// checked first, so a malformed value never reaches DNS. Errors name `flag`.
+pub fn server_addrs(s: &str, default_port: u16, flag: &str) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = split_host_port(s, default_port);
+    validate_host(host, flag)?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid {flag} {s:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("invalid {flag} {s:?}: no address"));
+    }
+    Ok(addrs)
+}
+
+/// The host and the port of `s`: a bare IPv6 address is all host; `[v6]:port` and `host:port`
+/// give theirs; anything else is a host with `default_port`.
+fn split_host_port(s: &str, default_port: u16) -> (&str, u16) {
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return (s, default_port);
+    }
+    if let Some(v6) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return (v6, default_port);
+    }
+    let bracketed = s.strip_prefix('[').and_then(|r| r.split_once("]:"));
+    if let Some((host, port)) = bracketed.and_then(|(h, p)| Some((h, p.parse().ok()?))) {
+        return (host, port);
+    }
+    match s
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+    {
+        Some((host, port)) => (host, port),
+        None => (s, default_port),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers() {
+        assert_eq!(
+            server_addr("127.0.0.1", 20001).unwrap(),
+            "127.0.0.1:20001".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("127.0.0.1:9", 20001).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("::1", 20001).unwrap(),
+            "[::1]:20001".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("[::1]:7", 20001).unwrap(),
+            "[::1]:7".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            server_addr("[::1]", 20001).unwrap(),
+            "[::1]:20001".parse::<SocketAddr>().unwrap()
+        );
+        // Checked before DNS is asked, and the flag named.
+        assert_eq!(
+            server_addrs("999.1.1.1", 20001, "--ovoc").unwrap_err(),
+            "invalid --ovoc \"999.1.1.1\": not an IPv4 address (four numbers 0-255, no leading \
+             zeros) and not a host name (its last label is all digits)"
+        );
+        assert_eq!(
+            server_addrs("bad host:9", 20001, "--ovoc").unwrap_err(),
+            "invalid --ovoc \"bad host\": expected an IP address or a host name (letters, digits, '-', '.')"
+        );
+        assert_eq!(
+            server_addr("[::1]:7", 20001).unwrap(),
+            "[::1]:7".parse().unwrap()
+        );
+        assert!(server_addr("no such host.invalid", 20001).is_err());
+    }
 
     #[test]
     fn devices() {

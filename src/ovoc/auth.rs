@@ -314,7 +314,7 @@ impl AgentKeys {
             let (agent, file) = spec.rsplit_once('=').ok_or_else(|| {
                 format!("invalid --agent-key {spec:?}: expected AGENT=FILE (e.g. ovoc-1:20001=/etc/tc/agent.key)")
             })?;
-            let addr = crate::ovoc::send::server_addr(agent, 20001)
+            let addr = crate::netaddr::server_addr(agent, 20001)
                 .map_err(|e| format!("--agent-key: {e}"))?;
             keys.insert(addr, Key::read(Path::new(file))?);
         }

@@ -45,7 +45,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
     let kinds = crate::probe::parse_kinds(&a.probes).map_err(Error::usage)?;
     let snmp = crate::cpe::run::resolve_snmp(a.snmp_user.clone(), env)?;
     let (targets, ctx) = crate::cpe::run::resolve(&a.target, env)?;
-    let (devices, ovoc_ips) = agents(a, &targets, crate::ovoc::send::server_addrs)?;
+    let (devices, ovoc_ips) = agents(a, &targets, crate::netaddr::server_addrs)?;
     let alarm_from = alarm_from(&a.alarm_from, &ovoc_ips)?;
     let modes = match &a.group {
         None => crate::util::Modes::private(),
