@@ -169,13 +169,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         max_events: p.max_events,
     });
     let started = Instant::now();
-    let last: HashMap<String, Journal> = files
-        .records
-        .iter()
-        .map(|j| (j.device.clone(), j.clone()))
-        .collect();
-    // Killed after the journal recorded a fetched file, before its part name went.
-    let parts = last.values().filter_map(|j| part_of(&p.out, j)).collect();
+    let (last, parts) = journal_state(&files.records, &p.out);
     let mut sess = Loop {
         core,
         done_rx,
@@ -204,15 +198,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         daemon.run(&mut sess)?;
     }
     sess.io.write_turn();
-    if sess.io.has_pending() {
-        // A disk still full at the end: what the files lack is said, not dropped silently.
-        crate::logging::warn_user(&format!(
-            "{} report row(s) and {} journal line(s) could not be written (see above); the \
-             report lacks them, and --resume continues from the journal as it is",
-            sess.io.report.lines.pending(),
-            sess.io.journal.pending()
-        ));
-    }
+    sess.io.warn_unwritten();
     let end = End {
         gave_up: sess.gave_up,
         gaps: sess.io.gaps,
@@ -221,6 +207,20 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     let core = sess.core;
     drop((job_tx, urgent));
     Ok(summary(&core, p.devices.len(), started, end))
+}
+
+/// Each device's last journal record, and the part names of fetched captures the journal
+/// already names (killed after it recorded the file, before the part name went).
+fn journal_state(
+    records: &[Journal],
+    out: &std::path::Path,
+) -> (HashMap<String, Journal>, Vec<std::path::PathBuf>) {
+    let last: HashMap<String, Journal> = records
+        .iter()
+        .map(|j| (j.device.clone(), j.clone()))
+        .collect();
+    let parts = last.values().filter_map(|j| part_of(out, j)).collect();
+    (last, parts)
 }
 
 /// How the loop ended, beside what the core says.
@@ -409,6 +409,18 @@ fn part_of(out: &std::path::Path, j: &Journal) -> Option<std::path::PathBuf> {
 }
 
 impl Io<'_> {
+    /// A disk still full at the end: what the files lack is said, not dropped silently.
+    fn warn_unwritten(&self) {
+        if self.has_pending() {
+            crate::logging::warn_user(&format!(
+                "{} report row(s) and {} journal line(s) could not be written (see above); the \
+                 report lacks them, and --resume continues from the journal as it is",
+                self.report.lines.pending(),
+                self.journal.pending()
+            ));
+        }
+    }
+
     fn has_pending(&self) -> bool {
         self.report.lines.has_pending() || self.journal.has_pending()
     }
