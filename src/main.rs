@@ -22,6 +22,7 @@ mod proto;
 
 mod secret;
 mod session;
+mod sftp;
 mod sys;
 mod timefmt;
 mod tls;
@@ -74,6 +75,7 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
         cli::Command::Cpe(cmd) => cpe::run::run(cmd),
         cli::Command::Ovoc(cli::OvocCommand::Serve(a)) => ovoc::serve::run(a),
         cli::Command::Ovoc(cli::OvocCommand::Send(a)) => ovoc::send::run(a),
+        cli::Command::Ovoc(cli::OvocCommand::Fetch(a)) => ovoc::fetch::run(a),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
         cli::Command::Session(a) => session::run::run(a),
         cli::Command::Analyze(a) => analyze::run(a),

@@ -1,7 +1,6 @@
-//! The CPE side: capture scripts and reply parsing (pure), the REST client, SFTP fetch, and the
-//! `tc cpe` command.
+//! The CPE side: capture scripts and reply parsing (pure), the REST client, and the `tc cpe`
+//! command (its SFTP fetch is `crate::sftp`, shared with the OVOC side).
 
 pub mod rest;
 pub mod run;
 pub mod script;
-pub mod sftp;

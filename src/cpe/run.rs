@@ -11,11 +11,11 @@ use std::time::Instant;
 use crate::cli::{CpeCommand, DeviceType, TargetArgs};
 use crate::cpe::rest::Client;
 use crate::cpe::script::{self, SnmpUser};
-use crate::cpe::sftp;
 use crate::emit::emit;
 use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::secret::{self, Secret};
+use crate::sftp;
 use crate::tls::Trust;
 
 #[derive(Debug, Clone)]
@@ -244,6 +244,7 @@ pub fn status(ctx: &Context, t: &Target) -> std::result::Result<Event, String> {
     })
 }
 
+#[derive(Debug, Clone)]
 pub struct FetchOpts {
     pub out: PathBuf,
     pub remote: Option<String>,
@@ -271,11 +272,12 @@ pub fn fetch_kept(
         .clone()
         .unwrap_or_else(|| sftp::DEFAULT_REMOTE.to_string());
     let f = sftp::fetch(&sftp::Spec {
-        device: &t.device,
+        host: &t.device,
         port: t.ssh_port,
         user: &t.username,
-        password: &ctx.password,
+        auth: sftp::Auth::Password(&ctx.password),
         remote: &remote,
+        local: sftp::Local::Cpe,
         out_dir: &o.out,
         known_hosts: &o.known_hosts,
         accept_new: o.accept_new,

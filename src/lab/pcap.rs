@@ -290,7 +290,7 @@ struct Record<'a> {
 
 fn parse_global_header(bytes: &[u8]) -> Result<GlobalHeader, String> {
     if bytes.len() < GLOBAL_HEADER_LEN {
-        return match crate::cpe::sftp::capture_format(bytes) {
+        return match crate::sftp::capture_format(bytes) {
             Some(_) => Err(format!(
                 "truncated pcap global header: {} of {GLOBAL_HEADER_LEN} bytes",
                 bytes.len()
@@ -520,7 +520,7 @@ mod tests {
             for nanos in [false, true] {
                 let layout = Layout { big_endian, nanos };
                 let file = reencode(&base, layout);
-                assert_eq!(crate::cpe::sftp::capture_format(&file), Some("pcap"));
+                assert_eq!(crate::sftp::capture_format(&file), Some("pcap"));
                 let cap = parse(&file).unwrap();
                 assert_eq!(cap.linktype, LINKTYPE_ETHERNET, "{layout:?}");
                 let got: Vec<(u64, Vec<u8>)> = cap

@@ -1,6 +1,7 @@
-//! Fetch a device's capture file over SFTP: host key checked against known_hosts, large reads
-//! (libssh2 is slow with small ones), written to a hidden `.part` file that is renamed only when
-//! complete and recognised as a pcap/pcapng, resumed from where a cut transfer stopped.
+//! Fetch a capture file over SFTP (a CPE's `debug capture`, an OVOC agent's ring files): host key
+//! checked against known_hosts, large reads (libssh2 is slow with small ones), written to a
+//! hidden `.part` file that is renamed only when complete and recognised as a pcap/pcapng,
+//! resumed from where a cut transfer stopped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -49,12 +50,38 @@ fn chunk_size(concurrent: usize) -> usize {
     (CHUNK_BUDGET / (concurrent.max(1) * BUFFERS)).clamp(CHUNK_MIN, CHUNK_MAX) & !4095
 }
 
+/// How the login proves who it is.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    /// What the CPEs take.
+    Password(&'a Secret),
+    /// A private key file (OpenSSH or PEM format), with its passphrase if it has one.
+    Key {
+        path: &'a Path,
+        passphrase: Option<&'a Secret>,
+    },
+    /// The keys of the running ssh-agent (`SSH_AUTH_SOCK`).
+    Agent,
+}
+
+/// The local name of the fetched file.
+#[derive(Clone, Copy)]
+pub enum Local<'a> {
+    /// `CPE_device_<host>_<time>.pcap`, the time of the fetch (a device's one capture file is
+    /// named by when it was taken); a part left by a cut fetch of the host is continued.
+    Cpe,
+    /// The remote file's own name (an agent's ring files are named once, at STOP).
+    Named(&'a str),
+}
+
 pub struct Spec<'a> {
-    pub device: &'a str,
+    /// The SSH server: the device, or the OVOC server.
+    pub host: &'a str,
     pub port: u16,
     pub user: &'a str,
-    pub password: &'a Secret,
+    pub auth: Auth<'a>,
     pub remote: &'a str,
+    pub local: Local<'a>,
     pub out_dir: &'a Path,
     pub known_hosts: &'a Path,
     pub accept_new: bool,
@@ -131,23 +158,38 @@ fn final_of(part: &Path) -> Option<PathBuf> {
 /// journal), also under its part name: a fetch killed in between finds that part, sees it is
 /// the remote file, and hands back the same file instead of fetching a second copy.
 pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
+    fetch_or_why(spec).map_err(|(_, e)| e)
+}
+
+/// As [`fetch`], the error saying whether a later try may succeed (`(true, why)`: the server
+/// was unreachable or the transfer was cut in every attempt) or not (a refused login or host
+/// key, a missing file, not a capture).
+pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
     let started = Instant::now();
     spec.modes
         .create_dir_all(spec.out_dir)
-        .map_err(|e| format!("creating {}: {e}", spec.out_dir.display()))?;
+        .map_err(|e| (true, format!("creating {}: {e}", spec.out_dir.display())))?;
     let fresh = || {
-        let name = local_name(spec.device, Utc::now());
+        let name = match spec.local {
+            Local::Cpe => local_name(spec.host, Utc::now()),
+            Local::Named(n) => n.to_string(),
+        };
         spec.out_dir.join(format!(".{name}.part"))
     };
-    let mut part = leftover_part(spec.out_dir, spec.device).unwrap_or_else(fresh);
+    let mut part = match spec.local {
+        Local::Cpe => leftover_part(spec.out_dir, spec.host).unwrap_or_else(fresh),
+        Local::Named(_) => fresh(),
+    };
     let mut last = String::new();
     let mut attempt = 0;
     while attempt <= spec.retries {
         attempt += 1;
         let final_path = final_of(&part).expect("part names are made here");
-        match attempt_once(spec, &part) {
-            Ok((bytes, sha256)) => {
-                keep(spec.device, &part, &final_path, &sha256)?;
+        match attempt_once(spec, &part, &final_path) {
+            Ok((bytes, sha256, kept)) => {
+                if !kept {
+                    keep(spec.host, &part, &final_path, &sha256).map_err(|e| (false, e))?;
+                }
                 return Ok(Fetched {
                     path: final_path,
                     part,
@@ -164,10 +206,10 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
             }
             Err(Failure::Fatal(e)) => {
                 let _ = std::fs::remove_file(&part);
-                return Err(e);
+                return Err((false, e));
             }
             Err(Failure::Retry(e)) => {
-                log::info!("{}: fetch attempt {attempt}: {e}", spec.device);
+                log::info!("{}: fetch attempt {attempt}: {e}", spec.host);
                 last = e;
                 if attempt <= spec.retries {
                     std::thread::sleep(Duration::from_millis(500 * u64::from(attempt.min(8))));
@@ -176,10 +218,13 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
         }
     }
     // The part is kept: the next fetch of this device continues it.
-    Err(format!(
-        "{}: fetch gave up after {} attempts: {last}",
-        spec.device,
-        spec.retries + 1
+    Err((
+        true,
+        format!(
+            "{}: fetch gave up after {} attempts: {last}",
+            spec.host,
+            spec.retries + 1
+        ),
     ))
 }
 
@@ -218,14 +263,27 @@ fn ssh_err(device: &str, what: &str, e: ssh2::Error) -> Failure {
     }
 }
 
-fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
-    let dev = spec.device;
+/// One attempt: the file's size, its sha256, and whether it was already kept under its final
+/// name (a named file fetched before, by a run killed before it could say so).
+fn attempt_once(
+    spec: &Spec,
+    part: &Path,
+    final_path: &Path,
+) -> Result<(u64, String, bool), Failure> {
+    let dev = spec.host;
     let sess = login(spec)?;
     let sftp = sess.sftp().map_err(|e| ssh_err(dev, "sftp", e))?;
     let mut remote = sftp
         .open(Path::new(spec.remote))
         .map_err(|e| ssh_err(dev, &format!("open {}", spec.remote), e))?;
     let size = remote.stat().ok().and_then(|s| s.size);
+    if let Local::Named(_) = spec.local {
+        if let Some((bytes, sha256)) = already_kept(dev, &mut remote, size, final_path)? {
+            log::info!("{dev}: {} is already here", final_path.display());
+            let _ = std::fs::remove_file(part);
+            return Ok((bytes, sha256, true));
+        }
+    }
     let mut t = Transfer::resume(part, size, &spec.modes)?;
     if t.have > 0 && !same_start(dev, &mut remote, part, t.have)? {
         // Left by a fetch of another capture (the device captured again since). It may be a
@@ -241,10 +299,11 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
     }
     if t.have > 0 {
         log::info!("{dev}: resuming at byte {}", t.have);
-        remote
-            .seek(SeekFrom::Start(t.have))
-            .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
     }
+    // Always: the checks above may have read from the start.
+    remote
+        .seek(SeekFrom::Start(t.have))
+        .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
     let local = t.copy(&mut remote, spec, part)?;
     if let Some(s) = size {
         if t.have < s {
@@ -261,7 +320,28 @@ fn attempt_once(spec: &Spec, part: &Path) -> Result<(u64, String), Failure> {
         .sync_all()
         .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
     let _ = sess.disconnect(None, "done", None);
-    Ok((t.have, crate::util::hex(t.hasher.finish().as_ref())))
+    Ok((t.have, crate::util::hex(t.hasher.finish().as_ref()), false))
+}
+
+/// A named file already kept is the remote one if it is as long and starts with the same bytes
+/// (an agent's renamed ring file does not change): it is not fetched a second time.
+fn already_kept(
+    dev: &str,
+    remote: &mut (impl Read + Seek),
+    size: Option<u64>,
+    kept: &Path,
+) -> Result<Option<(u64, String)>, Failure> {
+    let Ok(meta) = std::fs::metadata(kept) else {
+        return Ok(None);
+    };
+    if size != Some(meta.len()) || !same_start(dev, remote, kept, meta.len())? {
+        return Ok(None);
+    }
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let bytes = File::open(kept)
+        .and_then(|mut f| rehash(&mut f, &mut h))
+        .map_err(|e| Failure::Fatal(format!("reading {}: {e}", kept.display())))?;
+    Ok(Some((bytes, crate::util::hex(h.finish().as_ref()))))
 }
 
 /// The part file's first bytes (up to 64 KiB: the pcap header and the first packets, whose time
@@ -293,7 +373,7 @@ fn same_start(
 
 /// TCP, the SSH handshake, the host key checked, the password accepted.
 fn login(spec: &Spec) -> Result<Session, Failure> {
-    let dev = spec.device;
+    let dev = spec.host;
     let addr = (dev, spec.port)
         .to_socket_addrs()
         .map_err(|e| Failure::Retry(format!("{dev}: resolving: {e}")))?
@@ -318,15 +398,53 @@ fn login(spec: &Spec) -> Result<Session, Failure> {
     );
     check_host_key(&sess, dev, spec.port, spec.known_hosts, spec.accept_new)
         .map_err(Failure::Fatal)?;
-    sess.userauth_password(spec.user, spec.password.expose())
-        .map_err(|e| {
-            Failure::Fatal(format!(
-                "{dev}: SSH login refused for user {:?}: {}",
-                spec.user,
-                e.message()
-            ))
-        })?;
+    authenticate(&sess, spec).map_err(|e| {
+        Failure::Fatal(format!(
+            "{dev}: SSH login refused for user {:?}: {}",
+            spec.user,
+            e.message()
+        ))
+    })?;
     Ok(sess)
+}
+
+fn authenticate(sess: &Session, spec: &Spec) -> Result<(), ssh2::Error> {
+    match spec.auth {
+        Auth::Password(p) => sess.userauth_password(spec.user, p.expose()),
+        Auth::Key { path, passphrase } => {
+            sess.userauth_pubkey_file(spec.user, None, path, passphrase.map(|p| p.expose()))
+        }
+        Auth::Agent => sess.userauth_agent(spec.user),
+    }
+}
+
+/// The names in the remote directory `dir` that `keep` accepts, sorted. One login; a failure
+/// says whether another attempt may succeed (`Err((true, why))`).
+pub fn list(
+    spec: &Spec,
+    dir: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Option<u64>)>, (bool, String)> {
+    let dev = spec.host;
+    let why = |f: Failure| match f {
+        Failure::Retry(m) => (true, m),
+        Failure::Fatal(m) => (false, m),
+        Failure::Stale => (true, format!("{dev}: listing {dir}: try again")),
+    };
+    let sess = login(spec).map_err(why)?;
+    let sftp = sess.sftp().map_err(|e| why(ssh_err(dev, "sftp", e)))?;
+    let entries = sftp
+        .readdir(Path::new(dir))
+        .map_err(|e| why(ssh_err(dev, &format!("listing {dir}"), e)))?;
+    let mut names: Vec<(String, Option<u64>)> = entries
+        .into_iter()
+        .filter(|(_, st)| st.is_file())
+        .filter_map(|(p, st)| Some((p.file_name()?.to_str()?.to_string(), st.size)))
+        .filter(|(n, _)| keep(n))
+        .collect();
+    names.sort();
+    let _ = sess.disconnect(None, "done", None);
+    Ok(names)
 }
 
 /// The part file being filled: its bytes so far, their hash, and the first four (the format).
@@ -446,7 +564,7 @@ impl Transfer {
         empty: &mpsc::Receiver<Vec<u8>>,
         full: &mpsc::SyncSender<(Vec<u8>, usize)>,
     ) -> Result<(), Failure> {
-        let dev = spec.device;
+        let dev = spec.host;
         loop {
             // No buffer back means the writer stopped on an error; join tells which.
             let Ok(mut buf) = empty.recv() else {
