@@ -283,6 +283,78 @@ pub enum OvocCommand {
   tc ovoc send --server ovoc-1 STOP 192.0.2.10 CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap | jq -r .code"
     )]
     Send(SendArgs),
+    /// Download one round's OVOC files (every ring file the agent renamed at STOP) from an OVOC
+    /// server over SFTP; one `ovoc.fetched` line per file.
+    #[command(
+        after_help = "The files are the agent's `OVOC_<base>-<n>.pcap`, where the CPE file is   `CPE_<base>.pcap`. A `tc ovoc serve` agent keeps them in its --dir (default /var/lib/tc-ovoc);   the original trafficCapture agent in `./captures` of the directory it was started in (give   that path, relative to the SSH user's home or absolute, as --ovoc-dir).\n\n  Examples:\n  tc ovoc fetch --server ovoc-1 --ovoc-ssh-key ~/.ssh/id_ed25519 --out cap/ \\\n      CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap\n    tc ovoc fetch --server ovoc-1 CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap | jq -r .sha256"
+    )]
+    Fetch(OvocFetchArgs),
+}
+
+/// How the OVOC servers are reached over SSH to collect the agent's files.
+#[derive(Debug, Clone, Args)]
+pub struct OvocSshArgs {
+    /// SSH user on the OVOC servers (it must be able to read the agent's directory: root, or a
+    /// member of the tcpdump user's group).
+    #[arg(
+        long,
+        env = "TC_OVOC_SSH_USER",
+        default_value = "root",
+        value_name = "USER"
+    )]
+    pub ovoc_ssh_user: String,
+    /// SSH port of the OVOC servers.
+    #[arg(
+        long,
+        env = "TC_OVOC_SSH_PORT",
+        default_value_t = 22,
+        value_name = "PORT"
+    )]
+    pub ovoc_ssh_port: u16,
+    /// Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without
+    /// it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the
+    /// ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal.
+    #[arg(long, env = "TC_OVOC_SSH_KEY", value_name = "FILE")]
+    pub ovoc_ssh_key: Option<PathBuf>,
+    /// Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub ovoc_ssh_password_file: Option<PathBuf>,
+    /// The agent's directory on the OVOC servers, as the SSH login sees it (the original
+    /// agent's: `captures` under the directory it was started in).
+    #[arg(
+        long,
+        env = "TC_OVOC_DIR",
+        default_value = "/var/lib/tc-ovoc",
+        value_name = "DIR"
+    )]
+    pub ovoc_dir: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OvocFetchArgs {
+    /// The OVOC server (host name or address) whose agent captured the round.
+    #[arg(long, value_name = "HOST")]
+    pub server: String,
+    /// The round's CPE capture file name (what STOP was sent with).
+    #[arg(value_name = "CPE_FILE")]
+    pub file: String,
+    #[command(flatten)]
+    pub ssh: OvocSshArgs,
+    /// Directory the files are written to.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    #[arg(long, env = "TC_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host key of a server never seen before (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// Connect and read timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+    /// Attempts after the first, when the server is unreachable or a transfer is cut.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -498,6 +570,13 @@ pub struct SessionArgs {
     /// instead of the owner alone (0600, 0700).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// After each round's STOP, download its OVOC files from the device's OVOC server over
+    /// SFTP and analyse both sides: OUT/<device>/<round>/ holds the CPE file, the OVOC files,
+    /// analysis.jsonl, merged.pcapng and timeline.svg; the verdict is in the report.
+    #[arg(long)]
+    pub collect_ovoc: bool,
+    #[command(flatten)]
+    pub ovoc_ssh: OvocSshArgs,
 }
 
 /// How the probes of a VERIFY are spread: they exist to put traffic into both captures after

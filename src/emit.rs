@@ -60,6 +60,14 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The line `emit` would print for `ev` now, for a file of records (a session's
+/// `analysis.jsonl`).
+pub fn record<T: Serialize>(ev: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    append_line(|o| Utc::now().push_rfc3339(o), &mut out, |o| to_json(ev, o));
+    out
+}
+
 pub fn emit(ev: &Event) {
     if stdout_broken() {
         return;

@@ -307,6 +307,27 @@ pub enum Event {
         reason: String,
         is_final: bool,
     },
+    /// `tc ovoc fetch` (and `tc session --collect-ovoc`): one of a round's OVOC files complete
+    /// on disk.
+    #[serde(rename = "ovoc.fetched")]
+    OvocFetched {
+        server: String,
+        device: String,
+        path: String,
+        remote_path: String,
+        bytes: u64,
+        sha256: String,
+        seconds: f64,
+        /// SFTP sessions this took (0: the file was already here, from an earlier run).
+        attempts: u32,
+    },
+    /// `tc ovoc fetch` failed.
+    #[serde(rename = "ovoc.fetch_error")]
+    OvocFetchError {
+        server: String,
+        file: String,
+        error: String,
+    },
     /// `tc session`: started (or resumed from its journal).
     #[serde(rename = "session.started")]
     SessionStarted {
@@ -321,7 +342,8 @@ pub enum Event {
     #[serde(rename = "session.task")]
     SessionTask {
         device: String,
-        /// register, cpe_start, capture, alarm, verify, cpe_stop, fetch, stop, done, abort
+        /// register, cpe_start, capture, alarm, verify, cpe_stop, fetch, stop, collect,
+        /// analyze, done, abort
         task: String,
         /// ok, failed, retry, skipped
         status: String,
@@ -331,6 +353,8 @@ pub enum Event {
         file: Option<String>,
         /// Completed capture rounds of this device so far.
         round: u32,
+        /// The `analyze` task's verdict (`tc analyze`'s), else null.
+        verdict: Option<String>,
     },
     /// `tc session`: a datagram that changed nothing (alarm for a device not capturing or not in
     /// the inventory, a stray response).
@@ -354,6 +378,8 @@ pub enum Event {
         ignored: u32,
         /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
         refused: u32,
+        /// Rounds analysed (`--collect-ovoc`), by verdict.
+        verdicts: std::collections::BTreeMap<String, u32>,
         seconds: f64,
         /// `done`, `interrupted`, `wind_down_expired` (`--wind-down` ran out: see the
         /// `session.unfinished` lines), or `out_dir_taken` (another session holds the out

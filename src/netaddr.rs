@@ -190,7 +190,7 @@ pub fn server_addrs(s: &str, default_port: u16, flag: &str) -> Result<Vec<Socket
 
 /// The host and the port of `s`: a bare IPv6 address is all host; `[v6]:port` and `host:port`
 /// give theirs; anything else is a host with `default_port`.
-fn split_host_port(s: &str, default_port: u16) -> (&str, u16) {
+pub fn split_host_port(s: &str, default_port: u16) -> (&str, u16) {
     if s.parse::<std::net::Ipv6Addr>().is_ok() {
         return (s, default_port);
     }

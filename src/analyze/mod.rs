@@ -880,6 +880,61 @@ fn warnings(r: &Report) -> Vec<String> {
     w
 }
 
+/// One round of a session, analysed into `dir`: `analysis.jsonl` (the records `tc analyze`
+/// prints, then its warnings as `warning` lines are logged), `merged.pcapng` and
+/// `timeline.svg`, each written under a temporary name and renamed when complete. Returns the
+/// verdict and its sentence.
+pub fn write_round(
+    cpe: &Path,
+    ovoc: &[PathBuf],
+    device: IpAddr,
+    dir: &Path,
+    modes: crate::util::Modes,
+) -> std::result::Result<(String, String), String> {
+    let cfg = Config {
+        cpe: cpe.to_path_buf(),
+        ovoc: ovoc.to_vec(),
+        device,
+        ovoc_addr: None,
+        clock: None,
+        params: Params {
+            max_lost_frames: MAX_LOST_FRAMES,
+            ..Params::default()
+        },
+        hash_limit: usize::MAX,
+    };
+    let report = analyze(&cfg).map_err(|e| format!("reading captures: {e}"))?;
+    let finish = |tmp: &Path, name: &str| -> std::result::Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let to = dir.join(name);
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(modes.file))
+            .and_then(|_| modes.own(tmp, modes.file))
+            .and_then(|_| std::fs::rename(tmp, &to))
+            .map_err(|e| format!("writing {}: {e}", to.display()))
+    };
+    let tmp = |name: &str| dir.join(format!(".{name}.tmp"));
+    merge::write(&cfg, &report, &tmp("merged.pcapng"))
+        .map_err(|e| format!("writing merged.pcapng: {e}"))?;
+    finish(&tmp("merged.pcapng"), "merged.pcapng")?;
+    plot::write(&report, None, &tmp("timeline.svg"))
+        .map_err(|e| format!("writing timeline.svg: {e}"))?;
+    finish(&tmp("timeline.svg"), "timeline.svg")?;
+    let lines: Vec<u8> = events(&report)
+        .iter()
+        .flat_map(crate::emit::record)
+        .collect();
+    std::fs::write(tmp("analysis.jsonl"), lines)
+        .map_err(|e| format!("writing analysis.jsonl: {e}"))?;
+    finish(&tmp("analysis.jsonl"), "analysis.jsonl")?;
+    for w in warnings(&report) {
+        log::warn!("{}: {w}", dir.display());
+    }
+    Ok((
+        report.verdict.verdict.to_string(),
+        report.verdict.text.clone(),
+    ))
+}
+
 /// `tc analyze`: resolve the arguments, analyse, print.
 pub fn run(a: AnalyzeArgs) -> Result<ExitCode> {
     let device = match a.device {

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod fetch;
 pub mod limits;
 pub mod rules;
 pub mod send;
