@@ -36,6 +36,52 @@ pub struct Plan {
     pub modes: crate::util::Modes,
     /// `--agent-key`: the agents whose datagrams are signed (ovoc::auth).
     pub agent_keys: crate::ovoc::auth::AgentKeys,
+    /// `--collect-ovoc`.
+    pub collect: Option<Collect>,
+}
+
+/// `--collect-ovoc`: how each device's OVOC server is reached.
+pub struct Collect {
+    pub source: crate::ovoc::fetch::Source,
+    /// Each device's OVOC server as the inventory (or `--ovoc`) names it: the SSH host.
+    pub servers: HashMap<String, String>,
+}
+
+/// The SSH side of `--collect-ovoc`, checked (and the password asked for) before anything
+/// starts.
+fn collect(
+    a: &SessionArgs,
+    targets: &[Target],
+    env: &Env,
+    modes: crate::util::Modes,
+) -> Result<Collect> {
+    let s = &a.ovoc_ssh;
+    crate::ovoc::fetch::validate_dir(&s.ovoc_dir).map_err(Error::usage)?;
+    let servers = targets
+        .iter()
+        .filter_map(|t| {
+            let spec = t.ovoc.as_ref().or(a.ovoc.as_ref())?;
+            let (host, _) = crate::netaddr::split_host_port(spec, a.ovoc_port);
+            Some((t.device.clone(), host.to_string()))
+        })
+        .collect();
+    Ok(Collect {
+        source: crate::ovoc::fetch::Source {
+            user: s.ovoc_ssh_user.clone(),
+            port: s.ovoc_ssh_port,
+            login: crate::ovoc::fetch::resolve_login(s, env)?,
+            dir: s.ovoc_dir.clone(),
+            known_hosts: a
+                .known_hosts
+                .clone()
+                .unwrap_or_else(crate::cpe::run::default_known_hosts),
+            accept_new: a.accept_new_host_key,
+            timeout: a.target.timeout,
+            retries: a.target.retries,
+            modes,
+        },
+        servers,
+    })
 }
 
 pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
@@ -66,6 +112,11 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
         interval: a.pacing.probe_interval,
         ..ProbeConfig::default()
     };
+    let collect = if a.collect_ovoc {
+        Some(collect(a, &targets, env, modes)?)
+    } else {
+        None
+    };
     Ok(Plan {
         core: Config {
             max_events: a.max_events,
@@ -78,6 +129,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
             probe_time: probe_time(&a.pacing),
             alarm_from,
             wind_down: a.wind_down,
+            collect: a.collect_ovoc,
         },
         devices,
         targets,
@@ -104,6 +156,7 @@ pub fn resolve(a: &SessionArgs, env: &Env) -> Result<Plan> {
         max_events: a.max_events,
         modes,
         agent_keys: crate::ovoc::auth::AgentKeys::parse(&a.agent_key).map_err(Error::usage)?,
+        collect,
     })
 }
 

@@ -3,8 +3,9 @@
 //! (send a datagram, run a job, report a task, journal a step). No sockets, no threads.
 //!
 //! Per device: REGISTER -> CPE start -> CAPTURE -> wait for Connection Lost -> VERIFY with local
-//! probes -> CPE stop -> fetch (retried every interval, never abandoned) -> STOP <file> -> next
-//! round or done. A device whose STOP was never confirmed has not completed (`failed`): its
+//! probes -> CPE stop -> fetch (retried every interval, never abandoned) -> STOP <file> ->
+//! (with `--collect-ovoc`: collect the agent's files, retried while the server is unreachable,
+//! then analyse both sides) -> next round or done. A device whose STOP was never confirmed has not completed (`failed`): its
 //! journal still says STOP, so `--resume` sends it again.
 //!
 //! Resending, right for `tc` agents and for the original single-threaded ones alike:
@@ -53,6 +54,8 @@ pub struct Config {
     /// How long a wind-down may take after the first signal before the session gives up on what
     /// is left (the journal keeps it for `--resume`).
     pub wind_down: Duration,
+    /// After STOP, fetch the round's OVOC files and analyse them with the CPE file.
+    pub collect: bool,
 }
 
 /// How long the final answer to a request that got `100 Trying` may take before it is taken as
@@ -88,6 +91,10 @@ pub enum Step {
     CpeStop,
     Fetch,
     Stop,
+    /// The round's OVOC files are fetched from the OVOC server (`--collect-ovoc`).
+    Collect,
+    /// Both sides of the round are compared.
+    Analyze,
     Done,
     Aborted,
     /// STOP was never confirmed: the device has not completed; `--resume` retries the STOP.
@@ -106,6 +113,8 @@ impl Step {
             Step::CpeStop => "cpe_stop",
             Step::Fetch => "fetch",
             Step::Stop => "stop",
+            Step::Collect => "collect",
+            Step::Analyze => "analyze",
             Step::Done => "done",
             Step::Aborted => "aborted",
             Step::Failed => "failed",
@@ -119,14 +128,37 @@ pub enum Job {
     CpeStop,
     Fetch,
     Probe,
+    Collect,
+    Analyze,
 }
 
 /// What a finished job reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOk {
     Done,
-    Fetched { path: String },
+    Fetched {
+        path: String,
+    },
     Probed(ProbeReport),
+    /// The round's OVOC files, one `ovoc.fetched` event each.
+    Collected(Vec<Event>),
+    /// The collection cannot succeed however often it is tried (the host key changed, the login
+    /// was refused, the agent has no such files): the round goes on without its analysis.
+    Uncollectable(String),
+    Analyzed {
+        verdict: String,
+        text: String,
+    },
+}
+
+/// A job for a worker: the job, and the round it belongs to (1 for the first), with the CPE file
+/// of the round once it is fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    pub device: String,
+    pub job: Job,
+    pub round: u32,
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +170,8 @@ pub struct Row {
     pub description: String,
     pub file: Option<String>,
     pub round: u32,
+    /// The analysis' verdict (the `analyze` task only).
+    pub verdict: Option<String>,
 }
 
 /// A journal record: enough to resume a device after a crash.
@@ -155,7 +189,7 @@ pub struct Journal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Send { to: SocketAddr, text: String },
-    Work { device: String, job: Job },
+    Work(Work),
     Emit(Event),
     Report(Row),
     Journal(Journal),
@@ -192,7 +226,7 @@ struct Dev {
 }
 
 /// How the devices ended, for the session summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     pub completed: u32,
     pub aborted: u32,
@@ -204,6 +238,8 @@ pub struct Tally {
     pub ignored: u32,
     /// Of those, alarms from senders that are not OVOC servers (`--alarm-from`).
     pub refused: u32,
+    /// Rounds analysed, by verdict.
+    pub verdicts: BTreeMap<String, u32>,
 }
 
 /// A device the session gave up on when its wind-down ran out: what the journal keeps for
@@ -229,6 +265,7 @@ pub struct Core {
     ignored: u32,
     refused: u32,
     quiet: Quiet,
+    verdicts: BTreeMap<String, u32>,
 }
 
 /// `session.ignored` lines shown per sender and second: a flood of junk (hostile, or a
@@ -305,6 +342,7 @@ impl Core {
             ignored: 0,
             refused: 0,
             quiet: Quiet::default(),
+            verdicts: BTreeMap::new(),
         }
     }
 
@@ -347,7 +385,20 @@ impl Core {
             description,
             file,
             round,
+            verdict: None,
         })
+    }
+
+    /// A job for the device's current round.
+    fn work(&mut self, out: &mut Vec<Action>, device: &str, job: Job) {
+        let d = self.devs.get_mut(device).expect("known");
+        d.job_running = true;
+        out.push(Action::Work(Work {
+            device: device.into(),
+            job,
+            round: d.rounds + 1,
+            file: d.filename.clone(),
+        }));
     }
 
     fn journal(&self, out: &mut Vec<Action>, device: &str) {
@@ -433,25 +484,14 @@ impl Core {
                 let d = self.devs.get_mut(device).expect("known");
                 d.agent_verify = None;
                 d.local_verify = None;
-                d.job_running = true;
-                out.push(Action::Work {
-                    device: device.into(),
-                    job: Job::Probe,
-                });
+                self.work(out, device, Job::Probe);
                 self.send(out, now, device, Verb::Verify);
             }
-            Step::CpeStart | Step::CpeStop | Step::Fetch => {
-                let job = match step {
-                    Step::CpeStart => Job::CpeStart,
-                    Step::CpeStop => Job::CpeStop,
-                    _ => Job::Fetch,
-                };
-                self.devs.get_mut(device).expect("known").job_running = true;
-                out.push(Action::Work {
-                    device: device.into(),
-                    job,
-                });
-            }
+            Step::CpeStart => self.work(out, device, Job::CpeStart),
+            Step::CpeStop => self.work(out, device, Job::CpeStop),
+            Step::Fetch => self.work(out, device, Job::Fetch),
+            Step::Collect => self.work(out, device, Job::Collect),
+            Step::Analyze => self.work(out, device, Job::Analyze),
             Step::Armed | Step::Done | Step::Aborted | Step::Failed => {}
         }
         // A failed STOP stays journaled as STOP, so that --resume sends it again.
@@ -741,7 +781,11 @@ impl Core {
                 let d = &self.devs[device];
                 let (status, desc) = stop_outcome(desc, d.incomplete);
                 out.push(self.row(device, "stop", status, Some(200), desc, d.filename.clone()));
-                self.finish_round(out, now, device);
+                if self.cfg.collect {
+                    self.enter(out, now, device, Step::Collect);
+                } else {
+                    self.finish_round(out, now, device);
+                }
             }
             (Verb::Stop, 503) if self.devs[device].acked => {
                 let why = format!(
@@ -900,10 +944,61 @@ impl Core {
                 self.verify_progress(&mut out, now, device);
                 return out;
             }
+            (Job::Collect | Job::Analyze, r) => {
+                self.analysis_done(&mut out, now, device, job, r);
+                return out;
+            }
         };
         out.push(self.row(device, job_task(job), "ok", None, text, file));
         self.enter(&mut out, now, device, next);
         out
+    }
+
+    /// A collection or an analysis ended: the next step, or a retry while the OVOC server may
+    /// come back (never abandoned, as the CPE fetch is not).
+    fn analysis_done(
+        &mut self,
+        out: &mut Vec<Action>,
+        now: Instant,
+        device: &str,
+        job: Job,
+        result: Result<JobOk, String>,
+    ) {
+        let task = job_task(job);
+        match (job, result) {
+            (Job::Collect, Ok(JobOk::Collected(events))) => {
+                let n = events.len();
+                out.extend(events.into_iter().map(Action::Emit));
+                let text = format!("{n} OVOC file(s) collected");
+                out.push(self.row(device, task, "ok", None, text, None));
+                self.enter(out, now, device, Step::Analyze);
+            }
+            (Job::Collect, Ok(JobOk::Uncollectable(why))) => {
+                let why = format!("{why}; the round is not analysed");
+                out.push(self.row(device, task, "failed", None, why, None));
+                self.finish_round(out, now, device);
+            }
+            (Job::Analyze, Ok(JobOk::Analyzed { verdict, text })) => {
+                *self.verdicts.entry(verdict.clone()).or_insert(0) += 1;
+                if let Action::Report(mut row) = self.row(device, task, "ok", None, text, None) {
+                    row.verdict = Some(verdict);
+                    out.push(Action::Report(row));
+                }
+                self.finish_round(out, now, device);
+            }
+            (Job::Analyze, r) => {
+                let why = r.err().unwrap_or_else(|| "unexpected job result".into());
+                out.push(self.row(device, task, "failed", None, why, None));
+                self.finish_round(out, now, device);
+            }
+            (_, r) => {
+                let e = r.err().unwrap_or_else(|| "unexpected job result".into());
+                let interval = self.cfg.fetch_retry_interval;
+                self.devs.get_mut(device).expect("known").retry_at = Some(now + interval);
+                let why = format!("{e}; retrying in {interval:?}");
+                out.push(self.row(device, task, "retry", None, why, None));
+            }
+        }
     }
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
@@ -1041,6 +1136,7 @@ impl Core {
             rounds: self.devs.values().map(|d| d.rounds).sum(),
             ignored: self.ignored,
             refused: self.refused,
+            verdicts: self.verdicts.clone(),
         }
     }
 
@@ -1081,6 +1177,8 @@ fn job_task(job: Job) -> &'static str {
         Job::CpeStop => "cpe_stop",
         Job::Fetch => "fetch",
         Job::Probe => "verify",
+        Job::Collect => "collect",
+        Job::Analyze => "analyze",
     }
 }
 
@@ -1127,6 +1225,7 @@ mod tests {
                 Cidr::parse("127.0.0.50").unwrap(),
             ],
             wind_down: Duration::from_secs(300),
+            collect: false,
         }
     }
 
@@ -1163,8 +1262,8 @@ mod tests {
     fn jobs(a: &[Action]) -> Vec<Job> {
         a.iter()
             .filter_map(|x| {
-                if let Action::Work { job, .. } = x {
-                    Some(*job)
+                if let Action::Work(w) = x {
+                    Some(w.job)
                 } else {
                     None
                 }
@@ -1816,6 +1915,123 @@ mod tests {
         c.resume(&[j(Step::Done, None)]);
         assert!(c.start(t).is_empty());
         assert!(c.finished());
+        // Killed while collecting or analysing: that step again, for the journaled file.
+        for step in [Step::Collect, Step::Analyze] {
+            let mut c = core(Config {
+                collect: true,
+                ..cfg()
+            });
+            c.resume(&[j(step, Some("CPE_x.pcap"))]);
+            let w = works(&c.start(t));
+            assert_eq!(w.len(), 1, "{step:?}");
+            assert_eq!((w[0].round, w[0].file.as_deref()), (1, Some("CPE_x.pcap")));
+        }
+    }
+
+    fn works(a: &[Action]) -> Vec<Work> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Work(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rows(a: &[Action]) -> Vec<Row> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Report(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `--collect-ovoc`: after STOP, collect then analyse, each for the round's CPE file; a
+    /// collection is retried while the server is unreachable, given up when it cannot succeed;
+    /// the verdict reaches the report and the tally.
+    #[test]
+    fn collected_rounds_are_analysed_and_their_verdicts_counted() {
+        let t = Instant::now();
+        let collecting = || {
+            let mut c = core(Config {
+                collect: true,
+                max_events: 2,
+                ..cfg()
+            });
+            to_stop(&mut c, t);
+            let a = reply(&mut c, t, "200 OK 10.0.0.1 STOP");
+            let w = works(&a);
+            assert_eq!(w.len(), 1);
+            assert_eq!(w[0].job, Job::Collect);
+            assert_eq!((w[0].round, w[0].file.as_deref()), (1, Some("CPE_s.pcap")));
+            assert_eq!(journals(&a).last(), Some(&Step::Collect));
+            c
+        };
+        // Collected, analysed: the next round starts, the verdict is counted.
+        let mut c = collecting();
+        let fetched = Event::OvocFetched {
+            server: "127.0.0.9".into(),
+            device: "10.0.0.1".into(),
+            path: "/o/10.0.0.1/1/OVOC_s-0.pcap".into(),
+            remote_path: "/var/lib/tc-ovoc/OVOC_s-0.pcap".into(),
+            bytes: 24,
+            sha256: "00".repeat(32),
+            seconds: 0.1,
+            attempts: 1,
+        };
+        let a = c.job_done(
+            t,
+            "10.0.0.1",
+            Job::Collect,
+            Ok(JobOk::Collected(vec![fetched.clone()])),
+        );
+        assert!(a.contains(&Action::Emit(fetched)));
+        assert_eq!(tasks(&a), [("collect".into(), "ok".into())]);
+        assert_eq!(jobs(&a), [Job::Analyze]);
+        let verdict = JobOk::Analyzed {
+            verdict: "wan_loss_ovoc_to_cpe".into(),
+            text: "From 14:03:22 SNMP from OVOC never reached the CPE.".into(),
+        };
+        let a = c.job_done(t, "10.0.0.1", Job::Analyze, Ok(verdict));
+        let r = &rows(&a)[0];
+        assert_eq!((r.task, r.status), ("analyze", "ok"));
+        assert_eq!(r.verdict.as_deref(), Some("wan_loss_ovoc_to_cpe"));
+        assert!(r.description.contains("never reached"));
+        assert_eq!(jobs(&a), [Job::CpeStart], "round 2");
+        assert_eq!(c.tally().verdicts.get("wan_loss_ovoc_to_cpe"), Some(&1));
+        assert_eq!(c.tally().rounds, 1);
+        // The server unreachable: retried every interval, never given up.
+        let mut c = collecting();
+        for _ in 0..3 {
+            let a = c.job_done(t, "10.0.0.1", Job::Collect, Err("connect: refused".into()));
+            assert_eq!(tasks(&a), [("collect".into(), "retry".into())]);
+            assert!(jobs(&a).is_empty());
+            assert!(jobs(&c.tick(t + Duration::from_secs(29))).is_empty());
+            assert_eq!(jobs(&c.tick(t + Duration::from_secs(30))), [Job::Collect]);
+        }
+        // A refusal: the round goes on without its analysis.
+        let mut c = collecting();
+        let no = JobOk::Uncollectable("HOST KEY CHANGED".into());
+        let a = c.job_done(t, "10.0.0.1", Job::Collect, Ok(no));
+        assert_eq!(tasks(&a)[0], ("collect".into(), "failed".into()));
+        assert_eq!(jobs(&a), [Job::CpeStart]);
+        assert!(c.tally().verdicts.is_empty());
+        // An analysis that fails is reported; the round goes on.
+        let mut c = collecting();
+        c.job_done(
+            t,
+            "10.0.0.1",
+            Job::Collect,
+            Ok(JobOk::Collected(Vec::new())),
+        );
+        let a = c.job_done(
+            t,
+            "10.0.0.1",
+            Job::Analyze,
+            Err("reading captures: truncated".into()),
+        );
+        assert_eq!(tasks(&a)[0], ("analyze".into(), "failed".into()));
+        assert_eq!(jobs(&a), [Job::CpeStart]);
     }
 }
 
@@ -1912,10 +2128,11 @@ mod sim {
                         }
                         self.datagram(Dir::ToAgent, text);
                     }
-                    Action::Work { device, job } => {
+                    Action::Work(Work { device, job, .. }) => {
                         let secs = match job {
                             Job::CpeStart | Job::CpeStop => 1000,
-                            Job::Fetch => 2000,
+                            Job::Fetch | Job::Collect => 2000,
+                            Job::Analyze => 500,
                             Job::Probe => 10_000,
                         };
                         self.at(MS * secs, Ev::Job(device, job));
@@ -2012,6 +2229,11 @@ mod sim {
                         Job::Probe => Ok(probes_ok()),
                         Job::Fetch => Ok(JobOk::Fetched {
                             path: format!("/o/CPE_device_{device}_T.pcap"),
+                        }),
+                        Job::Collect => Ok(JobOk::Collected(Vec::new())),
+                        Job::Analyze => Ok(JobOk::Analyzed {
+                            verdict: "no_loss".into(),
+                            text: "No loss.".into(),
                         }),
                         _ => Ok(JobOk::Done),
                     };
@@ -2164,6 +2386,7 @@ mod sim {
                         probe_time: Duration::from_secs(11),
                         alarm_from: vec![Cidr::parse("127.0.0.9").expect("CIDR")],
                         wind_down: Duration::from_secs(300),
+                        collect: false,
                     },
                     devices,
                 ),
@@ -2231,6 +2454,7 @@ mod sim {
                     probe_time: Duration::from_secs(11),
                     alarm_from: vec![Cidr::parse("127.0.0.9").expect("CIDR")],
                     wind_down: Duration::from_secs(300),
+                    collect: true,
                 },
                 devices,
             ),
@@ -2253,6 +2477,8 @@ mod sim {
         sim.run();
         let t = sim.core.tally();
         assert_eq!((t.completed, t.failed, t.rounds), (20, 0, 40));
+        // With --collect-ovoc: every round of every device analysed once.
+        assert_eq!(t.verdicts.get("no_loss"), Some(&40));
         assert!(
             sim.read.values().any(|n| *n > 1),
             "the loss rule lost nothing: the test would not test resending"

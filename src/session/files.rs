@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::util::Modes;
 
 /// The CSV report's first line.
-pub const REPORT_HEADER: &str = "time,device,task,status,code,description,file\n";
+pub const REPORT_HEADER: &str = "time,device,task,status,code,description,file,verdict\n";
 
 /// A file of lines, appended whole or not at all.
 pub struct Lines {
@@ -206,7 +206,7 @@ impl Report {
     }
 
     /// One CSV row (the fields as the csv crate quotes them).
-    pub fn row(&mut self, fields: [&str; 7]) {
+    pub fn row(&mut self, fields: [&str; 8]) {
         let mut w = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(Vec::new());
@@ -318,6 +318,25 @@ impl Lock {
     }
 }
 
+/// Where a round's files go: `OUT` itself, or with `--collect-ovoc` `OUT/<device>/<round>/`,
+/// the CPE file, the OVOC files and the analysis together.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub out: PathBuf,
+    pub per_round: bool,
+}
+
+impl Layout {
+    /// `round` counts from 1. Device names are checked at the inventory: no `/`, no `..`.
+    pub fn round_dir(&self, device: &str, round: u32) -> PathBuf {
+        if self.per_round {
+            self.out.join(device).join(round.to_string())
+        } else {
+            self.out.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +425,7 @@ mod tests {
             std::fs::create_dir_all(&out).unwrap();
             Report::open(&path, Modes::private()).unwrap()
         };
-        r.row(["t", "10.0.0.1", "register", "ok", "200", "200 OK", ""]);
+        r.row(["t", "10.0.0.1", "register", "ok", "200", "200 OK", "", ""]);
         assert!(!r.lines.replaced());
         std::fs::remove_dir_all(&out).unwrap();
         assert!(r.lines.replaced());
@@ -417,6 +436,7 @@ mod tests {
             "ok",
             "",
             "a, \"quoted\" text",
+            "",
             "",
         ]);
         r.recreate().unwrap();
@@ -431,8 +451,8 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "{REPORT_HEADER}t,10.0.0.1,register,ok,200,200 OK,\n\
-                 t,10.0.0.1,cpe_start,ok,,\"a, \"\"quoted\"\" text\",\n"
+                "{REPORT_HEADER}t,10.0.0.1,register,ok,200,200 OK,,\n\
+                 t,10.0.0.1,cpe_start,ok,,\"a, \"\"quoted\"\" text\",,\n"
             )
         );
         use std::os::unix::fs::PermissionsExt;

@@ -18,9 +18,9 @@ use mio::net::UdpSocket;
 use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use super::config::Plan;
-use super::core::{Action, Core, Job, JobOk, Journal, Step};
-use super::files::{self, Lines, Lock, Report};
+use super::config::{Collect, Plan};
+use super::core::{Action, Core, Job, JobOk, Journal, Step, Work};
+use super::files::{self, Layout, Lines, Lock, Report};
 use crate::cli::SessionArgs;
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
 use crate::emit::emit;
@@ -34,24 +34,82 @@ struct Worker {
     fetch: FetchOpts,
     snmp: Option<Snmp>,
     probes: ProbeConfig,
+    layout: Layout,
+    collect: Option<Collect>,
 }
 
 impl Worker {
-    fn run(&self, device: &str, job: Job) -> std::result::Result<JobOk, String> {
+    fn run(&self, w: &Work) -> std::result::Result<JobOk, String> {
+        let device = w.device.as_str();
         let t = self.targets.get(device).ok_or("unknown device")?;
-        match job {
+        match w.job {
             Job::CpeStart => {
                 crate::cpe::run::start(&self.ctx, t, self.snmp.as_ref()).map(|_| JobOk::Done)
             }
             Job::CpeStop => crate::cpe::run::stop(&self.ctx, t).map(|_| JobOk::Done),
             // The part name stays until the journal records the file (Io::perform).
-            Job::Fetch => match crate::cpe::run::fetch_kept(&self.ctx, t, &self.fetch)? {
-                (Event::CpeFetched { path, .. }, _) => Ok(JobOk::Fetched { path }),
-                _ => Err("fetch gave no file".into()),
-            },
+            Job::Fetch => {
+                let o = FetchOpts {
+                    out: self.layout.round_dir(device, w.round),
+                    ..self.fetch.clone()
+                };
+                match crate::cpe::run::fetch_kept(&self.ctx, t, &o)? {
+                    (Event::CpeFetched { path, .. }, _) => Ok(JobOk::Fetched { path }),
+                    _ => Err("fetch gave no file".into()),
+                }
+            }
             Job::Probe => Ok(JobOk::Probed(crate::probe::run(device, &self.probes))),
+            Job::Collect => self.collect(w),
+            Job::Analyze => self.analyze(w),
         }
     }
+
+    /// The round's OVOC files into its directory, beside the CPE file.
+    fn collect(&self, w: &Work) -> std::result::Result<JobOk, String> {
+        let c = self.collect.as_ref().ok_or("--collect-ovoc is off")?;
+        let server = c.servers.get(&w.device).ok_or("no OVOC server")?;
+        let file = w.file.as_deref().ok_or("no CPE file to match")?;
+        let dir = self.layout.round_dir(&w.device, w.round);
+        match crate::ovoc::fetch::collect(&c.source, server, &w.device, file, &dir) {
+            Ok(events) => Ok(JobOk::Collected(events)),
+            Err((true, e)) => Err(e),
+            Err((false, e)) => Ok(JobOk::Uncollectable(e)),
+        }
+    }
+
+    /// Both sides of the round compared; the files beside the captures.
+    fn analyze(&self, w: &Work) -> std::result::Result<JobOk, String> {
+        let file = w.file.as_deref().ok_or("no CPE file")?;
+        let dir = self.layout.round_dir(&w.device, w.round);
+        let base = crate::proto::ovoc_base(file);
+        let ovoc: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| crate::ovoc::fetch::is_ring_file(n, &base))
+            })
+            .map(|e| e.path())
+            .collect();
+        let device = device_ip(&w.device)?;
+        let (verdict, text) =
+            crate::analyze::write_round(&dir.join(file), &ovoc, device, &dir, self.fetch.modes)?;
+        Ok(JobOk::Analyzed { verdict, text })
+    }
+}
+
+/// The device's address as the captures hold it (a host name is looked up, as the agent's
+/// tcpdump filter was).
+fn device_ip(device: &str) -> std::result::Result<std::net::IpAddr, String> {
+    if let Ok(ip) = device.parse() {
+        return Ok(ip);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(&(device, 0))
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("{device}: no address to find it by in the captures"))
 }
 
 /// The journal's records (on `--resume`), the report and the journal, open for appending, and
@@ -98,10 +156,7 @@ fn open_files(p: &Plan) -> Result<Files> {
 }
 
 /// The queue of starts and fetches, and the pool that gives alarm work a thread at once.
-type Pools = (
-    mpsc::Sender<(String, Job)>,
-    crate::pool::Elastic<(String, Job)>,
-);
+type Pools = (mpsc::Sender<Work>, crate::pool::Elastic<Work>);
 
 /// The result a device's job hands back to the loop.
 type Done = (String, Job, std::result::Result<JobOk, String>);
@@ -115,11 +170,11 @@ fn pools(
     done_tx: mpsc::Sender<Done>,
     waker: Arc<mio::Waker>,
 ) -> Result<Pools> {
-    let run_job = move |(device, job): (String, Job)| {
+    let run_job = move |w: Work| {
         // A bug in one device's job must not leave the device waiting forever for a result.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(&device, job)))
-            .unwrap_or_else(|_| Err(format!("internal error: the {job:?} job panicked")));
-        (device, job, r)
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(&w)))
+            .unwrap_or_else(|_| Err(format!("internal error: the {:?} job panicked", w.job)));
+        (w.device, w.job, r)
     };
     let wake = move || {
         let _ = waker.wake();
@@ -141,6 +196,10 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     let p = super::config::resolve(&a, &crate::secret::Env::process())?;
     let mut files = open_files(&p)?;
     let mut core = Core::new(p.core.clone(), p.devices.clone());
+    let layout = Layout {
+        out: p.out.clone(),
+        per_round: p.core.collect,
+    };
     core.resume(&files.records);
     let worker = Arc::new(Worker {
         targets: p
@@ -152,6 +211,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         fetch: p.fetch,
         snmp: p.snmp,
         probes: p.probes,
+        layout: layout.clone(),
+        collect: p.collect,
     });
     crate::sys::raise_fd_limit();
     // A datagram flood must not hold the loop in its read: signals (the wind-down, a second
@@ -169,7 +230,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         max_events: p.max_events,
     });
     let started = Instant::now();
-    let (last, parts) = journal_state(&files.records, &p.out);
+    let (last, parts) = journal_state(&files.records, &layout);
     let mut sess = Loop {
         core,
         done_rx,
@@ -187,7 +248,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             modes: p.modes,
             gaps: 0,
             taken: false,
-            out: p.out.clone(),
+            layout,
             parts,
             agent_keys: p.agent_keys,
         },
@@ -213,7 +274,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
 /// already names (killed after it recorded the file, before the part name went).
 fn journal_state(
     records: &[Journal],
-    out: &std::path::Path,
+    out: &Layout,
 ) -> (HashMap<String, Journal>, Vec<std::path::PathBuf>) {
     let last: HashMap<String, Journal> = records
         .iter()
@@ -252,6 +313,7 @@ fn summary(core: &Core, devices: usize, started: Instant, end: End) -> ExitCode 
         rounds: tally.rounds,
         ignored: tally.ignored,
         refused: tally.refused,
+        verdicts: tally.verdicts.clone(),
         seconds: started.elapsed().as_secs_f64(),
         reason: match (interrupted, gave_up) {
             _ if taken => "out_dir_taken".into(),
@@ -368,6 +430,12 @@ fn is_urgent(job: Job) -> bool {
     matches!(job, Job::CpeStop | Job::Probe)
 }
 
+/// What waits while alarm work runs: SSH handshakes and the analysis would take the CPU the
+/// stops need (the files wait safely where they are).
+fn is_heavy(job: Job) -> bool {
+    matches!(job, Job::Fetch | Job::Collect | Job::Analyze)
+}
+
 /// The longest the loop reads datagrams before it looks at signals and results again.
 const DRAIN_BUDGET: Duration = Duration::from_millis(20);
 
@@ -376,13 +444,13 @@ const HOLD_MAX: Duration = Duration::from_secs(5);
 
 struct Io<'a> {
     sock: Arc<UdpSocket>,
-    job_tx: &'a mpsc::Sender<(String, Job)>,
-    urgent: &'a crate::pool::Elastic<(String, Job)>,
+    job_tx: &'a mpsc::Sender<Work>,
+    urgent: &'a crate::pool::Elastic<Work>,
     /// Stops and probes submitted and not yet done.
     urgent_running: usize,
     /// Fetches held back while stops and probes run: in an alarm storm, a thousand SSH
     /// handshakes would take the CPU the stops need (the files wait safely on the devices).
-    held: VecDeque<(Instant, String)>,
+    held: VecDeque<(Instant, Work)>,
     report: &'a mut Report,
     journal: &'a mut Lines,
     lock: &'a mut Lock,
@@ -394,7 +462,7 @@ struct Io<'a> {
     /// Another session took the out dir's lock: nothing there is touched again.
     taken: bool,
     /// Where the captures go.
-    out: std::path::PathBuf,
+    layout: Layout,
     /// Part names of fetched captures, removed once the journal line naming the file is written
     /// (a fetch killed before that finds the part and keeps the same file, not a second copy).
     parts: Vec<std::path::PathBuf>,
@@ -403,9 +471,12 @@ struct Io<'a> {
 }
 
 /// The part name of the capture a journal record names as fetched.
-fn part_of(out: &std::path::Path, j: &Journal) -> Option<std::path::PathBuf> {
+fn part_of(out: &Layout, j: &Journal) -> Option<std::path::PathBuf> {
     let f = j.filename.as_ref().filter(|_| j.step == Step::Stop)?;
-    Some(out.join(format!(".{f}.part")))
+    Some(
+        out.round_dir(&j.device, j.rounds + 1)
+            .join(format!(".{f}.part")),
+    )
 }
 
 impl Io<'_> {
@@ -473,7 +544,7 @@ impl Io<'_> {
     fn remove_parts(&mut self) {
         if !self.journal.has_pending() && !self.taken {
             for p in self.parts.drain(..) {
-                crate::cpe::sftp::Fetched::done(&p);
+                crate::sftp::Fetched::done(&p);
             }
         }
     }
@@ -518,7 +589,7 @@ impl Io<'_> {
                    memory; files kept in --out before may be lost";
         let time = crate::timefmt::Utc::now().rfc3339();
         self.report
-            .row([time.as_str(), "", "gap", "failed", "", gap, ""]);
+            .row([time.as_str(), "", "gap", "failed", "", gap, "", ""]);
     }
 
     /// When the oldest held fetch must run even if alarm work is still going on.
@@ -531,8 +602,8 @@ impl Io<'_> {
             if self.urgent_running > 0 && now < *at + HOLD_MAX {
                 break;
             }
-            let (_, device) = self.held.pop_front().expect("front exists");
-            let _ = self.job_tx.send((device, Job::Fetch));
+            let (_, work) = self.held.pop_front().expect("front exists");
+            let _ = self.job_tx.send(work);
         }
     }
 
@@ -545,18 +616,18 @@ impl Io<'_> {
                         log::warn!("sending {text:?} to {to}: {e}");
                     }
                 }
-                Action::Work { device, job } => {
-                    if is_urgent(job) {
+                Action::Work(w) => {
+                    if is_urgent(w.job) {
                         self.urgent_running += 1;
-                        if let Err(((device, job), e)) = self.urgent.submit((device, job)) {
+                        if let Err((w, e)) = self.urgent.submit(w) {
                             // No thread at all: the slower pool still does the work.
-                            log::warn!("{device}: no thread for {job:?} ({e}); queued");
-                            let _ = self.job_tx.send((device, job));
+                            log::warn!("{}: no thread for {:?} ({e}); queued", w.device, w.job);
+                            let _ = self.job_tx.send(w);
                         }
-                    } else if job == Job::Fetch && self.urgent_running > 0 {
-                        self.held.push_back((Instant::now(), device));
+                    } else if is_heavy(w.job) && self.urgent_running > 0 {
+                        self.held.push_back((Instant::now(), w));
                     } else {
-                        let _ = self.job_tx.send((device, job));
+                        let _ = self.job_tx.send(w);
                     }
                 }
                 Action::Emit(ev) => emit(&ev),
@@ -571,6 +642,7 @@ impl Io<'_> {
                         &code,
                         &row.description,
                         row.file.as_deref().unwrap_or(""),
+                        row.verdict.as_deref().unwrap_or(""),
                     ]);
                     emit(&Event::SessionTask {
                         device: row.device,
@@ -580,11 +652,12 @@ impl Io<'_> {
                         description: row.description,
                         file: row.file,
                         round: row.round,
+                        verdict: row.verdict,
                     });
                 }
                 Action::Journal(j) => {
                     self.journal.push(files::journal_line(&j));
-                    self.parts.extend(part_of(&self.out, &j));
+                    self.parts.extend(part_of(&self.layout, &j));
                     self.last.insert(j.device.clone(), j);
                     self.remove_parts();
                 }
