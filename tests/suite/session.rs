@@ -217,7 +217,7 @@ fn check_evidence(out: &Path, agent_dir: &Path, devices: &[String], rounds: usiz
     }
     let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
     assert!(
-        report.starts_with("time,device,task,status,code,description,file\n"),
+        report.starts_with("time,device,task,status,code,description,file,verdict\n"),
         "{report}"
     );
     for d in devices {
@@ -1081,9 +1081,9 @@ fn a_full_disk_leaves_a_parseable_report() {
     let report = small.0.join("report.csv");
     // An earlier run's rows, up to just short of a page: the next row crosses into a page the
     // full tmpfs cannot give, so its write stops part-way.
-    let mut seed = String::from("time,device,task,status,code,description,file\n");
+    let mut seed = String::from("time,device,task,status,code,description,file,verdict\n");
     while seed.len() < 4096 - 60 {
-        seed.push_str("2026-01-01T00:00:00.000000Z,192.0.2.1,register,ok,200,200 OK,\n");
+        seed.push_str("2026-01-01T00:00:00.000000Z,192.0.2.1,register,ok,200,200 OK,,\n");
     }
     std::fs::write(&report, &seed).unwrap();
     fill(&small.0.join("filler"));
@@ -1396,7 +1396,7 @@ fn the_out_dir_lock_cannot_be_bypassed() {
     .unwrap();
     std::fs::write(&other, "4242\n").unwrap();
     std::fs::rename(&other, &lock).unwrap();
-    let marker = "time,device,task,status,code,description,file\nanother session's row\n";
+    let marker = "time,device,task,status,code,description,file,verdict\nanother session's row\n";
     let staged = out.path().join("staged.csv");
     std::fs::write(&staged, marker).unwrap();
     std::fs::rename(&staged, &report).unwrap();
