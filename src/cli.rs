@@ -319,8 +319,9 @@ pub struct OvocSshArgs {
     /// Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD).
     #[arg(long, value_name = "FILE")]
     pub ovoc_ssh_password_file: Option<PathBuf>,
-    /// The agent's directory on the OVOC servers, as the SSH login sees it (the original
-    /// agent's: `captures` under the directory it was started in).
+    /// The agent's directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve
+    /// --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent's is
+    /// `captures` under the directory it was started in.
     #[arg(
         long,
         env = "TC_OVOC_DIR",

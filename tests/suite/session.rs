@@ -1586,3 +1586,358 @@ fn a_resumed_round_redoes_its_verify() {
     assert_eq!(s.count("\"task\":\"verify\""), 1, "{}", s.seen.join("\n"));
     check_evidence(out.path(), agent_dir.path(), &devs, 1);
 }
+
+// ---- `--collect-ovoc` (issue 19): both sides in one place, a verdict per device and round.
+
+/// Each device's round 1 directory holds its CPE file, every OVOC ring file of the round with
+/// the agent's bytes, and the analysis; the verdict is in the JSON lines and the CSV report.
+/// Returns the ring files' names by device.
+fn check_collected(
+    s: &Session,
+    out: &Path,
+    agent_dir: &Path,
+    devices: &[String],
+) -> Vec<(String, Vec<String>)> {
+    let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(report.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header.last().map(String::as_str), Some("verdict"));
+    let records: Vec<csv::StringRecord> = rows.records().map(|r| r.unwrap()).collect();
+    let mut all = Vec::new();
+    for d in devices {
+        let dir = out.join(d).join("1");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let cpe: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("CPE_device_"))
+            .collect();
+        assert_eq!(cpe.len(), 1, "{d}: {names:?}");
+        let base = cpe[0]
+            .strip_prefix("CPE_")
+            .unwrap()
+            .strip_suffix(".pcap")
+            .unwrap();
+        let mut theirs: Vec<String> = std::fs::read_dir(agent_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(&format!("OVOC_{base}-")))
+            .collect();
+        theirs.sort();
+        assert!(
+            !theirs.is_empty(),
+            "{d}: the agent has no OVOC files of {base}"
+        );
+        for f in &theirs {
+            let mine = std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{d}: {f}: {e}"));
+            let sha = sha256_hex(&mine);
+            assert_eq!(
+                sha,
+                sha256_hex(&std::fs::read(agent_dir.join(f)).unwrap()),
+                "{f}"
+            );
+            assert!(
+                s.seen.iter().any(|l| l.contains("\"ovoc.fetched\"")
+                    && l.contains(f.as_str())
+                    && l.contains(&sha)),
+                "{d}: no ovoc.fetched line for {f} with its sha256"
+            );
+        }
+        for a in ["analysis.jsonl", "merged.pcapng", "timeline.svg"] {
+            let len = std::fs::metadata(dir.join(a))
+                .unwrap_or_else(|e| panic!("{d}: {a}: {e}"))
+                .len();
+            assert!(len > 0, "{d}: {a} is empty");
+        }
+        let analysis = std::fs::read_to_string(dir.join("analysis.jsonl")).unwrap();
+        let verdict = events(&analysis)
+            .into_iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::AnalyzeVerdict { verdict, .. } => Some(verdict),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{d}: no verdict in analysis.jsonl"));
+        let json = s
+            .seen
+            .iter()
+            .find(|l| {
+                l.contains(&format!("\"device\":\"{d}\"")) && l.contains("\"task\":\"analyze\"")
+            })
+            .unwrap_or_else(|| panic!("{d}: no analyze task line"));
+        assert!(
+            json.contains(&format!("\"verdict\":\"{verdict}\"")),
+            "{json}"
+        );
+        let row = records
+            .iter()
+            .find(|r| &r[1] == d && &r[2] == "analyze")
+            .unwrap_or_else(|| panic!("{d}: no analyze row:\n{report}"));
+        assert_eq!(&row[7], verdict, "{d}: the CSV verdict");
+        all.push((d.clone(), theirs));
+    }
+    all
+}
+
+fn collect_args() -> Vec<&'static str> {
+    vec!["--collect-ovoc", "--max-events", "1"]
+}
+
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn three_devices_collected_and_analysed() {
+    require_lab();
+    let lab = Lab::up(3, &[]);
+    let agent_dir = lab.agent_dir();
+    let _agent = Agent::start(&lab, &agent_dir, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &collect_args(),
+    );
+    let _alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    check_collected(&s, out.path(), &agent_dir, &devs);
+    let last = s.seen.last().unwrap();
+    assert!(
+        last.contains("\"session.summary\"") && last.contains("\"verdicts\":{\""),
+        "{last}"
+    );
+    // `tc ovoc fetch` by hand gives the same files; again into the same place, nothing is
+    // fetched a second time.
+    let file = std::fs::read_dir(out.path().join(&devs[0]).join("1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("CPE_device_"))
+        .unwrap();
+    let by_hand = tempfile::tempdir().unwrap();
+    for attempts in ["\"attempts\":1", "\"attempts\":0"] {
+        let mut c = lab.tc();
+        c.args(["ovoc", "fetch", "--server", &lab.ovoc_agent_addr(), "--out"])
+            .arg(by_hand.path())
+            .arg(&file);
+        let r = run(c).expect(0);
+        let fetched = r.of_type("ovoc.fetched");
+        assert!(!fetched.is_empty(), "{}", r.dump());
+        assert!(
+            r.stdout.lines().all(|l| l.contains(attempts)),
+            "{}",
+            r.dump()
+        );
+    }
+}
+
+/// A changed OVOC host key is refused: the round is captured and fetched from the CPE, its
+/// OVOC files are not collected, nothing is analysed.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn a_changed_ovoc_host_key_is_refused() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = lab.agent_dir();
+    let _agent = Agent::start(&lab, &agent_dir, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    // The lab's known_hosts, the OVOC server's key replaced by another's.
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("k");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let forged = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let forged: Vec<&str> = forged.split_whitespace().take(2).collect();
+    let agent_ip = lab.ovoc_agent_addr();
+    let known = std::fs::read_to_string(&lab.env["TC_KNOWN_HOSTS"]).unwrap();
+    let mut changed = String::new();
+    let mut replaced = 0;
+    for l in known.lines() {
+        if l.starts_with(&format!("[{agent_ip}]:")) {
+            let host = l.split_whitespace().next().unwrap();
+            changed += &format!("{host} {} {}\n", forged[0], forged[1]);
+            replaced += 1;
+        } else {
+            changed += &format!("{l}\n");
+        }
+    }
+    assert_eq!(
+        replaced, 1,
+        "the lab's known_hosts lists the OVOC server once:\n{known}"
+    );
+    let kh = other.path().join("known_hosts");
+    std::fs::write(&kh, changed).unwrap();
+    let mut args = collect_args();
+    let kh_s = kh.to_str().unwrap().to_string();
+    args.extend(["--known-hosts", kh_s.as_str()]);
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), free_udp(), &args);
+    let _alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    let refused = s
+        .seen
+        .iter()
+        .find(|l| l.contains("\"task\":\"collect\""))
+        .unwrap_or_else(|| panic!("no collect task: {}", s.seen.join("\n")));
+    assert!(
+        refused.contains("\"status\":\"failed\"") && refused.contains("HOST KEY CHANGED"),
+        "{refused}"
+    );
+    assert_eq!(s.count("\"ovoc.fetched\""), 0);
+    assert_eq!(s.count("\"task\":\"analyze\""), 0);
+    let dir = out.path().join(&devs[0]).join("1");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("CPE_device_")),
+        "{names:?}"
+    );
+}
+
+/// A TCP relay to `to` that refuses connections (nothing listens) until `after`, then relays.
+fn late_relay(listen: SocketAddr, to: SocketAddr, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let l = std::net::TcpListener::bind(listen).expect("relay listen");
+        for c in l.incoming() {
+            let Ok(a) = c else { continue };
+            let Ok(b) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            let pump = |mut r: std::net::TcpStream, mut w: std::net::TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut r, &mut w);
+                    let _ = w.shutdown(std::net::Shutdown::Write);
+                })
+            };
+            pump(a, b2);
+            pump(b, a2);
+        }
+    });
+}
+
+/// The OVOC server unreachable for 60 s as collection starts: retried every interval until
+/// the files are in.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn an_ovoc_server_unreachable_for_60s_is_collected_from_later() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let agent_dir = lab.agent_dir();
+    let _agent = Agent::start(&lab, &agent_dir, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let agent_ip = lab.ovoc_agent_addr();
+    let sshd: u16 = lab.env["TC_OVOC_SSH_PORT"].parse().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind((agent_ip.as_str(), 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // The relay's port is the OVOC server's SSH port now: its host key under that port too.
+    let kh = tempfile::NamedTempFile::new().unwrap();
+    let known = std::fs::read_to_string(&lab.env["TC_KNOWN_HOSTS"]).unwrap();
+    let line = known
+        .lines()
+        .find(|l| l.starts_with(&format!("[{agent_ip}]:")))
+        .unwrap();
+    let rest = line.split_once(' ').unwrap().1;
+    std::fs::write(kh.path(), format!("{known}[{agent_ip}]:{port} {rest}\n")).unwrap();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &[
+            "--collect-ovoc",
+            "--max-events",
+            "1",
+            "--retries",
+            "0",
+            "--ovoc-ssh-port",
+            &port.to_string(),
+            "--known-hosts",
+            kh.path().to_str().unwrap(),
+        ],
+    );
+    s.wait_capturing(1);
+    let t = Instant::now();
+    late_relay(
+        format!("{agent_ip}:{port}").parse().unwrap(),
+        format!("{agent_ip}:{sshd}").parse().unwrap(),
+        Duration::from_secs(60),
+    );
+    let _alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(300)), 0, "{}", s.seen.join("\n"));
+    assert!(t.elapsed() >= Duration::from_secs(59), "{:?}", t.elapsed());
+    assert!(
+        s.count("\"task\":\"collect\",\"status\":\"retry\"") >= 5,
+        "retried every interval: {}",
+        s.seen.join("\n")
+    );
+    check_collected(&s, out.path(), &agent_dir, &devs);
+}
+
+/// Killed with -9 while collecting, resumed: every file there once, none fetched twice.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn killed_while_collecting_and_resumed_collects_everything_once() {
+    require_lab();
+    let lab = Lab::up(3, &[]);
+    let agent_dir = lab.agent_dir();
+    let _agent = Agent::start(&lab, &agent_dir, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let devs = lab.devices();
+    let port = free_udp();
+    let mut s = Session::start(&lab, &lab.inventory(), out.path(), port, &collect_args());
+    let alarms = Alarms::start(&lab, devs.clone());
+    s.wait_until("a first OVOC file", Duration::from_secs(180), |l| {
+        l.iter().any(|x| x.contains("\"ovoc.fetched\""))
+    });
+    s.kill(9);
+    drop(alarms);
+    let first = s.seen.clone();
+    let mut s = Session::start(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        port,
+        &["--collect-ovoc", "--max-events", "1", "--resume"],
+    );
+    let _alarms = Alarms::start(&lab, devs.clone());
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    let files = check_collected(&s_with(&first, &s), out.path(), &agent_dir, &devs);
+    // Transferred at most once each (a resumed run finds a kept file: attempts 0).
+    for (d, names) in files {
+        for f in names {
+            let transfers = first
+                .iter()
+                .chain(&s.seen)
+                .filter(|l| {
+                    l.contains("\"ovoc.fetched\"")
+                        && l.contains(&format!("/{f}\""))
+                        && !l.contains("\"attempts\":0")
+                })
+                .count();
+            assert!(transfers <= 1, "{d}: {f} transferred {transfers} times");
+        }
+    }
+}
+
+/// A session whose lines are those of two runs (before and after a kill).
+fn s_with(first: &[String], then: &Session) -> Session {
+    let (_tx, rx) = mpsc::channel();
+    Session {
+        child: None,
+        lines: rx,
+        seen: first.iter().chain(&then.seen).cloned().collect(),
+    }
+}
