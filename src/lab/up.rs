@@ -212,6 +212,9 @@ struct OvocLogin {
     joined: Option<String>,
 }
 
+/// What `tc lab cleanup --dir` reads to find the chroots of a lab that was killed.
+pub const CHROOT_ROOT_FILE: &str = "chroot_root";
+
 impl SftpSide {
     fn start(
         dir: &Path,
@@ -238,6 +241,11 @@ impl SftpSide {
             .iter()
             .map(|(a, f)| (a.to_string(), f.clone()))
             .collect();
+        // Written first, so a cleanup after a crash anywhere below finds the chroots.
+        write_private(
+            &dir.join(CHROOT_ROOT_FILE),
+            &format!("{}\n", spec.chroot_root.display()),
+        )?;
         sshd::prepare_chroots(&spec, &by_name)
             .map_err(|e| Error::failed(format!("preparing {}: {e}", spec.chroot_root.display())))?;
         let created_user = login_user(&cfg.user, &auth.admin_password)?;
@@ -280,6 +288,7 @@ impl SftpSide {
             crate::logging::warn_user(&format!("could not remove the OVOC login key: {e}"));
         }
         let _ = std::fs::remove_dir_all(&self.chroot_root);
+        let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
     }
 
     /// Where device `ip`'s capture file lives, for the live captures to replace.
