@@ -112,6 +112,8 @@ pub enum Event {
         rest_port: u16,
         ssh_port: Option<u16>,
         sftp_root: Option<String>,
+        /// The agent's `--dir` for SFTP fetches from the OVOC address (with the SFTP side).
+        agent_dir: Option<String>,
         ca_cert: String,
         pid: u32,
     },

@@ -2,7 +2,9 @@
 //! processes, exactly as a deployment would: `tc lab up` (emulated CPEs and OVOC), `tc ovoc
 //! serve` (real tcpdump), `tc session`; sends traffic to the devices and, once every device is
 //! capturing on both sides, a Connection Lost for each. Their JSON lines are relayed to stdout;
-//! a short human summary goes to stderr.
+//! a short human summary goes to stderr. The agent writes into the lab's OVOC chroot (so its
+//! files are reachable over SFTP as on a real OVOC server); the demo keeps a copy of them, as
+//! the lab removes its chroots when it stops.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -104,7 +106,8 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<Lines>();
     let mut demo = Demo {
         lab_dir: dir.join("lab"),
-        agent_dir: dir.join("ovoc"),
+        agent_dir: None,
+        ovoc_dir: dir.join("ovoc"),
         out_dir: dir.join("captures"),
         tx,
         rx,
@@ -128,7 +131,7 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
     let ok = result?;
     let failed = summary(
         &demo.lab_dir,
-        &demo.agent_dir,
+        &demo.ovoc_dir,
         &demo.out_dir,
         started.elapsed(),
     );
@@ -142,7 +145,11 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
 /// The running demo: its directories, the processes started so far and their output.
 struct Demo {
     lab_dir: PathBuf,
-    agent_dir: PathBuf,
+    /// The agent's `--dir`: the lab's OVOC chroot's `captures/` (`TC_LAB_AGENT_DIR`), known
+    /// once the lab is ready.
+    agent_dir: Option<PathBuf>,
+    /// Where the OVOC captures are kept after the lab (and so its chroot) is gone.
+    ovoc_dir: PathBuf,
     out_dir: PathBuf,
     tx: mpsc::Sender<Lines>,
     rx: mpsc::Receiver<Lines>,
@@ -158,6 +165,7 @@ struct Ready {
     inventory: PathBuf,
     devices: Vec<String>,
     agent_ip: String,
+    agent_dir: PathBuf,
 }
 
 impl Demo {
@@ -238,16 +246,22 @@ impl Demo {
             "  lab ready: {} devices, emulated OVOC, sshd, snmpd",
             entries.len()
         );
+        let agent_dir = env
+            .get("TC_LAB_AGENT_DIR")
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::failed("the lab's env names no TC_LAB_AGENT_DIR"))?;
         Ok(Ready {
             env,
             inventory,
+            agent_dir,
             agent_ip: entries[0].ovoc.clone().unwrap_or_default(),
             devices: entries.into_iter().map(|e| e.device).collect(),
         })
     }
 
-    /// Step 2: the agent, as on an OVOC server.
+    /// Step 2: the agent, as on an OVOC server, writing where the lab's sshd serves the OVOC.
     fn start_agent(&mut self, ready: &Ready) -> Result<()> {
+        self.agent_dir = Some(ready.agent_dir.clone());
         let mut agent = tc(&ready.env)?;
         agent.args([
             "ovoc",
@@ -259,7 +273,7 @@ impl Demo {
         ]);
         agent
             .args(["--listen", &format!("{}:20001", ready.agent_ip), "--dir"])
-            .arg(&self.agent_dir);
+            .arg(&ready.agent_dir);
         self.spawn("agent", agent)?;
         std::thread::sleep(Duration::from_millis(300));
         if let Some(p) = self.procs.last_mut() {
@@ -337,16 +351,39 @@ impl Demo {
         }
     }
 
-    /// Stops in reverse order (session, if not gone already; agent; lab), then relays what
-    /// they said last.
+    /// Stops in reverse order (session, if not gone already; agent; lab), keeping the agent's
+    /// files before the lab removes them, then relays what they said last.
     fn stop(&mut self) {
-        while let Some(p) = self.procs.pop() {
-            p.stop();
+        while self.procs.len() > 1 {
+            self.procs.pop().expect("more than one").stop();
+        }
+        if let Some(from) = &self.agent_dir {
+            if let Err(e) = keep_captures(from, &self.ovoc_dir) {
+                crate::logging::warn_user(&format!(
+                    "could not keep the OVOC captures of {}: {e}",
+                    from.display()
+                ));
+            }
+        }
+        if let Some(lab) = self.procs.pop() {
+            lab.stop();
         }
         while let Ok((_, l)) = self.rx.try_recv() {
             crate::emit::relay(&l);
         }
     }
+}
+
+/// Copy the agent's capture files (not its `.tc/` state) from `from` into `to`.
+fn keep_captures(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Step 3: traffic to every device while the captures run; stops when dropped.
@@ -403,7 +440,7 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
 }
 
 /// Prints the human summary; returns the number of failed tasks in the report.
-fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) -> usize {
+fn summary(lab_dir: &Path, ovoc_dir: &Path, out_dir: &Path, took: Duration) -> usize {
     let list = |d: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -433,7 +470,7 @@ fn summary(lab_dir: &Path, agent_dir: &Path, out_dir: &Path, took: Duration) -> 
             .unwrap_or("");
         eprintln!("  {device}");
         eprintln!("    CPE  {} ({})", cpe.display(), size(cpe));
-        for o in list(agent_dir).iter().filter(|p| {
+        for o in list(ovoc_dir).iter().filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("OVOC_{base}-")))

@@ -113,10 +113,50 @@ fn cleanup(a: LabCleanupArgs) -> Result<ExitCode> {
         Err(e) => return Err(Error::failed(e)),
     }
     if let Some(d) = a.dir {
+        remove_chroots(&d)?;
         std::fs::remove_dir_all(&d)
             .map_err(|e| Error::failed(format!("removing {}: {e}", d.display())))?;
     }
     Ok(ExitCode::Ok)
+}
+
+/// The chroots (devices' and the OVOC's, with the agent's captures) of the lab in `dir`, which
+/// a killed lab leaves behind: `dir/chroot_root` names them.
+fn remove_chroots(dir: &Path) -> Result<()> {
+    let text = match std::fs::read_to_string(dir.join(up::CHROOT_ROOT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::failed(format!("reading {}: {e}", dir.display()))),
+    };
+    let root = PathBuf::from(text.trim_end_matches('\n'));
+    if !root.exists() {
+        return Ok(());
+    }
+    // The file is the lab's, but check it names a lab's chroot root before a recursive delete.
+    if !is_chroot_root(&root) {
+        return Err(Error::failed(format!(
+            "{} names {}, which is not a lab's chroot directory; not removing it",
+            dir.join(up::CHROOT_ROOT_FILE).display(),
+            root.display()
+        )));
+    }
+    std::fs::remove_dir_all(&root)
+        .map_err(|e| Error::failed(format!("removing {}: {e}", root.display())))?;
+    eprintln!("tc: removed {}", root.display());
+    Ok(())
+}
+
+/// `<absolute path>/lab-<port>` holding the lab's empty chroot, with no `..` on the way.
+fn is_chroot_root(p: &Path) -> bool {
+    let named = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("lab-"))
+        .is_some_and(|port| port.parse::<u16>().is_ok());
+    let plain = p
+        .components()
+        .all(|c| !matches!(c, std::path::Component::ParentDir));
+    p.is_absolute() && named && plain && p.join("empty").is_dir()
 }
 
 #[cfg(test)]
@@ -131,5 +171,37 @@ mod tests {
         assert_eq!(lab_addr(5, 999), Ipv4Addr::new(127, 0, 8, 250));
         assert_eq!(lab_kind(0), device::Kind::Msbr);
         assert_eq!(lab_kind(1), device::Kind::Gwsbc);
+    }
+
+    #[test]
+    fn cleanup_removes_only_what_names_a_chroot_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("lab-2222");
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        std::fs::create_dir_all(t.path().join("lab-x/empty")).unwrap();
+        std::fs::create_dir_all(t.path().join("lab-1/nothing")).unwrap();
+        assert!(is_chroot_root(&root));
+        for not in [
+            t.path().join("lab-x"),
+            t.path().join("lab-1"),
+            PathBuf::from("lab-2222"),
+            t.path().join("lab-2222/empty/../../lab-2222"),
+        ] {
+            assert!(!is_chroot_root(&not), "{}", not.display());
+        }
+        let lab = t.path().join("lab");
+        std::fs::create_dir(&lab).unwrap();
+        assert!(remove_chroots(&lab).is_ok(), "no file: nothing to do");
+        std::fs::write(lab.join(up::CHROOT_ROOT_FILE), "/etc\n").unwrap();
+        assert!(remove_chroots(&lab).is_err());
+        assert!(Path::new("/etc").is_dir());
+        std::fs::write(
+            lab.join(up::CHROOT_ROOT_FILE),
+            format!("{}\n", root.display()),
+        )
+        .unwrap();
+        remove_chroots(&lab).unwrap();
+        assert!(!root.exists());
+        assert!(remove_chroots(&lab).is_ok(), "already gone");
     }
 }

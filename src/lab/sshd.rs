@@ -4,8 +4,11 @@
 //! One daemon listens on `0.0.0.0:<port>` and chroots each login by the local address the client
 //! connected to (`Match LocalAddress`), so a thousand 127.x.y.z devices need one process and no
 //! 16-`ListenAddress` limit. Invariants:
-//! - only the lab user may log in, only from loopback, only with a password, only to
-//!   `internal-sftp`: the lab never offers a password login to the network;
+//! - only the lab user may log in, only from loopback, only to `internal-sftp`: the lab never
+//!   offers a login to the network;
+//! - device addresses take a password only; the OVOC address (the agent's, whose capture
+//!   directory is one more chroot) takes the lab's generated key only, as a real OVOC server's
+//!   fetch logs in by key;
 //! - a connection to an address without its own `Match` block lands in an empty chroot;
 //! - every chroot path component is root-owned and not group/world-writable (sshd's rule), which
 //!   `check_chroot_path` verifies up front instead of letting each login fail in the log;
@@ -28,7 +31,15 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 /// Where a real device keeps its capture, relative to the SFTP root.
 pub const CAPTURE_DIR: &str = "debug-capture";
 pub const CAPTURE_FILE: &str = "debug-capture-data.pcap";
+/// The agent's `--dir` inside the OVOC chroot: `/captures` as the SFTP login sees it.
+pub const OVOC_CAPTURE_DIR: &str = "captures";
 const HOST_KEY: &str = "ssh_host_ed25519_key";
+/// The OVOC login's key pair in the lab directory, new on every start.
+pub const LOGIN_KEY: &str = "ovoc_login_ed25519_key";
+/// In the chroot root, not the lab directory: sshd reads it as the lab user and (StrictModes)
+/// wants every directory above it root-owned and not group/world-writable, which the chroot
+/// root already is and a lab directory under /tmp (0700, in a 1777 parent) is not.
+const AUTHORIZED_KEYS: &str = "ovoc_authorized_keys";
 const PRIVSEP_DIR: &str = "/run/sshd";
 const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,9 +50,12 @@ pub struct SshdSpec {
     pub dir: PathBuf,
     pub port: u16,
     pub user: String,
-    /// Holds `empty/` and one `<addr>/` chroot per device.
+    /// Holds `empty/`, one `<addr>/` chroot per device and the OVOC's, and the OVOC login's
+    /// authorized keys.
     pub chroot_root: PathBuf,
     pub addrs: Vec<String>,
+    /// The emulated OVOC server's SFTP address: key login only, into `<chroot_root>/<addr>`.
+    pub ovoc_addr: Option<String>,
 }
 
 /// The sshd_config for `spec`. Pure; `start` validates the spec first, so every path and
@@ -89,7 +103,36 @@ pub fn render_config(spec: &SshdSpec) -> String {
             quote(&root.join(addr))
         ));
     }
+    if let Some(addr) = &spec.ovoc_addr {
+        c.push_str(&ovoc_block(spec, addr));
+    }
     c
+}
+
+/// The OVOC address's block: the globals say password and no key, this says the reverse, so a
+/// device password never opens the OVOC's captures and the OVOC key never opens a device.
+fn ovoc_block(spec: &SshdSpec, addr: &str) -> String {
+    let root = &spec.chroot_root;
+    format!(
+        "\nMatch LocalAddress {addr}\n    \
+         ChrootDirectory {}\n    \
+         PasswordAuthentication no\n    \
+         PubkeyAuthentication yes\n    \
+         AuthorizedKeysFile {}\n    \
+         AuthenticationMethods publickey\n",
+        quote(&root.join(addr)),
+        quote(&authorized_keys_path(spec)),
+    )
+}
+
+pub fn authorized_keys_path(spec: &SshdSpec) -> PathBuf {
+    spec.chroot_root.join(AUTHORIZED_KEYS)
+}
+
+/// The agent's `--dir` on the host: `<chroot_root>/<ovoc addr>/captures`.
+pub fn ovoc_capture_dir(spec: &SshdSpec) -> Option<PathBuf> {
+    let addr = spec.ovoc_addr.as_ref()?;
+    Some(spec.chroot_root.join(addr).join(OVOC_CAPTURE_DIR))
 }
 
 /// Check sshd's `ChrootDirectory` rule on every existing component of `p`: owned by root and not
@@ -174,6 +217,129 @@ pub fn capture_file_path(spec: &SshdSpec, addr: &str) -> PathBuf {
         .join(addr)
         .join(CAPTURE_DIR)
         .join(CAPTURE_FILE)
+}
+
+/// Lay out the OVOC chroot `<chroot_root>/<ovoc addr>/` (root-owned 0755, as sshd requires)
+/// with an empty `captures/` for the agent to take over (it chowns it to tcpdump's user), and
+/// write `authorized_public_key` (one `type base64` line) as the OVOC login's only key
+/// (root-owned 0644: sshd reads it as the lab user). Returns the captures directory.
+pub fn prepare_ovoc_chroot(
+    spec: &SshdSpec,
+    authorized_public_key: &str,
+) -> std::io::Result<PathBuf> {
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    let addr = spec
+        .ovoc_addr
+        .as_ref()
+        .ok_or_else(|| invalid("no OVOC address in the sshd spec".into()))?;
+    check_addr(addr).map_err(invalid)?;
+    if authorized_public_key.trim().is_empty() || authorized_public_key.trim().contains('\n') {
+        return Err(invalid("the OVOC login key must be one line".into()));
+    }
+    root_dir(&spec.chroot_root)?;
+    root_dir(&spec.chroot_root.join(addr))?;
+    let captures = ovoc_capture_dir(spec).expect("an OVOC address");
+    fs::create_dir_all(&captures)?;
+    let keys = authorized_keys_path(spec);
+    let tmp = keys.with_extension("tmp");
+    fs::write(&tmp, format!("{}\n", authorized_public_key.trim()))?;
+    std::os::unix::fs::chown(&tmp, Some(0), Some(0))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&tmp, &keys)?;
+    Ok(captures)
+}
+
+/// A new key pair `<dir>/ovoc_login_ed25519_key{,.pub}` for the OVOC login, replacing any from
+/// an earlier start (a key the last lab handed out opens nothing now); returns the private
+/// key's path (mode 0600) and the public line ("ssh-ed25519 AAAA...", without comment).
+/// ed25519 in OpenSSH's format: the fetch's libssh2 (1.11, vendored OpenSSL 3) logs in with it,
+/// as the lab_ovoc integration test and `real_sshd_serves_each_device_its_own_file` check.
+pub fn generate_login_key(dir: &Path) -> Result<(PathBuf, String), String> {
+    let key = dir.join(LOGIN_KEY);
+    let public = dir.join(format!("{LOGIN_KEY}.pub"));
+    remove_login_key(dir).map_err(|e| format!("removing the old {}: {e}", key.display()))?;
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "tc-lab-ovoc", "-f"])
+        .arg(&key);
+    run_tool(cmd, None, &format!("ssh-keygen -f {}", key.display()))?;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let line =
+        fs::read_to_string(&public).map_err(|e| format!("read {}: {e}", public.display()))?;
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(kind @ "ssh-ed25519"), Some(b64)) => Ok((key, format!("{kind} {b64}"))),
+        _ => Err(format!(
+            "{}: not an ssh-ed25519 public key",
+            public.display()
+        )),
+    }
+}
+
+/// Delete the OVOC login's key pair, if there is one.
+pub fn remove_login_key(dir: &Path) -> std::io::Result<()> {
+    for name in [LOGIN_KEY.to_string(), format!("{LOGIN_KEY}.pub")] {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The group that may read the agent's captures: the primary group of tcpdump's user (the
+/// agent's default `-Z` user), to which `tc ovoc serve` gives its DIR (0750). `None` when there
+/// is no such user (the agent then runs tcpdump as root and its files are world-readable).
+pub fn capture_group() -> Option<String> {
+    let (_, gid) = crate::sys::user_ids("tcpdump")?;
+    group_entry(&fs::read_to_string("/etc/group").ok()?, gid).map(|(name, _)| name)
+}
+
+/// Make `user` a supplementary member of `group` (`usermod -a -G`), so its SFTP logins can
+/// enter a directory only that group may read. Returns whether it was added now (not a member
+/// before), so the caller can undo exactly that.
+pub fn join_group(user: &str, group: &str) -> Result<bool, String> {
+    check_user_name(user)?;
+    check_user_name(group)?;
+    let members = fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|text| {
+            let gid = crate::sys::group_id(group)?;
+            group_entry(&text, gid).map(|(_, m)| m)
+        })
+        .ok_or_else(|| format!("no group {group:?} in /etc/group"))?;
+    if members.iter().any(|m| m == user) {
+        return Ok(false);
+    }
+    let mut cmd = Command::new("usermod");
+    cmd.args(["-a", "-G", group, "--", user]);
+    run_tool(cmd, None, &format!("usermod -a -G {group} {user}"))?;
+    Ok(true)
+}
+
+/// Undo `join_group` (`gpasswd -d`, which every shadow-utils has; `usermod -r` is newer).
+pub fn leave_group(user: &str, group: &str) -> Result<(), String> {
+    check_user_name(user)?;
+    check_user_name(group)?;
+    let mut cmd = Command::new("gpasswd");
+    cmd.args(["-d", user, group]);
+    run_tool(cmd, None, &format!("gpasswd -d {user} {group}"))
+}
+
+/// `/etc/group`'s entry for `gid`: its name and supplementary members.
+fn group_entry(text: &str, gid: u32) -> Option<(String, Vec<String>)> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 || f[2].parse::<u32>().ok()? != gid {
+            return None;
+        }
+        let members = f[3]
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect();
+        Some((f[0].to_string(), members))
+    })
 }
 
 /// Create the lab's login account if it does not exist. Returns whether it was created now, so
@@ -339,11 +505,11 @@ pub fn start(spec: &SshdSpec) -> Result<Sshd, String> {
     Ok(sshd)
 }
 
-/// The global empty chroot and every device's exist and follow sshd's rule, so that no login
-/// fails later with a message only the log shows.
+/// The global empty chroot, every device's and the OVOC's exist and follow sshd's rule, and the
+/// OVOC login has its key, so that no login fails later with a message only the log shows.
 fn check_chroots(spec: &SshdSpec) -> Result<(), String> {
     check_chroot_path(&spec.chroot_root.join("empty"))?;
-    for addr in &spec.addrs {
+    for addr in spec.addrs.iter().chain(&spec.ovoc_addr) {
         let dir = spec.chroot_root.join(addr);
         if !dir.is_dir() {
             return Err(format!(
@@ -352,6 +518,15 @@ fn check_chroots(spec: &SshdSpec) -> Result<(), String> {
             ));
         }
         check_chroot_path(&dir)?;
+    }
+    if spec.ovoc_addr.is_some() {
+        let keys = authorized_keys_path(spec);
+        if !keys.is_file() {
+            return Err(format!(
+                "{} does not exist (prepare_ovoc_chroot first)",
+                keys.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -458,6 +633,14 @@ fn validate_spec(spec: &SshdSpec) -> Result<(), String> {
     }
     for addr in &spec.addrs {
         check_addr(addr)?;
+    }
+    if let Some(addr) = &spec.ovoc_addr {
+        check_addr(addr)?;
+        if spec.addrs.contains(addr) {
+            return Err(format!(
+                "OVOC address {addr} is also a device's: one address, one chroot"
+            ));
+        }
     }
     Ok(())
 }
@@ -618,7 +801,13 @@ mod tests {
             user: "tclab".into(),
             chroot_root: PathBuf::from(root),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            ovoc_addr: None,
         }
+    }
+
+    fn with_ovoc(mut s: SshdSpec, addr: &str) -> SshdSpec {
+        s.ovoc_addr = Some(addr.into());
+        s
     }
 
     #[test]
@@ -665,6 +854,116 @@ mod tests {
         assert_eq!(c.matches("Match LocalAddress").count(), 2);
     }
 
+    /// Each address's block as (address, its indented lines), in order.
+    fn match_blocks(c: &str) -> Vec<(String, Vec<String>)> {
+        let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+        for l in c.lines() {
+            if let Some(a) = l.strip_prefix("Match LocalAddress ") {
+                blocks.push((a.to_string(), Vec::new()));
+            } else if let (Some(b), Some(inner)) = (blocks.last_mut(), l.strip_prefix("    ")) {
+                b.1.push(inner.to_string());
+            }
+        }
+        blocks
+    }
+
+    #[test]
+    fn config_ovoc_address_takes_the_key_only_and_devices_the_password_only() {
+        let root = "/var/lib/tc-lab/root";
+        // (spec, each Match block: its address and indented lines)
+        type Row<'a> = (SshdSpec, Vec<(&'a str, Vec<String>)>);
+        let cases: Vec<Row> = vec![
+            (
+                spec("/l", root, &["127.0.1.1"]),
+                vec![(
+                    "127.0.1.1",
+                    vec![format!("ChrootDirectory {root}/127.0.1.1")],
+                )],
+            ),
+            (
+                with_ovoc(spec("/l", root, &["127.0.1.1", "127.0.1.2"]), "127.0.1.253"),
+                vec![
+                    (
+                        "127.0.1.1",
+                        vec![format!("ChrootDirectory {root}/127.0.1.1")],
+                    ),
+                    (
+                        "127.0.1.2",
+                        vec![format!("ChrootDirectory {root}/127.0.1.2")],
+                    ),
+                    (
+                        "127.0.1.253",
+                        vec![
+                            format!("ChrootDirectory {root}/127.0.1.253"),
+                            "PasswordAuthentication no".into(),
+                            "PubkeyAuthentication yes".into(),
+                            format!("AuthorizedKeysFile {root}/ovoc_authorized_keys"),
+                            "AuthenticationMethods publickey".into(),
+                        ],
+                    ),
+                ],
+            ),
+            (
+                with_ovoc(spec("/l", "/srv/tc lab", &[]), "127.0.9.253"),
+                vec![(
+                    "127.0.9.253",
+                    vec![
+                        "ChrootDirectory \"/srv/tc lab/127.0.9.253\"".into(),
+                        "PasswordAuthentication no".into(),
+                        "PubkeyAuthentication yes".into(),
+                        "AuthorizedKeysFile \"/srv/tc lab/ovoc_authorized_keys\"".into(),
+                        "AuthenticationMethods publickey".into(),
+                    ],
+                )],
+            ),
+        ];
+        for (s, want) in cases {
+            let c = render_config(&s);
+            let got = match_blocks(&c);
+            let want: Vec<(String, Vec<String>)> =
+                want.into_iter().map(|(a, l)| (a.to_string(), l)).collect();
+            assert_eq!(got, want, "{c}");
+            // Globally: password, no key, the empty chroot, whatever the OVOC address.
+            let global = &c[..c.find("\nMatch ").unwrap_or(c.len())];
+            for line in [
+                "PasswordAuthentication yes",
+                "PubkeyAuthentication no",
+                "AuthorizedKeysFile none",
+            ] {
+                assert!(global.lines().any(|l| l == line), "{line:?} in\n{c}");
+            }
+            assert_eq!(
+                c.matches("PubkeyAuthentication yes").count(),
+                usize::from(s.ovoc_addr.is_some())
+            );
+        }
+    }
+
+    #[test]
+    fn ovoc_paths() {
+        let s = with_ovoc(spec("/l", "/var/lib/tc-lab/lab-2222", &[]), "127.0.1.253");
+        assert_eq!(
+            ovoc_capture_dir(&s).unwrap(),
+            Path::new("/var/lib/tc-lab/lab-2222/127.0.1.253/captures")
+        );
+        assert_eq!(
+            authorized_keys_path(&s),
+            Path::new("/var/lib/tc-lab/lab-2222/ovoc_authorized_keys")
+        );
+        assert_eq!(ovoc_capture_dir(&spec("/l", "/r", &[])), None);
+    }
+
+    #[test]
+    fn group_entries() {
+        let text = "root:x:0:\ntcpdump:x:105:tclab,other\nlonely:x:7:\nbroken:x\n";
+        assert_eq!(
+            group_entry(text, 105),
+            Some(("tcpdump".into(), vec!["tclab".into(), "other".into()]))
+        );
+        assert_eq!(group_entry(text, 7), Some(("lonely".into(), vec![])));
+        assert_eq!(group_entry(text, 8), None);
+    }
+
     #[test]
     fn config_scales_past_sixteen_devices_and_quotes_spaces() {
         let addrs: Vec<String> = (1..=300)
@@ -697,6 +996,7 @@ mod tests {
     fn validation_table() {
         let ok = spec("/var/lib/tc-lab", "/var/lib/tc-lab/root", &["127.0.1.1"]);
         assert!(validate_spec(&ok).is_ok());
+        assert!(validate_spec(&with_ovoc(ok, "127.0.1.253")).is_ok());
         let cases: Vec<(SshdSpec, &str)> = vec![
             (
                 SshdSpec {
@@ -727,6 +1027,14 @@ mod tests {
             (
                 spec("/a", "/b", &["127.0.1.1\nMatch all"]),
                 "not an IP address",
+            ),
+            (
+                with_ovoc(spec("/a", "/b", &[]), "127.0.1.253\nMatch all"),
+                "not an IP address",
+            ),
+            (
+                with_ovoc(spec("/a", "/b", &["127.0.1.1"]), "127.0.1.1"),
+                "also a device's",
             ),
         ];
         for (s, want) in cases {
@@ -801,11 +1109,29 @@ mod tests {
         }
     }
 
+    enum Login<'a> {
+        Password(&'a str),
+        /// A private key file, as the OVOC fetch logs in.
+        Key(&'a Path),
+    }
+
     fn sftp_read(
         addr: &str,
         port: u16,
         user: &str,
         pw: &str,
+        host_key: &str,
+    ) -> Result<Vec<u8>, String> {
+        let file = Path::new("/debug-capture/debug-capture-data.pcap");
+        sftp_read_as(addr, port, user, Login::Password(pw), file, host_key)
+    }
+
+    fn sftp_read_as(
+        addr: &str,
+        port: u16,
+        user: &str,
+        login: Login,
+        file: &Path,
         host_key: &str,
     ) -> Result<Vec<u8>, String> {
         let tcp =
@@ -818,11 +1144,14 @@ mod tests {
         let (key, _) = sess.host_key().ok_or("no host key")?;
         let want = host_key.split_whitespace().nth(1).unwrap();
         assert_eq!(crate::util::base64(key), want, "host key served on {addr}");
-        sess.userauth_password(user, pw)
-            .map_err(|e| format!("auth {addr}: {e}"))?;
+        match login {
+            Login::Password(pw) => sess.userauth_password(user, pw),
+            Login::Key(key) => sess.userauth_pubkey_file(user, None, key, None),
+        }
+        .map_err(|e| format!("auth {addr}: {e}"))?;
         let sftp = sess.sftp().map_err(|e| format!("sftp {addr}: {e}"))?;
         let mut f = sftp
-            .open(Path::new("/debug-capture/debug-capture-data.pcap"))
+            .open(file)
             .map_err(|e| format!("open on {addr}: {e}"))?;
         let mut out = Vec::new();
         f.read_to_end(&mut out)
@@ -856,6 +1185,7 @@ mod tests {
             user: user.into(),
             chroot_root: dir.join("root"),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            ovoc_addr: Some("127.0.9.253".into()),
         };
         let mut files = HashMap::new();
         for (i, a) in addrs.iter().enumerate() {
@@ -891,6 +1221,17 @@ mod tests {
             "reused, not regenerated"
         );
 
+        let (login_key, login_pub) = generate_login_key(&dir).unwrap();
+        let md = fs::metadata(&login_key).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let (again, again_pub) = generate_login_key(&dir).unwrap();
+        assert_eq!(again, login_key);
+        assert_ne!(again_pub, login_pub, "a new key on every start");
+        let captures = prepare_ovoc_chroot(&s, &again_pub).unwrap();
+        assert_eq!(Some(captures.clone()), ovoc_capture_dir(&s));
+        let ovoc_file = b"OVOC side".to_vec();
+        fs::write(captures.join("OVOC_x-0.pcap"), &ovoc_file).unwrap();
+
         let sshd = start(&s).unwrap_or_else(|e| panic!("start: {e}"));
         assert_eq!(sshd.host_key(), key);
         assert!(sshd.pid() > 0);
@@ -906,6 +1247,34 @@ mod tests {
             "no Match block -> empty chroot: {err}"
         );
         let err = sftp_read("127.0.9.1", port, user, "wrong-password", &key).unwrap_err();
+        assert!(err.starts_with("auth 127.0.9.1"), "{err}");
+
+        // The OVOC address: libssh2 logs in with the ed25519 key (OpenSSH format), and only so.
+        let ovoc = "127.0.9.253";
+        let in_ovoc = Path::new("/captures/OVOC_x-0.pcap");
+        let got = sftp_read_as(ovoc, port, user, Login::Key(&login_key), in_ovoc, &key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, ovoc_file);
+        let err = sftp_read_as(
+            ovoc,
+            port,
+            user,
+            Login::Password(pw.expose()),
+            in_ovoc,
+            &key,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("auth 127.0.9.253"), "{err}");
+        let device_file = Path::new("/debug-capture/debug-capture-data.pcap");
+        let err = sftp_read_as(
+            addrs[0],
+            port,
+            user,
+            Login::Key(&login_key),
+            device_file,
+            &key,
+        )
+        .unwrap_err();
         assert!(err.starts_with("auth 127.0.9.1"), "{err}");
 
         // A second daemon on the same port must fail with sshd's reason, not hang or "succeed".

@@ -2,7 +2,8 @@
 //!
 //! `run` receives a checked `UpConfig` (see `config.rs`) and reads as the steps it takes: make
 //! the lab directory; issue the certificates; make each device's capture file; start the SFTP
-//! side (system user, chroots, sshd, the optional cutting proxy) and the SNMP agents; serve REST
+//! side (system user, chroots, the OVOC's chroot and login key, sshd, the optional cutting
+//! proxy) and the SNMP agents; serve REST
 //! for the devices and the OVOC; write the inventory and the env file; say `lab.ready`; wait for
 //! a signal; tear down in reverse. The REST answers themselves are `Lab::handle`.
 
@@ -47,7 +48,7 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         &dir,
         cfg,
         rest_port,
-        sftp.is_some(),
+        sftp.as_ref(),
         &secrets,
         &certs.ca_path,
         &inventory,
@@ -60,6 +61,9 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         rest_port,
         ssh_port: sftp.as_ref().map(|s| s.port),
         sftp_root: sftp.as_ref().map(|s| s.chroot_root.display().to_string()),
+        agent_dir: sftp
+            .as_ref()
+            .map(|s| s.ovoc.agent_dir.display().to_string()),
         ca_cert: certs.ca_path.display().to_string(),
         pid: std::process::id(),
     });
@@ -69,7 +73,7 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         l.shutdown();
     }
     if let Some(s) = sftp {
-        s.stop(&cfg.user);
+        s.stop(&dir, &cfg.user);
     }
     if let Some(s) = &lab.snmp {
         s.stop_all();
@@ -185,14 +189,31 @@ fn random_password() -> String {
 struct SftpSide {
     /// The port clients use (the proxy's when there is one).
     port: u16,
-    /// `<sftp root>/lab-<port>`: one chroot per device, removed on stop.
+    /// `<sftp root>/lab-<port>`: one chroot per device and the OVOC's, removed on stop.
     chroot_root: PathBuf,
     sshd: sshd::Sshd,
     proxy: Option<cutproxy::CutProxy>,
     /// Whether this lab created its system user (and so removes it on stop).
     created_user: bool,
     live_captures: bool,
+    ovoc: OvocLogin,
 }
+
+/// The emulated OVOC server's SFTP login: key only, at the agent's address, into the chroot
+/// whose `captures/` is the agent's `--dir`.
+struct OvocLogin {
+    /// sshd's own port: the cutting proxy forwards the devices' addresses only.
+    port: u16,
+    /// The private key (mode 0600) in the lab directory.
+    key: PathBuf,
+    /// `<chroot_root>/<agent_ip>/captures` on the host; `/captures` over SFTP.
+    agent_dir: PathBuf,
+    /// The group the lab user joined to read tcpdump's files, if it was not a member before.
+    joined: Option<String>,
+}
+
+/// What `tc lab cleanup --dir` reads to find the chroots of a lab that was killed.
+pub const CHROOT_ROOT_FILE: &str = "chroot_root";
 
 impl SftpSide {
     fn start(
@@ -214,20 +235,22 @@ impl SftpSide {
             user: cfg.user.clone(),
             chroot_root: s.root.join(format!("lab-{port}")),
             addrs: cfg.addrs.iter().map(|a| a.to_string()).collect(),
+            ovoc_addr: Some(cfg.agent_ip.to_string()),
         };
         let by_name: HashMap<String, Vec<u8>> = files
             .iter()
             .map(|(a, f)| (a.to_string(), f.clone()))
             .collect();
+        // Written first, so a cleanup after a crash anywhere below finds the chroots.
+        write_private(
+            &dir.join(CHROOT_ROOT_FILE),
+            &format!("{}\n", spec.chroot_root.display()),
+        )?;
         sshd::prepare_chroots(&spec, &by_name)
             .map_err(|e| Error::failed(format!("preparing {}: {e}", spec.chroot_root.display())))?;
         let created_user = login_user(&cfg.user, &auth.admin_password)?;
-        let pubkey = sshd::generate_host_key(dir).map_err(Error::failed)?;
-        std::fs::write(
-            dir.join("known_hosts"),
-            sshd::known_hosts(&spec.addrs, port, &pubkey),
-        )
-        .map_err(|e| Error::failed(format!("writing known_hosts: {e}")))?;
+        let ovoc = OvocLogin::prepare(dir, &spec, sshd_port)?;
+        write_known_hosts(dir, &spec, port, sshd_port)?;
         let sshd = sshd::start(&spec).map_err(Error::failed)?;
         let proxy = match s.cut_after {
             Some(cut) => Some(cut_proxy(&cfg.addrs, port, sshd_port, cut)?),
@@ -240,20 +263,32 @@ impl SftpSide {
             proxy,
             created_user,
             live_captures: s.live_captures,
+            ovoc,
         })
     }
 
-    fn stop(self, user: &str) {
+    fn stop(self, dir: &Path, user: &str) {
         if let Some(p) = self.proxy {
             p.shutdown();
         }
         self.sshd.stop();
         if self.created_user {
+            // userdel also drops the user from every group it joined.
             if let Err(e) = sshd::remove_user(user) {
                 crate::logging::warn_user(&format!("could not remove system user {user:?}: {e}"));
             }
+        } else if let Some(g) = &self.ovoc.joined {
+            if let Err(e) = sshd::leave_group(user, g) {
+                crate::logging::warn_user(&format!(
+                    "could not take {user:?} out of group {g:?}: {e}"
+                ));
+            }
+        }
+        if let Err(e) = sshd::remove_login_key(dir) {
+            crate::logging::warn_user(&format!("could not remove the OVOC login key: {e}"));
         }
         let _ = std::fs::remove_dir_all(&self.chroot_root);
+        let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
     }
 
     /// Where device `ip`'s capture file lives, for the live captures to replace.
@@ -263,6 +298,38 @@ impl SftpSide {
             .join(sshd::CAPTURE_DIR)
             .join(sshd::CAPTURE_FILE)
     }
+}
+
+impl OvocLogin {
+    /// A new key pair, the OVOC chroot with its authorized key and `captures/`, and the lab user
+    /// in the group tcpdump's files belong to (the agent makes its DIR 0750 for that group).
+    fn prepare(dir: &Path, spec: &sshd::SshdSpec, port: u16) -> Result<OvocLogin> {
+        let (key, public) = sshd::generate_login_key(dir).map_err(Error::failed)?;
+        let agent_dir = sshd::prepare_ovoc_chroot(spec, &public)
+            .map_err(|e| Error::failed(format!("preparing the OVOC chroot: {e}")))?;
+        let joined = match sshd::capture_group() {
+            Some(g) => sshd::join_group(&spec.user, &g)
+                .map_err(Error::failed)?
+                .then_some(g),
+            None => None,
+        };
+        Ok(OvocLogin {
+            port,
+            key,
+            agent_dir,
+            joined,
+        })
+    }
+}
+
+/// `known_hosts` for the devices (at the port clients use) and the OVOC address (at sshd's).
+fn write_known_hosts(dir: &Path, spec: &sshd::SshdSpec, port: u16, sshd_port: u16) -> Result<()> {
+    let pubkey = sshd::generate_host_key(dir).map_err(Error::failed)?;
+    let mut text = sshd::known_hosts(&spec.addrs, port, &pubkey);
+    let ovoc: Vec<String> = spec.ovoc_addr.iter().cloned().collect();
+    text.push_str(&sshd::known_hosts(&ovoc, sshd_port, &pubkey));
+    std::fs::write(dir.join("known_hosts"), text)
+        .map_err(|e| Error::failed(format!("writing known_hosts: {e}")))
 }
 
 /// The system user of the SFTP logins, with the lab's admin password; whether it was created
@@ -426,7 +493,7 @@ fn write_env(
     dir: &Path,
     cfg: &UpConfig,
     rest_port: u16,
-    sftp: bool,
+    sftp: Option<&SftpSide>,
     secrets: &Secrets,
     ca_path: &Path,
     inventory: &Path,
@@ -458,11 +525,17 @@ fn write_env(
     export("TC_OVOC_USER", OVOC_USER);
     export("TC_OVOC_PASSWORD", secrets.ovoc_password.expose());
     export("TC_LAB_INVENTORY", &inventory.display().to_string());
-    if sftp {
+    if let Some(s) = sftp {
         export(
             "TC_KNOWN_HOSTS",
             &dir.join("known_hosts").display().to_string(),
         );
+        // The OVOC server's SFTP login (`tc ovoc fetch`, `tc session --collect-ovoc`).
+        export("TC_OVOC_SSH_USER", &cfg.user);
+        export("TC_OVOC_SSH_KEY", &s.ovoc.key.display().to_string());
+        export("TC_OVOC_SSH_PORT", &s.ovoc.port.to_string());
+        export("TC_OVOC_DIR", &format!("/{}", sshd::OVOC_CAPTURE_DIR));
+        export("TC_LAB_AGENT_DIR", &s.ovoc.agent_dir.display().to_string());
     }
     write_private(&env_path, &env)?;
     Ok(env_path)

@@ -364,6 +364,13 @@ impl Lab {
         .unwrap()
     }
 
+    /// The agent's `--dir` that the lab's sshd serves at the agent's address (`/captures` to
+    /// the OVOC login): `lab.ready`'s `agent_dir`.
+    pub fn agent_dir(&self) -> PathBuf {
+        let dir = self.ready["agent_dir"].as_str().expect("lab has sftp");
+        PathBuf::from(dir)
+    }
+
     /// Where a local agent listens for this lab (the inventory's `ovoc` column).
     pub fn ovoc_agent_addr(&self) -> String {
         let text = std::fs::read_to_string(self.inventory()).unwrap();

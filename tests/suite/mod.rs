@@ -3,6 +3,7 @@ mod analyze;
 mod cli;
 mod cpe;
 mod demo;
+mod lab_ovoc;
 mod ovoc;
 mod ovoc_shared;
 mod session;
