@@ -196,7 +196,8 @@ pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
                     bytes,
                     sha256,
                     seconds: started.elapsed().as_secs_f64(),
-                    attempts: attempt,
+                    // Nothing was transferred: the file was here already.
+                    attempts: if kept { 0 } else { attempt },
                 });
             }
             Err(Failure::Stale) => {
