@@ -1914,6 +1914,10 @@ fn killed_while_collecting_and_resumed_collects_everything_once() {
     );
     let _alarms = Alarms::start(&lab, devs.clone());
     assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    assert!(
+        s.count("\"task\":\"analyze\"") > 0,
+        "the kill came after every analysis: the resume redid nothing of the collection"
+    );
     let files = check_collected(&s_with(&first, &s), out.path(), &agent_dir, &devs);
     // Transferred at most once each (a resumed run finds a kept file: attempts 0).
     for (d, names) in files {
