@@ -2,9 +2,9 @@
 //! processes, exactly as a deployment would: `tc lab up` (emulated CPEs and OVOC), `tc ovoc
 //! serve` (real tcpdump), `tc session`; sends traffic to the devices and, once every device is
 //! capturing on both sides, a Connection Lost for each. Their JSON lines are relayed to stdout;
-//! a short human summary goes to stderr. The agent writes into the lab's OVOC chroot (so its
-//! files are reachable over SFTP as on a real OVOC server); the demo keeps a copy of them, as
-//! the lab removes its chroots when it stops.
+//! a short human summary goes to stderr, ending with each device's verdict. The agent writes
+//! into the lab's OVOC chroot, reachable over SFTP as on a real OVOC server, and the session
+//! collects from there (`--collect-ovoc`) and analyses each round.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -106,8 +106,6 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<Lines>();
     let mut demo = Demo {
         lab_dir: dir.join("lab"),
-        agent_dir: None,
-        ovoc_dir: dir.join("ovoc"),
         out_dir: dir.join("captures"),
         tx,
         rx,
@@ -129,12 +127,7 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
         .and_then(|()| demo.steps());
     demo.stop();
     let ok = result?;
-    let failed = summary(
-        &demo.lab_dir,
-        &demo.ovoc_dir,
-        &demo.out_dir,
-        started.elapsed(),
-    );
+    let failed = summary(&demo.lab_dir, &demo.out_dir, started.elapsed());
     Ok(if ok && failed == 0 {
         ExitCode::Ok
     } else {
@@ -145,11 +138,6 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
 /// The running demo: its directories, the processes started so far and their output.
 struct Demo {
     lab_dir: PathBuf,
-    /// The agent's `--dir`: the lab's OVOC chroot's `captures/` (`TC_LAB_AGENT_DIR`), known
-    /// once the lab is ready.
-    agent_dir: Option<PathBuf>,
-    /// Where the OVOC captures are kept after the lab (and so its chroot) is gone.
-    ovoc_dir: PathBuf,
     out_dir: PathBuf,
     tx: mpsc::Sender<Lines>,
     rx: mpsc::Receiver<Lines>,
@@ -261,7 +249,6 @@ impl Demo {
 
     /// Step 2: the agent, as on an OVOC server, writing where the lab's sshd serves the OVOC.
     fn start_agent(&mut self, ready: &Ready) -> Result<()> {
-        self.agent_dir = Some(ready.agent_dir.clone());
         let mut agent = tc(&ready.env)?;
         agent.args([
             "ovoc",
@@ -305,6 +292,7 @@ impl Demo {
             "CaptureScript",
             "--resend",
             "1s",
+            "--collect-ovoc",
         ]);
         self.spawn("session", session)
     }
@@ -351,39 +339,17 @@ impl Demo {
         }
     }
 
-    /// Stops in reverse order (session, if not gone already; agent; lab), keeping the agent's
-    /// files before the lab removes them, then relays what they said last.
+    /// Stops in reverse order (session, if not gone already; agent; lab), then relays what
+    /// they said last. The session collected the agent's files before the lab (and so its
+    /// OVOC chroot) goes.
     fn stop(&mut self) {
-        while self.procs.len() > 1 {
-            self.procs.pop().expect("more than one").stop();
-        }
-        if let Some(from) = &self.agent_dir {
-            if let Err(e) = keep_captures(from, &self.ovoc_dir) {
-                crate::logging::warn_user(&format!(
-                    "could not keep the OVOC captures of {}: {e}",
-                    from.display()
-                ));
-            }
-        }
-        if let Some(lab) = self.procs.pop() {
-            lab.stop();
+        while let Some(p) = self.procs.pop() {
+            p.stop();
         }
         while let Ok((_, l)) = self.rx.try_recv() {
             crate::emit::relay(&l);
         }
     }
-}
-
-/// Copy the agent's capture files (not its `.tc/` state) from `from` into `to`.
-fn keep_captures(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Step 3: traffic to every device while the captures run; stops when dropped.
@@ -439,15 +405,9 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
     })
 }
 
-/// Prints the human summary; returns the number of failed tasks in the report.
-fn summary(lab_dir: &Path, ovoc_dir: &Path, out_dir: &Path, took: Duration) -> usize {
-    let list = |d: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
+/// Prints the human summary, each round's files, probes and verdict; returns the number of
+/// failed tasks in the report.
+fn summary(lab_dir: &Path, out_dir: &Path, took: Duration) -> usize {
     let report = out_dir.join("report.csv");
     let text = std::fs::read_to_string(&report).unwrap_or_default();
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
@@ -455,38 +415,8 @@ fn summary(lab_dir: &Path, ovoc_dir: &Path, out_dir: &Path, took: Duration) -> u
         .filter_map(|r| r.ok())
         .collect();
     eprintln!("\ntc lab demo finished in {:.1} s", took.as_secs_f64());
-    for cpe in list(out_dir)
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-    {
-        let name = cpe.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let device = name
-            .strip_prefix("CPE_device_")
-            .and_then(|s| s.split('_').next())
-            .unwrap_or("?");
-        let base = name
-            .strip_prefix("CPE_")
-            .and_then(|s| s.strip_suffix(".pcap"))
-            .unwrap_or("");
-        eprintln!("  {device}");
-        eprintln!("    CPE  {} ({})", cpe.display(), size(cpe));
-        for o in list(ovoc_dir).iter().filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("OVOC_{base}-")))
-        }) {
-            eprintln!("    OVOC {} ({})", o.display(), size(o));
-        }
-        if let Some(v) = rows
-            .iter()
-            .find(|r| r.get(1) == Some(device) && r.get(2) == Some("verify"))
-        {
-            eprintln!(
-                "    probes: {} ({})",
-                v.get(5).unwrap_or(""),
-                v.get(3).unwrap_or("")
-            );
-        }
+    for (device, round) in rounds(out_dir) {
+        eprint!("{}", round_summary(&device, &round, &rows));
     }
     let failed = rows.iter().filter(|r| r.get(3) == Some("failed")).count();
     eprintln!(
@@ -496,4 +426,73 @@ fn summary(lab_dir: &Path, ovoc_dir: &Path, out_dir: &Path, took: Duration) -> u
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
     failed
+}
+
+fn sorted(d: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every `<device>/<round>/` directory the session made under `out`.
+fn rounds(out: &Path) -> Vec<(String, PathBuf)> {
+    let mut v = Vec::new();
+    for dev in sorted(out).into_iter().filter(|p| p.is_dir()) {
+        let Some(name) = dev.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        v.extend(
+            sorted(&dev)
+                .into_iter()
+                .filter(|p| p.is_dir())
+                .map(|r| (name.clone(), r)),
+        );
+    }
+    v
+}
+
+/// One round: its files, the probes' result and the verdict with its timeline.
+fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String {
+    let mut s = format!("  {device}\n");
+    for f in sorted(dir) {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let side = if name.starts_with("CPE_") {
+            "CPE "
+        } else if name.starts_with("OVOC_") {
+            "OVOC"
+        } else {
+            continue;
+        };
+        s += &format!("    {side} {} ({})\n", f.display(), size(&f));
+    }
+    let row = |task: &str| {
+        rows.iter()
+            .rev()
+            .find(|r| r.get(1) == Some(device) && r.get(2) == Some(task))
+    };
+    if let Some(v) = row("verify") {
+        s += &format!(
+            "    probes: {} ({})\n",
+            v.get(5).unwrap_or(""),
+            v.get(3).unwrap_or("")
+        );
+    }
+    match row("analyze") {
+        Some(a) if a.get(3) == Some("ok") => {
+            s += &format!(
+                "    verdict: {} - {}\n    timeline: {}\n",
+                a.get(7).unwrap_or(""),
+                a.get(5).unwrap_or(""),
+                dir.join("timeline.svg").display()
+            );
+        }
+        Some(a) => s += &format!("    no verdict: {}\n", a.get(5).unwrap_or("")),
+        None => s += "    no verdict: not analysed\n",
+    }
+    s
 }

@@ -32,36 +32,73 @@ fn demo_runs_a_complete_session() {
         "{}",
         r.dump()
     );
-    let files = |sub: &str, prefix: &str| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(dir.path().join(sub))
+    // Each device's round: its CPE file, the OVOC files the session collected, the analysis.
+    let out = dir.path().join("captures");
+    let mut cpe = Vec::new();
+    let mut ovoc = Vec::new();
+    let report = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    let tasks = r.of_type("session.task");
+    for d in std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()) {
+        if !d.is_dir() || d.file_name().unwrap().to_str().unwrap().starts_with('.') {
+            continue;
+        }
+        let device = d.file_name().unwrap().to_str().unwrap().to_string();
+        let round = d.join("1");
+        let names: Vec<String> = std::fs::read_dir(&round)
             .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        v.sort();
-        v
-    };
-    let (cpe, ovoc) = (
-        files("captures", "CPE_device_"),
-        files("ovoc", "OVOC_device_"),
-    );
-    assert_eq!((cpe.len(), ovoc.len()), (3, 3), "{cpe:?} {ovoc:?}");
-    for c in &cpe {
-        let base = c
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
+        let mine: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("CPE_device_"))
+            .collect();
+        assert_eq!(mine.len(), 1, "{device}: {names:?}");
+        let base = mine[0]
             .strip_prefix("CPE_")
             .unwrap()
             .strip_suffix(".pcap")
             .unwrap();
         assert!(
-            ovoc.iter()
-                .any(|o| o.ends_with(format!("OVOC_{base}-0.pcap"))),
-            "{base}"
+            names.contains(&format!("OVOC_{base}-0.pcap")),
+            "{device}: {names:?}"
+        );
+        for a in ["analysis.jsonl", "merged.pcapng", "timeline.svg"] {
+            assert!(
+                names.iter().any(|n| n == a),
+                "{device}: no {a} in {names:?}"
+            );
+        }
+        cpe.push(round.join(mine[0]));
+        ovoc.push(round.join(format!("OVOC_{base}-0.pcap")));
+        // The verdict: in the JSON lines, the report, and the summary on stderr.
+        let verdict = tasks
+            .iter()
+            .find_map(|e| match e {
+                Event::SessionTask {
+                    device: dev,
+                    task,
+                    verdict: Some(v),
+                    ..
+                } if *dev == device && task == "analyze" => Some(v.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{device}: no verdict\n{}", r.dump()));
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&format!(",{device},analyze,ok,"))
+                    && l.ends_with(&format!(",{verdict}"))),
+            "{device}: {report}"
+        );
+        assert!(
+            r.stderr.contains(&format!("verdict: {verdict} - "))
+                && r.stderr
+                    .contains(&round.join("timeline.svg").display().to_string()),
+            "{device}: {}",
+            r.dump()
         );
     }
+    assert_eq!((cpe.len(), ovoc.len()), (3, 3), "{cpe:?} {ovoc:?}");
     let all: Vec<_> = cpe.iter().chain(&ovoc).cloned().collect();
     assert!(capinfos_packets(&all).iter().all(|&n| n > 0));
     // Both sides recorded the probes sent on Connection Lost (the lab runs live captures).
@@ -79,7 +116,6 @@ fn demo_runs_a_complete_session() {
             f.display()
         );
     }
-    let report = std::fs::read_to_string(dir.path().join("captures/report.csv")).unwrap();
     assert_eq!(
         report.lines().filter(|l| l.contains(",done,ok,")).count(),
         3,
