@@ -501,9 +501,23 @@ struct OriginalAgent {
     stop: Arc<AtomicBool>,
 }
 
+/// The original's file name strip: Python's `lstrip('CPE_')` and `rstrip('.pcap')`, which take
+/// away any of those characters, not the prefix and suffix.
+fn original_base(filename: &str) -> &str {
+    filename
+        .trim_start_matches(['C', 'P', 'E', '_'])
+        .trim_end_matches(['.', 'p', 'c', 'a'])
+}
+
 impl OriginalAgent {
     fn start() -> OriginalAgent {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        OriginalAgent::start_with("127.0.0.1:0", None)
+    }
+
+    /// Listening on `bind`; with `files`, STOP leaves two ring files there, named as the
+    /// original names them (`OVOC_<base>-<n>.pcap`), each an empty pcap.
+    fn start_with(bind: &str, files: Option<PathBuf>) -> OriginalAgent {
+        let sock = UdpSocket::bind(bind).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let a = OriginalAgent {
@@ -520,8 +534,10 @@ impl OriginalAgent {
             Arc::clone(&a.stop),
         );
         let (alarm_tx, alarm_rx) = mpsc::channel::<(SocketAddr, String)>();
+        // OVOC forwards from the host its agent runs on (the session believes no one else).
+        let host = a.addr.ip();
         std::thread::spawn(move || {
-            let ovoc = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let ovoc = UdpSocket::bind((host, 0)).unwrap();
             while let Ok((to, device)) = alarm_rx.recv() {
                 std::thread::sleep(Duration::from_secs(2));
                 let text = format!(
@@ -563,7 +579,16 @@ impl OriginalAgent {
                         let n = stops.entry(device.to_string()).or_insert(0);
                         *n += 1;
                         match *n {
-                            1 => say("200 OK"),
+                            1 => {
+                                if let (Some(dir), Some(f)) = (&files, w.get(2)) {
+                                    let base = original_base(f.trim());
+                                    for k in 0..2 {
+                                        let p = dir.join(format!("OVOC_{base}-{k}.pcap"));
+                                        std::fs::write(p, EMPTY_PCAP).unwrap();
+                                    }
+                                }
+                                say("200 OK")
+                            }
                             2 => {
                                 refused.fetch_add(1, Ordering::Relaxed);
                                 say("503 Service Unavailable");
@@ -586,6 +611,47 @@ impl Drop for OriginalAgent {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A pcap header and no packets (microseconds, Ethernet).
+const EMPTY_PCAP: &[u8] = &[
+    0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+];
+
+#[test]
+fn the_original_strip_gives_tc_names_their_base() {
+    assert_eq!(
+        original_base("CPE_device_10.0.0.1_2026-12-02T07.42.13.899869.pcap"),
+        "device_10.0.0.1_2026-12-02T07.42.13.899869"
+    );
+    // What the spec warns of: a name the character sets eat into.
+    assert_eq!(original_base("CPE_a.pcap"), "");
+}
+
+/// An original agent's files, named by its character-set strip, in its directory: collected
+/// (both ring files) and the round analysed.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn an_original_agents_files_are_collected() {
+    require_lab();
+    let lab = Lab::up(1, &[]);
+    let bind = format!("{}:20001", lab.ovoc_agent_addr());
+    let agent = OriginalAgent::start_with(&bind, Some(lab.agent_dir()));
+    let work = tempfile::tempdir().unwrap();
+    let inv = inventory_with_agent(&lab, agent.addr, work.path());
+    let out = work.path().join("out");
+    let mut s = Session::start(&lab, &inv, &out, free_udp(), &collect_args());
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    assert_eq!(s.count("\"ovoc.fetched\""), 2, "{}", s.seen.join("\n"));
+    assert_eq!(s.count("\"task\":\"collect\",\"status\":\"ok\""), 1);
+    assert_eq!(s.count("\"task\":\"analyze\""), 1);
+    let round = out.join(&lab.devices()[0]).join("1");
+    let ovoc: Vec<String> = std::fs::read_dir(&round)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("OVOC_"))
+        .collect();
+    assert_eq!(ovoc.len(), 2, "{ovoc:?}");
 }
 
 #[test]
