@@ -425,7 +425,7 @@ pub fn list(
     spec: &Spec,
     dir: &str,
     keep: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, Option<u64>)>, (bool, String)> {
+) -> Result<Vec<String>, (bool, String)> {
     let dev = spec.host;
     let why = |f: Failure| match f {
         Failure::Retry(m) => (true, m),
@@ -437,11 +437,11 @@ pub fn list(
     let entries = sftp
         .readdir(Path::new(dir))
         .map_err(|e| why(ssh_err(dev, &format!("listing {dir}"), e)))?;
-    let mut names: Vec<(String, Option<u64>)> = entries
+    let mut names: Vec<String> = entries
         .into_iter()
         .filter(|(_, st)| st.is_file())
-        .filter_map(|(p, st)| Some((p.file_name()?.to_str()?.to_string(), st.size)))
-        .filter(|(n, _)| keep(n))
+        .filter_map(|(p, _)| Some(p.file_name()?.to_str()?.to_string()))
+        .filter(|n| keep(n))
         .collect();
     names.sort();
     let _ = sess.disconnect(None, "done", None);

@@ -209,7 +209,7 @@ fn list_with_retries(
     loop {
         attempt += 1;
         match sftp::list(spec, &src.dir, |n| is_ring_file(n, base)) {
-            Ok(found) => return Ok(found.into_iter().map(|(n, _)| n).collect()),
+            Ok(found) => return Ok(found),
             Err((true, e)) if attempt <= src.retries => {
                 log::info!("{}: listing attempt {attempt}: {e}", spec.host);
                 std::thread::sleep(Duration::from_millis(500 * u64::from(attempt.min(8))));
@@ -375,7 +375,8 @@ mod tests {
             Ok(Login::Password(_)) => "password",
             Err(_) => "error",
         };
-        let cases: [(OvocSshArgs, &[(&str, &str)], &str); 5] = [
+        type Case<'a> = (OvocSshArgs, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 5] = [
             (ssh(Some(key), None), &both, "key"),
             (ssh(None, None), &agent, "agent"),
             (ssh(None, None), &both, "password"),
