@@ -14,7 +14,9 @@
 #       within STORM_SECONDS; per device: the session's `session.task` alarm ts -> the first
 #       `lab.request` PUT cliScript for that device after it (lab.request is logged when answered,
 #       i.e. after the added LATENCY_MS, which is subtracted); and first alarm -> last fetch ok;
-#   (c) the session's peak RSS (VmHWM; /usr/bin/time's maximum RSS as a cross-check).
+#   (c) the session's peak RSS (VmHWM; /usr/bin/time's maximum RSS as a cross-check);
+#   (d) with SESSION_ARGS=--collect-ovoc: first alarm -> every device's verdict, and the last
+#       CPE fetch -> the last verdict (the OVOC files come from the lab's sshd by key).
 # Prints a Markdown block on stdout (progress on stderr).
 # Usage: sudo benches/session-fleet.sh     (from the repository root)
 # Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), DEVICES=1000, LATENCY_MS=100,
@@ -80,7 +82,9 @@ if [ "$AGENT_IF" = veth ]; then
     ip link add tcbench0 type veth peer name tcbench1 && ip link set tcbench0 up \
         && ip link set tcbench1 up || { log "cannot create the veth pair"; exit 1; }
 fi
-"$TC" ovoc serve --interface "$AGENT_IF" --listen "127.0.$SUBNET.253:20001" --dir "$WORK/agent" \
+# The agent writes where the lab's sshd serves the OVOC side (TC_LAB_AGENT_DIR), so that
+# SESSION_ARGS=--collect-ovoc collects from there as from a real OVOC server.
+"$TC" ovoc serve --interface "$AGENT_IF" --listen "127.0.$SUBNET.253:20001" --dir "${TC_LAB_AGENT_DIR:-$WORK/agent}" \
     --allow 127.0.0.0/8 --probes none -q >"$WORK/agent.out" 2>"$WORK/agent.err" &
 agent_pid=$!
 sleep 1

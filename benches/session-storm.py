@@ -119,6 +119,9 @@ def analyse(out, lab_out, latency_ms):
     starts = [first[(d, "cpe_start")] for d in devices if (d, "cpe_start") in first]
     alarms = {d: first[(d, "alarm")] for d in devices if (d, "alarm") in first}
     fetches = [first[(d, "fetch")] for d in devices if (d, "fetch") in first]
+    # --collect-ovoc: the OVOC files in, and the verdicts.
+    collected = [first[(d, "collect")] for d in devices if (d, "collect") in first]
+    verdicts = [first[(d, "analyze")] for d in devices if (d, "analyze") in first]
     puts = {}
     for e in lines(lab_out):
         if (e.get("type") == "lab.request" and e.get("method") == "PUT"
@@ -143,7 +146,13 @@ def analyse(out, lab_out, latency_ms):
         "fetched": len(fetches),
         "first_alarm_to_all_fetched_s": round(max(fetches) - min(alarms.values()), 3)
         if fetches and alarms else None,
-        "summary": {k: summary.get(k) for k in ("devices", "completed", "aborted", "seconds", "reason")}
+        "collected": len(collected),
+        "verdicts": len(verdicts),
+        "first_alarm_to_all_verdicts_s": round(max(verdicts) - min(alarms.values()), 3)
+        if verdicts and alarms else None,
+        "last_fetch_to_last_verdict_s": round(max(verdicts) - max(fetches), 3)
+        if verdicts and fetches else None,
+        "summary": {k: summary.get(k) for k in ("devices", "completed", "aborted", "verdicts", "seconds", "reason")}
         if summary else None,
     }
     print(json.dumps(r), flush=True)
