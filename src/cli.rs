@@ -53,7 +53,11 @@ pub enum Command {
     /// Connection Lost, then collect and name the evidence; repeat up to --max-events.
     #[command(after_help = "Example:\n  \
   tc session --devices fleet.csv --out /srv/captures --max-events 2 --snmp-user CaptureScript \\\n  \
-    | jq -c 'select(.type==\"session.task\" and .status!=\"ok\")'\n\n\
+    | jq -c 'select(.type==\"session.task\" and .status!=\"ok\")'\n\n  \
+  # both sides in OUT/<device>/<round>/ and a verdict per round\n  \
+  tc session --devices fleet.csv --out /srv/captures --collect-ovoc \\\n    \
+  --ovoc-ssh-key ~/.ssh/id_ed25519 --ovoc-dir /var/lib/tc-ovoc/captures \\\n    \
+  | jq -r 'select(.task==\"analyze\") | \"\\(.device) \\(.verdict)\"'\n\n\
 The CSV report (--report, default OUT/report.csv) gets one row per task per device as it finishes.\n\
 After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.")]
     Session(SessionArgs),
@@ -286,7 +290,17 @@ pub enum OvocCommand {
     /// Download one round's OVOC files (every ring file the agent renamed at STOP) from an OVOC
     /// server over SFTP; one `ovoc.fetched` line per file.
     #[command(
-        after_help = "The files are the agent's `OVOC_<base>-<n>.pcap`, where the CPE file is   `CPE_<base>.pcap`. A `tc ovoc serve` agent keeps them in its --dir (default /var/lib/tc-ovoc);   the original trafficCapture agent in `./captures` of the directory it was started in (give   that path, relative to the SSH user's home or absolute, as --ovoc-dir).\n\n  Examples:\n  tc ovoc fetch --server ovoc-1 --ovoc-ssh-key ~/.ssh/id_ed25519 --out cap/ \\\n      CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap\n    tc ovoc fetch --server ovoc-1 CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap | jq -r .sha256"
+        after_help = "The files are the agent's OVOC_<base>-<n>.pcap, where the CPE file is \
+CPE_<base>.pcap. A tc ovoc serve agent keeps them in its --dir (default /var/lib/tc-ovoc; the \
+systemd unit in contrib/: /var/lib/tc-ovoc/captures); the original trafficCapture agent in \
+captures/ under the directory it was started in (give that path, relative to the SSH user's \
+home or absolute, as --ovoc-dir).
+
+Examples:
+  tc ovoc fetch --server ovoc-1 --ovoc-ssh-key ~/.ssh/id_ed25519 --out cap/ \\
+    CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap
+  tc ovoc fetch --server ovoc-1 CPE_device_192.0.2.10_2026-11-27T07.42.13.899869.pcap \\
+    | jq -r .sha256"
     )]
     Fetch(OvocFetchArgs),
 }
