@@ -139,6 +139,9 @@ _tc() {
             tc__subcmd__help__subcmd__lab,up)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__up"
                 ;;
+            tc__subcmd__help__subcmd__ovoc,fetch)
+                cmd="tc__subcmd__help__subcmd__ovoc__subcmd__fetch"
+                ;;
             tc__subcmd__help__subcmd__ovoc,send)
                 cmd="tc__subcmd__help__subcmd__ovoc__subcmd__send"
                 ;;
@@ -187,6 +190,9 @@ _tc() {
             tc__subcmd__lab__subcmd__help,up)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__up"
                 ;;
+            tc__subcmd__ovoc,fetch)
+                cmd="tc__subcmd__ovoc__subcmd__fetch"
+                ;;
             tc__subcmd__ovoc,help)
                 cmd="tc__subcmd__ovoc__subcmd__help"
                 ;;
@@ -195,6 +201,9 @@ _tc() {
                 ;;
             tc__subcmd__ovoc,serve)
                 cmd="tc__subcmd__ovoc__subcmd__serve"
+                ;;
+            tc__subcmd__ovoc__subcmd__help,fetch)
+                cmd="tc__subcmd__ovoc__subcmd__help__subcmd__fetch"
                 ;;
             tc__subcmd__ovoc__subcmd__help,help)
                 cmd="tc__subcmd__ovoc__subcmd__help__subcmd__help"
@@ -1018,8 +1027,22 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__ovoc)
-            opts="serve send"
+            opts="serve send fetch"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__ovoc__subcmd__fetch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1460,7 +1483,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc)
-            opts="-v -q -h --verbose --quiet --help serve send help"
+            opts="-v -q -h --verbose --quiet --help serve send fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1473,9 +1496,77 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        tc__subcmd__ovoc__subcmd__help)
-            opts="serve send help"
+        tc__subcmd__ovoc__subcmd__fetch)
+            opts="-v -q -h --server --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --out --known-hosts --accept-new-host-key --timeout --retries --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --known-hosts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help)
+            opts="serve send fetch help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__ovoc__subcmd__help__subcmd__fetch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1694,7 +1785,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1833,6 +1924,26 @@ _tc() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-ssh-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ovoc-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

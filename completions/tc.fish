@@ -126,12 +126,13 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
-complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -f -a "fetch" -d 'Download one round\'s OVOC files (every ring file the agent renamed at STOP) from an OVOC server over SFTP; one `ovoc.fetched` line per file'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l interface -d 'Interface tcpdump captures on (see /proc/net/dev)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l listen -d 'UDP address for requests' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l dir -d 'Directory for captures and the agent\'s state (.tc/)' -r -F
@@ -175,8 +176,23 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l server -d 'The OVOC server (host name or address) whose agent captured the round' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l ovoc-ssh-user -d 'SSH user on the OVOC servers (it must be able to read the agent\'s directory: root, or a member of the tcpdump user\'s group)' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l ovoc-ssh-port -d 'SSH port of the OVOC servers' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l ovoc-ssh-key -d 'Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l ovoc-ssh-password-file -d 'Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l ovoc-dir -d 'The agent\'s directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent\'s is `captures` under the directory it was started in' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l out -d 'Directory the files are written to' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l known-hosts -d 'known_hosts file (default ~/.ssh/known_hosts)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l timeout -d 'Connect and read timeout' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l retries -d 'Attempts after the first, when the server is unreachable or a transfer is cut' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l accept-new-host-key -d 'Record the host key of a server never seen before (a changed key is always refused)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download one round\'s OVOC files (every ring file the agent renamed at STOP) from an OVOC server over SFTP; one `ovoc.fetched` line per file'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s q -l quiet -d 'Only errors on stderr'
@@ -233,9 +249,15 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l remote-path -d 'Remote
 complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-from -d 'Who may send alarms (repeatable): a CIDR, or `ovoc` for the addresses of the inventory\'s ovoc column (the default when not given). Alarms from anyone else change nothing' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l wind-down -d 'After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching and STOP may take; then the session exits 130 and says what is left, which --resume finishes' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l group -d 'Make the captures, report and journal readable by this group (0640, directories 0750) instead of the owner alone (0600, 0700)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-user -d 'SSH user on the OVOC servers (it must be able to read the agent\'s directory: root, or a member of the tcpdump user\'s group)' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-port -d 'SSH port of the OVOC servers' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-key -d 'Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-password-file -d 'Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-dir -d 'The agent\'s directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent\'s is `captures` under the directory it was started in' -r
 complete -c tc -n "__fish_tc_using_subcommand session" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'
+complete -c tc -n "__fish_tc_using_subcommand session" -l collect-ovoc -d 'After each round\'s STOP, download its OVOC files from the device\'s OVOC server over SFTP and analyse both sides: OUT/<device>/<round>/ holds the CPE file, the OVOC files, analysis.jsonl, merged.pcapng and timeline.svg; the verdict is in the report'
 complete -c tc -n "__fish_tc_using_subcommand session" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand session" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand session" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -357,6 +379,7 @@ complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "serve" -d 'Run the capture agent (as root): tcpdump per CPE, OVOC forwarding rules, probes, driven by the UDP request protocol (REGISTER, CAPTURE, VERIFY, STOP) of trafficCapture 1.0.6'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "fetch" -d 'Download one round\'s OVOC files (every ring file the agent renamed at STOP) from an OVOC server over SFTP; one `ovoc.fetched` line per file'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from alarm" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
