@@ -63,12 +63,15 @@ pub struct Config {
 /// VERIFY takes 10 s or more and to which a resend costs dearly: 60 s, 120 s for VERIFY. A `tc`
 /// agent (it works on requests at once) bounds its own answers, and a resend does it no harm:
 /// CAPTURE once tcpdump listens (5 s at most by default), STOP once tcpdump has flushed and
-/// exited (1.5 s, then 5 s grace), VERIFY after its probes, taken as twice this session's own.
+/// exited (1.5 s, then 5 s grace), VERIFY after its probes, taken as twice this session's own;
+/// REGISTER once OVOC's REST API has made the rule (three calls per device, queued behind the
+/// rest of a fleet registering at once): 60 s.
 pub fn trying_wait(verb: Verb, concurrent: bool, probe_time: Duration) -> Duration {
     match (concurrent, verb) {
         (false, Verb::Verify) => Duration::from_secs(120),
         (false, _) => Duration::from_secs(60),
         (true, Verb::Verify) => probe_time * 2 + Duration::from_secs(5),
+        (true, Verb::Register) => Duration::from_secs(60),
         (true, _) => Duration::from_secs(15),
     }
 }
@@ -266,6 +269,45 @@ pub struct Core {
     refused: u32,
     quiet: Quiet,
     verdicts: BTreeMap<String, u32>,
+    /// Connection Lost alarms acted on.
+    alarms: u32,
+}
+
+/// Where the devices are now, for the status line a person at a terminal sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub devices: u32,
+    /// Past REGISTER (and its CPE start).
+    pub registered: u32,
+    pub capturing: u32,
+    /// Alarmed: probing, stopping, fetching.
+    pub alarmed: u32,
+    /// The CPE file fetched: STOP, collection, analysis.
+    pub fetched: u32,
+    /// Rounds analysed (a verdict each).
+    pub analysed: u32,
+    pub done: u32,
+    /// Aborted, or STOP never confirmed.
+    pub failed: u32,
+    pub alarms: u32,
+}
+
+impl Census {
+    pub fn line(&self) -> String {
+        format!(
+            "{} devices: {} registered, {} capturing, {} alarmed, {} fetched, {} analysed, {} \
+             done, {} failed; {} alarms",
+            self.devices,
+            self.registered,
+            self.capturing,
+            self.alarmed,
+            self.fetched,
+            self.analysed,
+            self.done,
+            self.failed,
+            self.alarms
+        )
+    }
 }
 
 /// `session.ignored` lines shown per sender and second: a flood of junk (hostile, or a
@@ -343,6 +385,7 @@ impl Core {
             refused: 0,
             quiet: Quiet::default(),
             verdicts: BTreeMap::new(),
+            alarms: 0,
         }
     }
 
@@ -677,6 +720,7 @@ impl Core {
                 "Connection Lost for a device not in the inventory".into(),
             )),
             Some(Step::Armed) if !self.interrupted => {
+                self.alarms += 1;
                 out.push(self.row(&device, "alarm", "ok", None, "Connection Lost".into(), None));
                 let next = if self.cfg.probes {
                     Step::Verify
@@ -722,7 +766,14 @@ impl Core {
         }
         let agent = d.agent;
         if r.code == proto::TC_AGENT {
-            return self.mark_concurrent(now, agent);
+            self.mark_concurrent(now, agent);
+            // It also says the request arrived: REGISTER has no `100 Trying`, and its answer
+            // waits on OVOC's REST API (for a whole fleet registering at once, many seconds).
+            let step = step_verb(self.devs[&r.device].step);
+            if let Some(v) = step.filter(|v| r.verb == Some(*v)) {
+                self.trying_received(now, &r.device, v);
+            }
+            return;
         }
         self.answered_while_busy(now, agent, &r.device);
         let Some(expected) = step_verb(self.devs[&r.device].step) else {
@@ -1138,6 +1189,30 @@ impl Core {
             refused: self.refused,
             verdicts: self.verdicts.clone(),
         }
+    }
+
+    pub fn census(&self) -> Census {
+        let mut c = Census {
+            devices: self.devs.len() as u32,
+            analysed: self.verdicts.values().sum(),
+            alarms: self.alarms,
+            ..Census::default()
+        };
+        for d in self.devs.values() {
+            let n = match d.step {
+                Step::Register => continue,
+                Step::CpeStart => &mut c.registered,
+                Step::Capture | Step::Armed => &mut c.capturing,
+                Step::Verify | Step::CpeStop | Step::Fetch => &mut c.alarmed,
+                Step::Stop | Step::Collect | Step::Analyze => &mut c.fetched,
+                Step::Done => &mut c.done,
+                Step::Aborted | Step::Failed => &mut c.failed,
+            };
+            *n += 1;
+        }
+        // Registered counts everyone past REGISTER, wherever they are now.
+        c.registered += c.capturing + c.alarmed + c.fetched + c.done;
+        c
     }
 
     pub fn is_interrupted(&self) -> bool {
@@ -1656,6 +1731,35 @@ mod tests {
             "a tc agent bounds its answers"
         );
         assert_eq!(sends(&c.tick(t + s(15))), ["CAPTURE 10.0.0.1"]);
+    }
+
+    /// A tc agent's `101` to REGISTER says it arrived: no resend while OVOC's REST API makes
+    /// the rule (a fleet registering at once waited 9 s, and the second send's wait ran out).
+    #[test]
+    fn a_register_a_tc_agent_has_is_awaited_not_resent() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(cfg());
+        assert_eq!(sends(&c.start(t)), ["REGISTER 10.0.0.1"]);
+        reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
+        assert_eq!(c.next_deadline(), Some(t + s(60)));
+        for after in [3, 9, 30, 59] {
+            assert!(sends(&c.tick(t + s(after))).is_empty(), "{after} s");
+        }
+        let a = reply(&mut c, t + s(20), "200 OK 10.0.0.1 REGISTER");
+        assert_eq!(tasks(&a)[0], ("register".into(), "ok".into()));
+        // No final answer at all: sent again after the wait, then given up as before.
+        let mut c = core(cfg());
+        c.start(t);
+        reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
+        assert_eq!(sends(&c.tick(t + s(60))), ["REGISTER 10.0.0.1"]);
+        // The second send's wait passes too: the budget (2 sends) is spent.
+        reply(&mut c, t + s(60), "101 tc Agent 10.0.0.1 REGISTER");
+        let a = c.tick(t + s(200));
+        assert!(
+            tasks(&a).contains(&("register".into(), "failed".into())),
+            "{a:?}"
+        );
     }
 
     #[test]
