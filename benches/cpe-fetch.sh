@@ -27,6 +27,9 @@
 #   TC_ALT=PATH           a second tc binary (e.g. built from a patched copy, see
 #                         benches/README.md) timed in the same rounds as a third contender
 #                         ("alt"); the order of the three rotates each round
+#   TC_ALT_ARGS=...       options for the alt run only, e.g. TC_ALT=\$TC TC_ALT_ARGS="--progress
+#                         always" times the fetch drawing its progress bars (into a file) against
+#                         the same binary drawing none (issue 21)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-11}
@@ -98,11 +101,14 @@ log "device $addr, ssh port $ssh_port, served file $bytes bytes, sha256 $want"
 mkdir -p "$WORK/out"
 TIMEFORMAT='%3R %3U %3S'
 
-# Prints "WALL CPU" (seconds) of one `tc cpe fetch` by binary $1 (default $TC).
+# Prints "WALL CPU" (seconds) of one `tc cpe fetch` by binary $1 (default $TC), with the
+# options in $2 (word-split on purpose: options, not file names).
 run_tc() {
     local bin=${1:-$TC} got
+    local -a extra
+    read -r -a extra <<<"${2:-}"
     rm -rf "$WORK/out"/*
-    { time "$bin" cpe fetch --devices "$inventory" --out "$WORK/out" >"$WORK/tc.out" \
+    { time "$bin" cpe fetch --devices "$inventory" --out "$WORK/out" "${extra[@]}" >"$WORK/tc.out" \
         2>"$WORK/tc.err"; } 2>"$WORK/time" \
         || die "tc cpe fetch failed: $(cat "$WORK/tc.err")"
     got=$(sha256sum "$WORK"/out/CPE_device_*.pcap | cut -d' ' -f1)
@@ -136,7 +142,7 @@ run_tc >/dev/null
 run_sftp >/dev/null
 tools=(tc sftp)
 if [ -n "${TC_ALT:-}" ]; then
-    run_tc "$TC_ALT" >/dev/null
+    run_tc "$TC_ALT" "${TC_ALT_ARGS:-}" >/dev/null
     tools+=(alt)
 fi
 
@@ -151,7 +157,7 @@ for r in $(seq "$ROUNDS"); do
         case $tool in
             tc) tc=$(run_tc) ;;
             sftp) sftp=$(run_sftp) ;;
-            alt) alt=$(run_tc "$TC_ALT") ;;
+            alt) alt=$(run_tc "$TC_ALT" "${TC_ALT_ARGS:-}") ;;
         esac
         order+="${order:+, }$tool"
     done
@@ -161,7 +167,7 @@ done
 
 # --- report ----------------------------------------------------------------------------------
 printf '%s\n' "${rows[@]}" | tr ' ' '|' | sed 's/,|/, /g' | awk -F'|' -v bytes="$bytes" \
-    -v tc="$("$TC" --version)" -v alt="${TC_ALT:+$("$TC_ALT" --version) at $TC_ALT}" \
+    -v tc="$("$TC" --version)" -v alt="${TC_ALT:+$("$TC_ALT" --version) at $TC_ALT ${TC_ALT_ARGS:-}}" \
     -v ssh="$(ssh -V 2>&1)" -v cores="$(nproc)" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
 function median(a, n,   i, j, t, b) {
     for (i = 1; i <= n; i++) b[i] = a[i]

@@ -221,12 +221,16 @@ _tc() {
 
     case "${cmd}" in
         tc)
-            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm session analyze lab generate help"
+            opts="-v -q -h -V --verbose --quiet --progress --help --version cpe ovoc alarm session analyze lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -235,12 +239,16 @@ _tc() {
             return 0
             ;;
         tc__subcmd__alarm)
-            opts="-v -q -h --verbose --quiet --help listen help"
+            opts="-v -q -h --verbose --quiet --progress --help listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -291,7 +299,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__alarm__subcmd__listen)
-            opts="-v -q -h --listen --alarm --description --device --from --count --timeout --quiet-unparsed --bare --verbose --quiet --help"
+            opts="-v -q -h --listen --alarm --description --device --from --count --timeout --quiet-unparsed --bare --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -325,6 +333,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -333,7 +345,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__analyze)
-            opts="-v -q -h --cpe --ovoc --device --ovoc-addr --offset --drift-ppm --merge --plot --alarm-at --verbose --quiet --help"
+            opts="-v -q -h --cpe --ovoc --device --ovoc-addr --offset --drift-ppm --merge --plot --alarm-at --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -375,6 +387,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -383,12 +399,16 @@ _tc() {
             return 0
             ;;
         tc__subcmd__cpe)
-            opts="-v -q -h --verbose --quiet --help start stop status fetch help"
+            opts="-v -q -h --verbose --quiet --progress --help start stop status fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -397,7 +417,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__cpe__subcmd__fetch)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --out --remote-path --known-hosts --accept-new-host-key --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --out --remote-path --known-hosts --accept-new-host-key --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -465,6 +485,10 @@ _tc() {
                     ;;
                 --known-hosts)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -559,7 +583,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__cpe__subcmd__start)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --snmp-user --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --snmp-user --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -621,6 +645,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -629,7 +657,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__cpe__subcmd__status)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -685,6 +713,10 @@ _tc() {
                     ;;
                 --pin-sha256)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -695,7 +727,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__cpe__subcmd__stop)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -753,6 +785,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -761,12 +797,16 @@ _tc() {
             return 0
             ;;
         tc__subcmd__generate)
-            opts="-v -q -h --verbose --quiet --help man completions"
+            opts="-v -q -h --verbose --quiet --progress --help man completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1097,12 +1137,16 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --help up alarm demo down cleanup captures help"
+            opts="-v -q -h --verbose --quiet --progress --help up alarm demo down cleanup captures help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1111,7 +1155,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__alarm)
-            opts="-v -q -h --dir --clear --verbose --quiet --help"
+            opts="-v -q -h --dir --clear --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1119,6 +1163,10 @@ _tc() {
             case "${prev}" in
                 --dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1129,7 +1177,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__captures)
-            opts="-v -q -h --dir --seconds --rate --seed --start --offset --drift-ppm --delay-ms --delay-up-ms --jitter-ms --nat --ipv6 --drop --drop-class --drop-from --drop-until --cpe-silent-from --ovoc-silent-from --cpe-start --cpe-end --ovoc-start --ovoc-end --cpe-format --ring-bytes --cpe-snaplen --cpe-step --cpe-step-at --cpe-capture-drops --verbose --quiet --help"
+            opts="-v -q -h --dir --seconds --rate --seed --start --offset --drift-ppm --delay-ms --delay-up-ms --jitter-ms --nat --ipv6 --drop --drop-class --drop-from --drop-until --cpe-silent-from --ovoc-silent-from --cpe-start --cpe-end --ovoc-start --ovoc-end --cpe-format --ring-bytes --cpe-snaplen --cpe-step --cpe-step-at --cpe-capture-drops --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1239,6 +1287,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1247,7 +1299,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__cleanup)
-            opts="-v -q -h --user --dir --verbose --quiet --help"
+            opts="-v -q -h --user --dir --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1261,6 +1313,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1269,7 +1325,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__demo)
-            opts="-v -q -h --dir --devices --verbose --quiet --help"
+            opts="-v -q -h --dir --devices --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1283,6 +1339,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1291,7 +1351,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__down)
-            opts="-v -q -h --dir --for --verbose --quiet --help"
+            opts="-v -q -h --dir --for --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1303,6 +1363,10 @@ _tc() {
                     ;;
                 --for)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1425,7 +1489,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__up)
-            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --verbose --quiet --help"
+            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1475,6 +1539,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1483,12 +1551,16 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc)
-            opts="-v -q -h --verbose --quiet --help serve send fetch help"
+            opts="-v -q -h --verbose --quiet --progress --help serve send fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1497,7 +1569,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__fetch)
-            opts="-v -q -h --server --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --out --known-hosts --accept-new-host-key --timeout --retries --verbose --quiet --help"
+            opts="-v -q -h --server --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --out --known-hosts --accept-new-host-key --timeout --retries --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1541,6 +1613,10 @@ _tc() {
                     ;;
                 --retries)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1621,7 +1697,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__send)
-            opts="-v -q -h --server --bind --timeout --key-file --verbose --quiet --help REGISTER CAPTURE VERIFY STOP"
+            opts="-v -q -h --server --bind --timeout --key-file --verbose --quiet --progress --help REGISTER CAPTURE VERIFY STOP"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1643,6 +1719,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1651,7 +1731,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__ovoc__subcmd__serve)
-            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --probe-count --probe-interval --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-flush --stop-grace --max-captures --min-free --disk-budget --rate-limit --max-verifies --verify-rate --key-file --allow-unauthenticated --verbose --quiet --help"
+            opts="-v -q -h --interface --listen --dir --ring-files --ring-size --buffer-size --allow --allow-any --ovoc-url --ovoc-user --ovoc-password-file --no-ovoc-rules --rule-idle --ca-cert --pin-sha256 --insecure --probes --probe-count --probe-interval --snmp-user --tcpdump --tcpdump-user --start-timeout --stop-flush --stop-grace --max-captures --min-free --disk-budget --rate-limit --max-verifies --verify-rate --key-file --allow-unauthenticated --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1777,6 +1857,10 @@ _tc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1785,7 +1869,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1945,6 +2029,10 @@ _tc() {
                     ;;
                 --ovoc-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)

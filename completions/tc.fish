@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tc_global_optspecs
-    string join \n v/verbose q/quiet h/help V/version
+    string join \n v/verbose q/quiet progress= h/help V/version
 end
 
 function __fish_tc_needs_command
@@ -24,6 +24,9 @@ function __fish_tc_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c tc -n "__fish_tc_needs_command" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_needs_command" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_needs_command" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -36,6 +39,9 @@ complete -c tc -n "__fish_tc_needs_command" -f -a "analyze" -d 'Say which side o
 complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and not __fish_seen_subcommand_from start stop status fetch help" -s h -l help -d 'Print help'
@@ -59,6 +65,9 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l snmp-user -d 'Also (re)create this SNMPv3 user for probe traffic (keys from TC_SNMP_AUTH_KEY and TC_SNMP_PRIV_KEY; SHA-1/AES-128). Note that the device\'s `write` saves its configuration' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from start" -s q -l quiet -d 'Only errors on stderr'
@@ -77,6 +86,9 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from stop" -s q -l quiet -d 'Only errors on stderr'
@@ -95,6 +107,9 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Only errors on stderr'
@@ -116,6 +131,9 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l out -d 'Directory for the pcaps (CPE_device_<device>_<time>.pcap)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l remote-path -d 'Remote capture file (default /debug-capture/debug-capture-data.pcap for both types)' -r
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l known-hosts -d 'known_hosts file checked (and, with --accept-new-host-key, extended)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -l accept-new-host-key -d 'Record the host key of a device never seen before (a changed key is always refused)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from fetch" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
@@ -126,6 +144,9 @@ complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download each device\'s capture file over SFTP (stop the capture first)'
 complete -c tc -n "__fish_tc_using_subcommand cpe; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and not __fish_seen_subcommand_from serve send fetch help" -s h -l help -d 'Print help'
@@ -163,6 +184,9 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l verify-rate -d 'New VERIFY probe runs per second (all sources; a burst of --max-verifies is allowed)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l key-file -d 'Shared key: requests must carry its HMAC-SHA256 (README: authentication), answers to them carry one too. The file holds at least 16 bytes; it must not be readable by others' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-unauthenticated -d 'With --key-file: plain 1.0.6 requests are still accepted from these networks (original controllers in a mixed fleet). Repeatable, or comma-separated' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l allow-any -d 'Accept requests from anywhere (the original\'s behaviour; the agent runs as root)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l no-ovoc-rules -d 'Answer REGISTER without OVOC\'s REST API (rules set by hand)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from serve" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
@@ -173,6 +197,9 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l bind -d 'Local address to send from (the agent answers there; REGISTER points OVOC\'s rule at it)' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l timeout -d 'How long to wait for the final response' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l key-file -d 'The agent\'s shared key (tc ovoc serve --key-file): the request is signed and only answers carrying a valid MAC are taken' -r -F
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
@@ -186,6 +213,9 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l known-hosts -d 'known_hosts file (default ~/.ssh/known_hosts)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l timeout -d 'Connect and read timeout' -r
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l retries -d 'Attempts after the first, when the server is unreachable or a transfer is cut' -r
+complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -l accept-new-host-key -d 'Record the host key of a server never seen before (a changed key is always refused)'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from fetch" -s q -l quiet -d 'Only errors on stderr'
@@ -194,6 +224,9 @@ complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "fetch" -d 'Download one round\'s OVOC files (every ring file the agent renamed at STOP) from an OVOC server over SFTP; one `ovoc.fetched` line per file'
 complete -c tc -n "__fish_tc_using_subcommand ovoc; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and not __fish_seen_subcommand_from listen help" -s h -l help -d 'Print help'
@@ -206,6 +239,9 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l from -d 'Accept datagrams only from these networks (repeatable, or comma-separated); others are counted and dropped' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N matching alarms' -r
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l timeout -d 'Exit 1 if fewer than --count (or no) alarms matched within DURATION' -r
+complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l quiet-unparsed -d 'Count lines that are not alarms instead of printing them'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -l bare -d 'Benchmark baseline: receive and count datagrams without parsing or printing them'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
@@ -254,6 +290,9 @@ complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-port -d 'SSH 
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-key -d 'Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-password-file -d 'Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-dir -d 'The agent\'s directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent\'s is `captures` under the directory it was started in' -r
+complete -c tc -n "__fish_tc_using_subcommand session" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand session" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
 complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'
@@ -270,9 +309,15 @@ complete -c tc -n "__fish_tc_using_subcommand analyze" -l drift-ppm -d 'With --o
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l merge -d 'Write one time-aligned pcapng of both captures (CPE times corrected to the OVOC clock; packets lost in transit carry a comment)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l plot -d 'Write a timeline (SVG): packets sent and seen per direction, loss windows shaded' -r -F
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l alarm-at -d 'When OVOC raised the alarm (RFC 3339, OVOC clock), marked on the timeline' -r
+complete -c tc -n "__fish_tc_using_subcommand analyze" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s h -l help -d 'Print help'
@@ -294,6 +339,9 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l cut-sftp-after -d 'Cut each device\'s first SFTP connection after this many bytes (fault injection)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l user -d 'System user the lab creates for SFTP logins (and uses as the REST admin); removed on exit if the lab created it' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l sftp-root -d 'Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable path components such as /tmp)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l live-captures -d 'While a device\'s capture is active, record the traffic to it with tcpdump and serve that as its capture file when the capture stops (as a real device does)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l no-sftp -d 'Do not start sshd (REST only; no root needed)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l log-requests -d 'Print a lab.request line for every REST request answered'
@@ -301,22 +349,34 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -l dir -d 'The lab directory given to `tc lab up`' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -l clear -d 'Send the clear ("Connection established") instead'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l dir -d 'Where the lab, the captures and the report go (default: a new directory under /tmp)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -l dir -d 'The lab directory given to `tc lab up`' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -l for -d 'How long (e.g. 90s); 0 brings it back at once' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l user -d 'The lab\'s system user to remove' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l dir -d 'Also delete this lab directory' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help'
@@ -350,6 +410,9 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-step -d 'The CPE\'s clock steps by this much (an NTP step) at --cpe-step-at' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-step-at -d 'Seconds after the start' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l cpe-capture-drops -d 'With --cpe-format pcapng: the drops its capture statistics state (isb_ifdrop)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l nat -d 'The CPE behind NAT: other addresses for itself and OVOC, client ports rewritten'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -l ipv6
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
@@ -362,6 +425,9 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand generate" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'

@@ -30,6 +30,10 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Progress on stderr (transfers, the session's status line): `auto` when stderr is a
+    /// terminal, never in pipes or logs.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, global = true, value_name = "WHEN")]
+    pub progress: ProgressMode,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -613,6 +617,13 @@ fn parse_probe_interval(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?}: give 10ms to 60s"));
     }
     Ok(d)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

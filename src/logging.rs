@@ -19,8 +19,9 @@ impl Log for Redacting {
         !wire_level(meta) && self.0.enabled(meta)
     }
     fn log(&self, record: &Record) {
-        if !wire_level(record.metadata()) {
-            self.0.log(record)
+        if !wire_level(record.metadata()) && self.0.enabled(record.metadata()) {
+            // Above the progress bars, not drawn over by them.
+            crate::progress::suspend(|| self.0.log(record))
         }
     }
     fn flush(&self) {
@@ -54,5 +55,8 @@ pub fn init(verbose: u8, quiet: bool) {
 /// (EPIPE), `eprintln!` would panic, and a warning must never kill a session mid wind-down.
 pub fn warn_user(msg: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "tc: warning: {msg}");
+    // Above the progress bars, not drawn over by them.
+    crate::progress::suspend(|| {
+        let _ = writeln!(std::io::stderr().lock(), "tc: warning: {msg}");
+    });
 }

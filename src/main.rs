@@ -18,6 +18,7 @@ mod netaddr;
 mod ovoc;
 mod pool;
 mod probe;
+mod progress;
 mod proto;
 
 mod secret;
@@ -49,6 +50,11 @@ fn main() {
     }
     let args = cli::Cli::parse();
     logging::init(args.verbose, args.quiet);
+    progress::init(if args.quiet {
+        cli::ProgressMode::Never
+    } else {
+        args.progress
+    });
     let code = match dispatch(args) {
         Ok(code) => code,
         Err(err) => {

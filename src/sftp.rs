@@ -77,6 +77,8 @@ pub enum Local<'a> {
 pub struct Spec<'a> {
     /// The SSH server: the device, or the OVOC server.
     pub host: &'a str,
+    /// What the progress bar calls this transfer (the device).
+    pub label: &'a str,
     pub port: u16,
     pub user: &'a str,
     pub auth: Auth<'a>,
@@ -176,6 +178,7 @@ pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
         };
         spec.out_dir.join(format!(".{name}.part"))
     };
+    let progress = crate::progress::Transfer::start(spec.label);
     let mut part = match spec.local {
         Local::Cpe => leftover_part(spec.out_dir, spec.host).unwrap_or_else(fresh),
         Local::Named(_) => fresh(),
@@ -185,7 +188,7 @@ pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
     while attempt <= spec.retries {
         attempt += 1;
         let final_path = final_of(&part).expect("part names are made here");
-        match attempt_once(spec, &part, &final_path) {
+        match attempt_once(spec, &part, &final_path, &progress) {
             Ok((bytes, sha256, kept)) => {
                 if !kept {
                     keep(spec.host, &part, &final_path, &sha256).map_err(|e| (false, e))?;
@@ -270,6 +273,7 @@ fn attempt_once(
     spec: &Spec,
     part: &Path,
     final_path: &Path,
+    progress: &crate::progress::Transfer,
 ) -> Result<(u64, String, bool), Failure> {
     let dev = spec.host;
     let sess = login(spec)?;
@@ -305,7 +309,8 @@ fn attempt_once(
     remote
         .seek(SeekFrom::Start(t.have))
         .map_err(|e| Failure::Retry(format!("{dev}: seek: {e}")))?;
-    let local = t.copy(&mut remote, spec, part)?;
+    progress.sized(size.unwrap_or(0), t.have);
+    let local = t.copy(&mut remote, spec, part, progress)?;
     if let Some(s) = size {
         if t.have < s {
             return Err(Failure::Retry(format!(
@@ -523,7 +528,13 @@ impl Transfer {
     /// another writes, and buffers go round in a ring between them: hashing here reads each
     /// chunk while it is still in this core's cache, in time the reader otherwise spends waiting
     /// for the next packets.
-    fn copy(&mut self, remote: &mut ssh2::File, spec: &Spec, part: &Path) -> Result<File, Failure> {
+    fn copy(
+        &mut self,
+        remote: &mut ssh2::File,
+        spec: &Spec,
+        part: &Path,
+        progress: &crate::progress::Transfer,
+    ) -> Result<File, Failure> {
         let local = self.local.take().expect("copied once");
         let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
@@ -544,7 +555,7 @@ impl Transfer {
                 }
                 Ok(local)
             });
-            let read = self.read_all(remote, spec, &empty_rx, &full_tx);
+            let read = self.read_all(remote, spec, &empty_rx, &full_tx, progress);
             drop(full_tx);
             let written = writer
                 .join()
@@ -564,6 +575,7 @@ impl Transfer {
         spec: &Spec,
         empty: &mpsc::Receiver<Vec<u8>>,
         full: &mpsc::SyncSender<(Vec<u8>, usize)>,
+        progress: &crate::progress::Transfer,
     ) -> Result<(), Failure> {
         let dev = spec.host;
         loop {
@@ -590,6 +602,7 @@ impl Transfer {
             }
             self.have += n as u64;
             self.hasher.update(&buf[..n]);
+            progress.add(n as u64);
             if full.send((buf, n)).is_err() {
                 return Ok(());
             }

@@ -273,6 +273,7 @@ pub fn fetch_kept(
         .unwrap_or_else(|| sftp::DEFAULT_REMOTE.to_string());
     let f = sftp::fetch(&sftp::Spec {
         host: &t.device,
+        label: &t.device,
         port: t.ssh_port,
         user: &t.username,
         auth: sftp::Auth::Password(&ctx.password),

@@ -148,7 +148,11 @@ pub fn collect(
 ) -> std::result::Result<Vec<Event>, (bool, String)> {
     crate::proto::validate_filename(cpe_file).map_err(|e| (false, e))?;
     let base = crate::proto::ovoc_base(cpe_file);
-    let names = list_with_retries(&spec(src, server, out, "", sftp::Local::Cpe), src, &base)?;
+    let names = list_with_retries(
+        &spec(src, (server, device), out, "", sftp::Local::Cpe),
+        src,
+        &base,
+    )?;
     if names.is_empty() {
         return Err((
             false,
@@ -161,7 +165,13 @@ pub fn collect(
     let mut events = Vec::new();
     for name in ring_order(names) {
         let remote = join_remote(&src.dir, &name);
-        let f = sftp::fetch_or_why(&spec(src, server, out, &remote, sftp::Local::Named(&name)))?;
+        let f = sftp::fetch_or_why(&spec(
+            src,
+            (server, device),
+            out,
+            &remote,
+            sftp::Local::Named(&name),
+        ))?;
         sftp::Fetched::done(&f.part);
         events.push(Event::OvocFetched {
             server: server.to_string(),
@@ -179,13 +189,14 @@ pub fn collect(
 
 fn spec<'a>(
     src: &'a Source,
-    server: &'a str,
+    (server, device): (&'a str, &'a str),
     out: &'a Path,
     remote: &'a str,
     local: sftp::Local<'a>,
 ) -> sftp::Spec<'a> {
     sftp::Spec {
         host: server,
+        label: device,
         port: src.port,
         user: &src.user,
         auth: src.login.auth(),

@@ -20,7 +20,7 @@ use crate::daemon::{Daemon, Driver, Flow};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::config::{Collect, Plan};
-use super::core::{Action, Core, Job, JobOk, Journal, Step, Work};
+use super::core::{Action, Census, Core, Job, JobOk, Journal, Step, Work};
 use super::files::{self, Layout, Lines, Lock, Report};
 use crate::cli::SessionArgs;
 use crate::cpe::run::{Context, FetchOpts, Snmp, Target};
@@ -236,6 +236,8 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         core,
         done_rx,
         gave_up: false,
+        status: crate::progress::Status::start(),
+        shown: None,
         io: Io {
             sock: daemon.socket(),
             job_tx: &job_tx,
@@ -375,6 +377,9 @@ struct Loop<'a> {
     /// The wind-down ran out: what is left is journaled, not done.
     gave_up: bool,
     io: Io<'a>,
+    /// The line a person at a terminal sees, and what it said last.
+    status: crate::progress::Status,
+    shown: Option<Census>,
 }
 
 impl Driver for Loop<'_> {
@@ -411,6 +416,11 @@ impl Driver for Loop<'_> {
         let actions = self.core.tick(Instant::now());
         self.io.perform(actions);
         self.io.write_turn();
+        let now = self.core.census();
+        if self.shown != Some(now) {
+            self.status.set(now.line());
+            self.shown = Some(now);
+        }
         if self.io.taken {
             return Flow::Stop;
         }

@@ -654,3 +654,53 @@ fn the_schema_check_can_fail() {
         assert!(!check(bad), "{bad}");
     }
 }
+
+/// A pseudo-terminal for a child's stderr (tc draws progress only on a terminal): what the child
+/// writes there is collected from the master side.
+pub struct Pty {
+    output: std::sync::Arc<Mutex<Vec<u8>>>,
+    slave: Option<std::fs::File>,
+}
+
+impl Pty {
+    pub fn open() -> Pty {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("pts name"))
+            .expect("open the pty's slave");
+        let output = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&output);
+        let mut master = std::fs::File::from(master);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // EIO once no process holds the slave open any more.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            output,
+            slave: Some(slave),
+        }
+    }
+
+    /// The terminal, for one child's stderr (the parent keeps no copy of it open).
+    pub fn stdio(&mut self) -> Stdio {
+        Stdio::from(self.slave.take().expect("one child per pty"))
+    }
+
+    /// What reached the terminal so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}

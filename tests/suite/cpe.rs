@@ -1,6 +1,7 @@
 //! `tc cpe` against `tc lab up`: real sshd, real tcpdump captures, emulated REST.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -504,4 +505,60 @@ fn a_kept_capture_is_not_fetched_twice_nor_overwritten() {
         "the kept file is intact"
     );
     assert_eq!(listing(out.path()).len(), 2, "{:?}", listing(out.path()));
+}
+
+/// Issue 21: a fetch draws its progress on stderr when stderr is a terminal, and only then;
+/// stdout carries the same JSON lines either way.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn fetch_progress_is_drawn_on_a_terminal_only() {
+    require_lab();
+    let lab = Lab::up(2, &["--capture-bytes", "20000000"]);
+    let fetch = |out: &Path| {
+        let mut c = lab.tc();
+        c.args(["cpe", "fetch", "--devices"])
+            .arg(lab.inventory())
+            .arg("--out")
+            .arg(out);
+        c
+    };
+    let out = tempfile::tempdir().unwrap();
+    let mut pty = Pty::open();
+    let mut c = fetch(out.path());
+    // A terminal says what it is (a dumb one, or none, cannot move the cursor: no bars).
+    c.env("TERM", "xterm");
+    c.stdout(Stdio::piped()).stderr(pty.stdio());
+    let done = c.spawn().unwrap().wait_with_output().unwrap();
+    assert!(done.status.success());
+    let stdout = String::from_utf8(done.stdout).unwrap();
+    // Every line on stdout is a JSON record of the schema (events() checks), nothing else.
+    let ev = events(&stdout);
+    assert_eq!(ev.len(), 3, "{stdout}");
+    std::thread::sleep(Duration::from_millis(300));
+    let drawn = pty.text();
+    for d in lab.devices() {
+        assert!(drawn.contains(&d), "no bar for {d}:\n{drawn:?}");
+    }
+    assert!(
+        drawn.contains("MiB/s") && drawn.contains("total"),
+        "{drawn:?}"
+    );
+    // Without a terminal: no progress at all on stderr.
+    let out = tempfile::tempdir().unwrap();
+    let r = run(fetch(out.path())).expect(0);
+    assert!(
+        !r.stderr.contains("MiB/s") && !r.stderr.contains('\u{1b}'),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(events(&r.stdout).len(), 3);
+    // --progress never on a terminal: none either.
+    let out = tempfile::tempdir().unwrap();
+    let mut pty = Pty::open();
+    let mut c = fetch(out.path());
+    c.arg("--progress").arg("never").env("TERM", "xterm");
+    c.stdout(Stdio::piped()).stderr(pty.stdio());
+    assert!(c.spawn().unwrap().wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pty.text().contains("MiB/s"), "{:?}", pty.text());
 }

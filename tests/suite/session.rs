@@ -58,6 +58,8 @@ impl Session {
             c.args(["--fetch-retry-interval", "3s"]);
         }
         c.args(["--timeout", "3s"]).args(extra);
+        // What a terminal says it is: progress is drawn on a stderr that is one.
+        c.env("TERM", "xterm");
         c.stdout(Stdio::piped()).stderr(stderr);
         let mut child = c.spawn().expect("spawn tc session");
         let rx = line_reader(&mut child);
@@ -2010,4 +2012,59 @@ fn s_with(first: &[String], then: &Session) -> Session {
         lines: rx,
         seen: first.iter().chain(&then.seen).cloned().collect(),
     }
+}
+
+/// Issue 21: on a terminal the session keeps one status line on stderr (its counts and the
+/// time); stdout has its JSON lines only, and a stderr that is no terminal has no such line.
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, logger): as root, cargo test -- --include-ignored"]
+fn the_session_status_line_is_drawn_on_a_terminal_only() {
+    require_lab();
+    let lab = Lab::up(2, &[]);
+    let _agent = Agent::start(&lab, &lab.agent_dir(), &[]);
+    let devs = lab.devices();
+    let out = tempfile::tempdir().unwrap();
+    let mut pty = Pty::open();
+    let mut s = Session::start_with(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &collect_args(),
+        pty.stdio(),
+    );
+    let _alarms = Alarms::start(&lab, devs.clone());
+    // Session::pump checks every stdout line against the schema.
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    let drawn = pty.text();
+    assert!(
+        drawn.contains("2 devices: 2 registered, 2 capturing"),
+        "{drawn:?}"
+    );
+    assert!(
+        drawn.contains("analysed") && drawn.contains("alarms"),
+        "{drawn:?}"
+    );
+    // The verdicts at the end, on the terminal.
+    assert!(
+        drawn.contains("verdicts:") && drawn.contains("timeline.svg"),
+        "{drawn:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (err, path) = stderr_log_at("session-no-tty");
+    let mut s = Session::start_with(
+        &lab,
+        &lab.inventory(),
+        out.path(),
+        free_udp(),
+        &collect_args(),
+        err,
+    );
+    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        !text.contains("registered,") && !text.contains('\u{1b}'),
+        "{text}"
+    );
 }
