@@ -53,6 +53,11 @@ pub fn init(mode: ProgressMode) {
     }));
 }
 
+/// Whether this process draws for a person at a terminal (`--progress`, not `-q`).
+pub fn drawing() -> bool {
+    board().is_some()
+}
+
 fn board() -> Option<&'static Board> {
     BOARD.get().and_then(Option::as_ref)
 }
@@ -155,6 +160,14 @@ impl Drop for Status {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The command's transfers are over: the total goes (before a summary is printed).
+pub fn finish() {
+    if let Some(b) = board() {
+        b.total.finish_and_clear();
+        let _ = b.multi.clear();
     }
 }
 

@@ -431,6 +431,7 @@ pub fn run(cmd: CpeCommand) -> Result<ExitCode> {
             emit(&ev);
         },
     );
+    crate::progress::finish();
     emit(&Event::Summary {
         command: format!("cpe {name}"),
         ok,

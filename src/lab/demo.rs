@@ -80,15 +80,6 @@ fn parse_env(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn size(p: &Path) -> String {
-    let n = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
-}
-
 /// Lines of the child processes' stdout, by process name.
 type Lines = (&'static str, String);
 
@@ -293,6 +284,9 @@ impl Demo {
             "--resend",
             "1s",
             "--collect-ovoc",
+            // The demo prints the summary itself, after the session (and its status line).
+            "--progress",
+            "never",
         ]);
         self.spawn("session", session)
     }
@@ -409,90 +403,12 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
 /// failed tasks in the report.
 fn summary(lab_dir: &Path, out_dir: &Path, took: Duration) -> usize {
     let report = out_dir.join("report.csv");
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
-    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
-        .records()
-        .filter_map(|r| r.ok())
-        .collect();
+    let rows = crate::session::summary::rows(&std::fs::read_to_string(&report).unwrap_or_default());
     eprintln!("\ntc lab demo finished in {:.1} s", took.as_secs_f64());
-    for (device, round) in rounds(out_dir) {
-        eprint!("{}", round_summary(&device, &round, &rows));
-    }
-    let failed = rows.iter().filter(|r| r.get(3) == Some("failed")).count();
-    eprintln!(
-        "  report: {} ({} rows, {failed} failed)",
-        report.display(),
-        rows.len()
+    eprint!(
+        "{}",
+        crate::session::summary::text(out_dir, &report, &rows, true)
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
-    failed
-}
-
-fn sorted(d: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Every `<device>/<round>/` directory the session made under `out`.
-fn rounds(out: &Path) -> Vec<(String, PathBuf)> {
-    let mut v = Vec::new();
-    for dev in sorted(out).into_iter().filter(|p| p.is_dir()) {
-        let Some(name) = dev.file_name().and_then(|n| n.to_str()).map(String::from) else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        v.extend(
-            sorted(&dev)
-                .into_iter()
-                .filter(|p| p.is_dir())
-                .map(|r| (name.clone(), r)),
-        );
-    }
-    v
-}
-
-/// One round: its files, the probes' result and the verdict with its timeline.
-fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String {
-    let mut s = format!("  {device}\n");
-    for f in sorted(dir) {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let side = if name.starts_with("CPE_") {
-            "CPE "
-        } else if name.starts_with("OVOC_") {
-            "OVOC"
-        } else {
-            continue;
-        };
-        s += &format!("    {side} {} ({})\n", f.display(), size(&f));
-    }
-    let row = |task: &str| {
-        rows.iter()
-            .rev()
-            .find(|r| r.get(1) == Some(device) && r.get(2) == Some(task))
-    };
-    if let Some(v) = row("verify") {
-        s += &format!(
-            "    probes: {} ({})\n",
-            v.get(5).unwrap_or(""),
-            v.get(3).unwrap_or("")
-        );
-    }
-    match row("analyze") {
-        Some(a) if a.get(3) == Some("ok") => {
-            s += &format!(
-                "    verdict: {} - {}\n    timeline: {}\n",
-                a.get(7).unwrap_or(""),
-                a.get(5).unwrap_or(""),
-                dir.join("timeline.svg").display()
-            );
-        }
-        Some(a) => s += &format!("    no verdict: {}\n", a.get(5).unwrap_or("")),
-        None => s += "    no verdict: not analysed\n",
-    }
-    s
+    rows.iter().filter(|r| r.get(3) == Some("failed")).count()
 }

@@ -223,6 +223,11 @@ impl Report {
         }
     }
 
+    /// Everything the report holds, as written (or still to be written).
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
     pub fn recreate(&mut self) -> std::io::Result<()> {
         // What is queued is in `text` already.
         self.lines.pending.clear();

@@ -8,7 +8,6 @@
 //! happens, so a crash loses nothing; `--resume` replays the journal.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -254,7 +253,6 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
             layout,
             parts,
             agent_keys: p.agent_keys,
-            verdicts: Vec::new(),
         },
     };
     let actions = sess.core.start(Instant::now());
@@ -269,41 +267,19 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
         gaps: sess.io.gaps,
         taken: sess.io.taken,
     };
-    let verdicts = (!sess.io.verdicts.is_empty() && std::io::stderr().is_terminal())
-        .then(|| verdict_lines(&sess.io.verdicts, &sess.io.layout));
+    // For a person at a terminal (where the status line was): what the files now hold.
+    let human = crate::progress::drawing().then(|| {
+        let rows = super::summary::rows(&String::from_utf8_lossy(sess.io.report.text()));
+        super::summary::text(&p.out, &p.report, &rows, p.core.collect)
+    });
+    drop(sess.status);
+    crate::progress::finish();
     let core = sess.core;
     drop((job_tx, urgent));
-    if let Some(v) = verdicts {
-        eprint!("{v}");
+    if let Some(h) = human {
+        crate::progress::suspend(|| eprint!("\n{h}"));
     }
     Ok(summary(&core, p.devices.len(), started, end))
-}
-
-/// A round's verdict, as the end-of-session summary on a terminal lists it.
-#[derive(Debug, Clone, PartialEq)]
-struct Verdict {
-    device: String,
-    /// Counted from 1, as the round directories are.
-    round: u32,
-    verdict: String,
-    text: String,
-}
-
-/// Per device and round: the verdict, its sentence, and where the timeline is.
-fn verdict_lines(verdicts: &[Verdict], layout: &Layout) -> String {
-    let mut s = String::from("\nverdicts:\n");
-    for v in verdicts {
-        let dir = layout.round_dir(&v.device, v.round);
-        s += &format!(
-            "  {} round {}: {}\n    {}\n    timeline: {}\n",
-            v.device,
-            v.round,
-            v.verdict,
-            v.text,
-            dir.join("timeline.svg").display()
-        );
-    }
-    s
 }
 
 /// Each device's last journal record, and the part names of fetched captures the journal
@@ -512,8 +488,6 @@ struct Io<'a> {
     parts: Vec<std::path::PathBuf>,
     /// `--agent-key`: signs the requests to agents with a key, checks their answers.
     agent_keys: crate::ovoc::auth::AgentKeys,
-    /// The rounds analysed so far, for the summary on a terminal.
-    verdicts: Vec<Verdict>,
 }
 
 /// The part name of the capture a journal record names as fetched.
@@ -678,14 +652,6 @@ impl Io<'_> {
                 }
                 Action::Emit(ev) => emit(&ev),
                 Action::Report(row) => {
-                    if let Some(v) = &row.verdict {
-                        self.verdicts.push(Verdict {
-                            device: row.device.clone(),
-                            round: row.round + 1,
-                            verdict: v.clone(),
-                            text: row.description.clone(),
-                        });
-                    }
                     let code = row.code.map(|c| c.to_string()).unwrap_or_default();
                     let time = crate::timefmt::Utc::now().rfc3339();
                     self.report.row([
@@ -723,25 +689,6 @@ impl Io<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_verdicts_name_the_round_and_its_timeline() {
-        let layout = Layout {
-            out: "/srv/out".into(),
-            per_round: true,
-        };
-        let v = [Verdict {
-            device: "10.0.0.1".into(),
-            round: 2,
-            verdict: "wan_loss_ovoc_to_cpe".into(),
-            text: "SNMP from OVOC never reached the CPE.".into(),
-        }];
-        assert_eq!(
-            verdict_lines(&v, &layout),
-            "\nverdicts:\n  10.0.0.1 round 2: wan_loss_ovoc_to_cpe\n    SNMP from OVOC never \
-             reached the CPE.\n    timeline: /srv/out/10.0.0.1/2/timeline.svg\n"
-        );
-    }
 
     #[test]
     fn a_fetched_part_is_looked_for_in_its_round_directory() {

@@ -2046,11 +2046,20 @@ fn the_session_status_line_is_drawn_on_a_terminal_only() {
         drawn.contains("analysed") && drawn.contains("alarms"),
         "{drawn:?}"
     );
-    // The verdicts at the end, on the terminal.
+    // The summary at the end, on the terminal: each round's files, verdict, the report.
+    for d in &devs {
+        assert!(
+            drawn.contains(&format!("  {d}\r\n    CPE  ")),
+            "{d}: {drawn:?}"
+        );
+    }
     assert!(
-        drawn.contains("verdicts:") && drawn.contains("timeline.svg"),
+        drawn.contains("verdict: ") && drawn.contains("timeline.svg") && drawn.contains("report: "),
         "{drawn:?}"
     );
+    // Nothing drawn after it: the bars are gone before the summary.
+    let tail = &drawn[drawn.rfind("report: ").unwrap()..];
+    assert!(!tail.contains("total"), "{tail:?}");
     let out = tempfile::tempdir().unwrap();
     let (err, path) = stderr_log_at("session-no-tty");
     let mut s = Session::start_with(
