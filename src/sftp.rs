@@ -74,7 +74,11 @@ pub enum Local<'a> {
     Named(&'a str),
 }
 
+#[derive(Clone, Copy)]
 pub struct Spec<'a> {
+    /// An SSH session already logged in to `host` (several files of one server), used for the
+    /// first attempt; later attempts log in afresh.
+    pub session: Option<&'a Session>,
     /// The SSH server: the device, or the OVOC server.
     pub host: &'a str,
     /// What the progress bar calls this transfer (the device).
@@ -167,6 +171,8 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
 /// was unreachable or the transfer was cut in every attempt) or not (a refused login or host
 /// key, a missing file, not a capture).
 pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
+    let mut spec = *spec;
+    let spec = &mut spec;
     let started = Instant::now();
     spec.modes
         .create_dir_all(spec.out_dir)
@@ -214,6 +220,8 @@ pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
             }
             Err(Failure::Retry(e)) => {
                 log::info!("{}: fetch attempt {attempt}: {e}", spec.host);
+                // The shared session may be what failed.
+                spec.session = None;
                 last = e;
                 if attempt <= spec.retries {
                     std::thread::sleep(Duration::from_millis(500 * u64::from(attempt.min(8))));
@@ -276,7 +284,14 @@ fn attempt_once(
     progress: &crate::progress::Transfer,
 ) -> Result<(u64, String, bool), Failure> {
     let dev = spec.host;
-    let sess = login(spec)?;
+    let owned;
+    let sess = match spec.session {
+        Some(s) => s,
+        None => {
+            owned = login(spec)?;
+            &owned
+        }
+    };
     let sftp = sess.sftp().map_err(|e| ssh_err(dev, "sftp", e))?;
     let mut remote = sftp
         .open(Path::new(spec.remote))
@@ -325,7 +340,9 @@ fn attempt_once(
     local
         .sync_all()
         .map_err(|e| Failure::Fatal(format!("syncing {}: {e}", part.display())))?;
-    let _ = sess.disconnect(None, "done", None);
+    if spec.session.is_none() {
+        let _ = sess.disconnect(None, "done", None);
+    }
     Ok((t.have, crate::util::hex(t.hasher.finish().as_ref()), false))
 }
 
@@ -424,20 +441,29 @@ fn authenticate(sess: &Session, spec: &Spec) -> Result<(), ssh2::Error> {
     }
 }
 
-/// The names in the remote directory `dir` that `keep` accepts, sorted. One login; a failure
+fn why(f: Failure) -> (bool, String) {
+    match f {
+        Failure::Retry(m) => (true, m),
+        Failure::Fatal(m) => (false, m),
+        Failure::Stale => (true, "try again".into()),
+    }
+}
+
+/// An SSH session to `spec.host`, logged in and host key checked, for several operations (a
+/// listing and the files it names: one login, where a fleet's collection makes thousands).
+pub fn connect(spec: &Spec) -> Result<Session, (bool, String)> {
+    login(spec).map_err(why)
+}
+
+/// The names in the remote directory `dir` that `keep` accepts, sorted, over `sess`. A failure
 /// says whether another attempt may succeed (`Err((true, why))`).
 pub fn list(
+    sess: &Session,
     spec: &Spec,
     dir: &str,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, (bool, String)> {
     let dev = spec.host;
-    let why = |f: Failure| match f {
-        Failure::Retry(m) => (true, m),
-        Failure::Fatal(m) => (false, m),
-        Failure::Stale => (true, format!("{dev}: listing {dir}: try again")),
-    };
-    let sess = login(spec).map_err(why)?;
     let sftp = sess.sftp().map_err(|e| why(ssh_err(dev, "sftp", e)))?;
     let entries = sftp
         .readdir(Path::new(dir))
@@ -449,7 +475,6 @@ pub fn list(
         .filter(|n| keep(n))
         .collect();
     names.sort();
-    let _ = sess.disconnect(None, "done", None);
     Ok(names)
 }
 

@@ -272,6 +272,7 @@ pub fn fetch_kept(
         .clone()
         .unwrap_or_else(|| sftp::DEFAULT_REMOTE.to_string());
     let f = sftp::fetch(&sftp::Spec {
+        session: None,
         host: &t.device,
         label: &t.device,
         port: t.ssh_port,

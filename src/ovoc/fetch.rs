@@ -148,11 +148,9 @@ pub fn collect(
 ) -> std::result::Result<Vec<Event>, (bool, String)> {
     crate::proto::validate_filename(cpe_file).map_err(|e| (false, e))?;
     let base = crate::proto::ovoc_base(cpe_file);
-    let names = list_with_retries(
-        &spec(src, (server, device), out, "", sftp::Local::Cpe),
-        src,
-        &base,
-    )?;
+    // One login for the listing and every file (a retry of a file logs in afresh).
+    let listing = spec(src, (server, device), out, "", sftp::Local::Cpe, None);
+    let (sess, names) = list_with_retries(&listing, src, &base)?;
     if names.is_empty() {
         return Err((
             false,
@@ -165,13 +163,15 @@ pub fn collect(
     let mut events = Vec::new();
     for name in ring_order(names) {
         let remote = join_remote(&src.dir, &name);
-        let f = sftp::fetch_or_why(&spec(
+        let one = spec(
             src,
             (server, device),
             out,
             &remote,
             sftp::Local::Named(&name),
-        ))?;
+            Some(&sess),
+        );
+        let f = sftp::fetch_or_why(&one)?;
         sftp::Fetched::done(&f.part);
         events.push(Event::OvocFetched {
             server: server.to_string(),
@@ -184,6 +184,7 @@ pub fn collect(
             attempts: f.attempts,
         });
     }
+    let _ = sess.disconnect(None, "done", None);
     Ok(events)
 }
 
@@ -193,8 +194,10 @@ fn spec<'a>(
     out: &'a Path,
     remote: &'a str,
     local: sftp::Local<'a>,
+    session: Option<&'a ssh2::Session>,
 ) -> sftp::Spec<'a> {
     sftp::Spec {
+        session,
         host: server,
         label: device,
         port: src.port,
@@ -215,11 +218,15 @@ fn list_with_retries(
     spec: &sftp::Spec,
     src: &Source,
     base: &str,
-) -> std::result::Result<Vec<String>, (bool, String)> {
+) -> std::result::Result<(ssh2::Session, Vec<String>), (bool, String)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sftp::list(spec, &src.dir, |n| is_ring_file(n, base)) {
+        let listed = sftp::connect(spec).and_then(|sess| {
+            let names = sftp::list(&sess, spec, &src.dir, |n| is_ring_file(n, base))?;
+            Ok((sess, names))
+        });
+        match listed {
             Ok(found) => return Ok(found),
             Err((true, e)) if attempt <= src.retries => {
                 log::info!("{}: listing attempt {attempt}: {e}", spec.host);
