@@ -581,8 +581,9 @@ pub struct SessionArgs {
     /// ovoc column (the default when not given). Alarms from anyone else change nothing.
     #[arg(long, value_name = "CIDR|ovoc")]
     pub alarm_from: Vec<String>,
-    /// After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching and STOP may take; then
-    /// the session exits 130 and says what is left, which --resume finishes.
+    /// After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching, STOP (and with
+    /// --collect-ovoc collecting and analysing) may take; then the session exits 130 and says
+    /// what is left, which --resume finishes.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub wind_down: std::time::Duration,
     /// Make the captures, report and journal readable by this group (0640, directories 0750)

@@ -112,6 +112,10 @@ impl Batch {
 
 /// One write per record (a line ending in a newline goes past the line buffer, uncopied).
 fn write_out(text: &[u8]) {
+    crate::progress::around_stdout(|| write_stdout(text));
+}
+
+fn write_stdout(text: &[u8]) {
     let out = std::io::stdout();
     let mut out = out.lock();
     let res = out.write_all(text).and_then(|_| out.flush());

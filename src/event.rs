@@ -320,7 +320,8 @@ pub enum Event {
         bytes: u64,
         sha256: String,
         seconds: f64,
-        /// SFTP sessions this took (0: the file was already here, from an earlier run).
+        /// Attempts this took (1 unless a transfer was cut and retried; 0: the file was
+        /// already here, from an earlier run).
         attempts: u32,
     },
     /// `tc ovoc fetch` failed.

@@ -171,6 +171,17 @@ pub fn finish() {
     }
 }
 
+/// Run `f`, which writes stdout, with the bars taken off the screen when stdout is the same
+/// terminal (an interactive session); into a pipe or a file, stdout is nowhere near the bars.
+pub fn around_stdout<R>(f: impl FnOnce() -> R) -> R {
+    static STDOUT_TTY: OnceLock<bool> = OnceLock::new();
+    if drawing() && *STDOUT_TTY.get_or_init(|| std::io::stdout().is_terminal()) {
+        suspend(f)
+    } else {
+        f()
+    }
+}
+
 /// Run `f` with the bars taken off the screen (a warning printed meanwhile is not drawn over).
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     match board() {

@@ -168,8 +168,8 @@ pub fn fetch(spec: &Spec) -> Result<Fetched, String> {
 }
 
 /// As [`fetch`], the error saying whether a later try may succeed (`(true, why)`: the server
-/// was unreachable or the transfer was cut in every attempt) or not (a refused login or host
-/// key, a missing file, not a capture).
+/// was unreachable, a transfer was cut, a local write or mkdir failed, in every attempt) or not
+/// (a refused login or host key, a missing file, not a capture).
 pub fn fetch_or_why(spec: &Spec) -> Result<Fetched, (bool, String)> {
     let mut spec = *spec;
     let spec = &mut spec;
@@ -394,7 +394,7 @@ fn same_start(
     }
 }
 
-/// TCP, the SSH handshake, the host key checked, the password accepted.
+/// TCP, the SSH handshake, the host key checked, the login accepted.
 fn login(spec: &Spec) -> Result<Session, Failure> {
     let dev = spec.host;
     let addr = (dev, spec.port)
@@ -422,11 +422,20 @@ fn login(spec: &Spec) -> Result<Session, Failure> {
     check_host_key(&sess, dev, spec.port, spec.known_hosts, spec.accept_new)
         .map_err(Failure::Fatal)?;
     authenticate(&sess, spec).map_err(|e| {
-        Failure::Fatal(format!(
-            "{dev}: SSH login refused for user {:?}: {}",
+        let refused = matches!(e.code(), ssh2::ErrorCode::Session(-18 | -19));
+        let msg = format!(
+            "{dev}: SSH login {} for user {:?}: {}",
+            if refused { "refused" } else { "failed" },
             spec.user,
             e.message()
-        ))
+        );
+        // A refusal would only be refused again; a timeout, a cut connection or an ssh-agent
+        // that is gone may pass next time.
+        if refused {
+            Failure::Fatal(msg)
+        } else {
+            Failure::Retry(msg)
+        }
     })?;
     Ok(sess)
 }
@@ -470,7 +479,8 @@ pub fn list(
         .map_err(|e| why(ssh_err(dev, &format!("listing {dir}"), e)))?;
     let mut names: Vec<String> = entries
         .into_iter()
-        .filter(|(_, st)| st.is_file())
+        // Not `is_file`: a server that sends no permission bits would list nothing.
+        .filter(|(_, st)| !st.is_dir())
         .filter_map(|(p, _)| Some(p.file_name()?.to_str()?.to_string()))
         .filter(|n| keep(n))
         .collect();
@@ -587,7 +597,8 @@ impl Transfer {
                 .unwrap_or_else(|_| Err("the writer thread panicked".into()));
             (read, written)
         });
-        let local = written.map_err(Failure::Fatal)?;
+        // A local write error (a full disk) may pass: the part is kept for the next attempt.
+        let local = written.map_err(Failure::Retry)?;
         read?;
         Ok(local)
     }

@@ -881,9 +881,9 @@ fn warnings(r: &Report) -> Vec<String> {
 }
 
 /// One round of a session, analysed into `dir`: `analysis.jsonl` (the records `tc analyze`
-/// prints, then its warnings as `warning` lines are logged), `merged.pcapng` and
-/// `timeline.svg`, each written under a temporary name and renamed when complete. Returns the
-/// verdict and its sentence.
+/// prints), `merged.pcapng` and `timeline.svg`, each written under a temporary name and renamed
+/// when complete (a failure leaves no temporary file behind); the warnings `tc analyze` prints
+/// are logged. Returns the verdict and its sentence.
 pub fn write_round(
     cpe: &Path,
     ovoc: &[PathBuf],
@@ -913,19 +913,27 @@ pub fn write_round(
             .map_err(|e| format!("writing {}: {e}", to.display()))
     };
     let tmp = |name: &str| dir.join(format!(".{name}.tmp"));
-    merge::write(&cfg, &report, &tmp("merged.pcapng"))
-        .map_err(|e| format!("writing merged.pcapng: {e}"))?;
-    finish(&tmp("merged.pcapng"), "merged.pcapng")?;
-    plot::write(&report, None, &tmp("timeline.svg"))
-        .map_err(|e| format!("writing timeline.svg: {e}"))?;
-    finish(&tmp("timeline.svg"), "timeline.svg")?;
-    let lines: Vec<u8> = events(&report)
-        .iter()
-        .flat_map(crate::emit::record)
-        .collect();
-    std::fs::write(tmp("analysis.jsonl"), lines)
-        .map_err(|e| format!("writing analysis.jsonl: {e}"))?;
-    finish(&tmp("analysis.jsonl"), "analysis.jsonl")?;
+    let written = (|| {
+        merge::write(&cfg, &report, &tmp("merged.pcapng"))
+            .map_err(|e| format!("writing merged.pcapng: {e}"))?;
+        finish(&tmp("merged.pcapng"), "merged.pcapng")?;
+        plot::write(&report, None, &tmp("timeline.svg"))
+            .map_err(|e| format!("writing timeline.svg: {e}"))?;
+        finish(&tmp("timeline.svg"), "timeline.svg")?;
+        let lines: Vec<u8> = events(&report)
+            .iter()
+            .flat_map(crate::emit::record)
+            .collect();
+        std::fs::write(tmp("analysis.jsonl"), lines)
+            .map_err(|e| format!("writing analysis.jsonl: {e}"))?;
+        finish(&tmp("analysis.jsonl"), "analysis.jsonl")
+    })();
+    if written.is_err() {
+        for name in ["merged.pcapng", "timeline.svg", "analysis.jsonl"] {
+            let _ = std::fs::remove_file(tmp(name));
+        }
+    }
+    written?;
     for w in warnings(&report) {
         log::warn!("{}: {w}", dir.display());
     }

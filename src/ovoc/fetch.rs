@@ -56,7 +56,9 @@ pub struct Source {
 /// typed at the terminal.
 pub fn resolve_login(a: &OvocSshArgs, env: &secret::Env) -> Result<Login> {
     if let Some(path) = &a.ovoc_ssh_key {
-        std::fs::metadata(path)
+        // Read now, not at the first collection hours later (whether its passphrase is right
+        // only a login can tell).
+        std::fs::File::open(path)
             .map_err(|e| Error::usage(format!("--ovoc-ssh-key {}: {e}", path.display())))?;
         return Ok(Login::Key {
             path: path.clone(),
@@ -75,11 +77,15 @@ pub fn resolve_login(a: &OvocSshArgs, env: &secret::Env) -> Result<Login> {
     };
     secret::resolve(&src, env)
         .map(Login::Password)
-        .map_err(|_| {
+        .map_err(|e| {
+            if given {
+                // A password file that cannot be read, an empty variable: that is the problem.
+                return e;
+            }
             Error::usage(
                 "no OVOC SSH login: give --ovoc-ssh-key FILE, run an ssh-agent (SSH_AUTH_SOCK), \
-                 or give a password (TC_OVOC_SSH_PASSWORD, --ovoc-ssh-password-file FILE, or a \
-                 terminal to be prompted)",
+             or give a password (TC_OVOC_SSH_PASSWORD, --ovoc-ssh-password-file FILE, or a \
+             terminal to be prompted)",
             )
         })
 }
@@ -161,6 +167,8 @@ pub fn collect(
         ));
     }
     let mut events = Vec::new();
+    // Given up once a file needed another attempt: that session may be what failed.
+    let mut shared = Some(&sess);
     for name in ring_order(names) {
         let remote = join_remote(&src.dir, &name);
         let one = spec(
@@ -169,9 +177,12 @@ pub fn collect(
             out,
             &remote,
             sftp::Local::Named(&name),
-            Some(&sess),
+            shared,
         );
         let f = sftp::fetch_or_why(&one)?;
+        if f.attempts > 1 {
+            shared = None;
+        }
         sftp::Fetched::done(&f.part);
         events.push(Event::OvocFetched {
             server: server.to_string(),
@@ -259,7 +270,9 @@ pub fn run(a: OvocFetchArgs) -> Result<ExitCode> {
         modes: Modes::private(),
     };
     let device = device_of_file(&a.file).unwrap_or_default().to_string();
-    match collect(&src, &server, &device, &a.file, &a.out) {
+    let got = collect(&src, &server, &device, &a.file, &a.out);
+    crate::progress::finish();
+    match got {
         Ok(events) => {
             for e in &events {
                 emit(e);

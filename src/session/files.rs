@@ -323,6 +323,47 @@ impl Lock {
     }
 }
 
+/// The file in the state directory that says how the session lays out its files: a
+/// `--resume` with the other layout would look for its files in the wrong place.
+const LAYOUT_FILE: &str = "layout";
+
+fn layout_name(per_round: bool) -> &'static str {
+    if per_round {
+        "per-round (--collect-ovoc)\n"
+    } else {
+        "flat\n"
+    }
+}
+
+pub fn write_layout(state: &Path, per_round: bool, modes: Modes) -> Result<()> {
+    let path = state.join(LAYOUT_FILE);
+    let _ = std::fs::remove_file(&path);
+    modes
+        .open_append(&path)
+        .and_then(|mut f| f.write_all(layout_name(per_round).as_bytes()))
+        .map_err(|e| Error::usage(format!("writing {}: {e}", path.display())))
+}
+
+/// `--resume` keeps the layout the session began with (a session older than this file was
+/// flat).
+pub fn check_layout(state: &Path, per_round: bool) -> Result<()> {
+    let path = state.join(LAYOUT_FILE);
+    let was = match std::fs::read_to_string(&path) {
+        Ok(t) => t == layout_name(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::usage(format!("reading {}: {e}", path.display()))),
+    };
+    if was == per_round {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "this session began {} --collect-ovoc (its files are laid out for that): resume it {} \
+         --collect-ovoc",
+        if was { "with" } else { "without" },
+        if was { "with" } else { "without" }
+    )))
+}
+
 /// Where a round's files go: `OUT` itself, or with `--collect-ovoc` `OUT/<device>/<round>/`,
 /// the CPE file, the OVOC files and the analysis together.
 #[derive(Debug, Clone)]
@@ -344,6 +385,20 @@ impl Layout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_resume_keeps_the_layout_it_began_with() {
+        let dir = tempfile::tempdir().unwrap();
+        // Before the layout file existed: flat.
+        assert!(check_layout(dir.path(), false).is_ok());
+        assert!(check_layout(dir.path(), true).is_err());
+        for began in [false, true] {
+            write_layout(dir.path(), began, Modes::private()).unwrap();
+            assert!(check_layout(dir.path(), began).is_ok());
+            let e = check_layout(dir.path(), !began).unwrap_err().to_string();
+            assert!(e.contains("--collect-ovoc"), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]

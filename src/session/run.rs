@@ -66,8 +66,15 @@ impl Worker {
 
     /// The round's OVOC files into its directory, beside the CPE file.
     fn collect(&self, w: &Work) -> std::result::Result<JobOk, String> {
-        let c = self.collect.as_ref().ok_or("--collect-ovoc is off")?;
-        let server = c.servers.get(&w.device).ok_or("no OVOC server")?;
+        // Neither can change by waiting (and --resume refuses another layout).
+        let Some(c) = self.collect.as_ref() else {
+            return Ok(JobOk::Uncollectable("--collect-ovoc is off".into()));
+        };
+        let Some(server) = c.servers.get(&w.device) else {
+            return Ok(JobOk::Uncollectable(
+                "no OVOC server for this device".into(),
+            ));
+        };
         let file = w.file.as_deref().ok_or("no CPE file to match")?;
         let dir = self.layout.round_dir(&w.device, w.round);
         match crate::ovoc::fetch::collect(&c.source, server, &w.device, file, &dir) {
@@ -80,6 +87,8 @@ impl Worker {
     /// Both sides of the round compared; the files beside the captures.
     fn analyze(&self, w: &Work) -> std::result::Result<JobOk, String> {
         let file = w.file.as_deref().ok_or("no CPE file")?;
+        // From the journal on --resume: a plain name, never a path.
+        crate::proto::validate_filename(file)?;
         let dir = self.layout.round_dir(&w.device, w.round);
         let base = crate::proto::ovoc_base(file);
         let ovoc: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
@@ -129,6 +138,7 @@ fn open_files(p: &Plan) -> Result<Files> {
     // Before anything is read or written: the journal may be another live session's.
     let lock = Lock::take(&state.join("lock"), p.modes)?;
     let records = if p.resume {
+        files::check_layout(&state, p.core.collect)?;
         files::read_journal(&p.journal)?
     } else {
         if p.journal.metadata().is_ok_and(|m| m.len() > 0) {
@@ -137,6 +147,7 @@ fn open_files(p: &Plan) -> Result<Files> {
                 p.journal.display()
             )));
         }
+        files::write_layout(&state, p.core.collect, p.modes)?;
         Vec::new()
     };
     if let Some(dir) = p.report.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -374,7 +385,7 @@ impl Driver for Loop<'_> {
             log::warn!("second signal: exiting now; the journal is intact (--resume continues)");
             std::process::exit(ExitCode::Interrupted as i32);
         }
-        crate::logging::warn_user("interrupted: stopping every capture, fetching its file, then exiting (again to exit now)");
+        crate::logging::warn_user("interrupted: stopping every capture, fetching (and collecting) its files, then exiting (again to exit now)");
         let actions = self.core.interrupt(now);
         self.io.perform(actions);
         Flow::Continue
@@ -493,6 +504,9 @@ struct Io<'a> {
 /// The part name of the capture a journal record names as fetched.
 fn part_of(out: &Layout, j: &Journal) -> Option<std::path::PathBuf> {
     let f = j.filename.as_ref().filter(|_| j.step == Step::Stop)?;
+    // The journal is a file on disk: a name in it that is not a plain one names nothing here.
+    crate::proto::validate_filename(f).ok()?;
+    crate::netaddr::validate_device(&j.device).ok()?;
     Some(
         out.round_dir(&j.device, j.rounds + 1)
             .join(format!(".{f}.part")),

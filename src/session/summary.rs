@@ -70,14 +70,28 @@ fn rounds(out: &Path) -> Vec<(String, PathBuf)> {
         if name.starts_with('.') {
             continue;
         }
-        v.extend(
-            sorted(&dev)
-                .into_iter()
-                .filter(|p| p.is_dir())
-                .map(|r| (name.clone(), r)),
-        );
+        // Rounds by number (10 after 9).
+        let mut rounds: Vec<(u32, PathBuf)> = sorted(&dev)
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|r| Some((r.file_name()?.to_str()?.parse().ok()?, r)))
+            .collect();
+        rounds.sort();
+        v.extend(rounds.into_iter().map(|(_, r)| (name.clone(), r)));
     }
     v
+}
+
+/// The verdict and its sentence the round's `analysis.jsonl` holds.
+fn verdict_of(dir: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("analysis.jsonl")).ok()?;
+    text.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v.get("type")? == "analyze.verdict").then(|| {
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            (s("verdict"), s("text"))
+        })
+    })
 }
 
 /// The device's last row of `task`.
@@ -92,12 +106,18 @@ fn last<'a>(
 }
 
 fn probes(device: &str, rows: &[csv::StringRecord]) -> String {
-    last(rows, device, "verify").map_or(String::new(), |v| {
+    probes_row(last(rows, device, "verify"))
+}
+
+fn probes_row(v: Option<&csv::StringRecord>) -> String {
+    v.map_or(String::new(), |v| {
         format!("    probes: {} ({})\n", field(v, 5), field(v, 3))
     })
 }
 
-/// One round: its files, the probes' result and the verdict with its timeline.
+/// One round: its files, the probes' result and the verdict with its timeline. The verdict is
+/// the round's own (its `analysis.jsonl`); the probes are the device's n-th `verify` row for
+/// round n (the report has no round column; a VERIFY redone after a crash shifts them).
 fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String {
     let mut s = format!("  {device}\n");
     for f in sorted(dir) {
@@ -111,18 +131,27 @@ fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String
         };
         s += &format!("    {side} {} ({})\n", f.display(), size(&f));
     }
-    s += &probes(device, rows);
-    match last(rows, device, "analyze") {
-        Some(a) if field(a, 3) == "ok" => {
+    let round: usize = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let verifies: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| field(r, 1) == device && field(r, 2) == "verify")
+        .collect();
+    s += &probes_row(verifies.get(round.saturating_sub(1)).copied());
+    match verdict_of(dir) {
+        Some((verdict, text)) => {
             s += &format!(
-                "    verdict: {} - {}\n    timeline: {}\n",
-                field(a, 7),
-                field(a, 5),
+                "    verdict: {verdict} - {text}\n    timeline: {}\n",
                 dir.join("timeline.svg").display()
             );
         }
-        Some(a) => s += &format!("    no verdict: {}\n", field(a, 5)),
-        None => s += "    no verdict: not analysed\n",
+        None => match last(rows, device, "analyze").filter(|a| field(a, 3) != "ok") {
+            Some(a) => s += &format!("    no verdict: {}\n", field(a, 5)),
+            None => s += "    no verdict: not analysed\n",
+        },
     }
     s
 }
@@ -150,6 +179,8 @@ mod tests {
             [0u8; 1024],
         )
         .unwrap();
+        let verdict = r#"{"ts":"t","type":"analyze.verdict","device":"10.0.0.1","verdict":"wan_loss_ovoc_to_cpe","text":"SNMP from OVOC never reached the CPE."}"#;
+        std::fs::write(out.path().join("10.0.0.1/1/analysis.jsonl"), verdict).unwrap();
         let report = out.path().join("report.csv");
         let got = text(out.path(), &report, &rows(REPORT), true);
         let o = out.path().display();
@@ -180,5 +211,32 @@ mod tests {
              probes: agent: 200 OK; here: icmp 10/10 (ok)\n  \
              report: /o/report.csv (4 rows, 1 failed)\n"
         );
+    }
+
+    /// Review finding 3: each round says its own verdict and probes, rounds in number order.
+    #[test]
+    fn rounds_in_number_order_each_with_its_own_verdict() {
+        let out = tempfile::tempdir().unwrap();
+        let report = "time,device,task,status,code,description,file,verdict\n";
+        let mut report = report.to_string();
+        for round in 1..=10 {
+            let dir = out.path().join("d").join(round.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let line = format!(
+                r#"{{"type":"analyze.verdict","device":"d","verdict":"v{round}","text":"t{round}"}}"#
+            );
+            std::fs::write(dir.join("analysis.jsonl"), line).unwrap();
+            report += &format!("t,d,verify,ok,200,probes {round},,\n");
+        }
+        let got = text(out.path(), Path::new("r.csv"), &rows(&report), true);
+        let order: Vec<&str> = got.lines().filter(|l| l.contains("verdict:")).collect();
+        assert_eq!(order.len(), 10);
+        for (i, l) in order.iter().enumerate() {
+            assert!(l.ends_with(&format!("v{} - t{}", i + 1, i + 1)), "{l}");
+        }
+        assert!(got.contains("probes: probes 10 (ok)"));
+        let p2 = got.find("probes: probes 2 (ok)").unwrap();
+        let p10 = got.find("probes: probes 10 (ok)").unwrap();
+        assert!(p2 < p10, "{got}");
     }
 }
