@@ -148,6 +148,9 @@ _tc() {
             tc__subcmd__help__subcmd__ovoc,serve)
                 cmd="tc__subcmd__help__subcmd__ovoc__subcmd__serve"
                 ;;
+            tc__subcmd__help__subcmd__session,status)
+                cmd="tc__subcmd__help__subcmd__session__subcmd__status"
+                ;;
             tc__subcmd__lab,alarm)
                 cmd="tc__subcmd__lab__subcmd__alarm"
                 ;;
@@ -213,6 +216,18 @@ _tc() {
                 ;;
             tc__subcmd__ovoc__subcmd__help,serve)
                 cmd="tc__subcmd__ovoc__subcmd__help__subcmd__serve"
+                ;;
+            tc__subcmd__session,help)
+                cmd="tc__subcmd__session__subcmd__help"
+                ;;
+            tc__subcmd__session,status)
+                cmd="tc__subcmd__session__subcmd__status"
+                ;;
+            tc__subcmd__session__subcmd__help,help)
+                cmd="tc__subcmd__session__subcmd__help__subcmd__help"
+                ;;
+            tc__subcmd__session__subcmd__help,status)
+                cmd="tc__subcmd__session__subcmd__help__subcmd__status"
                 ;;
             *)
                 ;;
@@ -1083,8 +1098,22 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__session)
-            opts=""
+            opts="status"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__session__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1785,7 +1814,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --help status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1944,6 +1973,70 @@ _tc() {
                     return 0
                     ;;
                 --ovoc-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__status)
+            opts="-v -q -h --out --report --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -4,3 +4,4 @@ pub mod config;
 pub mod core;
 pub mod files;
 pub mod run;
+pub mod status;

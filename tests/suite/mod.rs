@@ -7,3 +7,4 @@ mod lab_ovoc;
 mod ovoc;
 mod ovoc_shared;
 mod session;
+mod status;
