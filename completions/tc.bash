@@ -37,6 +37,9 @@ _tc() {
             tc,ovoc)
                 cmd="tc__subcmd__ovoc"
                 ;;
+            tc,report)
+                cmd="tc__subcmd__report"
+                ;;
             tc,session)
                 cmd="tc__subcmd__session"
                 ;;
@@ -102,6 +105,9 @@ _tc() {
                 ;;
             tc__subcmd__help,ovoc)
                 cmd="tc__subcmd__help__subcmd__ovoc"
+                ;;
+            tc__subcmd__help,report)
+                cmd="tc__subcmd__help__subcmd__report"
                 ;;
             tc__subcmd__help,session)
                 cmd="tc__subcmd__help__subcmd__session"
@@ -236,7 +242,7 @@ _tc() {
 
     case "${cmd}" in
         tc)
-            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm session analyze lab generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version cpe ovoc alarm session analyze report lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -790,7 +796,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help)
-            opts="cpe ovoc alarm session analyze lab generate help"
+            opts="cpe ovoc alarm session analyze report lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1086,6 +1092,20 @@ _tc() {
         tc__subcmd__help__subcmd__ovoc__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1803,6 +1823,32 @@ _tc() {
                     return 0
                     ;;
                 --allow-unauthenticated)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__report)
+            opts="-v -q -h --out --html --report --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -77,6 +77,17 @@ After a crash or reboot, the same command with --resume continues from OUT/.tc-s
     | jq -r 'select(.type==\"analyze.verdict\").text'\n\n\
 Exit codes: 0 the analysis ran (whatever the verdict), 1 an input could not be read, 2 usage.")]
     Analyze(AnalyzeArgs),
+    /// One self-contained HTML file for an incident from a session's --out: the devices and
+    /// their verdicts, each round's timeline, loss windows, clock offset and files (with
+    /// sha256), and the task log.
+    #[command(after_help = "Example:\n  \
+  tc report --out /srv/captures --html incident-4711.html | jq -r .path\n\n\
+The file fetches nothing (no scripts, fonts, stylesheets or links outside it): it can be mailed or
+attached to a ticket and opened offline. It can be made while the session runs; it then shows the
+session as it stood.
+
+Exit codes: 0 written, 1 it could not be written, 2 usage (no session at --out).")]
+    Report(ReportArgs),
     /// Emulated CPEs and OVOC for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -512,6 +523,19 @@ pub struct SendArgs {
     /// answers carrying a valid MAC are taken.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The session's --out.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: PathBuf,
+    /// The session's CSV report, if it was not OUT/report.csv (`tc session --report`).
+    #[arg(long, value_name = "FILE.csv")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -1014,6 +1038,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match Cli::try_parse_from(["tc", "report", "--out", "o", "--html", "r.html"])
+            .map(|c| c.command)
+        {
+            Ok(Command::Report(r)) => assert_eq!(r.html, PathBuf::from("r.html")),
+            other => panic!("{other:?}"),
+        }
         let bad: &[(&[&str], &str)] = &[
             (&["tc", "cpe", "status"], "--device"),
             (
@@ -1060,6 +1090,7 @@ mod tests {
                 ],
                 "cannot be used with",
             ),
+            (&["tc", "report", "--out", "o"], "--html"),
             (
                 &[
                     "tc",

@@ -561,6 +561,17 @@ pub enum Event {
         /// One plain sentence (for `inconclusive`, why).
         text: String,
     },
+    /// `tc report`: the HTML file is written.
+    #[serde(rename = "report.written")]
+    ReportWritten {
+        path: String,
+        devices: u32,
+        /// Rounds shown, over every device.
+        rounds: u32,
+        bytes: u64,
+        /// The session's state as the page shows it: `running`, `finished` or `failed`.
+        state: String,
+    },
     /// Last line of every batch command.
     #[serde(rename = "summary")]
     Summary {

@@ -19,6 +19,7 @@ mod ovoc;
 mod pool;
 mod probe;
 mod proto;
+mod report;
 mod secret;
 mod session;
 mod sftp;
@@ -81,6 +82,7 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
             ..
         }) => session::status::run(a),
         cli::Command::Session(a) => session::run::run(a),
+        cli::Command::Report(a) => report::run(a),
         cli::Command::Analyze(a) => analyze::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
         cli::Command::Generate(a) => generate::run(a),
