@@ -385,10 +385,12 @@ fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// The journal, the report and the OVOC files of each device's round directories, read (only).
-pub fn read(p: &Paths) -> Result<Snapshot> {
+/// Neither file there is no session, unless one holds the lock (`live`): a session that has
+/// only just taken it has written neither yet.
+pub fn read(p: &Paths, live: bool) -> Result<Snapshot> {
     let journal = read_if_there(&p.journal)?;
     let report = read_if_there(&p.report)?;
-    if journal.is_none() && report.is_none() {
+    if journal.is_none() && report.is_none() && !live {
         return Err(Error::usage(format!(
             "{}: no session here (neither {} nor {}); give the session's --out (and --report)",
             p.out.display(),
@@ -472,12 +474,12 @@ pub fn run(a: SessionStatusArgs) -> Result<ExitCode> {
 /// ended in between is read again, now that its files are whole.
 pub fn look(p: &Paths) -> Result<(Option<Holder>, Snapshot)> {
     let before = files::lock_holder(&p.lock)?;
-    let snap = read(p)?;
+    let snap = read(p, before.is_some())?;
     if before.is_none() {
         return Ok((None, snap));
     }
     match files::lock_holder(&p.lock)? {
-        None => Ok((None, read(p)?)),
+        None => Ok((None, read(p, false)?)),
         now => Ok((now, snap)),
     }
 }

@@ -315,4 +315,19 @@ fn status_says_finished_failed_or_running_and_touches_nothing() {
     let r = run(c).expect(2);
     assert!(r.stderr.contains("no session here"), "{}", r.dump());
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+
+    // A session that has only taken its lock (no journal or report yet) is running.
+    let lock = empty.path().join(".tc-session/lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let f = std::fs::File::open(&lock).unwrap();
+    rustix::fs::flock(
+        f.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .unwrap();
+    let r = status(empty.path()).expect(3);
+    assert_eq!(summary(&r), ("running".into(), Some(std::process::id()), 0));
+    drop(f);
+    status(empty.path()).expect(2);
 }
