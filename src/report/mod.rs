@@ -14,7 +14,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::Event;
 use crate::session::files::Layout;
 use crate::session::status::{self, DeviceStatus, Row};
-use page::{FileInfo, RoundInput};
+use page::{FileInfo, Record, RoundInput};
 
 /// The largest timeline embedded: plotters' SVGs of a round are tens of KiB; anything far past
 /// that is not ours.
@@ -156,11 +156,11 @@ fn read_round_dir(device: &str, round: u32, dir: &Path) -> RoundInput {
     }
     match std::fs::read_to_string(dir.join("analysis.jsonl")) {
         Ok(text) => {
-            let (events, bad) = analysis_records(&text);
-            r.analysis = events;
+            let (records, bad) = analysis_records(&text);
+            r.analysis = records;
             if bad > 0 {
                 r.notes.push(format!(
-                    "analysis.jsonl: {bad} line(s) that are not analysis records were left out"
+                    "analysis.jsonl: {bad} line(s) that do not parse were left out"
                 ));
             }
         }
@@ -182,32 +182,18 @@ fn read_round_dir(device: &str, round: u32, dir: &Path) -> RoundInput {
     r
 }
 
-/// The `analyze.*` records of an analysis.jsonl (each line one record, `ts` first), and how
-/// many lines were not such records.
-fn analysis_records(text: &str) -> (Vec<Event>, usize) {
+/// The records of an analysis.jsonl the page shows, and how many lines did not parse.
+fn analysis_records(text: &str) -> (Vec<Record>, usize) {
     let mut bad = 0;
-    let events = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).ok()?;
-            v.as_object_mut()?.remove("ts");
-            serde_json::from_value::<Event>(v).ok()
-        })
-        .filter(|e| {
-            matches!(
-                e,
-                Event::AnalyzeInput { .. }
-                    | Event::AnalyzeClock { .. }
-                    | Event::AnalyzeFlow { .. }
-                    | Event::AnalyzeLoss { .. }
-                    | Event::AnalyzeRequests { .. }
-                    | Event::AnalyzeVerdict { .. }
-            )
-        })
-        .collect::<Vec<_>>();
-    bad += text.lines().filter(|l| !l.trim().is_empty()).count() - events.len();
-    (events, bad)
+    let mut records = Vec::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Record>(l) {
+            Ok(Record::Other) => {}
+            Ok(r) => records.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    (records, bad)
 }
 
 /// A regular file's size and sha256 (ring, streamed); None for what is not a regular file (a
@@ -280,9 +266,15 @@ mod tests {
             r#"{"ts":"2026-11-27T07:42:13.899869Z","type":"cpe.error","device":"a","op":"b","error":"c"}"#,
             "\nnot json\n\n",
         );
-        let (events, bad) = analysis_records(text);
-        assert_eq!(events.len(), 1);
-        assert_eq!(bad, 2);
+        let (records, bad) = analysis_records(text);
+        assert_eq!(
+            records,
+            [Record::Verdict {
+                verdict: "no_loss".into(),
+                text: "ok".into()
+            }]
+        );
+        assert_eq!(bad, 1, "the line that is no JSON");
     }
 
     #[test]

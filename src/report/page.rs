@@ -7,7 +7,8 @@
 
 use askama::Template;
 
-use crate::event::Event;
+use serde::Deserialize;
+
 use crate::session::status::{self, DeviceStatus, Row, State};
 
 /// One file of a round: its name, size and sha256 (hex).
@@ -18,6 +19,50 @@ pub struct FileInfo {
     pub sha256: String,
 }
 
+/// The records of a round's analysis.jsonl that the page shows, as `tc analyze` writes them
+/// (src/event.rs); other records and other fields (`ts`, ...) are passed over. Types of the
+/// page's own rather than `Event`: deserializing the whole `Event` enum would build its code for
+/// every variant into the binary (about 600 KB of the static build) to read four of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type")]
+pub enum Record {
+    #[serde(rename = "analyze.clock")]
+    Clock {
+        offset_ms: f64,
+        drift_ppm: f64,
+        uncertainty_ms: Option<f64>,
+        at: String,
+        matched: u64,
+        method: String,
+        step_ms: Option<f64>,
+        step_at: Option<String>,
+    },
+    #[serde(rename = "analyze.flow")]
+    Flow {
+        direction: String,
+        class: String,
+        sent: u64,
+        seen: u64,
+        lost: u64,
+        outside_window: u64,
+    },
+    #[serde(rename = "analyze.loss")]
+    Loss {
+        direction: String,
+        class: String,
+        start_cpe: String,
+        end_cpe: String,
+        start_ovoc: String,
+        end_ovoc: String,
+        packets: u64,
+    },
+    #[serde(rename = "analyze.verdict")]
+    Verdict { verdict: String, text: String },
+    /// `analyze.input`, `analyze.requests`, and anything else.
+    #[serde(other)]
+    Other,
+}
+
 /// What was read of one round's directory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoundInput {
@@ -26,8 +71,8 @@ pub struct RoundInput {
     pub round: u32,
     /// Where its files are (OUT, or OUT/<device>/<round>).
     pub dir: String,
-    /// The `analyze.*` records of its analysis.jsonl.
-    pub analysis: Vec<Event>,
+    /// The records of its analysis.jsonl that the page shows.
+    pub analysis: Vec<Record>,
     /// timeline.svg, as written.
     pub svg: Option<Vec<u8>>,
     pub files: Vec<FileInfo>,
@@ -172,8 +217,8 @@ fn or_dash(t: &Option<String>) -> String {
     t.clone().unwrap_or_else(|| "-".into())
 }
 
-fn clock_text(e: &Event) -> Option<String> {
-    let Event::AnalyzeClock {
+fn clock_text(e: &Record) -> Option<String> {
+    let Record::Clock {
         offset_ms,
         drift_ppm,
         uncertainty_ms,
@@ -182,7 +227,6 @@ fn clock_text(e: &Event) -> Option<String> {
         method,
         step_ms,
         step_at,
-        ..
     } = e
     else {
         return None;
@@ -212,14 +256,14 @@ fn round_view(
             .find(|r| r.task == task && r.status == "ok")
             .map(|r| r.time.clone())
     };
-    let analysis: &[Event] = input.map_or(&[], |i| i.analysis.as_slice());
+    let analysis: &[Record] = input.map_or(&[], |i| i.analysis.as_slice());
     let from_row = rows
         .iter()
         .rev()
         .find(|r| r.task == "analyze" && !r.verdict.is_empty())
         .map(|r| (r.verdict.clone(), r.description.clone()));
     let from_file = analysis.iter().rev().find_map(|e| match e {
-        Event::AnalyzeVerdict { verdict, text, .. } => Some((verdict.clone(), text.clone())),
+        Record::Verdict { verdict, text } => Some((verdict.clone(), text.clone())),
         _ => None,
     });
     let verdict = from_file.or(from_row).map(|(verdict, text)| VerdictText {
@@ -230,7 +274,7 @@ fn round_view(
     let losses = analysis
         .iter()
         .filter_map(|e| match e {
-            Event::AnalyzeLoss {
+            Record::Loss {
                 direction,
                 class,
                 start_cpe,
@@ -253,14 +297,13 @@ fn round_view(
     let flows = analysis
         .iter()
         .filter_map(|e| match e {
-            Event::AnalyzeFlow {
+            Record::Flow {
                 direction,
                 class,
                 sent,
                 seen,
                 lost,
                 outside_window,
-                ..
             } => Some(FlowView {
                 direction: direction.clone(),
                 class: class.clone(),
@@ -448,7 +491,7 @@ mod tests {
                 round: 1,
                 dir: "/srv/out/10.0.0.1/1".into(),
                 analysis: vec![
-                    Event::AnalyzeLoss {
+                    Record::Loss {
                         direction: "ovoc_to_cpe".into(),
                         class: EVIL.into(),
                         start_cpe: "a".into(),
@@ -457,8 +500,7 @@ mod tests {
                         end_ovoc: "d".into(),
                         packets: 1234,
                     },
-                    Event::AnalyzeVerdict {
-                        device: EVIL.into(),
+                    Record::Verdict {
                         verdict: "wan_loss_ovoc_to_cpe".into(),
                         text: format!("{EVIL} & more"),
                     },
