@@ -37,6 +37,9 @@ _tc() {
             tc,ovoc)
                 cmd="tc__subcmd__ovoc"
                 ;;
+            tc,report)
+                cmd="tc__subcmd__report"
+                ;;
             tc,session)
                 cmd="tc__subcmd__session"
                 ;;
@@ -103,6 +106,9 @@ _tc() {
             tc__subcmd__help,ovoc)
                 cmd="tc__subcmd__help__subcmd__ovoc"
                 ;;
+            tc__subcmd__help,report)
+                cmd="tc__subcmd__help__subcmd__report"
+                ;;
             tc__subcmd__help,session)
                 cmd="tc__subcmd__help__subcmd__session"
                 ;;
@@ -147,6 +153,9 @@ _tc() {
                 ;;
             tc__subcmd__help__subcmd__ovoc,serve)
                 cmd="tc__subcmd__help__subcmd__ovoc__subcmd__serve"
+                ;;
+            tc__subcmd__help__subcmd__session,status)
+                cmd="tc__subcmd__help__subcmd__session__subcmd__status"
                 ;;
             tc__subcmd__lab,alarm)
                 cmd="tc__subcmd__lab__subcmd__alarm"
@@ -214,6 +223,18 @@ _tc() {
             tc__subcmd__ovoc__subcmd__help,serve)
                 cmd="tc__subcmd__ovoc__subcmd__help__subcmd__serve"
                 ;;
+            tc__subcmd__session,help)
+                cmd="tc__subcmd__session__subcmd__help"
+                ;;
+            tc__subcmd__session,status)
+                cmd="tc__subcmd__session__subcmd__status"
+                ;;
+            tc__subcmd__session__subcmd__help,help)
+                cmd="tc__subcmd__session__subcmd__help__subcmd__help"
+                ;;
+            tc__subcmd__session__subcmd__help,status)
+                cmd="tc__subcmd__session__subcmd__help__subcmd__status"
+                ;;
             *)
                 ;;
         esac
@@ -221,7 +242,7 @@ _tc() {
 
     case "${cmd}" in
         tc)
-            opts="-v -q -h -V --verbose --quiet --progress --help --version cpe ovoc alarm session analyze lab generate help"
+            opts="-v -q -h -V --verbose --quiet --progress --help --version cpe ovoc alarm session analyze report lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -815,7 +836,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help)
-            opts="cpe ovoc alarm session analyze lab generate help"
+            opts="cpe ovoc alarm session analyze report lab generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1122,9 +1143,37 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        tc__subcmd__help__subcmd__session)
+        tc__subcmd__help__subcmd__report)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__session)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__session__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1868,8 +1917,38 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tc__subcmd__report)
+            opts="-v -q -h --out --html --report --verbose --quiet --progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tc__subcmd__session)
-            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --progress --help"
+            opts="-v -q -h --device --devices --type --interface --username --password-file --rest-port --ssh-port --jobs --retries --timeout --ca-cert --pin-sha256 --insecure --listen --ovoc-port --ovoc --max-events --agent-key --register-attempts --register --fetch-retry-interval --resend --alarm-jobs --out --report --probes --probe-count --probe-interval --snmp-user --known-hosts --accept-new-host-key --remote-path --resume --alarm-from --wind-down --group --collect-ovoc --ovoc-ssh-user --ovoc-ssh-port --ovoc-ssh-key --ovoc-ssh-password-file --ovoc-dir --verbose --quiet --progress --help status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2028,6 +2107,74 @@ _tc() {
                     return 0
                     ;;
                 --ovoc-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__session__subcmd__status)
+            opts="-v -q -h --out --report --verbose --quiet --progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -36,6 +36,7 @@ complete -c tc -n "__fish_tc_needs_command" -f -a "ovoc" -d 'The capture agent o
 complete -c tc -n "__fish_tc_needs_command" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
 complete -c tc -n "__fish_tc_needs_command" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
 complete -c tc -n "__fish_tc_needs_command" -f -a "analyze" -d 'Say which side of the WAN lost the traffic: match the CPE\'s capture against the OVOC capture of the same device, correct the clocks, and report what never arrived'
+complete -c tc -n "__fish_tc_needs_command" -f -a "report" -d 'One self-contained HTML file for an incident from a session\'s --out: the devices and their verdicts, each round\'s timeline, loss windows, clock offset and files (with sha256), and the task log'
 complete -c tc -n "__fish_tc_needs_command" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
 complete -c tc -n "__fish_tc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -249,57 +250,69 @@ complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
 complete -c tc -n "__fish_tc_using_subcommand alarm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tc -n "__fish_tc_using_subcommand session" -l device -d 'A device address or host name (repeatable)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l device -d 'A device address or host name (repeatable)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l devices -d 'CSV inventory: header device,type,interfaces,username,ovoc[,rest_port,ssh_port,pin_sha256]' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l type -d 'Device type; read from the device\'s productType when absent' -r -f -a "msbr\t'MSBR router: data-plane capture on the chosen WAN/LAN interfaces'
 gwsbc\t'Mediant gateway or SBC: VoIP-plane capture on eth-lan'"
-complete -c tc -n "__fish_tc_using_subcommand session" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l jobs -d 'Devices worked on at once' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l listen -d 'UDP address for agent responses and forwarded alarms (one socket for both)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-port -d 'The agents\' UDP port, unless the inventory\'s ovoc column names one' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l agent-key -d 'The shared key of an agent run with --key-file: its requests are signed and only its signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l register-attempts -d 'REGISTER sends before a device is given up' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l interface -d 'MSBR capture interface (repeatable): cellular-wan, fiber-wan, xdsl-wan, shdsl-wan, t1-e1-wan, eth-wan, eth-lan. Gateways and SBCs always use eth-lan' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l username -d 'Device user (Administrator level for start/stop; the inventory\'s username column wins)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l password-file -d 'Read the device password from FILE (else TC_CPE_PASSWORD, else a terminal prompt)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l rest-port -d 'Device REST API (HTTPS) port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ssh-port -d 'Device SSH/SFTP port, unless the inventory says otherwise' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l jobs -d 'Devices worked on at once' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l retries -d 'Retries after a connect error, timeout, 409 or 5xx (never after 400/401/403)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l timeout -d 'Timeout of each request (e.g. 500ms, 10s)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ca-cert -d 'Trust the CA certificates (PEM) in FILE instead of the system\'s' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l pin-sha256 -d 'Accept only a server certificate whose SHA-256 (hex of the DER) is HEX; suits devices\' self-signed certificates. The inventory\'s pin_sha256 column sets it per device' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l listen -d 'UDP address for agent responses and forwarded alarms (one socket for both)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-port -d 'The agents\' UDP port, unless the inventory\'s ovoc column names one' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l agent-key -d 'The shared key of an agent run with --key-file: its requests are signed and only its signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l register-attempts -d 'REGISTER sends before a device is given up' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
 never\t''"
-complete -c tc -n "__fish_tc_using_subcommand session" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l resend -d 'Wait before resending an unanswered request to an agent, doubled per resend up to 8x. A request answered `100 Trying` is never resent while its final answer may still come (60 s, VERIFY 120 s; 15 s and twice the probe time from an agent seen to be `tc`)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-jobs -d 'Most devices whose alarm is handled at once (CPE stop and probes; threads start when alarms arrive and end when idle). --jobs bounds starts and fetches only' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l out -d 'Directory for the CPE captures, the journal and (by default) the report' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l report -d 'CSV report, appended as tasks finish (default OUT/report.csv)' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l probes -d 'Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l probe-count -d 'Probes of each kind per VERIFY' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l probe-interval -d 'Between two probes of one kind; each waits for its answer until the next is due (the last one 2 s)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l snmp-user -d 'SNMPv3 user created on each CPE at start and used by the probes (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l known-hosts -d 'known_hosts file for the SFTP fetch' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l remote-path -d 'Remote capture file on the devices' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l alarm-from -d 'Who may send alarms (repeatable): a CIDR, or `ovoc` for the addresses of the inventory\'s ovoc column (the default when not given). Alarms from anyone else change nothing' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l wind-down -d 'After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching and STOP may take; then the session exits 130 and says what is left, which --resume finishes' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l group -d 'Make the captures, report and journal readable by this group (0640, directories 0750) instead of the owner alone (0600, 0700)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-user -d 'SSH user on the OVOC servers (it must be able to read the agent\'s directory: root, or a member of the tcpdump user\'s group)' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-port -d 'SSH port of the OVOC servers' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-key -d 'Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-ssh-password-file -d 'Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD)' -r -F
-complete -c tc -n "__fish_tc_using_subcommand session" -l ovoc-dir -d 'The agent\'s directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent\'s is `captures` under the directory it was started in' -r
-complete -c tc -n "__fish_tc_using_subcommand session" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l resend -d 'Wait before resending an unanswered request to an agent, doubled per resend up to 8x. A request answered `100 Trying` is never resent while its final answer may still come (60 s, VERIFY 120 s; 15 s and twice the probe time from an agent seen to be `tc`)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l alarm-jobs -d 'Most devices whose alarm is handled at once (CPE stop and probes; threads start when alarms arrive and end when idle). --jobs bounds starts and fetches only' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l out -d 'Directory for the CPE captures, the journal and (by default) the report' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l report -d 'CSV report, appended as tasks finish (default OUT/report.csv)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l probes -d 'Probes on Connection Lost, from the agent and from here: any of icmp,snmp,tcp, all, none' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l probe-count -d 'Probes of each kind per VERIFY' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l probe-interval -d 'Between two probes of one kind; each waits for its answer until the next is due (the last one 2 s)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l snmp-user -d 'SNMPv3 user created on each CPE at start and used by the probes (keys from TC_SNMP_AUTH_KEY / TC_SNMP_PRIV_KEY)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l known-hosts -d 'known_hosts file for the SFTP fetch' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l remote-path -d 'Remote capture file on the devices' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l alarm-from -d 'Who may send alarms (repeatable): a CIDR, or `ovoc` for the addresses of the inventory\'s ovoc column (the default when not given). Alarms from anyone else change nothing' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l wind-down -d 'After SIGINT/SIGTERM/SIGHUP, how long stopping captures, fetching, STOP (and with --collect-ovoc collecting and analysing) may take; then the session exits 130 and says what is left, which --resume finishes' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l group -d 'Make the captures, report and journal readable by this group (0640, directories 0750) instead of the owner alone (0600, 0700)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-ssh-user -d 'SSH user on the OVOC servers (it must be able to read the agent\'s directory: root, or a member of the tcpdump user\'s group)' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-ssh-port -d 'SSH port of the OVOC servers' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-ssh-key -d 'Private key for the OVOC login (passphrase from TC_OVOC_SSH_KEY_PASSPHRASE). Without it: a password from TC_OVOC_SSH_PASSWORD or --ovoc-ssh-password-file, else the ssh-agent (SSH_AUTH_SOCK), else a prompt on the terminal' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-ssh-password-file -d 'Read the OVOC SSH password from FILE (else TC_OVOC_SSH_PASSWORD)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc-dir -d 'The agent\'s directory on the OVOC servers, as the SSH login sees it: `tc ovoc serve --dir` (contrib/tc-ovoc.service: /var/lib/tc-ovoc/captures); the original agent\'s is `captures` under the directory it was started in' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c tc -n "__fish_tc_using_subcommand session" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
-complete -c tc -n "__fish_tc_using_subcommand session" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
-complete -c tc -n "__fish_tc_using_subcommand session" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'
-complete -c tc -n "__fish_tc_using_subcommand session" -l collect-ovoc -d 'After each round\'s STOP, download its OVOC files from the device\'s OVOC server over SFTP and analyse both sides: OUT/<device>/<round>/ holds the CPE file, the OVOC files, analysis.jsonl, merged.pcapng and timeline.svg; the verdict is in the report'
-complete -c tc -n "__fish_tc_using_subcommand session" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand session" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand session" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l insecure -d 'Do not verify TLS certificates at all (warns on stderr)'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l accept-new-host-key -d 'Record host keys of devices never seen before (a changed key is always refused)'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l resume -d 'Continue the session journaled in OUT after a crash or reboot'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l collect-ovoc -d 'After each round\'s STOP, download its OVOC files from the device\'s OVOC server over SFTP and analyse both sides: OUT/<device>/<round>/ holds the CPE file, the OVOC files, analysis.jsonl, merged.pcapng and timeline.svg; the verdict is in the report'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -f -a "status" -d 'How a running or finished session stands, per device: its step, round, when its captures started, the alarm, its files so far and the verdict. Reads the journal and the report only: the session is never disturbed'
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -l out -d 'The session\'s --out' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -l report -d 'The session\'s CSV report, if it was not OUT/report.csv (`tc session --report`)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "status" -d 'How a running or finished session stands, per device: its step, round, when its captures started, the alarm, its files so far and the verdict. Reads the journal and the report only: the session is never disturbed'
+complete -c tc -n "__fish_tc_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l cpe -d 'The CPE\'s capture (pcap or pcapng), as `tc cpe fetch` names it' -r -F
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l ovoc -d 'An OVOC-side capture file (repeatable: every file of the agent\'s ring, in any order; they are put in time order by their packets)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand analyze" -l device -d 'The device\'s address in the OVOC capture (default: from the file names tc writes)' -r
@@ -315,6 +328,15 @@ never\t''"
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand analyze" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand report" -l out -d 'The session\'s --out' -r -F
+complete -c tc -n "__fish_tc_using_subcommand report" -l html -d 'The HTML file to write' -r -F
+complete -c tc -n "__fish_tc_using_subcommand report" -l report -d 'The session\'s CSV report, if it was not OUT/report.csv (`tc session --report`)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand report" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c tc -n "__fish_tc_using_subcommand report" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand report" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand report" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -431,14 +453,15 @@ never\t''"
 complete -c tc -n "__fish_tc_using_subcommand generate" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "analyze" -d 'Say which side of the WAN lost the traffic: match the CPE\'s capture against the OVOC capture of the same device, correct the clocks, and report what never arrived'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
-complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "cpe" -d 'Drive a CPE\'s own debug capture over its REST API and fetch the pcap over SFTP'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "ovoc" -d 'The capture agent on each OVOC server, and a client to talk to it'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "alarm" -d 'Receive OVOC\'s forwarded alarms (syslog over UDP) as JSON lines'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "session" -d 'The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports Connection Lost, then collect and name the evidence; repeat up to --max-events'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "analyze" -d 'Say which side of the WAN lost the traffic: match the CPE\'s capture against the OVOC capture of the same device, correct the clocks, and report what never arrived'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "report" -d 'One self-contained HTML file for an incident from a session\'s --out: the devices and their verdicts, each round\'s timeline, loss windows, clock offset and files (with sha256), and the task log'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "lab" -d 'Emulated CPEs and OVOC for rehearsals and tests (no production device is touched)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "generate" -d 'Write the man pages and shell completions (for packaging; output is committed)'
+complete -c tc -n "__fish_tc_using_subcommand help; and not __fish_seen_subcommand_from cpe ovoc alarm session analyze report lab generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "start" -d 'Start the debug capture on each device and confirm it is active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "stop" -d 'Stop the debug capture on each device and confirm it is not active'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from cpe" -f -a "status" -d 'Report capture state (active or not), product type, version and serial of each device'
@@ -447,6 +470,7 @@ complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "send" -d 'Send one request to an agent and print its responses as JSON lines'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from ovoc" -f -a "fetch" -d 'Download one round\'s OVOC files (every ring file the agent renamed at STOP) from an OVOC server over SFTP; one `ovoc.fetched` line per file'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from alarm" -f -a "listen" -d 'Listen for forwarded alarms; print each as an `alarm` line (others as `syslog.unparsed`)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "status" -d 'How a running or finished session stands, per device: its step, round, when its captures started, the alarm, its files so far and the verdict. Reads the journal and the report only: the session is never disturbed'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'

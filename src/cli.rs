@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Output: one JSON object per line on stdout (see the README's event schema); diagnostics on stderr.
 Exit codes: 0 all requested work succeeded, 1 some device or operation failed, 2 usage or
-configuration error, 130 interrupted.
+configuration error, 3 `tc session status`: the session is still running, 130 interrupted.
 Secrets never go on the command line: TC_CPE_PASSWORD, TC_OVOC_PASSWORD, TC_SNMP_AUTH_KEY and
 TC_SNMP_PRIV_KEY come from the environment, from --password-file, or from a terminal prompt.";
 
@@ -42,6 +42,8 @@ fn crate_version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("TC_GIT_COMMIT"), ")")
 }
 
+// Parsed once per run; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Drive a CPE's own debug capture over its REST API and fetch the pcap over SFTP.
@@ -55,7 +57,8 @@ pub enum Command {
     Alarm(AlarmCommand),
     /// The whole capture workflow for a fleet, unattended: capture both sides until OVOC reports
     /// Connection Lost, then collect and name the evidence; repeat up to --max-events.
-    #[command(after_help = "Example:\n  \
+    #[command(
+        after_help = "Example:\n  \
   tc session --devices fleet.csv --out /srv/captures --max-events 2 --snmp-user CaptureScript \\\n  \
     | jq -c 'select(.type==\"session.task\" and .status!=\"ok\")'\n\n  \
   # both sides in OUT/<device>/<round>/ and a verdict per round\n  \
@@ -63,7 +66,11 @@ pub enum Command {
   --ovoc-ssh-key ~/.ssh/id_ed25519 --ovoc-dir /var/lib/tc-ovoc/captures \\\n    \
   | jq -r 'select(.task==\"analyze\") | \"\\(.device) \\(.verdict)\"'\n\n\
 The CSV report (--report, default OUT/report.csv) gets one row per task per device as it finishes.\n\
-After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.")]
+After a crash or reboot, the same command with --resume continues from OUT/.tc-session/journal.\n\
+`tc session status --out OUT` says how a running or finished session stands.",
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
     Session(SessionArgs),
     /// Say which side of the WAN lost the traffic: match the CPE's capture against the OVOC
     /// capture of the same device, correct the clocks, and report what never arrived.
@@ -74,6 +81,17 @@ After a crash or reboot, the same command with --resume continues from OUT/.tc-s
     | jq -r 'select(.type==\"analyze.verdict\").text'\n\n\
 Exit codes: 0 the analysis ran (whatever the verdict), 1 an input could not be read, 2 usage.")]
     Analyze(AnalyzeArgs),
+    /// One self-contained HTML file for an incident from a session's --out: the devices and
+    /// their verdicts, each round's timeline, loss windows, clock offset and files (with
+    /// sha256), and the task log.
+    #[command(after_help = "Example:\n  \
+  tc report --out /srv/captures --html incident-4711.html | jq -r .path\n\n\
+The file fetches nothing (no scripts, fonts, stylesheets or links outside it): it can be mailed or
+attached to a ticket and opened offline. It can be made while the session runs; it then shows the
+session as it stood.
+
+Exit codes: 0 written, 1 it could not be written, 2 usage (no session at --out).")]
+    Report(ReportArgs),
     /// Emulated CPEs and OVOC for rehearsals and tests (no production device is touched).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -512,7 +530,50 @@ pub struct SendArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The session's --out.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: PathBuf,
+    /// The session's CSV report, if it was not OUT/report.csv (`tc session --report`).
+    #[arg(long, value_name = "FILE.csv")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionCommand {
+    /// How a running or finished session stands, per device: its step, round, when its
+    /// captures started, the alarm, its files so far and the verdict. Reads the journal and the
+    /// report only: the session is never disturbed.
+    #[command(after_help = "Examples:\n  \
+  tc session status --out /srv/captures            # a table on a terminal\n  \
+  tc session status --out /srv/captures | jq -r 'select(.type==\"session.status\") | .device + \" \" + .step'\n  \
+  while tc session status --out /srv/captures >/dev/null; [ $? -eq 3 ]; do sleep 60; done\n\n\
+On a terminal an aligned table, else JSON lines: one session.status per device, then a
+session.status_summary.
+
+Exit codes: 0 finished, every device done; 1 finished with failures (a device aborted or failed,
+or the session was killed before the end); 2 usage (no session at --out); 3 the session is
+running.")]
+    Status(SessionStatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionStatusArgs {
+    /// The session's --out.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The session's CSV report, if it was not OUT/report.csv (`tc session --report`).
+    #[arg(long, value_name = "FILE.csv")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
+    #[command(subcommand)]
+    pub command: Option<SessionCommand>,
     #[command(flatten)]
     pub target: TargetArgs,
     /// UDP address for agent responses and forwarded alarms (one socket for both).
@@ -970,6 +1031,31 @@ mod tests {
                 panic!("{argv:?}: {e}");
             }
         }
+        // `tc session` takes `status` as a subcommand and is otherwise as it was.
+        match Cli::try_parse_from(["tc", "session", "status", "--out", "/srv/c"]).map(|c| c.command)
+        {
+            Ok(Command::Session(SessionArgs {
+                command: Some(SessionCommand::Status(s)),
+                ..
+            })) => assert_eq!(s.out, PathBuf::from("/srv/c")),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["tc", "session", "--devices", "f.csv", "--out", "/srv/c"])
+            .map(|c| c.command)
+        {
+            Ok(Command::Session(a)) => {
+                assert!(a.command.is_none());
+                assert_eq!(a.target.devices, Some(PathBuf::from("f.csv")));
+                assert_eq!(a.out, PathBuf::from("/srv/c"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["tc", "report", "--out", "o", "--html", "r.html"])
+            .map(|c| c.command)
+        {
+            Ok(Command::Report(r)) => assert_eq!(r.html, PathBuf::from("r.html")),
+            other => panic!("{other:?}"),
+        }
         let bad: &[(&[&str], &str)] = &[
             (&["tc", "cpe", "status"], "--device"),
             (
@@ -1002,6 +1088,21 @@ mod tests {
                 "0",
             ),
             (&["tc", "analyze", "--cpe", "c.pcap"], "--ovoc"),
+            (&["tc", "session"], "--device"),
+            (&["tc", "session", "status"], "--out"),
+            (
+                &[
+                    "tc",
+                    "session",
+                    "--devices",
+                    "f.csv",
+                    "status",
+                    "--out",
+                    "o",
+                ],
+                "cannot be used with",
+            ),
+            (&["tc", "report", "--out", "o"], "--html"),
             (
                 &[
                     "tc",

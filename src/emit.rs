@@ -128,6 +128,13 @@ fn write_stdout(text: &[u8]) {
     }
 }
 
+/// Text for a person (`tc session status` on a terminal): written as given, flushed.
+pub fn text(text: &str) {
+    if !stdout_broken() {
+        write_out(text.as_bytes());
+    }
+}
+
 /// Pass on a record another `tc` process printed (`tc lab demo` relays its children's lines).
 pub fn relay(line: &str) {
     if stdout_broken() {

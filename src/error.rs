@@ -11,6 +11,8 @@ pub enum ExitCode {
     Failed = 1,
     /// Usage or configuration error: nothing was attempted.
     Usage = 2,
+    /// `tc session status`: the session is still running.
+    Running = 3,
     /// Interrupted by SIGINT/SIGTERM.
     Interrupted = 130,
 }

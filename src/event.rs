@@ -404,6 +404,46 @@ pub enum Event {
     /// both were written again from memory.
     #[serde(rename = "session.gap")]
     SessionGap { file: String, reason: String },
+    /// `tc session status`: one device of a running or finished session, as its journal and
+    /// report say.
+    #[serde(rename = "session.status")]
+    SessionStatus {
+        device: String,
+        /// The journal's step (`unknown`: the report names the device, the journal does not).
+        step: String,
+        /// Completed rounds.
+        rounds: u32,
+        /// The round shown, from 1 (OUT/<device>/<round>/): the one under way, else the last.
+        round: u32,
+        /// RFC 3339: the round's first `capture ok` (both captures running).
+        capture_started: Option<String>,
+        /// RFC 3339: the round's Connection Lost (its `alarm ok` row).
+        alarm: Option<String>,
+        /// The round's files so far: the CPE file, then the OVOC files in its directory.
+        files: Vec<String>,
+        /// The round's verdict, once analysed (`--collect-ovoc`).
+        verdict: Option<String>,
+        /// The device's last report row: task, status, and its time (RFC 3339).
+        last_task: Option<String>,
+        last_status: Option<String>,
+        updated: Option<String>,
+    },
+    /// `tc session status`: last line.
+    #[serde(rename = "session.status_summary")]
+    SessionStatusSummary {
+        out: String,
+        /// `running` (exit 3), `finished` (every device done: exit 0) or `failed` (a device
+        /// aborted, failed or left unfinished, or the report was lost: exit 1).
+        state: String,
+        /// The running session's PID (from /proc/locks), else null.
+        pid: Option<u32>,
+        devices: u32,
+        done: u32,
+        aborted: u32,
+        failed: u32,
+        /// Neither done, aborted nor failed: under way, or left so by a session killed.
+        unfinished: u32,
+    },
     /// `tc analyze`: one input file, as read.
     #[serde(rename = "analyze.input")]
     AnalyzeInput {
@@ -521,6 +561,17 @@ pub enum Event {
         verdict: String,
         /// One plain sentence (for `inconclusive`, why).
         text: String,
+    },
+    /// `tc report`: the HTML file is written.
+    #[serde(rename = "report.written")]
+    ReportWritten {
+        path: String,
+        devices: u32,
+        /// Rounds shown, over every device.
+        rounds: u32,
+        bytes: u64,
+        /// The session's state as the page shows it: `running`, `finished` or `failed`.
+        state: String,
     },
     /// Last line of every batch command.
     #[serde(rename = "summary")]

@@ -20,7 +20,7 @@ mod pool;
 mod probe;
 mod progress;
 mod proto;
-
+mod report;
 mod secret;
 mod session;
 mod sftp;
@@ -83,7 +83,12 @@ fn dispatch(args: cli::Cli) -> Result<error::ExitCode, error::Error> {
         cli::Command::Ovoc(cli::OvocCommand::Send(a)) => ovoc::send::run(a),
         cli::Command::Ovoc(cli::OvocCommand::Fetch(a)) => ovoc::fetch::run(a),
         cli::Command::Alarm(cli::AlarmCommand::Listen(a)) => alarm::listen::run(a),
+        cli::Command::Session(cli::SessionArgs {
+            command: Some(cli::SessionCommand::Status(a)),
+            ..
+        }) => session::status::run(a),
         cli::Command::Session(a) => session::run::run(a),
+        cli::Command::Report(a) => report::run(a),
         cli::Command::Analyze(a) => analyze::run(a),
         cli::Command::Lab(cmd) => lab::run(cmd),
         cli::Command::Generate(a) => generate::run(a),

@@ -33,6 +33,17 @@ fn send_signal(pid: u32, sig: Signal) -> io::Result<()> {
     rustix::process::kill_process(pid, sig).map_err(io::Error::from)
 }
 
+/// A process with this PID exists (signal 0: EPERM means it exists and is another user's).
+pub fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
 /// An exclusive advisory lock on `f`, or false at once if another process holds it.
 pub fn try_lock(f: &File) -> bool {
     matches!(lock_exclusive(f), Ok(true))

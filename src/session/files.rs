@@ -364,6 +364,111 @@ pub fn check_layout(state: &Path, per_round: bool) -> Result<()> {
     )))
 }
 
+/// Who holds the out dir's lock, found without touching it (`tc session status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// As /proc/locks names it (0 when the holder is in a PID namespace this one cannot see).
+    pub pid: u32,
+}
+
+/// The live holder of the lock at `path`, if any: a process holding flock(LOCK_EX) on that very
+/// file, as the kernel's /proc/locks lists it.
+///
+/// Why /proc/locks and not a lock of our own: taking the lock, even shared and for a moment,
+/// would make a session that starts at that moment fail its non-blocking LOCK_EX ("in use by
+/// another tc session"), and the PID in the file alone says nothing once that PID is reused.
+/// /proc/locks is world-readable (a member of `--group` can ask), needs no file descriptor of
+/// the holder's (/proc/PID/fdinfo would need ptrace rights), and an entry is there exactly as
+/// long as the lock is held: a session killed with -9 leaves none. Only where /proc/locks cannot
+/// be read does the PID in the file stand in, if such a process exists, with a warning.
+pub fn lock_holder(path: &Path) -> Result<Option<Holder>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // No lock file: no session ever ran here, or its .tc-session was deleted.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::usage(format!("{}: {e}", path.display()))),
+    };
+    let pid_in_file = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    let dev = meta.dev();
+    let file = LockedFile {
+        major: u64::from(rustix::fs::major(dev)),
+        minor: u64::from(rustix::fs::minor(dev)),
+        ino: meta.ino(),
+        pid_in_file,
+    };
+    match std::fs::read_to_string("/proc/locks") {
+        Ok(text) => Ok(flock_holder(&text, &file)),
+        Err(e) => {
+            let alive = pid_in_file.filter(|&p| crate::sys::process_exists(p));
+            crate::logging::warn_user(&format!(
+                "reading /proc/locks: {e}; {}",
+                match alive {
+                    Some(p) => format!(
+                        "taking process {p}, named in {}, as the session",
+                        path.display()
+                    ),
+                    None => format!("no process named in {} is alive", path.display()),
+                }
+            ));
+            Ok(alive.map(|pid| Holder { pid }))
+        }
+    }
+}
+
+/// The lock file as /proc/locks names files, and the PID it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockedFile {
+    pub major: u64,
+    pub minor: u64,
+    pub ino: u64,
+    pub pid_in_file: Option<u32>,
+}
+
+/// The holder of an exclusive flock on `file` in the text of /proc/locks, whose lines read
+/// `1: FLOCK  ADVISORY  WRITE 5864 fe:00:10010739 0 EOF` (device numbers in hex, the inode in
+/// decimal); `1: -> FLOCK ...` lines are waiters, not holders. On overlayfs the kernel names the
+/// file of the layer below, whose device differs from what stat says: an entry with the file's
+/// inode and the PID the file holds is taken then too.
+pub fn flock_holder(proc_locks: &str, file: &LockedFile) -> Option<Holder> {
+    proc_locks.lines().find_map(|l| {
+        let mut w = l.split_whitespace().skip(1);
+        let (kind, _, mode, pid, id) = (w.next()?, w.next()?, w.next()?, w.next()?, w.next()?);
+        if kind != "FLOCK" || mode != "WRITE" {
+            return None;
+        }
+        let mut id = id.split(':');
+        let major = u64::from_str_radix(id.next()?, 16).ok()?;
+        let minor = u64::from_str_radix(id.next()?, 16).ok()?;
+        let ino: u64 = id.next()?.parse().ok()?;
+        let pid = pid
+            .parse::<i64>()
+            .ok()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0);
+        let same_file = (major, minor, ino) == (file.major, file.minor, file.ino);
+        let same_inode_and_pid = ino == file.ino && pid != 0 && Some(pid) == file.pid_in_file;
+        (same_file || same_inode_and_pid).then_some(Holder { pid })
+    })
+}
+
+/// The journal's records in `text` (a file read while a session may be appending to it): a
+/// last line not yet ended is left out, a line that does not parse is skipped.
+pub fn parse_journal(text: &[u8]) -> Vec<Journal> {
+    whole_lines(text)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+/// `text` up to its last newline: what was written whole.
+pub fn whole_lines(text: &[u8]) -> &[u8] {
+    let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    &text[..end]
+}
+
 /// Where a round's files go: `OUT` itself, or with `--collect-ovoc` `OUT/<device>/<round>/`,
 /// the CPE file, the OVOC files and the analysis together.
 #[derive(Debug, Clone)]
@@ -381,6 +486,17 @@ impl Layout {
             self.out.clone()
         }
     }
+    /// As `round_dir`, for a device name read back from the report or the journal (files
+    /// anyone with access to `--out` can edit): None for a name that is not one plain path
+    /// component, which would lead out of `--out`.
+    pub fn round_dir_checked(&self, device: &str, round: u32) -> Option<PathBuf> {
+        is_plain_name(device).then(|| self.round_dir(device, round))
+    }
+}
+
+/// One normal path component: not empty, `.` or `..`, no `/` or NUL.
+pub fn is_plain_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])
 }
 
 #[cfg(test)]
@@ -447,6 +563,124 @@ mod tests {
         let e = ours.retake(Modes::private()).err().unwrap().to_string();
         assert!(e.contains("is in use by another tc session"), "{e}");
         drop(other);
+    }
+
+    #[test]
+    fn the_holder_is_read_from_proc_locks() {
+        let file = LockedFile {
+            major: 0xfe,
+            minor: 0,
+            ino: 10010739,
+            pid_in_file: Some(5864),
+        };
+        let table: &[(&str, Option<u32>)] = &[
+            (
+                "1: FLOCK  ADVISORY  WRITE 5864 fe:00:10010739 0 EOF\n",
+                Some(5864),
+            ),
+            // Another file, or a shared lock, or a waiter: not the holder.
+            (
+                "1: FLOCK  ADVISORY  WRITE 5864 fe:00:10010740 0 EOF\n",
+                None,
+            ),
+            ("1: FLOCK  ADVISORY  READ 5864 fe:00:10010739 0 EOF\n", None),
+            (
+                "1: POSIX  ADVISORY  WRITE 5864 fe:00:10010739 0 EOF\n",
+                None,
+            ),
+            (
+                "1: -> FLOCK  ADVISORY  WRITE 77 fe:00:10010739 0 EOF\n",
+                None,
+            ),
+            // Among others; the PID as the kernel says, even when the file names another.
+            (
+                "1: POSIX  ADVISORY  WRITE 1 08:01:5 0 EOF\n\
+                 2: FLOCK  ADVISORY  WRITE 99 fe:00:10010739 0 EOF\n",
+                Some(99),
+            ),
+            // overlayfs: the layer below's device, the same inode, the PID the file names.
+            (
+                "1: FLOCK  ADVISORY  WRITE 5864 00:2f:10010739 0 EOF\n",
+                Some(5864),
+            ),
+            ("1: FLOCK  ADVISORY  WRITE 12 00:2f:10010739 0 EOF\n", None),
+            // A holder in a PID namespace this one cannot see.
+            (
+                "1: FLOCK  ADVISORY  WRITE 0 fe:00:10010739 0 EOF\n",
+                Some(0),
+            ),
+            ("", None),
+            ("garbage\n1:\n", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(flock_holder(text, &file).map(|h| h.pid), *want, "{text:?}");
+        }
+    }
+
+    /// `tc session status` asks while sessions come and go: it never makes a session's lock
+    /// fail (it takes none), and it sees the holder exactly while one holds it.
+    #[test]
+    fn asking_for_the_holder_never_stands_in_a_sessions_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".tc-session/lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        assert_eq!(lock_holder(&path).unwrap(), None, "no lock file yet");
+        assert!(!path.exists(), "asking made the lock file");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asker = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut asked = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = lock_holder(&path).unwrap();
+                    asked += 1;
+                }
+                asked
+            })
+        };
+        for _ in 0..200 {
+            let held = Lock::take(&path, Modes::private()).expect("the lock, whatever is asked");
+            let pid = std::process::id();
+            assert_eq!(lock_holder(&path).unwrap(), Some(Holder { pid }));
+            drop(held);
+            assert_eq!(lock_holder(&path).unwrap(), None);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(asker.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_journal_being_written_is_read_to_its_last_whole_line() {
+        let line = |d: &str| {
+            let j = Journal {
+                device: d.into(),
+                step: super::super::core::Step::Armed,
+                rounds: 0,
+                cpe_capturing: true,
+                filename: None,
+            };
+            String::from_utf8(journal_line(&j)).unwrap()
+        };
+        let (a, b) = (line("a"), line("b"));
+        let table: &[(String, &[&str])] = &[
+            (String::new(), &[]),
+            (format!("{a}{b}"), &["a", "b"]),
+            (format!("{a}{}", &b[..10]), &["a"]),
+            (format!("{a}not json\n{b}"), &["a", "b"]),
+            // A whole line cut short by a crash, then written on after it.
+            (format!("{}\n{b}", &a[..10]), &["b"]),
+        ];
+        for (text, want) in table {
+            let got: Vec<String> = parse_journal(text.as_bytes())
+                .into_iter()
+                .map(|j| j.device)
+                .collect();
+            assert_eq!(&got, want, "{text:?}");
+        }
+        assert!(is_plain_name("10.0.0.1") && is_plain_name("sbc-1.example.com"));
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
     }
 
     /// Review of issue 17, item 9: a line a crash cut short is cut off when the file is opened

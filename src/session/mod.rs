@@ -4,4 +4,5 @@ pub mod config;
 pub mod core;
 pub mod files;
 pub mod run;
+pub mod status;
 pub mod summary;

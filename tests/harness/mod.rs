@@ -536,6 +536,40 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .to_string()
 }
 
+/// Every file and directory under `dir`, with what would show a change: inode, size, mode,
+/// modification time and, for files, the sha256 of the content.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u64, u64, u32, i64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let sha = if m.is_file() {
+                sha256_hex(&std::fs::read(&p).unwrap())
+            } else {
+                String::new()
+            };
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            out.insert(
+                rel,
+                (
+                    m.ino(),
+                    m.len(),
+                    m.mode(),
+                    m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                    sha,
+                ),
+            );
+        }
+    }
+    out
+}
+
 /// `capinfos -c` packet counts of the given files (panics if capinfos refuses one).
 pub fn capinfos_packets(files: &[PathBuf]) -> Vec<u64> {
     let out = Command::new("capinfos")

@@ -6,4 +6,6 @@ mod demo;
 mod lab_ovoc;
 mod ovoc;
 mod ovoc_shared;
+mod report;
 mod session;
+mod status;
