@@ -1330,7 +1330,7 @@ fn a_full_disk_leaves_a_parseable_report() {
     let mut rows = 0;
     for rec in rdr.records() {
         let rec = rec.unwrap();
-        assert_eq!(rec.len(), 7, "{rec:?}\n{text}");
+        assert_eq!(rec.len(), 8, "{rec:?}\n{text}");
         rows += 1;
     }
     let seeded = seed.lines().count() - 1;
