@@ -763,34 +763,35 @@ fn demo_captures_have_no_loss() {
     c.args(["lab", "demo", "--devices", "2", "--dir"])
         .arg(dir.path());
     run(c).expect(0);
-    let list = |sub: &str| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path().join(sub))
+    let list = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
         v.sort();
         v
     };
-    let cpes: Vec<PathBuf> = list("captures")
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    // The demo collects: each device's round 1 directory holds both sides.
+    let rounds: Vec<PathBuf> = list(&dir.path().join("captures"))
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("CPE_device_")
-        })
+        .filter(|p| p.is_dir() && !name(p).starts_with('.'))
+        .map(|d| d.join("1"))
         .collect();
-    assert_eq!(cpes.len(), 2);
-    for cpe in cpes {
-        let base = cpe.file_name().unwrap().to_str().unwrap();
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    for round in rounds {
+        let files = list(&round);
+        let cpe = files
+            .iter()
+            .find(|p| name(p).starts_with("CPE_device_"))
+            .unwrap_or_else(|| panic!("no CPE file in {}", round.display()))
+            .clone();
+        let base = name(&cpe);
         let base = &base["CPE_".len()..base.len() - ".pcap".len()];
-        let ovoc: Vec<PathBuf> = list("ovoc")
-            .into_iter()
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_str().unwrap();
-                n.starts_with(&format!("OVOC_{base}-"))
-            })
+        let ovoc: Vec<PathBuf> = files
+            .iter()
+            .filter(|p| name(p).starts_with(&format!("OVOC_{base}-")))
+            .cloned()
             .collect();
         assert!(!ovoc.is_empty(), "{base}");
         let mut c = tc();
