@@ -403,12 +403,12 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
 /// failed tasks in the report.
 fn summary(lab_dir: &Path, out_dir: &Path, took: Duration) -> usize {
     let report = out_dir.join("report.csv");
-    let rows = crate::session::summary::rows(&std::fs::read_to_string(&report).unwrap_or_default());
+    let rows = crate::session::status::parse_report(&std::fs::read(&report).unwrap_or_default());
     eprintln!("\ntc lab demo finished in {:.1} s", took.as_secs_f64());
     eprint!(
         "{}",
         crate::session::summary::text(out_dir, &report, &rows, true)
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
-    rows.iter().filter(|r| r.get(3) == Some("failed")).count()
+    rows.iter().filter(|r| r.status == "failed").count()
 }

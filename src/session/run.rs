@@ -280,7 +280,7 @@ pub fn run(a: SessionArgs) -> Result<ExitCode> {
     };
     // For a person at a terminal (where the status line was): what the files now hold.
     let human = crate::progress::drawing().then(|| {
-        let rows = super::summary::rows(&String::from_utf8_lossy(sess.io.report.text()));
+        let rows = super::status::parse_report(sess.io.report.text());
         super::summary::text(&p.out, &p.report, &rows, p.core.collect)
     });
     drop(sess.status);

@@ -5,17 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-/// The report's rows (header skipped; a row that does not parse is left out).
-pub fn rows(report_csv: &str) -> Vec<csv::StringRecord> {
-    csv::Reader::from_reader(report_csv.as_bytes())
-        .records()
-        .filter_map(|r| r.ok())
-        .collect()
-}
+use super::status::{self, Row};
 
 /// The whole summary. `per_round`: the session collected OVOC files into
 /// `OUT/<device>/<round>/`; else the CPE files are in OUT and named by the fetch rows.
-pub fn text(out: &Path, report: &Path, rows: &[csv::StringRecord], per_round: bool) -> String {
+/// `rows` as `status::parse_report` reads them.
+pub fn text(out: &Path, report: &Path, rows: &[Row], per_round: bool) -> String {
     let mut s = String::new();
     if per_round {
         for (device, round) in rounds(out) {
@@ -24,23 +19,19 @@ pub fn text(out: &Path, report: &Path, rows: &[csv::StringRecord], per_round: bo
     } else {
         for r in rows
             .iter()
-            .filter(|r| field(r, 2) == "fetch" && field(r, 3) == "ok")
+            .filter(|r| r.task == "fetch" && r.status == "ok")
         {
-            s += &format!("  {}\n    CPE  {}\n", field(r, 1), field(r, 6));
-            s += &probes(field(r, 1), rows);
+            s += &format!("  {}\n    CPE  {}\n", r.device, r.file);
+            s += &probes_row(last(rows, &r.device, "verify"));
         }
     }
-    let failed = rows.iter().filter(|r| field(r, 3) == "failed").count();
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
     s += &format!(
         "  report: {} ({} rows, {failed} failed)\n",
         report.display(),
         rows.len()
     );
     s
-}
-
-fn field(r: &csv::StringRecord, i: usize) -> &str {
-    r.get(i).unwrap_or("")
 }
 
 pub fn size(p: &Path) -> String {
@@ -95,30 +86,26 @@ fn verdict_of(dir: &Path) -> Option<(String, String)> {
 }
 
 /// The device's last row of `task`.
-fn last<'a>(
-    rows: &'a [csv::StringRecord],
-    device: &str,
-    task: &str,
-) -> Option<&'a csv::StringRecord> {
+fn last<'a>(rows: &'a [Row], device: &str, task: &str) -> Option<&'a Row> {
     rows.iter()
         .rev()
-        .find(|r| field(r, 1) == device && field(r, 2) == task)
+        .find(|r| r.device == device && r.task == task)
 }
 
-fn probes(device: &str, rows: &[csv::StringRecord]) -> String {
-    probes_row(last(rows, device, "verify"))
-}
-
-fn probes_row(v: Option<&csv::StringRecord>) -> String {
+fn probes_row(v: Option<&Row>) -> String {
     v.map_or(String::new(), |v| {
-        format!("    probes: {} ({})\n", field(v, 5), field(v, 3))
+        format!(
+            "    probes: {} ({})
+",
+            v.description, v.status
+        )
     })
 }
 
 /// One round: its files, the probes' result and the verdict with its timeline. The verdict is
-/// the round's own (its `analysis.jsonl`); the probes are the device's n-th `verify` row for
-/// round n (the report has no round column; a VERIFY redone after a crash shifts them).
-fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String {
+/// the round's own (its `analysis.jsonl`); the probes are from the round's rows as
+/// `status::rounds` splits the report (it has no round column).
+fn round_summary(device: &str, dir: &Path, rows: &[Row]) -> String {
     let mut s = format!("  {device}\n");
     for f in sorted(dir) {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -136,11 +123,11 @@ fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    let verifies: Vec<&csv::StringRecord> = rows
-        .iter()
-        .filter(|r| field(r, 1) == device && field(r, 2) == "verify")
-        .collect();
-    s += &probes_row(verifies.get(round.saturating_sub(1)).copied());
+    let of_device = rows.iter().filter(|r| r.device == device);
+    let verify = status::rounds(of_device)
+        .get(round.saturating_sub(1))
+        .and_then(|r| r.iter().rev().find(|r| r.task == "verify").copied());
+    s += &probes_row(verify);
     match verdict_of(dir) {
         Some((verdict, text)) => {
             s += &format!(
@@ -148,8 +135,8 @@ fn round_summary(device: &str, dir: &Path, rows: &[csv::StringRecord]) -> String
                 dir.join("timeline.svg").display()
             );
         }
-        None => match last(rows, device, "analyze").filter(|a| field(a, 3) != "ok") {
-            Some(a) => s += &format!("    no verdict: {}\n", field(a, 5)),
+        None => match last(rows, device, "analyze").filter(|a| a.status != "ok") {
+            Some(a) => s += &format!("    no verdict: {}\n", a.description),
             None => s += "    no verdict: not analysed\n",
         },
     }
@@ -182,7 +169,12 @@ mod tests {
         let verdict = r#"{"ts":"t","type":"analyze.verdict","device":"10.0.0.1","verdict":"wan_loss_ovoc_to_cpe","text":"SNMP from OVOC never reached the CPE."}"#;
         std::fs::write(out.path().join("10.0.0.1/1/analysis.jsonl"), verdict).unwrap();
         let report = out.path().join("report.csv");
-        let got = text(out.path(), &report, &rows(REPORT), true);
+        let got = text(
+            out.path(),
+            &report,
+            &status::parse_report(REPORT.as_bytes()),
+            true,
+        );
         let o = out.path().display();
         let want = format!(
             "  10.0.0.1\n    CPE  {o}/10.0.0.1/1/CPE_device_10.0.0.1_T.pcap (2.0 KiB)\n    \
@@ -202,7 +194,7 @@ mod tests {
         let got = text(
             Path::new("/o"),
             Path::new("/o/report.csv"),
-            &rows(REPORT),
+            &status::parse_report(REPORT.as_bytes()),
             false,
         );
         assert_eq!(
@@ -226,9 +218,17 @@ mod tests {
                 r#"{{"type":"analyze.verdict","device":"d","verdict":"v{round}","text":"t{round}"}}"#
             );
             std::fs::write(dir.join("analysis.jsonl"), line).unwrap();
+            // A round as a session reports it: started, probed, stopped.
+            report += "t,d,cpe_start,ok,,,,\n";
             report += &format!("t,d,verify,ok,200,probes {round},,\n");
+            report += "t,d,stop,ok,200,200 OK,CPE_x.pcap,\n";
         }
-        let got = text(out.path(), Path::new("r.csv"), &rows(&report), true);
+        let got = text(
+            out.path(),
+            Path::new("r.csv"),
+            &status::parse_report(report.as_bytes()),
+            true,
+        );
         let order: Vec<&str> = got.lines().filter(|l| l.contains("verdict:")).collect();
         assert_eq!(order.len(), 10);
         for (i, l) in order.iter().enumerate() {
