@@ -383,6 +383,8 @@ pub enum Event {
         refused: u32,
         /// Rounds analysed (`--collect-ovoc`), by verdict.
         verdicts: std::collections::BTreeMap<String, u32>,
+        /// Rounds whose collection or analysis failed (then the exit code is 1).
+        unanalysed: u32,
         seconds: f64,
         /// `done`, `interrupted`, `wind_down_expired` (`--wind-down` ran out: see the
         /// `session.unfinished` lines), or `out_dir_taken` (another session holds the out

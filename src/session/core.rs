@@ -243,6 +243,9 @@ pub struct Tally {
     pub refused: u32,
     /// Rounds analysed, by verdict.
     pub verdicts: BTreeMap<String, u32>,
+    /// Rounds whose OVOC files could not be collected or whose analysis failed
+    /// (`--collect-ovoc`): asked for, not done.
+    pub unanalysed: u32,
 }
 
 /// A device the session gave up on when its wind-down ran out: what the journal keeps for
@@ -271,6 +274,7 @@ pub struct Core {
     verdicts: BTreeMap<String, u32>,
     /// Connection Lost alarms acted on.
     alarms: u32,
+    unanalysed: u32,
 }
 
 /// Where the devices are now, for the status line a person at a terminal sees.
@@ -386,6 +390,7 @@ impl Core {
             quiet: Quiet::default(),
             verdicts: BTreeMap::new(),
             alarms: 0,
+            unanalysed: 0,
         }
     }
 
@@ -1025,6 +1030,7 @@ impl Core {
                 self.enter(out, now, device, Step::Analyze);
             }
             (Job::Collect, Ok(JobOk::Uncollectable(why))) => {
+                self.unanalysed += 1;
                 let why = format!("{why}; the round is not analysed");
                 out.push(self.row(device, task, "failed", None, why, None));
                 self.finish_round(out, now, device);
@@ -1038,6 +1044,7 @@ impl Core {
                 self.finish_round(out, now, device);
             }
             (Job::Analyze, r) => {
+                self.unanalysed += 1;
                 let why = r.err().unwrap_or_else(|| "unexpected job result".into());
                 out.push(self.row(device, task, "failed", None, why, None));
                 self.finish_round(out, now, device);
@@ -1188,6 +1195,7 @@ impl Core {
             ignored: self.ignored,
             refused: self.refused,
             verdicts: self.verdicts.clone(),
+            unanalysed: self.unanalysed,
         }
     }
 
@@ -2120,6 +2128,7 @@ mod tests {
         assert_eq!(tasks(&a)[0], ("collect".into(), "failed".into()));
         assert_eq!(jobs(&a), [Job::CpeStart]);
         assert!(c.tally().verdicts.is_empty());
+        assert_eq!(c.tally().unanalysed, 1);
         // An analysis that fails is reported; the round goes on.
         let mut c = collecting();
         c.job_done(
@@ -2136,6 +2145,7 @@ mod tests {
         );
         assert_eq!(tasks(&a)[0], ("analyze".into(), "failed".into()));
         assert_eq!(jobs(&a), [Job::CpeStart]);
+        assert_eq!(c.tally().unanalysed, 1);
     }
 }
 

@@ -337,6 +337,7 @@ fn summary(core: &Core, devices: usize, started: Instant, end: End) -> ExitCode 
         ignored: tally.ignored,
         refused: tally.refused,
         verdicts: tally.verdicts.clone(),
+        unanalysed: tally.unanalysed,
         seconds: started.elapsed().as_secs_f64(),
         reason: match (interrupted, gave_up) {
             _ if taken => "out_dir_taken".into(),
@@ -349,7 +350,8 @@ fn summary(core: &Core, devices: usize, started: Instant, end: End) -> ExitCode 
         ExitCode::Usage
     } else if interrupted {
         ExitCode::Interrupted
-    } else if tally.completed as usize == devices && gaps == 0 {
+    } else if tally.completed as usize == devices && gaps == 0 && tally.unanalysed == 0 {
+        // A collection or analysis asked for and not done is a failure too.
         ExitCode::Ok
     } else {
         ExitCode::Failed

@@ -1997,7 +1997,8 @@ fn a_changed_ovoc_host_key_is_refused() {
     args.extend(["--known-hosts", kh_s.as_str()]);
     let mut s = Session::start(&lab, &lab.inventory(), out.path(), free_udp(), &args);
     let _alarms = Alarms::start(&lab, devs.clone());
-    assert_eq!(s.wait(Duration::from_secs(240)), 0, "{}", s.seen.join("\n"));
+    // A collection asked for and refused: the exit code says so.
+    assert_eq!(s.wait(Duration::from_secs(240)), 1, "{}", s.seen.join("\n"));
     let refused = s
         .seen
         .iter()
@@ -2006,6 +2007,11 @@ fn a_changed_ovoc_host_key_is_refused() {
     assert!(
         refused.contains("\"status\":\"failed\"") && refused.contains("HOST KEY CHANGED"),
         "{refused}"
+    );
+    let last = s.seen.last().unwrap();
+    assert!(
+        last.contains("\"unanalysed\":1") && last.contains("\"completed\":1"),
+        "{last}"
     );
     assert_eq!(s.count("\"ovoc.fetched\""), 0);
     assert_eq!(s.count("\"task\":\"analyze\""), 0);
