@@ -749,16 +749,25 @@ pub enum LabCommand {
     /// agent registered for it ("Connection Lost", or "Connection established" with --clear).
     #[command(after_help = "Example:\n  tc lab alarm --dir /tmp/tc-lab 127.0.1.1")]
     Alarm(LabAlarmArgs),
-    /// A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with
-    /// real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root.
+    /// A complete session in one command: emulated CPEs behind a real router, the emulated OVOC
+    /// polling them, a real agent with real tcpdump, `tc session`, traffic, a fault injected on
+    /// the WAN, OVOC's Connection Lost, and each device's verdict. Needs root.
     #[command(
-        after_help = "Example:\n  sudo tc lab demo --devices 3   # then look in the directory it names"
+        after_help = "Examples:\n  sudo tc lab demo --devices 3   # then look in the directory it names\n  sudo tc lab demo --fault cpe-to-ovoc --nat --clock-offset 3.5s"
     )]
     Demo(LabDemoArgs),
     /// Make an emulated device's REST API unreachable for a while (requests get no answer)
     /// (fault injection for rehearsals).
     Down(LabDownArgs),
-    /// Remove what `tc lab up` left on the system (the lab's system user).
+    /// Inject a fault on a `tc lab up --wan` lab's router: drop what OVOC sends to DEVICE, what
+    /// DEVICE sends, or both, or silence its SNMP agent; for a while or until --restore.
+    #[command(
+        after_help = "Examples:\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --drop to-device --for 20s\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --silent\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --restore"
+    )]
+    Wan(LabWanArgs),
+    /// Remove what a `tc lab up` that was killed left on the system: its system user, and with
+    /// --dir its chroots, its WAN (namespaces, links, rules, the processes in them) and the
+    /// directory.
     Cleanup(LabCleanupArgs),
     /// Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze`
     /// should find in them (truth.json): for tests and benchmarks.
@@ -854,6 +863,65 @@ pub struct LabDemoArgs {
     /// Number of emulated devices (alternating MSBR and gateway/SBC).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub devices: u32,
+    /// The fault the router injects a few seconds into the captures, on every device: OVOC's
+    /// traffic dropped on the way to the device, the device's dropped on the way to OVOC, the
+    /// device's SNMP agent silent, or none (then the demo raises Connection Lost itself).
+    #[arg(long, value_enum, default_value_t = DemoFault::OvocToCpe)]
+    pub fault: DemoFault,
+    /// The devices behind a NAT router (other addresses and ports on the OVOC side).
+    #[arg(long)]
+    pub nat: bool,
+    /// The devices' clocks, and so their captures' timestamps, this far from the host's.
+    #[arg(long, value_name = "DURATION", default_value = "0", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub clock_offset: i64,
+    /// ... and running this many parts per million fast (negative: slow).
+    #[arg(
+        long,
+        value_name = "PPM",
+        default_value_t = 0.0,
+        allow_hyphen_values = true
+    )]
+    pub clock_drift: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoFault {
+    OvocToCpe,
+    CpeToOvoc,
+    CpeSilent,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WanDrop {
+    /// What OVOC (and the controller) send to the device.
+    ToDevice,
+    /// What the device sends.
+    FromDevice,
+    Both,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["drop", "silent", "restore"])))]
+pub struct LabWanArgs {
+    /// The lab directory given to `tc lab up --wan`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The device's address, as in the lab's inventory.
+    pub device: String,
+    /// Drop this traffic at the router (an nftables rule: the packets really never arrive).
+    #[arg(long, value_enum)]
+    pub drop: Option<WanDrop>,
+    /// The device's SNMP agent stops answering; requests still arrive (its capture shows them).
+    #[arg(long)]
+    pub silent: bool,
+    /// End every fault on the device.
+    #[arg(long)]
+    pub restore: bool,
+    /// End the fault after this long (the kernel ends it, whatever happens to this command);
+    /// default: until --restore.
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION", conflicts_with = "restore")]
+    pub duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -928,6 +996,34 @@ pub struct LabUpArgs {
     /// path components such as /tmp).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/tc-lab")]
     pub sftp_root: PathBuf,
+    /// Put a real router between this host (the OVOC side) and the devices: network namespaces
+    /// and veth pairs, devices at 198.19.<subnet>.N, the agent's interface tclab<subnet>-o, the
+    /// emulated OVOC polling each device over SNMP. Implies --live-captures; at most 250 devices.
+    #[arg(long)]
+    pub wan: bool,
+    /// With --wan: the devices behind a NAT router (own addresses 100.64.<subnet>.N; OVOC sees
+    /// 198.19.<subnet>.N and other source ports).
+    #[arg(long, requires = "wan")]
+    pub nat: bool,
+    /// With --wan: the devices' clocks, and so their captures' timestamps, this far from the
+    /// host's (e.g. 3.5s, -200ms).
+    #[arg(long, value_name = "DURATION", default_value = "0", allow_hyphen_values = true, value_parser = parse_signed_duration, requires = "wan")]
+    pub clock_offset: i64,
+    /// With --wan: ... running this many parts per million fast (negative: slow).
+    #[arg(
+        long,
+        value_name = "PPM",
+        default_value_t = 0.0,
+        allow_hyphen_values = true,
+        requires = "wan"
+    )]
+    pub clock_drift: f64,
+    /// With --wan: the emulated OVOC's SNMP poll of each device.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "wan")]
+    pub poll_interval: std::time::Duration,
+    /// With --wan: missed polls in a row that make OVOC raise Connection Lost.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), requires = "wan")]
+    pub poll_misses: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -126,6 +126,28 @@ pub enum Event {
         status: u16,
         user: Option<String>,
     },
+    /// `tc lab up --wan`: the emulated OVOC's polls of a device stopped or started being
+    /// answered, and the alarm it forwarded for that.
+    #[serde(rename = "lab.connection")]
+    LabConnection {
+        device: String,
+        /// `lost` (Connection Lost raised) or `established` (cleared).
+        state: String,
+        /// Polls missed in a row, when lost.
+        missed: Option<u32>,
+        /// Where the alarm went (the rule an agent registered), or why it went nowhere.
+        forwarded_to: Option<String>,
+        error: Option<String>,
+    },
+    /// `tc lab wan` and `tc lab demo`: a fault injected on a WAN lab's router (or ended).
+    #[serde(rename = "lab.fault")]
+    LabFault {
+        device: String,
+        /// `to_device`, `from_device`, `both`, `silent` or `restored`.
+        fault: String,
+        /// How long the kernel keeps it; null: until restored.
+        seconds: Option<f64>,
+    },
     /// `tc lab up`: the lab shut down.
     #[serde(rename = "lab.stopped")]
     LabStopped {

@@ -141,6 +141,27 @@ fn passwd_entry(passwd: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Runs `f` on a new thread that has entered the network namespace at `ns` (e.g.
+/// `/run/netns/NAME`): sockets it creates belong to that namespace for their whole life, so the
+/// lab's process serves devices in another namespace without moving itself.
+pub fn in_net_namespace<T: Send>(
+    ns: &std::path::Path,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let file = File::open(ns)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::move_into_link_name_space(
+                file.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

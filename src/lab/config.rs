@@ -47,7 +47,7 @@ impl Machine for ThisMachine {
 }
 
 /// `tc lab up`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpConfig {
     /// As given: `up` creates it and makes it absolute.
     pub dir: PathBuf,
@@ -69,6 +69,29 @@ pub struct UpConfig {
     pub busy_first: u32,
     pub latency: Duration,
     pub log_requests: bool,
+    /// `--wan`: the router between this host and the devices.
+    pub wan: Option<WanConfig>,
+}
+
+/// `tc lab up --wan`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WanConfig {
+    pub plan: super::wan::Plan,
+    /// Device clock minus host clock, ns, and its drift.
+    pub clock_offset_ns: i64,
+    pub clock_drift_ppm: f64,
+    pub poll: super::poll::PollConfig,
+}
+
+impl UpConfig {
+    /// The address device `public` (as clients know it) has on its own side: another one
+    /// behind the WAN's NAT, else the same.
+    pub fn own(&self, public: Ipv4Addr) -> Ipv4Addr {
+        self.wan
+            .as_ref()
+            .and_then(|w| w.plan.own_of(public))
+            .unwrap_or(public)
+    }
 }
 
 /// The SFTP side of `tc lab up`: a real sshd chrooting each device.
@@ -85,19 +108,76 @@ pub struct SftpConfig {
 }
 
 /// `tc lab demo`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DemoConfig {
     /// As given, or a new name under the temporary directory; `demo` creates it.
     pub dir: PathBuf,
     pub devices: u32,
+    pub fault: crate::cli::DemoFault,
+    pub nat: bool,
+    pub clock_offset_ns: i64,
+    pub clock_drift_ppm: f64,
 }
 
 const UP_NEEDS_ROOT: &str = "tc lab up serves SFTP through a real sshd with per-device chroots, \
                              which needs root: run it with sudo, or add --no-sftp for the REST \
                              side only";
 const LIVE_NEEDS_SFTP: &str = "--live-captures needs the SFTP side (not --no-sftp)";
+const WAN_NEEDS_SFTP: &str = "--wan needs the SFTP side (not --no-sftp): its captures are live";
+const WAN_NO_CUT: &str =
+    "--cut-sftp-after is not available with --wan (drop traffic with `tc lab wan` instead)";
+
+/// `--wan`'s checks: root, `ip` and `nft`, a /24 of devices, a sane drift.
+fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
+    if !a.wan {
+        return Ok(None);
+    }
+    if a.no_sftp {
+        return Err(WAN_NEEDS_SFTP.into());
+    }
+    if a.cut_sftp_after.is_some() {
+        return Err(WAN_NO_CUT.into());
+    }
+    for (prog, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
+        if !m.has(prog) {
+            return Err(format!(
+                "--wan needs {prog} (Debian package {pkg}: apt-get install -y {pkg})"
+            ));
+        }
+    }
+    if a.devices > super::wan::MAX_DEVICES {
+        return Err(format!(
+            "--wan serves at most {} devices (one /24); asked for {}",
+            super::wan::MAX_DEVICES,
+            a.devices
+        ));
+    }
+    if !(a.clock_drift.is_finite() && a.clock_drift.abs() <= 1000.0) {
+        return Err(format!(
+            "invalid --clock-drift {}: give -1000 to 1000 ppm",
+            a.clock_drift
+        ));
+    }
+    if a.clock_offset.abs() > 86_400 * 1_000_000_000 {
+        return Err("--clock-offset: give at most a day either way".into());
+    }
+    Ok(Some(WanConfig {
+        plan: super::wan::Plan {
+            subnet: a.subnet,
+            nat: a.nat,
+            devices: a.devices,
+        },
+        clock_offset_ns: a.clock_offset,
+        clock_drift_ppm: a.clock_drift,
+        poll: super::poll::PollConfig {
+            interval: a.poll_interval.max(Duration::from_millis(100)),
+            misses: a.poll_misses,
+        },
+    }))
+}
 
 pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
+    let wan = wan(a, m)?;
     let sftp = if a.no_sftp {
         if a.live_captures {
             return Err(LIVE_NEEDS_SFTP.into());
@@ -114,14 +194,18 @@ pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
             port: a.ssh_port,
             root: a.sftp_root.clone(),
             cut_after: a.cut_sftp_after,
-            live_captures: a.live_captures,
+            live_captures: a.live_captures || wan.is_some(),
         })
+    };
+    let addrs = match &wan {
+        Some(w) => (0..a.devices).map(|i| w.plan.public(i)).collect(),
+        None => (0..a.devices)
+            .map(|i| super::lab_addr(a.subnet, i))
+            .collect(),
     };
     Ok(UpConfig {
         dir: a.dir.clone(),
-        addrs: (0..a.devices)
-            .map(|i| super::lab_addr(a.subnet, i))
-            .collect(),
+        addrs,
         ovoc_ip: Ipv4Addr::new(127, 0, a.subnet, 254),
         agent_ip: Ipv4Addr::new(127, 0, a.subnet, 253),
         rest_port: a.rest_port,
@@ -131,6 +215,7 @@ pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
         busy_first: a.busy_first,
         latency: Duration::from_millis(a.latency_ms),
         log_requests: a.log_requests,
+        wan,
     })
 }
 
@@ -140,9 +225,26 @@ pub fn demo(a: &LabDemoArgs, m: &dyn Machine) -> Result<DemoConfig, String> {
         Some(d) => d.clone(),
         None => m.temp_dir().join(format!("tc-demo-{}", m.stamp())),
     };
+    if !(m.has("ip") && m.has("nft")) {
+        return Err(
+            "tc lab demo puts a real router between OVOC and the devices, which needs \
+                    ip and nft: apt-get install -y iproute2 nftables"
+                .into(),
+        );
+    }
+    if !(a.clock_drift.is_finite() && a.clock_drift.abs() <= 1000.0) {
+        return Err(format!(
+            "invalid --clock-drift {}: give -1000 to 1000 ppm",
+            a.clock_drift
+        ));
+    }
     Ok(DemoConfig {
         dir,
         devices: a.devices,
+        fault: a.fault,
+        nat: a.nat,
+        clock_offset_ns: a.clock_offset,
+        clock_drift_ppm: a.clock_drift,
     })
 }
 

@@ -1,10 +1,11 @@
 //! `tc lab demo`: a newcomer's first five minutes. It runs the real pieces as separate
-//! processes, exactly as a deployment would: `tc lab up` (emulated CPEs and OVOC), `tc ovoc
-//! serve` (real tcpdump), `tc session`; sends traffic to the devices and, once every device is
-//! capturing on both sides, a Connection Lost for each. Their JSON lines are relayed to stdout;
-//! a short human summary goes to stderr, ending with each device's verdict. The agent writes
-//! into the lab's OVOC chroot, reachable over SFTP as on a real OVOC server, and the session
-//! collects from there (`--collect-ovoc`) and analyses each round.
+//! processes, exactly as a deployment would: `tc lab up --wan` (emulated CPEs behind a real
+//! router, an emulated OVOC polling them), `tc ovoc serve` (real tcpdump on the OVOC side of the
+//! WAN), `tc session`; sends traffic to the devices and, once every device is capturing on both
+//! sides, injects the fault asked for on every device's path. OVOC's polls go unanswered, it
+//! raises Connection Lost and forwards it, the session stops, collects and analyses; with no
+//! fault the demo raises Connection Lost itself. Their JSON lines are relayed to stdout; a short
+//! human summary goes to stderr, ending with each device's verdict, which names the fault.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::config::DemoConfig;
+use crate::cli::DemoFault;
 use crate::error::{Error, ExitCode, Result};
 
 struct Proc {
@@ -114,8 +116,8 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
     let (subnet, _subnet_lock) =
         free_subnet().ok_or_else(|| Error::failed("no free lab subnet in 127.0.77-199.x"))?;
     let result = demo
-        .start_lab(cfg.devices, subnet)
-        .and_then(|()| demo.steps());
+        .start_lab(cfg, subnet)
+        .and_then(|()| demo.steps(cfg.fault));
     demo.stop();
     let ok = result?;
     let failed = summary(&demo.lab_dir, &demo.out_dir, started.elapsed());
@@ -141,6 +143,8 @@ struct Demo {
 /// What the lab says about itself once ready: its env file and its devices.
 struct Ready {
     env: HashMap<String, String>,
+    /// The agent's interface: the OVOC side of the WAN.
+    interface: String,
     inventory: PathBuf,
     devices: Vec<String>,
     agent_ip: String,
@@ -149,14 +153,14 @@ struct Ready {
 
 impl Demo {
     /// The demo proper, once the lab is started: whether the session completed every device.
-    fn steps(&mut self) -> Result<bool> {
+    fn steps(&mut self, fault: DemoFault) -> Result<bool> {
         let ready = self.wait_for_lab()?;
         self.start_agent(&ready)?;
         let _traffic = Traffic::start(ready.devices.clone());
         std::thread::sleep(Duration::from_millis(300));
         self.start_session(&ready)?;
         eprintln!("  agent and session started; waiting until every device captures on both sides");
-        self.alarms_until_summary(&ready.devices)
+        self.fault_until_summary(&ready.devices, fault)
     }
 
     /// The next line from a child (relayed by the caller), or an error once the wait is over:
@@ -176,16 +180,22 @@ impl Demo {
         Ok(())
     }
 
-    /// Step 1: the lab, on `subnet` with a system user of its own.
-    fn start_lab(&mut self, devices: u32, subnet: u8) -> Result<()> {
+    /// Step 1: the lab, on `subnet` with a system user of its own, behind a real router.
+    fn start_lab(&mut self, cfg: &DemoConfig, subnet: u8) -> Result<()> {
         let mut lab = tc(&HashMap::new())?;
-        lab.args([
-            "lab",
-            "up",
-            "--live-captures",
-            "--devices",
-            &devices.to_string(),
-        ]);
+        lab.args(["lab", "up", "--wan", "--devices", &cfg.devices.to_string()]);
+        if cfg.nat {
+            lab.arg("--nat");
+        }
+        if cfg.clock_offset_ns != 0 {
+            lab.arg(format!(
+                "--clock-offset={}s",
+                cfg.clock_offset_ns as f64 / 1e9
+            ));
+        }
+        if cfg.clock_drift_ppm != 0.0 {
+            lab.arg(format!("--clock-drift={}", cfg.clock_drift_ppm));
+        }
         lab.args([
             "--subnet",
             &subnet.to_string(),
@@ -222,15 +232,21 @@ impl Demo {
             crate::inventory::parse(&std::fs::read_to_string(&inventory).unwrap_or_default())
                 .map_err(Error::failed)?;
         eprintln!(
-            "  lab ready: {} devices, emulated OVOC, sshd, snmpd",
+            "  lab ready: {} devices behind a router (network namespaces, nftables), emulated \
+             OVOC polling them, sshd, snmpd",
             entries.len()
         );
+        let interface = env
+            .get("TC_LAB_OVOC_INTERFACE")
+            .cloned()
+            .ok_or_else(|| Error::failed("the lab's env names no TC_LAB_OVOC_INTERFACE"))?;
         let agent_dir = env
             .get("TC_LAB_AGENT_DIR")
             .map(PathBuf::from)
             .ok_or_else(|| Error::failed("the lab's env names no TC_LAB_AGENT_DIR"))?;
         Ok(Ready {
             env,
+            interface,
             inventory,
             agent_dir,
             agent_ip: entries[0].ovoc.clone().unwrap_or_default(),
@@ -245,7 +261,7 @@ impl Demo {
             "ovoc",
             "serve",
             "--interface",
-            "lo",
+            &ready.interface,
             "--allow",
             "127.0.0.0/8",
         ]);
@@ -283,6 +299,13 @@ impl Demo {
             "CaptureScript",
             "--resend",
             "1s",
+            // While the WAN drops, the CPE's REST API cannot be reached: try again soon.
+            "--timeout",
+            "3s",
+            "--retries",
+            "2",
+            "--fetch-retry-interval",
+            "2s",
             "--collect-ovoc",
             // The demo prints the summary itself, after the session (and its status line).
             "--progress",
@@ -291,11 +314,13 @@ impl Demo {
         self.spawn("session", session)
     }
 
-    /// Step 5: a Connection Lost for each device a few seconds after both sides capture, then
-    /// wait for the session's summary: whether it completed every device.
-    fn alarms_until_summary(&self, devices: &[String]) -> Result<bool> {
+    /// Step 5: three seconds after every device captures on both sides, the fault on every
+    /// device's path (with none, a Connection Lost for each, as OVOC would send); then wait for
+    /// the session's summary: whether it completed every device.
+    fn fault_until_summary(&self, devices: &[String], fault: DemoFault) -> Result<bool> {
         let mut capturing = 0usize;
-        let mut alarm_at: Option<Instant> = None;
+        let mut inject_at: Option<Instant> = None;
+        let mut injected = false;
         let mut last_alarm = Instant::now();
         loop {
             match self.next(self.deadline) {
@@ -305,10 +330,16 @@ impl Demo {
                         capturing += 1;
                         if capturing == devices.len() {
                             eprintln!(
-                                "  all {capturing} devices capturing; Connection Lost in 3 s"
+                                "  all {capturing} devices capturing; {} in 3 s",
+                                said(fault)
                             );
-                            alarm_at = Some(Instant::now() + Duration::from_secs(3));
+                            inject_at = Some(Instant::now() + Duration::from_secs(3));
                         }
+                    }
+                    if who == "lab" && l.contains("\"lab.connection\"") && l.contains("\"lost\"") {
+                        eprintln!(
+                            "  OVOC: polls unanswered, Connection Lost forwarded to the agent"
+                        );
                     }
                     if who == "session" && l.contains("\"session.summary\"") {
                         return Ok(l.contains(&format!("\"completed\":{}", devices.len())));
@@ -320,17 +351,52 @@ impl Demo {
                 }
                 Err(_) => {}
             }
-            // OVOC sends the alarm once; a lost datagram on loopback is unlikely, but resend
-            // every second to devices that have not moved on, as a patient operator would.
-            if alarm_at.is_some_and(|t| Instant::now() >= t)
-                && last_alarm.elapsed() >= Duration::from_secs(1)
-            {
+            if inject_at.is_none_or(|t| Instant::now() < t) {
+                continue;
+            }
+            if !injected {
+                injected = true;
+                self.inject(devices, fault)?;
+            }
+            // With no fault the demo is OVOC: the alarm, resent every second as a patient
+            // operator would, until the session moves on.
+            if fault == DemoFault::None && last_alarm.elapsed() >= Duration::from_secs(1) {
                 last_alarm = Instant::now();
                 for d in devices {
                     let _ = super::ovoc::send_alarm(&self.lab_dir, d, false);
                 }
             }
         }
+    }
+
+    /// The fault on every device, as `tc lab wan` makes it; a `lab.fault` line for each.
+    fn inject(&self, devices: &[String], fault: DemoFault) -> Result<()> {
+        let kind = match fault {
+            DemoFault::OvocToCpe => super::wan::Fault::ToDevice,
+            DemoFault::CpeToOvoc => super::wan::Fault::FromDevice,
+            DemoFault::CpeSilent => super::wan::Fault::Silent,
+            DemoFault::None => return Ok(()),
+        };
+        // A dropping WAN ends on its own, so the session can then stop and fetch the CPE's
+        // capture; a silent SNMP agent stays silent (REST still answers).
+        let duration = (kind != super::wan::Fault::Silent).then_some(FAULT_TIME);
+        let plan = super::wan::recorded(&self.lab_dir)
+            .map_err(Error::failed)?
+            .ok_or_else(|| Error::failed("the lab has no WAN"))?;
+        for d in devices {
+            let ip = d
+                .parse()
+                .map_err(|_| Error::failed(format!("device {d:?} is not an address")))?;
+            let step = plan.fault(ip, kind, duration).map_err(Error::failed)?;
+            super::wan::run_step(&step).map_err(Error::failed)?;
+            crate::emit::emit(&crate::event::Event::LabFault {
+                device: d.clone(),
+                fault: kind.name().into(),
+                seconds: duration.map(|t| t.as_secs_f64()),
+            });
+        }
+        eprintln!("  {}", injected(fault));
+        Ok(())
     }
 
     /// Stops in reverse order (session, if not gone already; agent; lab), then relays what
@@ -343,6 +409,33 @@ impl Demo {
         while let Ok((_, l)) = self.rx.try_recv() {
             crate::emit::relay(&l);
         }
+    }
+}
+
+/// How long a demo's WAN drops: past OVOC's notice (three missed polls) and into the probes.
+const FAULT_TIME: Duration = Duration::from_secs(8);
+
+fn said(fault: DemoFault) -> &'static str {
+    match fault {
+        DemoFault::OvocToCpe => "the router drops OVOC's traffic to the devices",
+        DemoFault::CpeToOvoc => "the router drops the devices' traffic to OVOC",
+        DemoFault::CpeSilent => "the devices' SNMP agents go silent",
+        DemoFault::None => "no fault; Connection Lost",
+    }
+}
+
+fn injected(fault: DemoFault) -> String {
+    match fault {
+        DemoFault::CpeSilent => {
+            "fault injected: SNMP requests reach the devices and go unanswered; waiting for \
+             OVOC to notice"
+                .into()
+        }
+        DemoFault::None => String::new(),
+        _ => format!(
+            "fault injected for {} s at the router; waiting for OVOC to notice",
+            FAULT_TIME.as_secs()
+        ),
     }
 }
 
@@ -395,7 +488,14 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
             .ok()?;
         // Released when the file is closed.
         let locked = crate::sys::try_lock(&f);
-        (locked && free(s, 253, 20001) && free(s, 1, 161)).then_some((s, f))
+        let wan = super::wan::Plan {
+            subnet: s,
+            nat: false,
+            devices: 0,
+        };
+        let no_wan = !super::wan::netns_path(&wan.router_ns()).exists()
+            && !Path::new("/sys/class/net").join(wan.host_if()).exists();
+        (locked && no_wan && free(s, 253, 20001) && free(s, 1, 161)).then_some((s, f))
     })
 }
 

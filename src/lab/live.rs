@@ -14,6 +14,18 @@ pub struct Live {
     /// The file each device serves (inside its SFTP chroot).
     files: HashMap<IpAddr, PathBuf>,
     running: Mutex<HashMap<IpAddr, Child>>,
+    at: Where,
+}
+
+/// Where the devices' traffic passes, and the devices' clock.
+#[derive(Debug, Clone, Default)]
+pub struct Where {
+    /// The WAN lab's devices' namespace; `None`: this one.
+    pub netns: Option<String>,
+    /// `lo` unless set.
+    pub interface: Option<String>,
+    /// (device clock minus host clock in ns, drift ppm, host time in ns the offset holds at).
+    pub clock: Option<(i64, f64, i64)>,
 }
 
 fn part(file: &std::path::Path) -> PathBuf {
@@ -21,10 +33,11 @@ fn part(file: &std::path::Path) -> PathBuf {
 }
 
 impl Live {
-    pub fn new(files: HashMap<IpAddr, PathBuf>) -> Live {
+    pub fn new(files: HashMap<IpAddr, PathBuf>, at: Where) -> Live {
         Live {
             files,
             running: Mutex::new(HashMap::new()),
+            at,
         }
     }
 
@@ -41,25 +54,28 @@ impl Live {
         let Some(file) = self.files.get(&ip) else {
             return;
         };
-        let child = Command::new(
-            crate::ovoc::tcpdump::find_program(None).unwrap_or_else(|_| "tcpdump".into()),
-        )
-        .args([
-            "-i",
-            "lo",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(part(file))
-        .args(["host", &ip.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+        let tcpdump = crate::ovoc::tcpdump::find_program(None).unwrap_or_else(|_| "tcpdump".into());
+        let mut cmd = match &self.at.netns {
+            Some(ns) => super::wan::command_in(ns, tcpdump),
+            None => Command::new(tcpdump),
+        };
+        let child = cmd
+            .args([
+                "-i",
+                self.at.interface.as_deref().unwrap_or("lo"),
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-w",
+            ])
+            .arg(part(file))
+            .args(["host", &ip.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         match child {
             Ok(c) => {
                 let old = self
@@ -96,6 +112,11 @@ impl Live {
             std::thread::sleep(Duration::from_millis(10));
         }
         if let Some(file) = self.files.get(&ip) {
+            if let Some(clock) = self.at.clock {
+                if let Err(e) = device_clock(&part(file), clock) {
+                    log::warn!("lab: live capture for {ip}: device clock: {e}");
+                }
+            }
             // rename replaces the served file at once: a fetch sees the old or the new, whole.
             if let Err(e) = std::fs::rename(part(file), file) {
                 log::warn!("lab: live capture for {ip}: {e}");
@@ -115,4 +136,11 @@ impl Live {
             self.stop(ip);
         }
     }
+}
+
+/// The capture's timestamps in the device's clock instead of the host's.
+fn device_clock(file: &std::path::Path, (offset, ppm, at): (i64, f64, i64)) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let shifted = super::pcap::shift_clock(&bytes, offset, ppm, at)?;
+    std::fs::write(file, shifted).map_err(|e| format!("writing {}: {e}", file.display()))
 }

@@ -19,17 +19,19 @@ pub mod live;
 pub mod ovoc;
 pub mod pcap;
 pub mod pki;
+pub mod poll;
 pub mod snmpd;
 pub mod sshd;
 pub mod traffic;
 pub mod up;
+pub mod wan;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{LabCleanupArgs, LabCommand};
+use crate::cli::{LabCleanupArgs, LabCommand, LabWanArgs, WanDrop};
 use crate::error::{Error, ExitCode, Result};
 
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
@@ -58,8 +60,55 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
             write_private(&path, &text)?;
             Ok(ExitCode::Ok)
         }
+        LabCommand::Wan(a) => wan_fault(&a),
         LabCommand::Cleanup(a) => cleanup(a),
     }
+}
+
+/// `tc lab wan`: a fault on (or the end of every fault on) one device of a running WAN lab.
+fn wan_fault(a: &LabWanArgs) -> Result<ExitCode> {
+    let plan = wan::recorded(&a.dir)
+        .map_err(Error::failed)?
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{} is not the directory of a `tc lab up --wan` (it has no {} file)",
+                a.dir.display(),
+                wan::STATE_FILE
+            ))
+        })?;
+    let device: Ipv4Addr = a
+        .device
+        .parse()
+        .map_err(|_| Error::usage(format!("invalid device address {:?}", a.device)))?;
+    if !wan::netns_path(&plan.router_ns()).exists() {
+        return Err(Error::failed(format!(
+            "the lab's router ({}) is gone: is its `tc lab up` still running?",
+            plan.router_ns()
+        )));
+    }
+    let (steps, name) = if a.restore {
+        (plan.restore(device).map_err(Error::usage)?, "restored")
+    } else {
+        let fault = match (a.silent, a.drop) {
+            (true, _) => wan::Fault::Silent,
+            (false, Some(WanDrop::ToDevice)) => wan::Fault::ToDevice,
+            (false, Some(WanDrop::FromDevice)) => wan::Fault::FromDevice,
+            (false, Some(WanDrop::Both) | None) => wan::Fault::Both,
+        };
+        let step = plan
+            .fault(device, fault, a.duration)
+            .map_err(Error::usage)?;
+        (vec![step], fault.name())
+    };
+    for s in &steps {
+        wan::run_step(s).map_err(Error::failed)?;
+    }
+    crate::emit::emit(&crate::event::Event::LabFault {
+        device: device.to_string(),
+        fault: name.into(),
+        seconds: a.duration.filter(|_| !a.restore).map(|d| d.as_secs_f64()),
+    });
+    Ok(ExitCode::Ok)
 }
 
 /// Device `i` of a lab: `127.0.<subnet + i/250>.<1 + i%250>`, MSBR and gateway/SBC alternating.
@@ -113,6 +162,13 @@ fn cleanup(a: LabCleanupArgs) -> Result<ExitCode> {
         Err(e) => return Err(Error::failed(e)),
     }
     if let Some(d) = a.dir {
+        sshd::stop_leftover(&d);
+        sshd::stop_leftover(&d.join("wan-sshd"));
+        match wan::cleanup(&d) {
+            Ok(true) => eprintln!("tc: removed the lab's WAN (namespaces, links, rules)"),
+            Ok(false) => {}
+            Err(e) => return Err(Error::failed(e)),
+        }
         remove_chroots(&d)?;
         std::fs::remove_dir_all(&d)
             .map_err(|e| Error::failed(format!("removing {}: {e}", d.display())))?;

@@ -381,6 +381,35 @@ fn parse_records(bytes: &[u8]) -> Result<(GlobalHeader, Vec<Record<'_>>), String
     Ok((header, records))
 }
 
+/// A device clock for a capture the host made: every record's time `t` (host clock) becomes
+/// `t + offset_ns + (t - ref_ns) * drift_ppm / 10^6`, as a CPE whose clock is off by
+/// `offset_ns` at `ref_ns` and runs `drift_ppm` fast would have stamped it.
+pub fn shift_clock(
+    bytes: &[u8],
+    offset_ns: i64,
+    drift_ppm: f64,
+    ref_ns: i64,
+) -> Result<Vec<u8>, String> {
+    let (header, records) = parse_records(bytes)?;
+    let l = header.layout;
+    let unit: i64 = if l.nanos { 1 } else { 1000 };
+    let mut out = bytes.to_vec();
+    for r in &records {
+        let t = i64::from(l.u32_at(bytes, r.start)) * 1_000_000_000
+            + i64::from(l.u32_at(bytes, r.start + 4)) * unit;
+        let drift = ((t - ref_ns) as f64 * drift_ppm / 1e6) as i64;
+        let shifted = t + offset_ns + drift;
+        let secs = u32::try_from(shifted.div_euclid(1_000_000_000))
+            .map_err(|_| format!("a shifted time is outside pcap's range: {shifted} ns"))?;
+        let frac = (shifted.rem_euclid(1_000_000_000) / unit) as u32;
+        let mut head = Vec::with_capacity(8);
+        l.put_u32(&mut head, secs);
+        l.put_u32(&mut head, frac);
+        out[r.start..r.start + 8].copy_from_slice(&head);
+    }
+    Ok(out)
+}
+
 /// The timestamp of the last complete record, walking headers only (no per-packet work).
 fn last_timestamp(bytes: &[u8], header: &GlobalHeader) -> Option<u64> {
     let l = header.layout;
@@ -840,5 +869,52 @@ mod tests {
                 .unwrap();
             assert_eq!(n, count, "{stdout}");
         }
+    }
+
+    #[test]
+    fn a_device_clock_moves_every_record() {
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        let file = synthetic(src, dst, 3, 1_000_000_000_000);
+        let before = parse(&file).unwrap();
+        let t0: Vec<i64> = before.packets.iter().map(|p| p.ts_micros as i64).collect();
+        let ref_ns = t0[0] * 1000;
+        // (offset, drift ppm, the shift in µs of a record 10.001 s after ref_ns, floored to µs)
+        for (offset, ppm, later) in [
+            (3_500_000_000i64, 0.0, 3_500_000i64),
+            (-250_000_000, 0.0, -250_000),
+            (0, 100.0, 1_000),
+            (1_000_000_000, -50.0, 999_499),
+        ] {
+            let mut f = file.clone();
+            // A record 10 s later than the first, to see the drift.
+            let l = parse_global_header(&f).unwrap().layout;
+            let at = GLOBAL_HEADER_LEN + RECORD_HEADER_LEN + before.packets[0].data.len();
+            let secs = l.u32_at(&f, at) + 10;
+            let mut head = Vec::new();
+            l.put_u32(&mut head, secs);
+            f[at..at + 4].copy_from_slice(&head);
+            let out = shift_clock(&f, offset, ppm, ref_ns).unwrap();
+            let got: Vec<i64> = parse(&out)
+                .unwrap()
+                .packets
+                .iter()
+                .map(|p| p.ts_micros as i64)
+                .collect();
+            assert_eq!(got[0] - t0[0], offset / 1000, "{offset} {ppm}");
+            assert_eq!(got[1] - (t0[1] + 10_000_000), later, "{offset} {ppm}");
+            assert_eq!(out.len(), f.len());
+            let data = |b: &[u8]| -> Vec<Vec<u8>> {
+                parse(b)
+                    .unwrap()
+                    .packets
+                    .iter()
+                    .map(|p| p.data.to_vec())
+                    .collect()
+            };
+            assert_eq!(data(&out), data(&f), "only the times change");
+        }
+        assert!(shift_clock(&file, -2_000_000_000_000_000_000, 0.0, 0).is_err());
+        assert!(shift_clock(b"junk", 0, 0.0, 0).is_err());
     }
 }

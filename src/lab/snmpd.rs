@@ -96,20 +96,24 @@ impl Daemon {
     }
 }
 
-fn bound(addr: Ipv4Addr, port: u16) -> bool {
+/// Whether process `pid` has bound `addr:port`: its own `/proc/<pid>/net/udp` is its network
+/// namespace's table, which for a WAN lab's device is not this process's.
+fn bound(pid: u32, addr: Ipv4Addr, port: u16) -> bool {
     let o = addr.octets();
     // /proc/net/udp shows the address as a little-endian hex word, then the port.
     let needle = format!(
         "{:02X}{:02X}{:02X}{:02X}:{:04X}",
         o[3], o[2], o[1], o[0], port
     );
-    std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&needle))
+    std::fs::read_to_string(format!("/proc/{pid}/net/udp")).is_ok_and(|t| t.contains(&needle))
 }
 
 /// Every device's snmpd.
 pub struct Agents {
     dir: PathBuf,
     port: u16,
+    /// The WAN lab's devices' namespace, where the daemons run.
+    netns: Option<String>,
     daemons: Mutex<HashMap<Ipv4Addr, Daemon>>,
 }
 
@@ -120,10 +124,12 @@ impl Agents {
         addrs: &[Ipv4Addr],
         port: u16,
         users: &[SnmpUser],
+        netns: Option<String>,
     ) -> Result<Agents, String> {
         let agents = Agents {
             dir: dir.join("snmp"),
             port,
+            netns,
             daemons: Mutex::new(HashMap::new()),
         };
         // Spawned together, waited for together: one daemon binds in milliseconds.
@@ -182,7 +188,11 @@ impl Agents {
             .map_err(|e| format!("writing {}: {e}", conf.display()))?;
         f.write_all(render_config(addr, self.port, users, &persist).as_bytes())
             .map_err(|e| format!("writing {}: {e}", conf.display()))?;
-        let child = Command::new(SNMPD)
+        let mut cmd = match &self.netns {
+            Some(ns) => super::wan::command_in(ns, SNMPD),
+            None => Command::new(SNMPD),
+        };
+        let child = cmd
             .args(["-f", "-C", "-Lf"])
             .arg(own.join("snmpd.log"))
             .arg("-c")
@@ -204,7 +214,7 @@ impl Agents {
     fn wait_bound(&self, addr: Ipv4Addr, d: &mut Daemon) -> Result<(), String> {
         let log = self.dir.join(addr.to_string()).join("snmpd.log");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !bound(addr, self.port) {
+        while !bound(d.child.id(), addr, self.port) {
             if let Ok(Some(st)) = d.child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let last: Vec<&str> = text.lines().rev().take(3).collect();

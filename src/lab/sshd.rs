@@ -56,6 +56,10 @@ pub struct SshdSpec {
     pub addrs: Vec<String>,
     /// The emulated OVOC server's SFTP address: key login only, into `<chroot_root>/<addr>`.
     pub ovoc_addr: Option<String>,
+    /// The network namespace sshd runs in (the WAN lab's devices' side), if not this one.
+    pub netns: Option<String>,
+    /// The one client address logins may come from; default any loopback address.
+    pub client: Option<std::net::Ipv4Addr>,
 }
 
 /// The sshd_config for `spec`. Pure; `start` validates the spec first, so every path and
@@ -78,8 +82,10 @@ pub fn render_config(spec: &SshdSpec) -> String {
          AuthorizedKeysFile none\n\
          PermitRootLogin no\n",
     );
-    // The host part matches the client address (UseDNS is off): loopback clients only.
-    c.push_str(&format!("AllowUsers {}@127.*\n", spec.user));
+    // The host part matches the client address (UseDNS is off): loopback clients only, or the
+    // WAN lab's OVOC side.
+    let client = spec.client.map_or("127.*".to_string(), |a| a.to_string());
+    c.push_str(&format!("AllowUsers {}@{client}\n", spec.user));
     c.push_str(
         "AllowTcpForwarding no\n\
          AllowAgentForwarding no\n\
@@ -427,6 +433,39 @@ pub fn generate_host_key(dir: &Path) -> Result<String, String> {
 
 /// known_hosts lines for every lab address: `[addr]:port key`, or plain `addr key` on port 22
 /// (OpenSSH's own spelling, so clients match either way).
+/// The sshd a killed lab left running from `dir` (its pid file, and only if that process runs
+/// sshd with `dir`'s config: a reused PID is left alone).
+pub fn stop_leftover(dir: &Path) {
+    let Some(pid) = fs::read_to_string(dir.join("sshd.pid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let config = dir.join("sshd_config");
+    let ours = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        c.split(|b| *b == 0)
+            .any(|arg| arg == config.as_os_str().as_encoded_bytes())
+    });
+    if ours {
+        let _ = crate::sys::terminate(pid);
+        eprintln!("tc: stopped the lab's sshd (pid {pid})");
+    }
+}
+
+/// `from`'s host key pair into `to` (mode 0600 for the private half), so a second daemon shows
+/// clients the key their known_hosts already holds.
+pub fn copy_host_key(from: &Path, to: &Path) -> Result<(), String> {
+    generate_host_key(from)?;
+    for name in [HOST_KEY.to_string(), format!("{HOST_KEY}.pub")] {
+        let (src, dst) = (from.join(&name), to.join(&name));
+        fs::copy(&src, &dst)
+            .map_err(|e| format!("copy {} to {}: {e}", src.display(), dst.display()))?;
+    }
+    fs::set_permissions(to.join(HOST_KEY), fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", to.join(HOST_KEY).display()))
+}
+
 pub fn known_hosts(addrs: &[String], port: u16, pubkey: &str) -> String {
     let key = pubkey.trim();
     let mut out = String::new();
@@ -492,7 +531,7 @@ pub fn start(spec: &SshdSpec) -> Result<Sshd, String> {
     let host_key = generate_host_key(&spec.dir)?;
     let config = write_config(spec)?;
     let log_path = spec.dir.join("sshd.log");
-    let child = spawn_daemon(&config, &log_path)?;
+    let child = spawn_daemon(&config, &log_path, spec.netns.as_deref())?;
     let pid = child.id();
     let mut sshd = Sshd {
         child: Some(child),
@@ -546,13 +585,16 @@ fn write_config(spec: &SshdSpec) -> Result<PathBuf, String> {
 }
 
 /// `sshd -D -e -f <config>`, its stdout and stderr in `log_path`.
-fn spawn_daemon(config: &Path, log_path: &Path) -> Result<Child, String> {
+fn spawn_daemon(config: &Path, log_path: &Path, netns: Option<&str>) -> Result<Child, String> {
     let log =
         fs::File::create(log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
     let log2 = log
         .try_clone()
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut cmd = Command::new(SSHD);
+    let mut cmd = match netns {
+        Some(ns) => super::wan::command_in(ns, SSHD),
+        None => Command::new(SSHD),
+    };
     cmd.arg("-D").arg("-e").arg("-f").arg(config);
     scrub_env(&mut cmd);
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
@@ -585,7 +627,11 @@ impl Sshd {
             let said = fs::read_to_string(log_path)
                 .map(|l| l.contains(&listening))
                 .unwrap_or(false);
-            if said && TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+            // In another namespace the address may not be reachable from here (behind NAT):
+            // sshd's own line, with the process alive, is the sign there.
+            let accepts = spec.netns.is_some()
+                || TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok();
+            if said && accepts {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -707,7 +753,11 @@ fn scrub_env(cmd: &mut Command) {
 
 /// Run an account or key tool; on failure the error names it and carries its stderr. `stdin`
 /// is `(text, secret_in_it)`: the secret is blanked from any output quoted in the error.
-fn run_tool(mut cmd: Command, stdin: Option<(&str, &str)>, what: &str) -> Result<(), String> {
+pub(super) fn run_tool(
+    mut cmd: Command,
+    stdin: Option<(&str, &str)>,
+    what: &str,
+) -> Result<(), String> {
     scrub_env(&mut cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -746,7 +796,7 @@ fn run_tool(mut cmd: Command, stdin: Option<(&str, &str)>, what: &str) -> Result
     Err(format!("{what} failed ({}): {msg}", out.status))
 }
 
-fn output_of(mut cmd: Command, what: &str) -> Result<Vec<u8>, String> {
+pub(super) fn output_of(mut cmd: Command, what: &str) -> Result<Vec<u8>, String> {
     scrub_env(&mut cmd);
     let out = cmd
         .stdin(Stdio::null())
@@ -802,6 +852,8 @@ mod tests {
             chroot_root: PathBuf::from(root),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             ovoc_addr: None,
+            netns: None,
+            client: None,
         }
     }
 
@@ -1186,6 +1238,8 @@ mod tests {
             chroot_root: dir.join("root"),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             ovoc_addr: Some("127.0.9.253".into()),
+            netns: None,
+            client: None,
         };
         let mut files = HashMap::new();
         for (i, a) in addrs.iter().enumerate() {

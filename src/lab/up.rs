@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::config::{SftpConfig, UpConfig};
-use super::{cutproxy, device, http, live, ovoc, pki, snmpd, sshd, traffic};
+use super::{cutproxy, device, http, live, ovoc, pki, poll, snmpd, sshd, traffic, wan};
 use super::{is_root, lab_kind, which, write_private, DOWN_FILE};
 use crate::cli::DeviceType;
 use crate::emit::emit;
@@ -32,6 +32,11 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
     crate::sys::raise_fd_limit();
     let dir = make_dir(&cfg.dir)?;
     let interrupted = crate::sys::install_signals()?;
+    // First made, last removed (dropped at the end, after everything that runs inside it).
+    let wan = match &cfg.wan {
+        Some(w) => Some(wan::Wan::create(&dir, w.plan).map_err(Error::failed)?),
+        None => None,
+    };
     let certs = issue_certificates(&dir, cfg)?;
     let files = capture_files(&dir, cfg)?;
     let secrets = Secrets::new(&cfg.user);
@@ -39,10 +44,19 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         Some(s) => Some(SftpSide::start(&dir, cfg, s, &files, &secrets.auth)?),
         None => None,
     };
-    let snmp = snmp_agents(&dir, &cfg.addrs, &secrets.probe_user)?;
-    let (listeners, rest_port) = bind_all(&rest_addrs(cfg), cfg.rest_port)?;
+    let own: Vec<Ipv4Addr> = cfg.addrs.iter().map(|a| cfg.own(*a)).collect();
+    let netns = cfg.wan.as_ref().map(|w| w.plan.device_ns());
+    let snmp = snmp_agents(&dir, &own, &secrets.probe_user, netns)?;
+    let (listeners, rest_port) = match &wan {
+        Some(w) => bind_wan(w, cfg)?,
+        None => bind_all(&rest_addrs(cfg), cfg.rest_port)?,
+    };
     let lab = Arc::new(Lab::new(&dir, cfg, sftp.as_ref(), snmp, &secrets)?);
     let server = serve_rest(listeners, certs.tls, Arc::clone(&lab))?;
+    let poller = match &cfg.wan {
+        Some(w) => Some(start_polling(&dir, cfg, w)?),
+        None => None,
+    };
     let inventory = write_inventory(&dir, cfg, rest_port, sftp.as_ref().map(|s| s.port))?;
     let env = write_env(
         &dir,
@@ -68,6 +82,9 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         pid: std::process::id(),
     });
     wait_for_signal(&interrupted);
+    if let Some(p) = poller {
+        p.stop();
+    }
     server.shutdown();
     if let Some(l) = &lab.live {
         l.shutdown();
@@ -82,7 +99,55 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         requests: lab.requests.load(Ordering::Relaxed),
         signal: Some("SIGINT/SIGTERM".into()),
     });
+    drop(wan);
     Ok(ExitCode::Ok)
+}
+
+/// The emulated OVOC's SNMP polls from the OVOC side's address: Connection Lost after the
+/// configured misses, forwarded by the rule an agent registered, as OVOC does; Connection
+/// established when a device answers again.
+fn start_polling(
+    dir: &Path,
+    cfg: &UpConfig,
+    w: &super::config::WanConfig,
+) -> Result<poll::Running> {
+    let dir = dir.to_path_buf();
+    let on_change = move |c: &poll::Change| {
+        let (device, state, missed, clear) = match c {
+            poll::Change::Lost { device, missed } => (*device, "lost", Some(*missed), false),
+            poll::Change::Established { device } => (*device, "established", None, true),
+        };
+        let forwarded = ovoc::send_alarm(&dir, &device.to_string(), clear);
+        emit(&Event::LabConnection {
+            device: device.to_string(),
+            state: state.into(),
+            missed,
+            forwarded_to: forwarded.as_ref().ok().map(|a| a.to_string()),
+            error: forwarded.err(),
+        });
+    };
+    poll::start(
+        w.plan.host_addr(),
+        cfg.addrs.clone(),
+        w.poll.clone(),
+        Box::new(on_change),
+    )
+    .map_err(|e| Error::failed(format!("the emulated OVOC's SNMP poller: {e}")))
+}
+
+/// REST for a WAN lab: the OVOC's address here, the devices' own addresses inside their
+/// namespace, all on one port (a fresh namespace has every port free).
+fn bind_wan(w: &wan::Wan, cfg: &UpConfig) -> Result<(Vec<TcpListener>, u16)> {
+    let (mut all, port) = bind_all(&[cfg.ovoc_ip], cfg.rest_port)?;
+    let own: Vec<Ipv4Addr> = cfg.addrs.iter().map(|a| cfg.own(*a)).collect();
+    let devices = crate::sys::in_net_namespace(&w.device_ns_path(), || {
+        own.iter()
+            .map(|a| TcpListener::bind((*a, port)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .map_err(|e| Error::failed(format!("binding the devices' REST port {port}: {e}")))?;
+    all.extend(devices);
+    Ok((all, port))
 }
 
 /// Creates the lab directory and returns it absolute, as the files written there name it.
@@ -118,7 +183,8 @@ fn issue_certificates(dir: &Path, cfg: &UpConfig) -> Result<Certificates> {
             .leaf(IpAddr::V4(*addr), &format!("tc-lab-device-{i}"))
             .map_err(Error::failed)?;
         pins.push_str(&format!("{addr} {}\n", leaf.pin));
-        tls.insert(IpAddr::V4(*addr), leaf.config);
+        // Served where the device listens: its own address (another one behind NAT).
+        tls.insert(IpAddr::V4(cfg.own(*addr)), leaf.config);
     }
     let ovoc_leaf = ca
         .leaf(IpAddr::V4(cfg.ovoc_ip), "tc-lab-ovoc")
@@ -131,7 +197,14 @@ fn issue_certificates(dir: &Path, cfg: &UpConfig) -> Result<Certificates> {
 
 /// Each device's capture file: real traffic when root, generated otherwise; padded on request.
 fn capture_files(dir: &Path, cfg: &UpConfig) -> Result<HashMap<Ipv4Addr, Vec<u8>>> {
-    let mut files = if is_root() && which(traffic::TCPDUMP) {
+    let mut files = if let Some(w) = &cfg.wan {
+        // Replaced by the live capture when a capture stops; until then, a few packets.
+        let host = w.plan.host_addr();
+        cfg.addrs
+            .iter()
+            .map(|a| (*a, super::pcap::synthetic(host, cfg.own(*a), 8, 0)))
+            .collect()
+    } else if is_root() && which(traffic::TCPDUMP) {
         traffic::capture_real(&cfg.addrs, dir).map_err(Error::failed)?
     } else {
         log::warn!("not root or no tcpdump: the lab's capture files hold generated packets");
@@ -192,6 +265,8 @@ struct SftpSide {
     /// `<sftp root>/lab-<port>`: one chroot per device and the OVOC's, removed on stop.
     chroot_root: PathBuf,
     sshd: sshd::Sshd,
+    /// A WAN lab's second sshd, on the devices' side (`sshd` then serves the OVOC only).
+    device_sshd: Option<sshd::Sshd>,
     proxy: Option<cutproxy::CutProxy>,
     /// Whether this lab created its system user (and so removes it on stop).
     created_user: bool,
@@ -234,12 +309,15 @@ impl SftpSide {
             port: sshd_port,
             user: cfg.user.clone(),
             chroot_root: s.root.join(format!("lab-{port}")),
-            addrs: cfg.addrs.iter().map(|a| a.to_string()).collect(),
+            // sshd tells the devices apart by the address a login reached: their own.
+            addrs: cfg.addrs.iter().map(|a| cfg.own(*a).to_string()).collect(),
             ovoc_addr: Some(cfg.agent_ip.to_string()),
+            netns: None,
+            client: None,
         };
         let by_name: HashMap<String, Vec<u8>> = files
             .iter()
-            .map(|(a, f)| (a.to_string(), f.clone()))
+            .map(|(a, f)| (cfg.own(*a).to_string(), f.clone()))
             .collect();
         // Written first, so a cleanup after a crash anywhere below finds the chroots.
         write_private(
@@ -249,17 +327,34 @@ impl SftpSide {
         sshd::prepare_chroots(&spec, &by_name)
             .map_err(|e| Error::failed(format!("preparing {}: {e}", spec.chroot_root.display())))?;
         let created_user = login_user(&cfg.user, &auth.admin_password)?;
-        let ovoc = OvocLogin::prepare(dir, &spec, sshd_port)?;
-        write_known_hosts(dir, &spec, port, sshd_port)?;
-        let sshd = sshd::start(&spec).map_err(Error::failed)?;
-        let proxy = match s.cut_after {
-            Some(cut) => Some(cut_proxy(&cfg.addrs, port, sshd_port, cut)?),
-            None => None,
+        let started = (|| {
+            let ovoc = OvocLogin::prepare(dir, &spec, sshd_port)?;
+            write_known_hosts(dir, &spec, &cfg.addrs, port, sshd_port)?;
+            let (sshd, device_sshd) = match &cfg.wan {
+                Some(w) => start_wan_sshds(dir, &spec, w)?,
+                None => (sshd::start(&spec).map_err(Error::failed)?, None),
+            };
+            let proxy = match s.cut_after {
+                Some(cut) => Some(cut_proxy(&cfg.addrs, port, sshd_port, cut)?),
+                None => None,
+            };
+            Ok((ovoc, sshd, device_sshd, proxy))
+        })();
+        // A start that failed half-way leaves no system user behind.
+        let (ovoc, sshd, device_sshd, proxy) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                if created_user {
+                    let _ = sshd::remove_user(&cfg.user);
+                }
+                return Err(e);
+            }
         };
         Ok(SftpSide {
             port,
             chroot_root: spec.chroot_root,
             sshd,
+            device_sshd,
             proxy,
             created_user,
             live_captures: s.live_captures,
@@ -272,6 +367,9 @@ impl SftpSide {
             p.shutdown();
         }
         self.sshd.stop();
+        if let Some(d) = self.device_sshd {
+            d.stop();
+        }
         if self.created_user {
             // userdel also drops the user from every group it joined.
             if let Err(e) = sshd::remove_user(user) {
@@ -291,7 +389,7 @@ impl SftpSide {
         let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
     }
 
-    /// Where device `ip`'s capture file lives, for the live captures to replace.
+    /// Where device `ip` (its own address)'s capture file lives, for the live captures.
     fn capture_file(&self, ip: Ipv4Addr) -> PathBuf {
         self.chroot_root
             .join(ip.to_string())
@@ -322,10 +420,54 @@ impl OvocLogin {
     }
 }
 
-/// `known_hosts` for the devices (at the port clients use) and the OVOC address (at sshd's).
-fn write_known_hosts(dir: &Path, spec: &sshd::SshdSpec, port: u16, sshd_port: u16) -> Result<()> {
+/// A WAN lab's two sshds on one port and one host key: the OVOC's here, the devices' inside
+/// their namespace, taking logins from the OVOC side's address only.
+fn start_wan_sshds(
+    dir: &Path,
+    spec: &sshd::SshdSpec,
+    w: &super::config::WanConfig,
+) -> Result<(sshd::Sshd, Option<sshd::Sshd>)> {
+    let own_dir = dir.join("wan-sshd");
+    std::fs::create_dir_all(&own_dir)
+        .map_err(|e| Error::failed(format!("creating {}: {e}", own_dir.display())))?;
+    sshd::copy_host_key(dir, &own_dir).map_err(Error::failed)?;
+    let devices = sshd::SshdSpec {
+        dir: own_dir,
+        port: spec.port,
+        user: spec.user.clone(),
+        chroot_root: spec.chroot_root.clone(),
+        addrs: spec.addrs.clone(),
+        ovoc_addr: None,
+        netns: Some(w.plan.device_ns()),
+        client: Some(w.plan.host_addr()),
+    };
+    let ovoc = sshd::SshdSpec {
+        dir: spec.dir.clone(),
+        port: spec.port,
+        user: spec.user.clone(),
+        chroot_root: spec.chroot_root.clone(),
+        addrs: Vec::new(),
+        ovoc_addr: spec.ovoc_addr.clone(),
+        netns: None,
+        client: None,
+    };
+    let device_sshd = sshd::start(&devices).map_err(Error::failed)?;
+    let sshd = sshd::start(&ovoc).map_err(Error::failed)?;
+    Ok((sshd, Some(device_sshd)))
+}
+
+/// `known_hosts` for the devices (at the addresses and port clients use) and the OVOC address
+/// (at sshd's).
+fn write_known_hosts(
+    dir: &Path,
+    spec: &sshd::SshdSpec,
+    public: &[Ipv4Addr],
+    port: u16,
+    sshd_port: u16,
+) -> Result<()> {
     let pubkey = sshd::generate_host_key(dir).map_err(Error::failed)?;
-    let mut text = sshd::known_hosts(&spec.addrs, port, &pubkey);
+    let public: Vec<String> = public.iter().map(|a| a.to_string()).collect();
+    let mut text = sshd::known_hosts(&public, port, &pubkey);
     let ovoc: Vec<String> = spec.ovoc_addr.iter().cloned().collect();
     text.push_str(&sshd::known_hosts(&ovoc, sshd_port, &pubkey));
     std::fs::write(dir.join("known_hosts"), text)
@@ -371,6 +513,7 @@ fn snmp_agents(
     dir: &Path,
     addrs: &[Ipv4Addr],
     probe_user: &device::SnmpUser,
+    netns: Option<String>,
 ) -> Result<Option<snmpd::Agents>> {
     if !(is_root() && Path::new(snmpd::SNMPD).exists()) {
         crate::logging::warn_user(
@@ -386,7 +529,7 @@ fn snmp_agents(
     let first: Vec<Ipv4Addr> = addrs.iter().take(SNMP_MAX).copied().collect();
     let users = std::slice::from_ref(probe_user);
     Ok(Some(
-        snmpd::Agents::start(dir, &first, 161, users).map_err(Error::failed)?,
+        snmpd::Agents::start(dir, &first, 161, users, netns).map_err(Error::failed)?,
     ))
 }
 
@@ -537,6 +680,10 @@ fn write_env(
         export("TC_OVOC_DIR", &format!("/{}", sshd::OVOC_CAPTURE_DIR));
         export("TC_LAB_AGENT_DIR", &s.ovoc.agent_dir.display().to_string());
     }
+    if let Some(w) = &cfg.wan {
+        // The agent's --interface: the OVOC side of the WAN.
+        export("TC_LAB_OVOC_INTERFACE", &w.plan.host_if());
+    }
     write_private(&env_path, &env)?;
     Ok(env_path)
 }
@@ -581,12 +728,15 @@ impl Lab {
             dir.join(ovoc::RULES_FILE),
         );
         let _ = std::fs::remove_file(dir.join(DOWN_FILE));
+        let at = live_where(cfg);
         let live = sftp.filter(|s| s.live_captures).map(|s| {
             live::Live::new(
                 cfg.addrs
                     .iter()
-                    .map(|ad| (IpAddr::V4(*ad), s.capture_file(*ad)))
+                    .map(|ad| cfg.own(*ad))
+                    .map(|own| (IpAddr::V4(own), s.capture_file(own)))
                     .collect(),
+                at,
             )
         });
         let devices = cfg
@@ -595,14 +745,15 @@ impl Lab {
             .enumerate()
             .map(|(i, ad)| {
                 let serial = format!("TCLAB{:06}", i + 1);
+                let own = cfg.own(*ad);
                 let state = device::DeviceState::new(
-                    &ad.to_string(),
+                    &own.to_string(),
                     lab_kind(i as u32),
                     &serial,
                     cfg.busy_first,
                 )
                 .with_snmp_users(vec![secrets.probe_user.clone()]);
-                (IpAddr::V4(*ad), Mutex::new(state))
+                (IpAddr::V4(own), Mutex::new(state))
             })
             .collect();
         Ok(Lab {
@@ -657,6 +808,26 @@ impl Lab {
             }
         }
         resp
+    }
+}
+
+/// Where the live captures record: the devices' side of a WAN, in the devices' clock.
+fn live_where(cfg: &UpConfig) -> live::Where {
+    let Some(w) = &cfg.wan else {
+        return live::Where::default();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let clock = (w.clock_offset_ns != 0 || w.clock_drift_ppm != 0.0).then_some((
+        w.clock_offset_ns,
+        w.clock_drift_ppm,
+        now,
+    ));
+    live::Where {
+        netns: Some(w.plan.device_ns()),
+        interface: Some(wan::DEVICE_IF.into()),
+        clock,
     }
 }
 

@@ -121,6 +121,8 @@ fn demo_runs_a_complete_session() {
         3,
         "{report}"
     );
+    // The README's demo drops OVOC's traffic to the devices at the router, and says so.
+    super::wan::assert_verdicts(&r, &out, "wan_loss_ovoc_to_cpe");
 }
 
 #[test]

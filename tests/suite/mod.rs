@@ -9,3 +9,4 @@ mod ovoc_shared;
 mod report;
 mod session;
 mod status;
+mod wan;

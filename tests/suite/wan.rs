@@ -1,0 +1,269 @@
+//! The WAN lab: a real router (network namespaces, veth, nftables) between the OVOC side and
+//! the devices; faults injected there and the verdicts `tc` gives for them.
+
+use crate::harness::*;
+use std::path::Path;
+use std::process::Command;
+
+/// One round's analysis lines (OUT/<device>/1/analysis.jsonl), by type.
+fn analysis(out: &Path, device: &str) -> Vec<serde_json::Value> {
+    let path = out.join(device).join("1").join("analysis.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn of<'a>(lines: &'a [serde_json::Value], ty: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|l| l["type"] == ty).collect()
+}
+
+fn nanos(t: &str) -> i128 {
+    t.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{t:?}: {e}"))
+        .as_nanosecond()
+}
+
+/// What a demo's run says of each device: its verdict is `want`; with a drop, the earliest
+/// loss window starts within 2 s of the fault's injection (OVOC clock: the host's); the
+/// clock offset; returned for the caller's checks.
+pub fn assert_verdicts(r: &Run, out: &Path, want: &str) -> Vec<f64> {
+    let faults: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "lab.fault")
+        .collect();
+    let devices: Vec<String> = r
+        .of_type("session.task")
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionTask { device, task, .. } if task == "analyze" => Some(device.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!devices.is_empty(), "no analysis\n{}", r.dump());
+    let mut offsets = Vec::new();
+    for d in &devices {
+        let lines = analysis(out, d);
+        let verdict = &of(&lines, "analyze.verdict")[0];
+        assert_eq!(verdict["verdict"], want, "{d}: {verdict}\n{}", r.dump());
+        let clock = &of(&lines, "analyze.clock")[0];
+        offsets.push(clock["offset_ms"].as_f64().unwrap());
+        if !want.starts_with("wan_loss") {
+            continue;
+        }
+        let injected = faults
+            .iter()
+            .find(|f| f["device"] == d.as_str())
+            .unwrap_or_else(|| panic!("{d}: no lab.fault line\n{}", r.dump()));
+        let at = nanos(injected["ts"].as_str().unwrap());
+        let start = of(&lines, "analyze.loss")
+            .iter()
+            .map(|l| nanos(l["start_ovoc"].as_str().unwrap()))
+            .min()
+            .unwrap_or_else(|| panic!("{d}: no loss window: {lines:?}"));
+        let late = (start - at) as f64 / 1e9;
+        assert!(
+            (-0.5..=2.0).contains(&late),
+            "{d}: loss began {late:.3} s after the injection"
+        );
+    }
+    offsets
+}
+
+fn demo(fault: &str, extra: &[&str]) -> (Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tc();
+    c.args(["lab", "demo", "--devices", "2", "--fault", fault, "--dir"])
+        .arg(dir.path());
+    c.args(extra);
+    let t = std::time::Instant::now();
+    let r = run(c).expect(0);
+    println!(
+        "tc lab demo --fault {fault} {extra:?} took {:?}",
+        t.elapsed()
+    );
+    (r, dir)
+}
+
+#[test]
+#[ignore = "needs root and the lab's tools (sshd, tcpdump, tshark, snmpd, nft): as root, cargo test -- --include-ignored"]
+fn the_demo_names_each_injected_fault() {
+    require_lab();
+    require("nft");
+    // One at a time: each is a whole demo, and `ovoc-to-cpe` (the default) is the README's
+    // demo, checked in demo.rs.
+    let (r, dir) = demo("cpe-to-ovoc", &["--nat", "--clock-offset", "3.5s"]);
+    let offsets = assert_verdicts(&r, &dir.path().join("captures"), "wan_loss_cpe_to_ovoc");
+    for o in offsets {
+        assert!(
+            (o - 3500.0).abs() < 1.0,
+            "offset {o} ms, the devices' clocks are 3500 ms ahead"
+        );
+    }
+    let (r, dir) = demo("cpe-silent", &[]);
+    assert_verdicts(&r, &dir.path().join("captures"), "cpe_silent");
+    let (r, dir) = demo("none", &[]);
+    let offsets = assert_verdicts(&r, &dir.path().join("captures"), "no_loss");
+    assert!(offsets.iter().all(|o| o.abs() < 1.0), "{offsets:?}");
+    assert!(r.stdout.lines().all(|l| !l.contains("\"lab.fault\"")));
+}
+
+fn namespaces() -> String {
+    String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+fn links() -> String {
+    String::from_utf8(
+        Command::new("ip")
+            .args(["-br", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+fn user_exists(user: &str) -> bool {
+    Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+#[ignore = "needs root, ip and nft: as root, cargo test -- --include-ignored"]
+fn cleanup_after_kill_9_leaves_nothing() {
+    require_lab();
+    require("nft");
+    let mut lab = Lab::up(2, &["--wan", "--nat"]);
+    let subnet: u32 = lab.devices()[0].split('.').nth(2).unwrap().parse().unwrap();
+    let (router, devices, host) = (
+        format!("tclab-{subnet}-r"),
+        format!("tclab-{subnet}-d"),
+        format!("tclab{subnet}-o"),
+    );
+    assert!(namespaces().contains(&router) && namespaces().contains(&devices));
+    assert!(links().contains(&host));
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &router, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout).to_string();
+    assert!(
+        tables.contains("inet tclab") && tables.contains("ip tclabnat"),
+        "{tables}"
+    );
+    // A fault, so a set has an element when the lab dies.
+    let mut f = lab.tc();
+    f.args(["lab", "wan", "--dir"])
+        .arg(lab.path())
+        .arg(&lab.devices()[0])
+        .args(["--drop", "both"]);
+    let r = run(f).expect(0);
+    assert_eq!(r.of_type("lab.fault").len(), 1, "{}", r.dump());
+    let mut child = lab.child.take().unwrap();
+    signal(child.id(), 9);
+    let _ = child.wait();
+    assert!(
+        namespaces().contains(&router),
+        "kill -9 leaves the WAN behind"
+    );
+    let mut c = tc();
+    c.args(["lab", "cleanup", "--user", &lab.user, "--dir"])
+        .arg(lab.path());
+    let r = run_text(c).expect(0);
+    assert!(r.stderr.contains("removed the lab's WAN"), "{}", r.dump());
+    let ns = namespaces();
+    assert!(!ns.contains(&router) && !ns.contains(&devices), "{ns}");
+    assert!(!links().contains(&host), "{}", links());
+    let root_tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&root_tables.stdout).contains("tclab"),
+        "the lab makes no table outside its namespaces"
+    );
+    assert!(!user_exists(&lab.user), "user {} is left", lab.user);
+    // The lab's processes went with it: no snmpd or sshd of its directory.
+    let dir = lab.path().display().to_string();
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+#[ignore = "needs root, ip and nft: as root, cargo test -- --include-ignored"]
+fn a_dropped_direction_is_really_dropped_and_restored() {
+    require_lab();
+    require("nft");
+    require("ping");
+    let lab = Lab::up(1, &["--wan"]);
+    let d = lab.devices()[0].clone();
+    let ping = |n: &str| {
+        Command::new("ping")
+            .args(["-c", n, "-i", "0.2", "-W", "1", &d])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(ping("2"), "the device answers across the router");
+    let wan = |args: &[&str]| {
+        let mut c = lab.tc();
+        c.args(["lab", "wan", "--dir"])
+            .arg(lab.path())
+            .arg(&d)
+            .args(args);
+        run(c)
+    };
+    for how in ["to-device", "from-device", "both"] {
+        let r = wan(&["--drop", how]).expect(0);
+        assert!(
+            matches!(
+                &r.of_type("lab.fault")[..],
+                [Event::LabFault { seconds: None, .. }]
+            ),
+            "{}",
+            r.dump()
+        );
+        assert!(!ping("2"), "{how}: pings still answered");
+        wan(&["--restore"]).expect(0);
+        assert!(ping("2"), "{how}: not restored");
+    }
+    // --for: the kernel ends it.
+    wan(&["--drop", "to-device", "--for", "1s"]).expect(0);
+    assert!(!ping("1"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(ping("2"), "the fault outlived its --for");
+    // Bad input: named, nothing changed.
+    let r = wan(&["--drop", "sideways"]).expect(2);
+    assert!(r.stderr.contains("sideways"), "{}", r.dump());
+    let mut c = lab.tc();
+    c.args(["lab", "wan", "--dir"])
+        .arg(lab.path())
+        .args(["198.19.250.9", "--drop", "both"]);
+    let r = run(c).expect(2);
+    assert!(
+        r.stderr.contains("not a device of this lab"),
+        "{}",
+        r.dump()
+    );
+    assert!(ping("2"));
+}
