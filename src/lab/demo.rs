@@ -120,7 +120,7 @@ pub fn run(cfg: &DemoConfig) -> Result<ExitCode> {
         .and_then(|()| demo.steps(cfg.fault));
     demo.stop();
     let ok = result?;
-    let failed = summary(&demo.lab_dir, &demo.out_dir, started.elapsed());
+    let failed = summary(&demo.lab_dir, &demo.out_dir, started.elapsed(), cfg.fault);
     Ok(if ok && failed == 0 {
         ExitCode::Ok
     } else {
@@ -499,9 +499,20 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
     })
 }
 
-/// Prints the human summary, each round's files, probes and verdict; returns the number of
-/// failed tasks in the report.
-fn summary(lab_dir: &Path, out_dir: &Path, took: Duration) -> usize {
+/// The verdict each device's analysis must give for `fault`.
+pub fn expected_verdict(fault: DemoFault) -> &'static str {
+    match fault {
+        DemoFault::OvocToCpe => "wan_loss_ovoc_to_cpe",
+        DemoFault::CpeToOvoc => "wan_loss_cpe_to_ovoc",
+        DemoFault::CpeSilent => "cpe_silent",
+        DemoFault::None => "no_loss",
+    }
+}
+
+/// Prints the human summary, each round's files, probes and verdict, and whether the verdicts
+/// name the fault; returns what went wrong: failed tasks and verdicts that do not name the
+/// fault. With a fault, probes that failed are its evidence, not the demo's failure.
+fn summary(lab_dir: &Path, out_dir: &Path, took: Duration, fault: DemoFault) -> usize {
     let report = out_dir.join("report.csv");
     let rows = crate::session::status::parse_report(&std::fs::read(&report).unwrap_or_default());
     eprintln!("\ntc lab demo finished in {:.1} s", took.as_secs_f64());
@@ -510,5 +521,26 @@ fn summary(lab_dir: &Path, out_dir: &Path, took: Duration) -> usize {
         crate::session::summary::text(out_dir, &report, &rows, true)
     );
     eprintln!("  lab (stopped): {}", lab_dir.display());
-    rows.iter().filter(|r| r.status == "failed").count()
+    let want = expected_verdict(fault);
+    let verdicts: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.task == "analyze" && r.status == "ok")
+        .map(|r| r.verdict.as_str())
+        .collect();
+    let wrong = verdicts.iter().filter(|v| **v != want).count();
+    if verdicts.is_empty() || wrong > 0 {
+        eprintln!(
+            "  the fault was {fault:?}, which is {want}: {wrong} of {} verdicts say otherwise",
+            verdicts.len()
+        );
+    } else {
+        eprintln!("  every verdict names the fault injected: {want}");
+    }
+    let evidence =
+        |r: &&crate::session::status::Row| fault != DemoFault::None && r.task == "verify";
+    rows.iter()
+        .filter(|r| r.status == "failed" && !evidence(r))
+        .count()
+        + wrong
+        + usize::from(verdicts.is_empty())
 }

@@ -443,10 +443,11 @@ pub fn stop_leftover(dir: &Path) {
         return;
     };
     let config = dir.join("sshd_config");
-    let ours = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-        c.split(|b| *b == 0)
-            .any(|arg| arg == config.as_os_str().as_encoded_bytes())
-    });
+    // sshd rewrites its command line ("sshd: /usr/sbin/sshd -D -e -f <config> [listener]"),
+    // so look for the config's path in it rather than for an argument.
+    let needle = config.as_os_str().as_encoded_bytes();
+    let ours = fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle));
     if ours {
         let _ = crate::sys::terminate(pid);
         eprintln!("tc: stopped the lab's sshd (pid {pid})");

@@ -173,6 +173,7 @@ fn cleanup_after_kill_9_leaves_nothing() {
         .args(["--drop", "both"]);
     let r = run(f).expect(0);
     assert_eq!(r.of_type("lab.fault").len(), 1, "{}", r.dump());
+    let dir = lab.path();
     let mut child = lab.child.take().unwrap();
     signal(child.id(), 9);
     let _ = child.wait();
@@ -182,7 +183,7 @@ fn cleanup_after_kill_9_leaves_nothing() {
     );
     let mut c = tc();
     c.args(["lab", "cleanup", "--user", &lab.user, "--dir"])
-        .arg(lab.path());
+        .arg(&dir);
     let r = run_text(c).expect(0);
     assert!(r.stderr.contains("removed the lab's WAN"), "{}", r.dump());
     let ns = namespaces();
@@ -198,7 +199,8 @@ fn cleanup_after_kill_9_leaves_nothing() {
     );
     assert!(!user_exists(&lab.user), "user {} is left", lab.user);
     // The lab's processes went with it: no snmpd or sshd of its directory.
-    let dir = lab.path().display().to_string();
+    assert!(!dir.exists(), "the lab directory is removed");
+    let dir = dir.display().to_string();
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let left: Vec<String> = String::from_utf8_lossy(&ps.stdout)
         .lines()
