@@ -6,7 +6,8 @@
 //! out), then run by their shells (`up.rs`, `demo.rs`). The pieces they wire: `device.rs` and
 //! `ovoc.rs` (the emulated REST APIs, pure), `http.rs` and `acceptor.rs` (HTTPS), `pki.rs`,
 //! `sshd.rs` and `cutproxy.rs` (SFTP), `snmpd.rs`, `traffic.rs` and `live.rs` (real captures),
-//! `pcap.rs`; `capgen.rs` is `tc lab captures`.
+//! `pcap.rs`; with `--wan`, `wan.rs` (the router and its faults) and `poll.rs` (the OVOC's SNMP
+//! polls); `capgen.rs` is `tc lab captures`.
 
 pub mod acceptor;
 pub mod capgen;

@@ -129,7 +129,7 @@ fn start_polling(
     poll::start(
         w.plan.host_addr(),
         cfg.addrs.clone(),
-        w.poll.clone(),
+        w.poll,
         Box::new(on_change),
     )
     .map_err(|e| Error::failed(format!("the emulated OVOC's SNMP poller: {e}")))
