@@ -145,6 +145,9 @@ _tc() {
             tc__subcmd__help__subcmd__lab,up)
                 cmd="tc__subcmd__help__subcmd__lab__subcmd__up"
                 ;;
+            tc__subcmd__help__subcmd__lab,wan)
+                cmd="tc__subcmd__help__subcmd__lab__subcmd__wan"
+                ;;
             tc__subcmd__help__subcmd__ovoc,fetch)
                 cmd="tc__subcmd__help__subcmd__ovoc__subcmd__fetch"
                 ;;
@@ -178,6 +181,9 @@ _tc() {
             tc__subcmd__lab,up)
                 cmd="tc__subcmd__lab__subcmd__up"
                 ;;
+            tc__subcmd__lab,wan)
+                cmd="tc__subcmd__lab__subcmd__wan"
+                ;;
             tc__subcmd__lab__subcmd__help,alarm)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__alarm"
                 ;;
@@ -198,6 +204,9 @@ _tc() {
                 ;;
             tc__subcmd__lab__subcmd__help,up)
                 cmd="tc__subcmd__lab__subcmd__help__subcmd__up"
+                ;;
+            tc__subcmd__lab__subcmd__help,wan)
+                cmd="tc__subcmd__lab__subcmd__help__subcmd__wan"
                 ;;
             tc__subcmd__ovoc,fetch)
                 cmd="tc__subcmd__ovoc__subcmd__fetch"
@@ -990,7 +999,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab)
-            opts="up alarm demo down cleanup captures"
+            opts="up alarm demo down wan cleanup captures"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1074,6 +1083,20 @@ _tc() {
             return 0
             ;;
         tc__subcmd__help__subcmd__lab__subcmd__up)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__help__subcmd__lab__subcmd__wan)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1186,7 +1209,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab)
-            opts="-v -q -h --verbose --quiet --progress --help up alarm demo down cleanup captures help"
+            opts="-v -q -h --verbose --quiet --progress --help up alarm demo down wan cleanup captures help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1374,7 +1397,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__demo)
-            opts="-v -q -h --dir --devices --verbose --quiet --progress --help"
+            opts="-v -q -h --dir --devices --fault --nat --clock-offset --clock-drift --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1385,6 +1408,18 @@ _tc() {
                     return 0
                     ;;
                 --devices)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fault)
+                    COMPREPLY=($(compgen -W "ovoc-to-cpe cpe-to-ovoc cpe-silent none" -- "${cur}"))
+                    return 0
+                    ;;
+                --clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --clock-drift)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1426,7 +1461,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__help)
-            opts="up alarm demo down cleanup captures help"
+            opts="up alarm demo down wan cleanup captures help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1537,8 +1572,22 @@ _tc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tc__subcmd__lab__subcmd__help__subcmd__wan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tc__subcmd__lab__subcmd__up)
-            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --verbose --quiet --progress --help"
+            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --wan --nat --clock-offset --clock-drift --poll-interval --poll-misses --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1585,6 +1634,52 @@ _tc() {
                     return 0
                     ;;
                 --sftp-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --clock-drift)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --poll-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --poll-misses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tc__subcmd__lab__subcmd__wan)
+            opts="-v -q -h --dir --drop --silent --restore --for --verbose --quiet --progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drop)
+                    COMPREPLY=($(compgen -W "to-device from-device both" -- "${cur}"))
+                    return 0
+                    ;;
+                --for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

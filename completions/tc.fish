@@ -337,36 +337,43 @@ never\t''"
 complete -c tc -n "__fish_tc_using_subcommand report" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand report" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand report" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s q -l quiet -d 'Only errors on stderr'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -s h -l help -d 'Print help'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
-complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down cleanup captures help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "demo" -d 'A complete session in one command: emulated CPEs behind a real router, the emulated OVOC polling them, a real agent with real tcpdump, `tc session`, traffic, a fault injected on the WAN, OVOC\'s Connection Lost, and each device\'s verdict. Needs root'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "wan" -d 'Inject a fault on a `tc lab up --wan` lab: drop at its router what OVOC sends to DEVICE, what DEVICE sends, or both, or silence DEVICE\'s SNMP agent; for a while or until --restore. Needs root, like the lab'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "cleanup" -d 'Remove what a `tc lab up` that was killed left on the system: its system user, and with --dir its chroots, its WAN (namespaces, links, rules, the processes in them) and the directory'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
+complete -c tc -n "__fish_tc_using_subcommand lab; and not __fish_seen_subcommand_from up alarm demo down wan cleanup captures help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l dir -d 'Lab directory (inventory, env file, certificates, sshd config, capture files)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l latency-ms -d 'Added delay before every REST answer, in milliseconds' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l busy-first -d 'Answer the first N cliScript requests of each device with 409 Busy' -r
-complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l subnet -d 'Third octet of the first device address (127.0.<N>.1)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l subnet -d 'Third octet of the first device address (127.0.<N>.1; with --wan 198.19.<N>.1)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l rest-port -d 'REST port of every device (0 picks a free one). Tools that hard-code the real devices\' ports, such as the original controller (443 and 22), need `--rest-port 443 --ssh-port 22`' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l ssh-port -d 'SSH port of every device (0 picks a free one)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l capture-bytes -d 'Size of each device\'s capture file; padded with generated packets after the real ones' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l cut-sftp-after -d 'Cut each device\'s first SFTP connection after this many bytes (fault injection)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l user -d 'System user the lab creates for SFTP logins (and uses as the REST admin); removed on exit if the lab created it' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l sftp-root -d 'Root-owned directory for the per-device SFTP chroots (sshd refuses group/world-writable path components such as /tmp)' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l clock-offset -d 'With --wan: the devices\' clocks, and so their captures\' timestamps, this far from the host\'s (e.g. 3.5s, -200ms)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l clock-drift -d 'With --wan: ... running this many parts per million fast (negative: slow)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l poll-interval -d 'With --wan: the emulated OVOC\'s SNMP poll of each device' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l poll-misses -d 'With --wan: missed polls in a row that make OVOC raise Connection Lost' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l live-captures -d 'While a device\'s capture is active, record the traffic to it with tcpdump and serve that as its capture file when the capture stops (as a real device does)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l no-sftp -d 'Do not start sshd (REST only; no root needed)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l log-requests -d 'Print a lab.request line for every REST request answered'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l wan -d 'Put a real router between this host (the OVOC side) and the devices: network namespaces and veth pairs, devices at 198.19.<subnet>.N, the agent\'s interface tclab<subnet>-o, the emulated OVOC polling each device over SNMP. Implies --live-captures; at most 100 devices'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -l nat -d 'With --wan: the devices behind a 1:1 NAT router (own addresses 100.64.<subnet>.N; OVOC sees 198.19.<subnet>.N, and connections the devices open from other source ports)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from up" -s h -l help -d 'Print help'
@@ -380,9 +387,16 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from alarm" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l dir -d 'Where the lab, the captures and the report go (default: a new directory under /tmp)' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l devices -d 'Number of emulated devices (alternating MSBR and gateway/SBC)' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l fault -d 'The fault the router injects a few seconds into the captures, on every device: OVOC\'s traffic dropped on the way to the device, the device\'s dropped on the way to OVOC, the device\'s SNMP agent silent, or none (then the demo raises Connection Lost itself)' -r -f -a "ovoc-to-cpe\t''
+cpe-to-ovoc\t''
+cpe-silent\t''
+none\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l clock-offset -d 'The devices\' clocks, and so their captures\' timestamps, this far from the host\'s' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l clock-drift -d '... and running this many parts per million fast (negative: slow)' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -l nat -d 'The devices behind a NAT router (other addresses and ports on the OVOC side)'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from demo" -s h -l help -d 'Print help'
@@ -394,6 +408,19 @@ never\t''"
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s q -l quiet -d 'Only errors on stderr'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from down" -s h -l help -d 'Print help'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l dir -d 'The lab directory given to `tc lab up --wan`' -r -F
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l drop -d 'Drop this traffic at the router (an nftables rule: the packets really never arrive)' -r -f -a "to-device\t'What OVOC (and the controller) send to the device'
+from-device\t'What the device sends'
+both\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l for -d 'End the fault after this long (the kernel ends it, whatever happens to this command); default: until --restore' -r
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l silent -d 'The device\'s SNMP agent stops answering; requests still arrive (its capture shows them)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -l restore -d 'End every fault on the device'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -s v -l verbose -d 'More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -s q -l quiet -d 'Only errors on stderr'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from wan" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l user -d 'The lab\'s system user to remove' -r
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l dir -d 'Also delete this lab directory' -r -F
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from cleanup" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
@@ -442,9 +469,10 @@ complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_fr
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from captures" -s h -l help -d 'Print help'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "demo" -d 'A complete session in one command: emulated CPEs behind a real router, the emulated OVOC polling them, a real agent with real tcpdump, `tc session`, traffic, a fault injected on the WAN, OVOC\'s Connection Lost, and each device\'s verdict. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
-complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "wan" -d 'Inject a fault on a `tc lab up --wan` lab: drop at its router what OVOC sends to DEVICE, what DEVICE sends, or both, or silence DEVICE\'s SNMP agent; for a while or until --restore. Needs root, like the lab'
+complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Remove what a `tc lab up` that was killed left on the system: its system user, and with --dir its chroots, its WAN (namespaces, links, rules, the processes in them) and the directory'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'
 complete -c tc -n "__fish_tc_using_subcommand lab; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tc -n "__fish_tc_using_subcommand generate" -l progress -d 'Progress on stderr (transfers, the session\'s status line): `auto` when stderr is a terminal, never in pipes or logs' -r -f -a "auto\t''
@@ -473,7 +501,8 @@ complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_f
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "status" -d 'How a running or finished session stands, per device: its step, round, when its captures started, the alarm, its files so far and the verdict. Reads the journal and the report only: the session is never disturbed'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "up" -d 'Serve emulated CPEs (REST over HTTPS, SFTP via a real sshd) until SIGINT/SIGTERM'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "alarm" -d 'Make the lab\'s emulated OVOC forward an alarm for DEVICE to the destination of the rule an agent registered for it ("Connection Lost", or "Connection established" with --clear)'
-complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "demo" -d 'A complete session on loopback in one command: emulated CPEs and OVOC, a real agent with real tcpdump, `tc session`, traffic, and a Connection Lost for each device. Needs root'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "demo" -d 'A complete session in one command: emulated CPEs behind a real router, the emulated OVOC polling them, a real agent with real tcpdump, `tc session`, traffic, a fault injected on the WAN, OVOC\'s Connection Lost, and each device\'s verdict. Needs root'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "down" -d 'Make an emulated device\'s REST API unreachable for a while (requests get no answer) (fault injection for rehearsals)'
-complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what `tc lab up` left on the system (the lab\'s system user)'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "wan" -d 'Inject a fault on a `tc lab up --wan` lab: drop at its router what OVOC sends to DEVICE, what DEVICE sends, or both, or silence DEVICE\'s SNMP agent; for a while or until --restore. Needs root, like the lab'
+complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "cleanup" -d 'Remove what a `tc lab up` that was killed left on the system: its system user, and with --dir its chroots, its WAN (namespaces, links, rules, the processes in them) and the directory'
 complete -c tc -n "__fish_tc_using_subcommand help; and __fish_seen_subcommand_from lab" -f -a "captures" -d 'Write a generated pair of captures (OVOC side and CPE side) and what `tc analyze` should find in them (truth.json): for tests and benchmarks'

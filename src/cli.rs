@@ -759,8 +759,9 @@ pub enum LabCommand {
     /// Make an emulated device's REST API unreachable for a while (requests get no answer)
     /// (fault injection for rehearsals).
     Down(LabDownArgs),
-    /// Inject a fault on a `tc lab up --wan` lab's router: drop what OVOC sends to DEVICE, what
-    /// DEVICE sends, or both, or silence its SNMP agent; for a while or until --restore.
+    /// Inject a fault on a `tc lab up --wan` lab: drop at its router what OVOC sends to DEVICE,
+    /// what DEVICE sends, or both, or silence DEVICE's SNMP agent; for a while or until
+    /// --restore. Needs root, like the lab.
     #[command(
         after_help = "Examples:\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --drop to-device --for 20s\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --silent\n  tc lab wan --dir /tmp/tc-lab 198.19.1.1 --restore"
     )]
@@ -861,7 +862,7 @@ pub struct LabDemoArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Number of emulated devices (alternating MSBR and gateway/SBC).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=200))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub devices: u32,
     /// The fault the router injects a few seconds into the captures, on every device: OVOC's
     /// traffic dropped on the way to the device, the device's dropped on the way to OVOC, the
@@ -962,7 +963,7 @@ pub struct LabUpArgs {
     /// Answer the first N cliScript requests of each device with 409 Busy.
     #[arg(long, default_value_t = 0)]
     pub busy_first: u32,
-    /// Third octet of the first device address (127.0.<N>.1).
+    /// Third octet of the first device address (127.0.<N>.1; with --wan 198.19.<N>.1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub subnet: u8,
     /// REST port of every device (0 picks a free one). Tools that hard-code the real devices'
@@ -998,11 +999,11 @@ pub struct LabUpArgs {
     pub sftp_root: PathBuf,
     /// Put a real router between this host (the OVOC side) and the devices: network namespaces
     /// and veth pairs, devices at 198.19.<subnet>.N, the agent's interface tclab<subnet>-o, the
-    /// emulated OVOC polling each device over SNMP. Implies --live-captures; at most 250 devices.
+    /// emulated OVOC polling each device over SNMP. Implies --live-captures; at most 100 devices.
     #[arg(long)]
     pub wan: bool,
-    /// With --wan: the devices behind a NAT router (own addresses 100.64.<subnet>.N; OVOC sees
-    /// 198.19.<subnet>.N and other source ports).
+    /// With --wan: the devices behind a 1:1 NAT router (own addresses 100.64.<subnet>.N; OVOC
+    /// sees 198.19.<subnet>.N, and connections the devices open from other source ports).
     #[arg(long, requires = "wan")]
     pub nat: bool,
     /// With --wan: the devices' clocks, and so their captures' timestamps, this far from the

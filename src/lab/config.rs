@@ -127,6 +127,22 @@ const WAN_NEEDS_SFTP: &str = "--wan needs the SFTP side (not --no-sftp): its cap
 const WAN_NO_CUT: &str =
     "--cut-sftp-after is not available with --wan (drop traffic with `tc lab wan` instead)";
 
+/// The devices' clock: within a day of the host's, drifting at most 1000 ppm.
+fn check_clock(offset_ns: i64, drift_ppm: f64) -> Result<(), String> {
+    if !(drift_ppm.is_finite() && drift_ppm.abs() <= 1000.0) {
+        return Err(format!(
+            "invalid --clock-drift {drift_ppm}: give -1000 to 1000 ppm"
+        ));
+    }
+    if offset_ns.unsigned_abs() > 86_400 * 1_000_000_000 {
+        return Err(format!(
+            "invalid --clock-offset {} s: give at most a day either way",
+            offset_ns as f64 / 1e9
+        ));
+    }
+    Ok(())
+}
+
 /// `--wan`'s checks: root, `ip` and `nft`, a /24 of devices, a sane drift.
 fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
     if !a.wan {
@@ -138,7 +154,7 @@ fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
     if a.cut_sftp_after.is_some() {
         return Err(WAN_NO_CUT.into());
     }
-    for (prog, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
+    for (prog, pkg) in [("ip", "iproute2"), ("nft", "nftables"), ("snmpd", "snmpd")] {
         if !m.has(prog) {
             return Err(format!(
                 "--wan needs {prog} (Debian package {pkg}: apt-get install -y {pkg})"
@@ -147,19 +163,18 @@ fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
     }
     if a.devices > super::wan::MAX_DEVICES {
         return Err(format!(
-            "--wan serves at most {} devices (one /24); asked for {}",
+            "--wan serves at most {} devices (each answers OVOC's SNMP polls with its own snmpd); \
+             asked for {}",
             super::wan::MAX_DEVICES,
             a.devices
         ));
     }
-    if !(a.clock_drift.is_finite() && a.clock_drift.abs() <= 1000.0) {
+    check_clock(a.clock_offset, a.clock_drift)?;
+    if a.poll_interval < Duration::from_millis(100) {
         return Err(format!(
-            "invalid --clock-drift {}: give -1000 to 1000 ppm",
-            a.clock_drift
+            "invalid --poll-interval {:?}: give at least 100ms",
+            a.poll_interval
         ));
-    }
-    if a.clock_offset.abs() > 86_400 * 1_000_000_000 {
-        return Err("--clock-offset: give at most a day either way".into());
     }
     Ok(Some(WanConfig {
         plan: super::wan::Plan {
@@ -170,7 +185,7 @@ fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
         clock_offset_ns: a.clock_offset,
         clock_drift_ppm: a.clock_drift,
         poll: super::poll::PollConfig {
-            interval: a.poll_interval.max(Duration::from_millis(100)),
+            interval: a.poll_interval,
             misses: a.poll_misses,
         },
     }))
@@ -225,18 +240,20 @@ pub fn demo(a: &LabDemoArgs, m: &dyn Machine) -> Result<DemoConfig, String> {
         Some(d) => d.clone(),
         None => m.temp_dir().join(format!("tc-demo-{}", m.stamp())),
     };
+    if a.devices > super::wan::MAX_DEVICES {
+        return Err(format!(
+            "tc lab demo runs at most {} devices behind its router; asked for {}",
+            super::wan::MAX_DEVICES,
+            a.devices
+        ));
+    }
+    check_clock(a.clock_offset, a.clock_drift)?;
     if !(m.has("ip") && m.has("nft")) {
         return Err(
             "tc lab demo puts a real router between OVOC and the devices, which needs \
                     ip and nft: apt-get install -y iproute2 nftables"
                 .into(),
         );
-    }
-    if !(a.clock_drift.is_finite() && a.clock_drift.abs() <= 1000.0) {
-        return Err(format!(
-            "invalid --clock-drift {}: give -1000 to 1000 ppm",
-            a.clock_drift
-        ));
     }
     Ok(DemoConfig {
         dir,
@@ -549,9 +566,30 @@ mod tests {
                 Ok(("/tmp/tc-demo-2026-11-27T07.42.13.899869", 3)),
             ),
             (
-                &["demo", "--dir", "/srv/demo", "--devices", "200"],
+                &["demo", "--dir", "/srv/demo", "--devices", "100"],
                 ROOT,
-                Ok(("/srv/demo", 200)),
+                Ok(("/srv/demo", 100)),
+            ),
+            (
+                &["demo", "--fault", "none", "--clock-drift", "5000"],
+                ROOT,
+                Err("invalid --clock-drift 5000: give -1000 to 1000 ppm"),
+            ),
+            (
+                &["demo", "--clock-offset", "2d"],
+                ROOT,
+                Err("invalid --clock-offset 172800 s: give at most a day either way"),
+            ),
+            (
+                &["demo"],
+                Fake {
+                    root: true,
+                    missing: &["nft"],
+                },
+                Err(
+                    "tc lab demo puts a real router between OVOC and the devices, which needs \
+                     ip and nft: apt-get install -y iproute2 nftables",
+                ),
             ),
             (
                 &["demo"],

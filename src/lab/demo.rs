@@ -528,9 +528,14 @@ fn summary(lab_dir: &Path, out_dir: &Path, took: Duration, fault: DemoFault) -> 
         .map(|r| r.verdict.as_str())
         .collect();
     let wrong = verdicts.iter().filter(|v| **v != want).count();
-    if verdicts.is_empty() || wrong > 0 {
+    let mut devices: Vec<&str> = rows.iter().map(|r| r.device.as_str()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let missing = devices.len().saturating_sub(verdicts.len());
+    if verdicts.is_empty() || wrong > 0 || missing > 0 {
         eprintln!(
-            "  the fault was {fault:?}, which is {want}: {wrong} of {} verdicts say otherwise",
+            "  the fault was {fault:?}, which is {want}: {wrong} of {} verdicts say otherwise, \
+             {missing} devices have none",
             verdicts.len()
         );
     } else {
@@ -542,5 +547,6 @@ fn summary(lab_dir: &Path, out_dir: &Path, took: Duration, fault: DemoFault) -> 
         .filter(|r| r.status == "failed" && !evidence(r))
         .count()
         + wrong
+        + missing
         + usize::from(verdicts.is_empty())
 }

@@ -114,7 +114,9 @@ impl Live {
         if let Some(file) = self.files.get(&ip) {
             if let Some(clock) = self.at.clock {
                 if let Err(e) = device_clock(&part(file), clock) {
-                    log::warn!("lab: live capture for {ip}: device clock: {e}");
+                    crate::logging::warn_user(&format!(
+                        "lab: the capture of {ip} keeps the host's clock: {e}"
+                    ));
                 }
             }
             // rename replaces the served file at once: a fetch sees the old or the new, whole.

@@ -157,19 +157,23 @@ pub fn which(prog: &str) -> bool {
 }
 
 fn cleanup(a: LabCleanupArgs) -> Result<ExitCode> {
+    // The processes first (sshd, and everything in the WAN's namespaces): userdel refuses a
+    // user that a login left running still uses.
+    if let Some(d) = &a.dir {
+        sshd::stop_leftover(d);
+        sshd::stop_leftover(&d.join("wan-sshd"));
+        match wan::cleanup(d) {
+            Ok(true) => eprintln!("tc: removed the lab's WAN (namespaces, links, rules)"),
+            Ok(false) => {}
+            Err(e) => return Err(Error::failed(e)),
+        }
+    }
     match sshd::remove_user(&a.user) {
         Ok(true) => eprintln!("tc: removed system user {:?}", a.user),
         Ok(false) => eprintln!("tc: no system user {:?}", a.user),
         Err(e) => return Err(Error::failed(e)),
     }
     if let Some(d) = a.dir {
-        sshd::stop_leftover(&d);
-        sshd::stop_leftover(&d.join("wan-sshd"));
-        match wan::cleanup(&d) {
-            Ok(true) => eprintln!("tc: removed the lab's WAN (namespaces, links, rules)"),
-            Ok(false) => {}
-            Err(e) => return Err(Error::failed(e)),
-        }
         remove_chroots(&d)?;
         std::fs::remove_dir_all(&d)
             .map_err(|e| Error::failed(format!("removing {}: {e}", d.display())))?;

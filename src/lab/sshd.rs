@@ -431,8 +431,6 @@ pub fn generate_host_key(dir: &Path) -> Result<String, String> {
     }
 }
 
-/// known_hosts lines for every lab address: `[addr]:port key`, or plain `addr key` on port 22
-/// (OpenSSH's own spelling, so clients match either way).
 /// The sshd a killed lab left running from `dir` (its pid file, and only if that process runs
 /// sshd with `dir`'s config: a reused PID is left alone).
 pub fn stop_leftover(dir: &Path) {
@@ -467,6 +465,8 @@ pub fn copy_host_key(from: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| format!("chmod {}: {e}", to.join(HOST_KEY).display()))
 }
 
+/// known_hosts lines for every lab address: `[addr]:port key`, or plain `addr key` on port 22
+/// (OpenSSH's own spelling, so clients match either way).
 pub fn known_hosts(addrs: &[String], port: u16, pubkey: &str) -> String {
     let key = pubkey.trim();
     let mut out = String::new();

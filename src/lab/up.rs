@@ -696,6 +696,9 @@ fn sh_quote(s: &str) -> String {
 /// The REST side's state: every emulated device, the emulated OVOC, and what both share.
 struct Lab {
     dir: PathBuf,
+    /// Each device's address as clients know it, by the address it listens on (the same but
+    /// behind a WAN lab's NAT).
+    public: HashMap<IpAddr, IpAddr>,
     live: Option<live::Live>,
     devices: HashMap<IpAddr, Mutex<device::DeviceState>>,
     ovoc: ovoc::LabOvoc,
@@ -756,8 +759,14 @@ impl Lab {
                 (IpAddr::V4(own), Mutex::new(state))
             })
             .collect();
+        let public = cfg
+            .addrs
+            .iter()
+            .map(|a| (IpAddr::V4(cfg.own(*a)), IpAddr::V4(*a)))
+            .collect();
         Ok(Lab {
             dir: dir.to_path_buf(),
+            public,
             live,
             ovoc: lab_ovoc,
             ovoc_ip: IpAddr::V4(cfg.ovoc_ip),
@@ -863,7 +872,8 @@ impl http::Handler for Lab {
         let Some(dev) = self.devices.get(&local.ip()) else {
             return http::Response::empty(404);
         };
-        if let Some(left) = self.down_for(local.ip()) {
+        let device = self.public.get(&local.ip()).copied().unwrap_or(local.ip());
+        if let Some(left) = self.down_for(device) {
             // Unreachable: no answer within any sane client timeout.
             std::thread::sleep(left.min(Duration::from_secs(30)));
             return http::Response::empty(503);
@@ -871,7 +881,7 @@ impl http::Handler for Lab {
         let resp = self.device_answer(local.ip(), dev, req);
         if self.log_requests {
             emit(&Event::LabRequest {
-                device: local.ip().to_string(),
+                device: device.to_string(),
                 method: req.method.clone(),
                 path: req.path.clone(),
                 status: resp.status,

@@ -4,7 +4,7 @@
 //! The OVOC side is this host's own network namespace: the agent, the session, the emulated
 //! OVOC and a user's own `tc` commands run there as on an OVOC server, unchanged. Two namespaces
 //! are made per lab: a router (`tclab-<S>-r`, forwarding, nftables drop sets, and with `--nat` a
-//! masquerade) and the devices' side (`tclab-<S>-d`, every device address on one interface,
+//! 1:1 NAT) and the devices' side (`tclab-<S>-d`, every device address on one interface,
 //! their snmpd, sshd and live tcpdumps). veth pairs join them:
 //!
 //! ```text
@@ -29,8 +29,9 @@ use std::time::Duration;
 /// The lab directory's record of its WAN, written before anything is made, so that `tc lab
 /// cleanup` after a kill -9 and `tc lab wan` find it.
 pub const STATE_FILE: &str = "wan";
-/// Device addresses per lab: one /24.
-pub const MAX_DEVICES: u32 = 250;
+/// Devices per WAN lab: each needs its own snmpd to answer OVOC's polls (a device without one
+/// would be reported lost at once), and the lab runs at most 100 of them.
+pub const MAX_DEVICES: u32 = 100;
 
 /// One lab's WAN, all of it derived from the subnet number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,9 +288,16 @@ impl Plan {
         } else {
             "inet tclabdev"
         };
+        // Added, deleted and added again in one transaction: a fault already on gets the new
+        // duration (a plain add keeps an existing element as it was).
         let script: String = sets
             .iter()
-            .map(|s| format!("add element {table} {s} {{ {own}{timeout} }}\n"))
+            .map(|s| {
+                format!(
+                    "add element {table} {s} {{ {own} }}\ndelete element {table} {s} {{ {own} }}\n\
+                     add element {table} {s} {{ {own}{timeout} }}\n"
+                )
+            })
             .collect();
         Ok(nft(&self.fault_ns(router), script))
     }
@@ -341,35 +349,32 @@ impl Plan {
         )
     }
 
-    /// Reads `state_text` back, strictly: names of namespaces to delete come from it.
+    /// Reads `state_text` back, strictly (names of namespaces to delete come from it): exactly
+    /// the three keys, once each, in the ranges the command line allows.
     pub fn parse_state(text: &str) -> Result<Plan, String> {
         let mut fields = std::collections::HashMap::new();
         for line in text.lines() {
             let (k, v) = line
                 .split_once(' ')
                 .ok_or_else(|| format!("unreadable line {line:?}"))?;
-            fields.insert(k, v);
+            if !["subnet", "nat", "devices"].contains(&k) {
+                return Err(format!("unknown key {k:?}"));
+            }
+            if fields.insert(k, v).is_some() {
+                return Err(format!("{k:?} given twice"));
+            }
         }
-        let get = |k: &str| -> Result<u32, String> {
-            fields
-                .get(k)
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(|| format!("no valid {k:?}"))
+        let get = |k: &str, range: std::ops::RangeInclusive<u32>| -> Result<u32, String> {
+            let v = fields.get(k).ok_or_else(|| format!("no {k:?}"))?;
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| format!("invalid {k} {v:?}: give {}-{}", range.start(), range.end()))
         };
-        let subnet = u8::try_from(get("subnet")?).map_err(|_| "subnet out of range")?;
-        let nat = match get("nat")? {
-            0 => false,
-            1 => true,
-            _ => return Err("nat must be 0 or 1".into()),
-        };
-        let devices = get("devices")?;
-        if devices > MAX_DEVICES {
-            return Err(format!("devices {devices} > {MAX_DEVICES}"));
-        }
         Ok(Plan {
-            subnet,
-            nat,
-            devices,
+            subnet: get("subnet", 1..=200)? as u8,
+            nat: get("nat", 0..=1)? == 1,
+            devices: get("devices", 1..=MAX_DEVICES)?,
         })
     }
 }
@@ -450,6 +455,15 @@ impl Wan {
             ));
         }
         let state = dir.join(STATE_FILE);
+        if let Ok(Some(old)) = recorded(dir) {
+            return Err(format!(
+                "{} records the WAN of a lab on --subnet {} that did not stop cleanly: run tc \
+                 lab cleanup --dir {} first",
+                state.display(),
+                old.subnet,
+                dir.display()
+            ));
+        }
         std::fs::write(&state, plan.state_text())
             .map_err(|e| format!("writing {}: {e}", state.display()))?;
         let wan = Wan { plan, state };
@@ -627,19 +641,25 @@ mod tests {
                 Fault::ToDevice,
                 None,
                 "tclab-7-r",
-                "add element inet tclab to_device { 100.64.7.2 }\n",
+                "add element inet tclab to_device { 100.64.7.2 }\n\
+                 delete element inet tclab to_device { 100.64.7.2 }\n\
+                 add element inet tclab to_device { 100.64.7.2 }\n",
             ),
             (
                 Fault::FromDevice,
                 Some(Duration::from_secs(8)),
                 "tclab-7-r",
-                "add element inet tclab from_device { 100.64.7.2 timeout 8000ms }\n",
+                "add element inet tclab from_device { 100.64.7.2 }\n\
+                 delete element inet tclab from_device { 100.64.7.2 }\n\
+                 add element inet tclab from_device { 100.64.7.2 timeout 8000ms }\n",
             ),
             (
                 Fault::Silent,
                 Some(Duration::from_millis(1500)),
                 "tclab-7-d",
-                "add element inet tclabdev silent { 100.64.7.2 timeout 1500ms }\n",
+                "add element inet tclabdev silent { 100.64.7.2 }\n\
+                 delete element inet tclabdev silent { 100.64.7.2 }\n\
+                 add element inet tclabdev silent { 100.64.7.2 timeout 1500ms }\n",
             ),
         ];
         for (fault, dur, ns, script) in cases {
@@ -648,7 +668,7 @@ mod tests {
             assert_eq!(s.stdin.as_deref(), Some(script), "{fault:?}");
         }
         let both = p.fault(d, Fault::Both, None).unwrap().stdin.unwrap();
-        assert_eq!(both.lines().count(), 2);
+        assert_eq!(both.lines().count(), 6);
         assert!(p
             .fault(Ipv4Addr::new(10, 0, 0, 1), Fault::Both, None)
             .is_err());
@@ -669,7 +689,11 @@ mod tests {
             "subnet 7\nnat 1\n",
             "subnet 700\nnat 0\ndevices 3\n",
             "subnet 7\nnat 2\ndevices 3\n",
-            "subnet 7\nnat 0\ndevices 251\n",
+            "subnet 7\nnat 0\ndevices 101\n",
+            "subnet 0\nnat 0\ndevices 3\n",
+            "subnet 201\nnat 0\ndevices 3\n",
+            "subnet 7\nnat 0\ndevices 3\nsubnet 8\n",
+            "subnet 7\nnat 0\ndevices 3\nextra 1\n",
             "subnet x;rm\nnat 0\ndevices 3\n",
             "junk\n",
         ] {
