@@ -760,9 +760,18 @@ fn demo_captures_have_no_loss() {
     require_lab();
     let dir = tempfile::tempdir().unwrap();
     let mut c = tc();
-    c.args(["lab", "demo", "--devices", "2", "--dir"])
+    // No fault: across the lab's router every packet arrives (the demo exits 0 only when the
+    // session's verdicts say no_loss too).
+    c.args(["lab", "demo", "--devices", "2", "--fault", "none", "--dir"])
         .arg(dir.path());
-    run(c).expect(0);
+    let r = run(c).expect(0);
+    assert!(r.of_type("lab.fault").is_empty(), "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("every verdict names the fault injected: no_loss"),
+        "{}",
+        r.dump()
+    );
     let list = |d: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .unwrap()
@@ -802,7 +811,7 @@ fn demo_captures_have_no_loss() {
         let r = run(c).expect(0);
         assert_eq!(verdict(&r).0, "no_loss", "{}", r.dump());
         assert!(lost(&r).is_empty(), "{}", r.dump());
-        // On one host both captures share a clock.
+        // The devices' namespace shares the host's clock (no --clock-offset).
         let [Event::AnalyzeClock { offset_ms, .. }] = r.of_type("analyze.clock")[..] else {
             panic!("{}", r.dump())
         };
