@@ -406,6 +406,10 @@ impl Demo {
         while let Some(p) = self.procs.pop() {
             p.stop();
         }
+        // A lab that had to be killed left its WAN: remove it now, not at the next run.
+        if let Err(e) = super::wan::cleanup(&self.lab_dir) {
+            crate::logging::warn_user(&format!("the lab's WAN: {e}"));
+        }
         while let Ok((_, l)) = self.rx.try_recv() {
             crate::emit::relay(&l);
         }
@@ -493,7 +497,8 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
             nat: false,
             devices: 0,
         };
-        let no_wan = !super::wan::netns_path(&wan.router_ns()).exists()
+        let no_wan = !super::wan::in_use(s).unwrap_or(true)
+            && !super::wan::netns_path(&wan.router_ns()).exists()
             && !Path::new("/sys/class/net").join(wan.host_if()).exists();
         (locked && no_wan && free(s, 253, 20001) && free(s, 1, 161)).then_some((s, f))
     })

@@ -81,7 +81,9 @@ fn wan_fault(a: &LabWanArgs) -> Result<ExitCode> {
         .device
         .parse()
         .map_err(|_| Error::usage(format!("invalid device address {:?}", a.device)))?;
-    if !wan::netns_path(&plan.router_ns()).exists() {
+    if !wan::in_use(plan.subnet).map_err(Error::failed)?
+        || !wan::netns_path(&plan.router_ns()).exists()
+    {
         return Err(Error::failed(format!(
             "the lab's router ({}) is gone: is its `tc lab up` still running?",
             plan.router_ns()

@@ -15,7 +15,7 @@
 //! Invariants: a device is reported Lost once per outage and Established once per recovery, in
 //! that order; changes come out of `round` only, in address order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -282,21 +282,69 @@ pub fn start(
 fn run(sock: &UdpSocket, mut poller: Poller, stop: &AtomicBool, on_change: &dyn Fn(&Change)) {
     let mut id = 0;
     let mut buf = [0u8; 2048];
+    // This round's polls: an answer counts only from the device polled with its msgID, so a
+    // stray or late datagram (a previous round's) proves nothing.
+    let mut sent: HashMap<u32, Ipv4Addr> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if poller.next_round().is_none_or(|due| now >= due) {
             for c in poller.round(now) {
                 on_change(&c);
             }
-            for device in poller.devices() {
+            sent.clear();
+            let devices: Vec<Ipv4Addr> = poller.devices().collect();
+            for device in devices {
                 id = next_id(id);
+                sent.insert(id, device);
                 send(sock, device, id);
             }
         }
-        if let Some(from) = receive(sock, &mut buf) {
-            poller.answer(from);
+        if let Some((from, n)) = receive(sock, &mut buf) {
+            if reply_msg_id(&buf[..n]).and_then(|m| sent.get(&m)) == Some(&from) {
+                poller.answer(from);
+            }
         }
     }
+}
+
+/// BER: (tag, contents, what follows), definite lengths of up to 4 bytes only.
+fn read_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, b| a << 8 | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The msgID of an SNMPv3 message (`SEQUENCE { INTEGER 3, SEQUENCE { INTEGER msgID, ... } ...`),
+/// if `b` is one.
+pub fn reply_msg_id(b: &[u8]) -> Option<u32> {
+    let (SEQUENCE, msg, _) = read_tlv(b)? else {
+        return None;
+    };
+    let (INTEGER, [3], rest) = read_tlv(msg)? else {
+        return None;
+    };
+    let (SEQUENCE, global, _) = read_tlv(rest)? else {
+        return None;
+    };
+    let (INTEGER, id, _) = read_tlv(global)? else {
+        return None;
+    };
+    if id.is_empty() || id.len() > 5 || (id.len() == 5 && id[0] != 0) {
+        return None;
+    }
+    u32::try_from(id.iter().fold(0u64, |a, b| a << 8 | u64::from(*b))).ok()
 }
 
 fn send(sock: &UdpSocket, device: Ipv4Addr, id: u32) {
@@ -308,10 +356,11 @@ fn send(sock: &UdpSocket, device: Ipv4Addr, id: u32) {
     }
 }
 
-/// One datagram's source if it came from an SNMP port; None on timeout or anything else.
-fn receive(sock: &UdpSocket, buf: &mut [u8]) -> Option<Ipv4Addr> {
+/// One datagram's source and length if it came from an SNMP port; None on timeout or anything
+/// else.
+fn receive(sock: &UdpSocket, buf: &mut [u8]) -> Option<(Ipv4Addr, usize)> {
     match sock.recv_from(buf) {
-        Ok((_, SocketAddr::V4(src))) if src.port() == SNMP_PORT => Some(*src.ip()),
+        Ok((n, SocketAddr::V4(src))) if src.port() == SNMP_PORT => Some((*src.ip(), n)),
         Ok(_) => None,
         Err(e) => {
             use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
@@ -662,6 +711,38 @@ mod tests {
             assert_eq!((pdu.error_status, pdu.error_index), (0, 0));
             assert_eq!(pdu.community, b"", "user name");
             assert_eq!(pdu.varbinds.count(), 0);
+        }
+    }
+
+    #[test]
+    fn only_a_v3_message_with_an_id_in_range_is_an_answer() {
+        let report = |id: u32| discovery_request(id);
+        let cases: Vec<(&str, Vec<u8>, Option<u32>)> = vec![
+            ("our own request's shape", report(7), Some(7)),
+            ("a large id", report(0x7fff_ffff), Some(0x7fff_ffff)),
+            ("empty", vec![], None),
+            ("junk", b"hello snmp".to_vec(), None),
+            ("v2c", vec![0x30, 0x05, 0x02, 0x01, 0x01, 0x04, 0x00], None),
+            ("truncated", report(7)[..20].to_vec(), None),
+            (
+                "length beyond the datagram",
+                vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+                None,
+            ),
+            (
+                "six-byte id",
+                {
+                    let mut m = vec![0x02, 0x01, 0x03, 0x30, 0x08, 0x02, 0x06];
+                    m.extend([1, 2, 3, 4, 5, 6]);
+                    let mut out = vec![0x30, m.len() as u8];
+                    out.extend(m);
+                    out
+                },
+                None,
+            ),
+        ];
+        for (what, bytes, want) in cases {
+            assert_eq!(reply_msg_id(&bytes), want, "{what}");
         }
     }
 }

@@ -432,12 +432,44 @@ pub fn netns_path(name: &str) -> PathBuf {
 pub struct Wan {
     pub plan: Plan,
     state: PathBuf,
+    /// The subnet's lock, held while the WAN exists (see `lock`).
+    _lock: std::fs::File,
+}
+
+/// The lock a lab on `subnet` holds for its whole life (`/run/tclab-<S>.lock`): two labs racing
+/// for one subnet, a cleanup of a stale directory, or `tc lab wan`, each learn from it whether
+/// a live lab owns the namespaces, so none tears down or faults another lab's WAN. `Ok(None)`:
+/// a live lab holds it.
+fn lock(subnet: u8) -> Result<Option<std::fs::File>, String> {
+    let path = PathBuf::from(format!("/run/tclab-{subnet}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match crate::sys::lock_exclusive(&f) {
+        Ok(true) => Ok(Some(f)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(format!("locking {}: {e}", path.display())),
+    }
+}
+
+/// Whether a running `tc lab up` owns `subnet`'s WAN.
+pub fn in_use(subnet: u8) -> Result<bool, String> {
+    Ok(lock(subnet)?.is_none())
 }
 
 impl Wan {
     /// Makes the namespaces, links, addresses, routes and rules of `plan`, after writing its
     /// record into `dir`; on a failure half-way, removes what was made.
     pub fn create(dir: &Path, plan: Plan) -> Result<Wan, String> {
+        let lock = lock(plan.subnet)?.ok_or_else(|| {
+            format!(
+                "another running lab uses --subnet {}: choose another",
+                plan.subnet
+            )
+        })?;
         for ns in [plan.router_ns(), plan.device_ns()] {
             if netns_path(&ns).exists() {
                 return Err(format!(
@@ -466,7 +498,11 @@ impl Wan {
         }
         std::fs::write(&state, plan.state_text())
             .map_err(|e| format!("writing {}: {e}", state.display()))?;
-        let wan = Wan { plan, state };
+        let wan = Wan {
+            plan,
+            state,
+            _lock: lock,
+        };
         for step in plan.setup() {
             // On a failure half-way, dropping `wan` removes what was made.
             run_step(&step)?;
@@ -560,6 +596,15 @@ pub fn recorded(dir: &Path) -> Result<Option<Plan>, String> {
 pub fn cleanup(dir: &Path) -> Result<bool, String> {
     let Some(plan) = recorded(dir)? else {
         return Ok(false);
+    };
+    // Held until the teardown is done: a lab starting on the subnet meanwhile waits its turn.
+    let Some(_lock) = lock(plan.subnet)? else {
+        return Err(format!(
+            "a running lab uses --subnet {} (the one {} names): stop it first; this directory's \
+             lab is not running",
+            plan.subnet,
+            dir.display()
+        ));
     };
     let errors = teardown(&plan);
     if !errors.is_empty() {
