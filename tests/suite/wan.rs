@@ -162,6 +162,12 @@ fn cleanup_after_kill_9_leaves_nothing() {
         tables.contains("inet tclab") && tables.contains("ip tclabnat"),
         "{tables}"
     );
+    // A capture running at the kill: its tcpdump lives in the devices' namespace.
+    let mut start = lab.tc();
+    start
+        .args(["cpe", "start", "--devices"])
+        .arg(lab.inventory());
+    run(start).expect(0);
     // A fault, so a set has an element when the lab dies.
     let mut f = lab.tc();
     f.args(["lab", "wan", "--dir"])
@@ -170,6 +176,11 @@ fn cleanup_after_kill_9_leaves_nothing() {
         .args(["--drop", "both"]);
     let r = run(f).expect(0);
     assert_eq!(r.of_type("lab.fault").len(), 1, "{}", r.dump());
+    let inode = |ns: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
+    };
+    let held = [inode(&router), inode(&devices)];
     let dir = lab.path();
     let mut child = lab.child.take().unwrap();
     signal(child.id(), 9);
@@ -205,6 +216,51 @@ fn cleanup_after_kill_9_leaves_nothing() {
         .map(String::from)
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    // Nothing lives on in a deleted namespace (ip netns list cannot show those).
+    let mut inside = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(e.path().join("ns/net")) {
+            if held.contains(&m.ino()) {
+                inside.push(e.file_name());
+            }
+        }
+    }
+    assert!(
+        inside.is_empty(),
+        "processes still in the lab's namespaces: {inside:?}"
+    );
+}
+
+/// What the device's side of the WAN saw during `f`: ICMP echo requests arriving at it and
+/// echo replies leaving it, counted by a tcpdump on its interface.
+fn seen_by_the_device(ns: &str, f: impl FnOnce()) -> (usize, usize) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut dump = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tcpdump", "-i", "wan", "-n", "-U", "-w",
+        ])
+        .arg(file.path())
+        .arg("icmp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    f();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(dump.id(), 15);
+    let _ = dump.wait();
+    let count = |filter: &str| {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(file.path())
+            .args(["-Y", filter])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    (count("icmp.type == 8"), count("icmp.type == 0"))
 }
 
 #[test]
@@ -213,8 +269,10 @@ fn a_dropped_direction_is_really_dropped_and_restored() {
     require_lab();
     require("nft");
     require("ping");
-    let lab = Lab::up(1, &["--wan"]);
+    let lab = Lab::up(1, &["--wan", "--nat"]);
     let d = lab.devices()[0].clone();
+    let subnet = d.split('.').nth(2).unwrap().to_string();
+    let ns = format!("tclab-{subnet}-d");
     let ping = |n: &str| {
         Command::new("ping")
             .args(["-c", n, "-i", "0.2", "-W", "1", &d])
@@ -223,7 +281,10 @@ fn a_dropped_direction_is_really_dropped_and_restored() {
             .status
             .success()
     };
-    assert!(ping("2"), "the device answers across the router");
+    assert!(
+        ping("2"),
+        "the device answers across the router (through NAT)"
+    );
     let wan = |args: &[&str]| {
         let mut c = lab.tc();
         c.args(["lab", "wan", "--dir"])
@@ -232,7 +293,12 @@ fn a_dropped_direction_is_really_dropped_and_restored() {
             .args(args);
         run(c)
     };
-    for how in ["to-device", "from-device", "both"] {
+    // (fault, requests reach the device, the device answers)
+    for (how, arrive, answer) in [
+        ("to-device", false, false),
+        ("from-device", true, true),
+        ("both", false, false),
+    ] {
         let r = wan(&["--drop", how]).expect(0);
         assert!(
             matches!(
@@ -242,11 +308,47 @@ fn a_dropped_direction_is_really_dropped_and_restored() {
             "{}",
             r.dump()
         );
-        assert!(!ping("2"), "{how}: pings still answered");
+        let (requests, replies) =
+            seen_by_the_device(&ns, || assert!(!ping("3"), "{how}: pings still answered"));
+        assert_eq!(
+            (requests > 0, replies > 0),
+            (arrive, answer),
+            "{how}: {requests} requests, {replies} replies at the device"
+        );
         wan(&["--restore"]).expect(0);
         assert!(ping("2"), "{how}: not restored");
     }
-    // --for: the kernel ends it.
+    // --silent: the SNMP agent stops answering, the device still does. net-snmp's snmpget
+    // with the lab's keys is the SNMP client.
+    let snmp = || {
+        let out = Command::new("snmpget")
+            .args([
+                "-v3",
+                "-l",
+                "authPriv",
+                "-u",
+                "CaptureScript",
+                "-a",
+                "SHA",
+                "-A",
+            ])
+            .arg(&lab.env["TC_SNMP_AUTH_KEY"])
+            .args(["-x", "AES", "-X"])
+            .arg(&lab.env["TC_SNMP_PRIV_KEY"])
+            .args(["-r", "0", "-t", "1", &d, "1.3.6.1.2.1.1.1.0"])
+            .env("MIBS", "")
+            .output()
+            .expect("snmpget runs");
+        out.status.success()
+    };
+    assert!(snmp(), "the device's snmpd answers through the router");
+    wan(&["--silent"]).expect(0);
+    assert!(!snmp(), "--silent: SNMP still answered");
+    assert!(ping("2"), "--silent silences SNMP only");
+    wan(&["--restore"]).expect(0);
+    assert!(snmp(), "SNMP not restored");
+    // --for: the kernel ends it; a second fault replaces the first's duration.
+    wan(&["--drop", "to-device"]).expect(0);
     wan(&["--drop", "to-device", "--for", "1s"]).expect(0);
     assert!(!ping("1"));
     std::thread::sleep(std::time::Duration::from_millis(1200));
