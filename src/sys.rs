@@ -148,7 +148,8 @@ pub fn in_net_namespace<T: Send>(
     ns: &std::path::Path,
     f: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    let file = File::open(ns)?;
+    let file =
+        File::open(ns).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", ns.display())))?;
     std::thread::scope(|s| {
         s.spawn(|| {
             rustix::thread::move_into_link_name_space(

@@ -90,7 +90,7 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
         l.shutdown();
     }
     if let Some(s) = sftp {
-        s.stop(&dir, &cfg.user);
+        s.stop();
     }
     if let Some(s) = &lab.snmp {
         s.stop_all();
@@ -132,7 +132,12 @@ fn start_polling(
         w.poll,
         Box::new(on_change),
     )
-    .map_err(|e| Error::failed(format!("the emulated OVOC's SNMP poller: {e}")))
+    .map_err(|e| {
+        Error::failed(format!(
+            "the emulated OVOC's SNMP poller on {}: {e}",
+            w.plan.host_addr()
+        ))
+    })
 }
 
 /// REST for a WAN lab: the OVOC's address here, the devices' own addresses inside their
@@ -140,12 +145,21 @@ fn start_polling(
 fn bind_wan(w: &wan::Wan, cfg: &UpConfig) -> Result<(Vec<TcpListener>, u16)> {
     let (mut all, port) = bind_all(&[cfg.ovoc_ip], cfg.rest_port)?;
     let own: Vec<Ipv4Addr> = cfg.addrs.iter().map(|a| cfg.own(*a)).collect();
-    let devices = crate::sys::in_net_namespace(&w.device_ns_path(), || {
+    let ns = w.device_ns_path();
+    let devices = crate::sys::in_net_namespace(&ns, || {
         own.iter()
-            .map(|a| TcpListener::bind((*a, port)))
+            .map(|a| {
+                TcpListener::bind((*a, port))
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{a}:{port}: {e}")))
+            })
             .collect::<std::io::Result<Vec<_>>>()
     })
-    .map_err(|e| Error::failed(format!("binding the devices' REST port {port}: {e}")))?;
+    .map_err(|e| {
+        Error::failed(format!(
+            "binding the devices' REST listeners in {}: {e}",
+            ns.display()
+        ))
+    })?;
     all.extend(devices);
     Ok((all, port))
 }
@@ -264,7 +278,8 @@ struct SftpSide {
     port: u16,
     /// `<sftp root>/lab-<port>`: one chroot per device and the OVOC's, removed on stop.
     chroot_root: PathBuf,
-    sshd: sshd::Sshd,
+    /// `None` once stopped.
+    sshd: Option<sshd::Sshd>,
     /// A WAN lab's second sshd, on the devices' side (`sshd` then serves the OVOC only).
     device_sshd: Option<sshd::Sshd>,
     proxy: Option<cutproxy::CutProxy>,
@@ -272,6 +287,17 @@ struct SftpSide {
     created_user: bool,
     live_captures: bool,
     ovoc: OvocLogin,
+    /// The lab directory and the login user, for the teardown.
+    dir: PathBuf,
+    user: String,
+}
+
+/// A start that fails after the SFTP side is up (binding REST, the poller...) still removes
+/// the system user, the login key and the chroots.
+impl Drop for SftpSide {
+    fn drop(&mut self) {
+        self.teardown();
+    }
 }
 
 /// The emulated OVOC server's SFTP login: key only, at the agent's address, into the chroot
@@ -340,36 +366,50 @@ impl SftpSide {
             };
             Ok((ovoc, sshd, device_sshd, proxy))
         })();
-        // A start that failed half-way leaves no system user behind.
+        // A start that failed half-way leaves no system user or chroot behind.
         let (ovoc, sshd, device_sshd, proxy) = match started {
             Ok(v) => v,
             Err(e) => {
                 if created_user {
                     let _ = sshd::remove_user(&cfg.user);
                 }
+                let _ = sshd::remove_login_key(dir);
+                let _ = std::fs::remove_dir_all(&spec.chroot_root);
+                let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
                 return Err(e);
             }
         };
         Ok(SftpSide {
             port,
             chroot_root: spec.chroot_root,
-            sshd,
+            sshd: Some(sshd),
             device_sshd,
             proxy,
             created_user,
             live_captures: s.live_captures,
             ovoc,
+            dir: dir.to_path_buf(),
+            user: cfg.user.clone(),
         })
     }
 
-    fn stop(self, dir: &Path, user: &str) {
-        if let Some(p) = self.proxy {
+    fn stop(mut self) {
+        self.teardown();
+    }
+
+    /// Once: what `stop` and `Drop` share.
+    fn teardown(&mut self) {
+        let Some(sshd) = self.sshd.take() else {
+            return;
+        };
+        if let Some(p) = self.proxy.take() {
             p.shutdown();
         }
-        self.sshd.stop();
-        if let Some(d) = self.device_sshd {
+        sshd.stop();
+        if let Some(d) = self.device_sshd.take() {
             d.stop();
         }
+        let (dir, user) = (&self.dir, &self.user);
         if self.created_user {
             // userdel also drops the user from every group it joined.
             if let Err(e) = sshd::remove_user(user) {

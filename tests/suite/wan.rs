@@ -368,3 +368,45 @@ fn a_dropped_direction_is_really_dropped_and_restored() {
     );
     assert!(ping("2"));
 }
+
+#[test]
+#[ignore = "needs root, ip and nft: as root, cargo test -- --include-ignored"]
+fn a_lab_that_cannot_start_leaves_nothing() {
+    require_lab();
+    require("nft");
+    // The emulated OVOC's REST address taken: the lab fails after its WAN, user, chroots and
+    // sshds are up. Subnet 63 is outside the harness's (10 + 5n).
+    let taken = std::net::TcpListener::bind("127.0.63.254:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let user = format!("tcf{}", std::process::id() % 100000);
+    let mut c = tc();
+    c.args([
+        "lab",
+        "up",
+        "--wan",
+        "--devices",
+        "2",
+        "--subnet",
+        "63",
+        "--rest-port",
+        &port,
+    ]);
+    c.args(["--user", &user, "--dir"]).arg(dir.path());
+    let r = run(c).expect(1);
+    assert!(
+        r.stderr.contains(&format!("127.0.63.254:{port}")),
+        "{}",
+        r.dump()
+    );
+    assert!(!user_exists(&user), "user {user} left behind");
+    let ns = namespaces();
+    assert!(!ns.contains("tclab-63-"), "{ns}");
+    assert!(!links().contains("tclab63-o"));
+    for f in ["chroot_root", "wan"] {
+        assert!(
+            !dir.path().join(f).exists(),
+            "{f} left: its chroots or WAN were not removed"
+        );
+    }
+}
