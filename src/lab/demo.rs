@@ -387,13 +387,7 @@ impl Demo {
             let ip = d
                 .parse()
                 .map_err(|_| Error::failed(format!("device {d:?} is not an address")))?;
-            let step = plan.fault(ip, kind, duration).map_err(Error::failed)?;
-            super::wan::run_step(&step).map_err(Error::failed)?;
-            crate::emit::emit(&crate::event::Event::LabFault {
-                device: d.clone(),
-                fault: kind.name().into(),
-                seconds: duration.map(|t| t.as_secs_f64()),
-            });
+            super::wan::inject(&plan, ip, Some(kind), duration).map_err(Error::failed)?;
         }
         eprintln!("  {}", injected(fault));
         Ok(())
@@ -505,7 +499,7 @@ fn free_subnet() -> Option<(u8, std::fs::File)> {
 }
 
 /// The verdict each device's analysis must give for `fault`.
-pub fn expected_verdict(fault: DemoFault) -> &'static str {
+fn expected_verdict(fault: DemoFault) -> &'static str {
     match fault {
         DemoFault::OvocToCpe => "wan_loss_ovoc_to_cpe",
         DemoFault::CpeToOvoc => "wan_loss_cpe_to_ovoc",

@@ -89,28 +89,19 @@ fn wan_fault(a: &LabWanArgs) -> Result<ExitCode> {
             plan.router_ns()
         )));
     }
-    let (steps, name) = if a.restore {
-        (plan.restore(device).map_err(Error::usage)?, "restored")
-    } else {
-        let fault = match (a.silent, a.drop) {
-            (true, _) => wan::Fault::Silent,
-            (false, Some(WanDrop::ToDevice)) => wan::Fault::ToDevice,
-            (false, Some(WanDrop::FromDevice)) => wan::Fault::FromDevice,
-            (false, Some(WanDrop::Both) | None) => wan::Fault::Both,
-        };
-        let step = plan
-            .fault(device, fault, a.duration)
-            .map_err(Error::usage)?;
-        (vec![step], fault.name())
-    };
-    for s in &steps {
-        wan::run_step(s).map_err(Error::failed)?;
+    // Bad values are the user's (exit 2) and change nothing; checked before anything runs.
+    plan.own_address(device).map_err(Error::usage)?;
+    if a.duration.is_some_and(|d| d.is_zero()) {
+        return Err(Error::usage("--for must be longer than 0"));
     }
-    crate::emit::emit(&crate::event::Event::LabFault {
-        device: device.to_string(),
-        fault: name.into(),
-        seconds: a.duration.filter(|_| !a.restore).map(|d| d.as_secs_f64()),
-    });
+    let fault = match (a.restore, a.silent, a.drop) {
+        (true, _, _) => None,
+        (false, true, _) => Some(wan::Fault::Silent),
+        (false, false, Some(WanDrop::ToDevice)) => Some(wan::Fault::ToDevice),
+        (false, false, Some(WanDrop::FromDevice)) => Some(wan::Fault::FromDevice),
+        (false, false, Some(WanDrop::Both) | None) => Some(wan::Fault::Both),
+    };
+    wan::inject(&plan, device, fault, a.duration).map_err(Error::failed)?;
     Ok(ExitCode::Ok)
 }
 

@@ -48,7 +48,7 @@ pub fn run(cfg: &UpConfig) -> Result<ExitCode> {
     let netns = cfg.wan.as_ref().map(|w| w.plan.device_ns());
     let snmp = snmp_agents(&dir, &own, &secrets.probe_user, netns)?;
     let (listeners, rest_port) = match &wan {
-        Some(w) => bind_wan(w, cfg)?,
+        Some(w) => bind_wan(w, &own, cfg.ovoc_ip, cfg.rest_port)?,
         None => bind_all(&rest_addrs(cfg), cfg.rest_port)?,
     };
     let lab = Arc::new(Lab::new(&dir, cfg, sftp.as_ref(), snmp, &secrets)?);
@@ -142,9 +142,13 @@ fn start_polling(
 
 /// REST for a WAN lab: the OVOC's address here, the devices' own addresses inside their
 /// namespace, all on one port (a fresh namespace has every port free).
-fn bind_wan(w: &wan::Wan, cfg: &UpConfig) -> Result<(Vec<TcpListener>, u16)> {
-    let (mut all, port) = bind_all(&[cfg.ovoc_ip], cfg.rest_port)?;
-    let own: Vec<Ipv4Addr> = cfg.addrs.iter().map(|a| cfg.own(*a)).collect();
+fn bind_wan(
+    w: &wan::Wan,
+    own: &[Ipv4Addr],
+    ovoc_ip: Ipv4Addr,
+    rest_port: u16,
+) -> Result<(Vec<TcpListener>, u16)> {
+    let (mut all, port) = bind_all(&[ovoc_ip], rest_port)?;
     let ns = w.device_ns_path();
     let devices = crate::sys::in_net_namespace(&ns, || {
         own.iter()
@@ -300,6 +304,32 @@ impl Drop for SftpSide {
     }
 }
 
+/// What the SFTP side made for its logins, removed: the system user if it made it (else the
+/// group it joined), the OVOC login key, the chroots and their record.
+fn remove_logins(
+    dir: &Path,
+    chroot_root: &Path,
+    user: &str,
+    created_user: bool,
+    joined: Option<&str>,
+) {
+    if created_user {
+        // userdel also drops the user from every group it joined.
+        if let Err(e) = sshd::remove_user(user) {
+            crate::logging::warn_user(&format!("could not remove system user {user:?}: {e}"));
+        }
+    } else if let Some(g) = joined {
+        if let Err(e) = sshd::leave_group(user, g) {
+            crate::logging::warn_user(&format!("could not take {user:?} out of group {g:?}: {e}"));
+        }
+    }
+    if let Err(e) = sshd::remove_login_key(dir) {
+        crate::logging::warn_user(&format!("could not remove the OVOC login key: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(chroot_root);
+    let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
+}
+
 /// The emulated OVOC server's SFTP login: key only, at the agent's address, into the chroot
 /// whose `captures/` is the agent's `--dir`.
 struct OvocLogin {
@@ -370,12 +400,7 @@ impl SftpSide {
         let (ovoc, sshd, device_sshd, proxy) = match started {
             Ok(v) => v,
             Err(e) => {
-                if created_user {
-                    let _ = sshd::remove_user(&cfg.user);
-                }
-                let _ = sshd::remove_login_key(dir);
-                let _ = std::fs::remove_dir_all(&spec.chroot_root);
-                let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
+                remove_logins(dir, &spec.chroot_root, &cfg.user, created_user, None);
                 return Err(e);
             }
         };
@@ -409,24 +434,13 @@ impl SftpSide {
         if let Some(d) = self.device_sshd.take() {
             d.stop();
         }
-        let (dir, user) = (&self.dir, &self.user);
-        if self.created_user {
-            // userdel also drops the user from every group it joined.
-            if let Err(e) = sshd::remove_user(user) {
-                crate::logging::warn_user(&format!("could not remove system user {user:?}: {e}"));
-            }
-        } else if let Some(g) = &self.ovoc.joined {
-            if let Err(e) = sshd::leave_group(user, g) {
-                crate::logging::warn_user(&format!(
-                    "could not take {user:?} out of group {g:?}: {e}"
-                ));
-            }
-        }
-        if let Err(e) = sshd::remove_login_key(dir) {
-            crate::logging::warn_user(&format!("could not remove the OVOC login key: {e}"));
-        }
-        let _ = std::fs::remove_dir_all(&self.chroot_root);
-        let _ = std::fs::remove_file(dir.join(CHROOT_ROOT_FILE));
+        remove_logins(
+            &self.dir,
+            &self.chroot_root,
+            &self.user,
+            self.created_user,
+            self.ovoc.joined.as_deref(),
+        );
     }
 
     /// Where device `ip` (its own address)'s capture file lives, for the live captures.

@@ -332,7 +332,8 @@ impl Plan {
         }
     }
 
-    fn own_address(&self, public: Ipv4Addr) -> Result<Ipv4Addr, String> {
+    /// The device's own address, or an error naming `public` and the lab's range.
+    pub fn own_address(&self, public: Ipv4Addr) -> Result<Ipv4Addr, String> {
         self.own_of(public).ok_or_else(|| {
             format!(
                 "{public} is not a device of this lab (198.19.{}.1-{})",
@@ -395,6 +396,31 @@ fn nft(ns: &str, script: String) -> Step {
             .to_vec(),
         stdin: Some(script),
     }
+}
+
+/// Starts `fault` on device `public` (with `None`, ends every fault on it) and says so in a
+/// `lab.fault` line: what `tc lab wan` and `tc lab demo` share.
+pub fn inject(
+    plan: &Plan,
+    public: Ipv4Addr,
+    fault: Option<Fault>,
+    duration: Option<Duration>,
+) -> Result<(), String> {
+    let (steps, name) = match fault {
+        Some(f) => (vec![plan.fault(public, f, duration)?], f.name()),
+        None => (plan.restore(public)?, "restored"),
+    };
+    for s in &steps {
+        run_step(s)?;
+    }
+    crate::emit::emit(&crate::event::Event::LabFault {
+        device: public.to_string(),
+        fault: name.into(),
+        seconds: duration
+            .filter(|_| fault.is_some())
+            .map(|d| d.as_secs_f64()),
+    });
+    Ok(())
 }
 
 /// `ip`, by its path: children run with a scrubbed environment.
