@@ -1587,7 +1587,7 @@ _tc() {
             return 0
             ;;
         tc__subcmd__lab__subcmd__up)
-            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --live-captures --no-sftp --log-requests --user --sftp-root --wan --nat --clock-offset --clock-drift --poll-interval --poll-misses --verbose --quiet --progress --help"
+            opts="-v -q -h --dir --devices --latency-ms --busy-first --subnet --rest-port --ssh-port --capture-bytes --cut-sftp-after --ssh-ciphers --live-captures --no-sftp --log-requests --user --sftp-root --wan --nat --clock-offset --clock-drift --poll-interval --poll-misses --verbose --quiet --progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1626,6 +1626,10 @@ _tc() {
                     return 0
                     ;;
                 --cut-sftp-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-ciphers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -979,6 +979,10 @@ pub struct LabUpArgs {
     /// Cut each device's first SFTP connection after this many bytes (fault injection).
     #[arg(long, value_name = "BYTES")]
     pub cut_sftp_after: Option<u64>,
+    /// The only SSH ciphers the lab's sshd offers (sshd_config's Ciphers, comma-separated), to
+    /// rehearse a device or server that knows only some, e.g. aes128-ctr or aes256-cbc.
+    #[arg(long, value_name = "CIPHERS", conflicts_with = "no_sftp")]
+    pub ssh_ciphers: Option<String>,
     /// While a device's capture is active, record the traffic to it with tcpdump and serve that
     /// as its capture file when the capture stops (as a real device does).
     #[arg(long)]

@@ -105,6 +105,8 @@ pub struct SftpConfig {
     pub cut_after: Option<u64>,
     /// Record the traffic during each capture and serve that as the capture file.
     pub live_captures: bool,
+    /// sshd's Ciphers: the only ones offered; `None` for sshd's defaults.
+    pub ciphers: Option<String>,
 }
 
 /// `tc lab demo`, checked.
@@ -141,6 +143,22 @@ fn check_clock(offset_ns: i64, drift_ppm: f64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `--ssh-ciphers`: names as sshd_config spells them (letters, digits, `-`, `.`, `@`), comma
+/// separated; whether sshd knows each is for sshd to say when it starts.
+fn check_ciphers(list: &str) -> Result<String, String> {
+    let name = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.@".contains(&b))
+    };
+    match list.split(',').find(|c| !name(c)) {
+        Some(bad) => Err(format!(
+            "invalid --ssh-ciphers {list:?}: {bad:?} is not a cipher name (e.g. aes128-ctr,aes256-gcm@openssh.com)"
+        )),
+        None => Ok(list.to_string()),
+    }
 }
 
 /// `--wan`'s checks: root, `ip` and `nft`, a /24 of devices, a sane drift.
@@ -210,6 +228,7 @@ pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
             root: a.sftp_root.clone(),
             cut_after: a.cut_sftp_after,
             live_captures: a.live_captures || wan.is_some(),
+            ciphers: a.ssh_ciphers.as_deref().map(check_ciphers).transpose()?,
         })
     };
     let addrs = match &wan {
@@ -379,11 +398,14 @@ mod tests {
         let sftp = match &c.sftp {
             None => "no sftp".to_string(),
             Some(s) => format!(
-                "sftp port {} root {} cut {:?} live {}",
+                "sftp port {} root {} cut {:?} live {}{}",
                 s.port,
                 s.root.display(),
                 s.cut_after,
-                s.live_captures
+                s.live_captures,
+                s.ciphers
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" ciphers {c}"))
             ),
         };
         format!(
@@ -486,6 +508,51 @@ mod tests {
                     "dir /tmp/lab devices 10000 first 127.0.200.1 last 127.0.239.250 ovoc \
                     127.0.200.254 agent 127.0.200.253 rest 0 user tclab sftp port 0 root \
                     /var/lib/tc-lab cut None live false pad 0 busy 0 latency 0ns log false",
+                ),
+            ),
+            (
+                &[
+                    "up",
+                    "--dir",
+                    "/srv/lab",
+                    "--ssh-ciphers",
+                    "aes128-ctr,aes256-gcm@openssh.com,3des-cbc",
+                ],
+                &ROOT,
+                Ok(
+                    "dir /srv/lab devices 3 first 127.0.1.1 last 127.0.1.3 ovoc 127.0.1.254 \
+                    agent 127.0.1.253 rest 0 user tclab sftp port 0 root /var/lib/tc-lab cut \
+                    None live false ciphers aes128-ctr,aes256-gcm@openssh.com,3des-cbc pad 0 \
+                    busy 0 latency 0ns log false",
+                ),
+            ),
+            (
+                &[
+                    "up",
+                    "--dir",
+                    "/srv/lab",
+                    "--ssh-ciphers",
+                    "aes128-ctr,,aes256-ctr",
+                ],
+                &ROOT,
+                Err(
+                    "invalid --ssh-ciphers \"aes128-ctr,,aes256-ctr\": \"\" is not a cipher name \
+                     (e.g. aes128-ctr,aes256-gcm@openssh.com)",
+                ),
+            ),
+            (
+                &[
+                    "up",
+                    "--dir",
+                    "/srv/lab",
+                    "--ssh-ciphers",
+                    "aes128-ctr\nPermitRootLogin yes",
+                ],
+                &ROOT,
+                Err(
+                    "invalid --ssh-ciphers \"aes128-ctr\\nPermitRootLogin yes\": \
+                     \"aes128-ctr\\nPermitRootLogin yes\" is not a cipher name \
+                     (e.g. aes128-ctr,aes256-gcm@openssh.com)",
                 ),
             ),
             (&["up", "--dir", "/srv/lab"], &USER, Err(UP_NEEDS_ROOT)),

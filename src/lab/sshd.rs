@@ -60,6 +60,8 @@ pub struct SshdSpec {
     pub netns: Option<String>,
     /// The one client address logins may come from; default any loopback address.
     pub client: Option<std::net::Ipv4Addr>,
+    /// sshd_config's Ciphers (checked by the lab's config); `None` for sshd's defaults.
+    pub ciphers: Option<String>,
 }
 
 /// The sshd_config for `spec`. Pure; `start` validates the spec first, so every path and
@@ -86,6 +88,9 @@ pub fn render_config(spec: &SshdSpec) -> String {
     // WAN lab's OVOC side.
     let client = spec.client.map_or("127.*".to_string(), |a| a.to_string());
     c.push_str(&format!("AllowUsers {}@{client}\n", spec.user));
+    if let Some(list) = &spec.ciphers {
+        c.push_str(&format!("Ciphers {list}\n"));
+    }
     c.push_str(
         "AllowTcpForwarding no\n\
          AllowAgentForwarding no\n\
@@ -855,6 +860,7 @@ mod tests {
             ovoc_addr: None,
             netns: None,
             client: None,
+            ciphers: None,
         }
     }
 
@@ -905,6 +911,20 @@ mod tests {
                 < first_match
         );
         assert_eq!(c.matches("Match LocalAddress").count(), 2);
+        assert!(!c.contains("Ciphers"), "sshd's own defaults unless asked");
+        let only = SshdSpec {
+            ciphers: Some("aes128-ctr,aes256-cbc".into()),
+            ..spec("/a", "/b", &["127.0.1.1"])
+        };
+        let c = render_config(&only);
+        assert!(
+            c.lines().any(|l| l == "Ciphers aes128-ctr,aes256-cbc"),
+            "{c}"
+        );
+        assert!(
+            c.find("Ciphers").unwrap() < c.find("\nMatch ").unwrap(),
+            "a global line"
+        );
     }
 
     /// Each address's block as (address, its indented lines), in order.
@@ -1241,6 +1261,7 @@ mod tests {
             ovoc_addr: Some("127.0.9.253".into()),
             netns: None,
             client: None,
+            ciphers: None,
         };
         let mut files = HashMap::new();
         for (i, a) in addrs.iter().enumerate() {

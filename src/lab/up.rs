@@ -370,6 +370,7 @@ impl SftpSide {
             ovoc_addr: Some(cfg.agent_ip.to_string()),
             netns: None,
             client: None,
+            ciphers: s.ciphers.clone(),
         };
         let by_name: HashMap<String, Vec<u8>> = files
             .iter()
@@ -494,6 +495,7 @@ fn start_wan_sshds(
         ovoc_addr: None,
         netns: Some(w.plan.device_ns()),
         client: Some(w.plan.host_addr()),
+        ciphers: spec.ciphers.clone(),
     };
     let ovoc = sshd::SshdSpec {
         dir: spec.dir.clone(),
@@ -504,6 +506,7 @@ fn start_wan_sshds(
         ovoc_addr: spec.ovoc_addr.clone(),
         netns: None,
         client: None,
+        ciphers: spec.ciphers.clone(),
     };
     let device_sshd = sshd::start(&devices).map_err(Error::failed)?;
     let sshd = sshd::start(&ovoc).map_err(Error::failed)?;
