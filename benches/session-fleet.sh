@@ -12,8 +12,9 @@
 #   (b) once all are capturing, benches/session-storm.py sends every device's Connection Lost
 #       datagram (the lab OVOC's wording, to the rule's destination = the session's socket) evenly
 #       within STORM_SECONDS; per device: the session's `session.task` alarm ts -> the first
-#       `lab.request` PUT cliScript for that device after it (lab.request is logged when answered,
-#       i.e. after the added LATENCY_MS, which is subtracted); and first alarm -> last fetch ok;
+#       `lab.request` PUT cliScript for that device after it, at its `received` time (when the
+#       request had arrived at the lab, before the added LATENCY_MS); and first alarm -> last
+#       fetch ok;
 #   (c) the session's peak RSS (VmHWM; /usr/bin/time's maximum RSS as a cross-check);
 #   (d) with SESSION_ARGS=--collect-ovoc: first alarm -> every device's verdict, and the last
 #       CPE fetch -> the last verdict (the OVOC files come from the lab's sshd by key).

@@ -126,12 +126,13 @@ def analyse(out, lab_out, latency_ms):
     for e in lines(lab_out):
         if (e.get("type") == "lab.request" and e.get("method") == "PUT"
                 and e.get("path") == "/api/v1/files/cliScript/incremental"):
-            puts.setdefault(e["device"], []).append(ts(e["ts"]))
-    lat = latency_ms / 1000
+            # When the request arrived; a lab older than `received` logs only the answer time,
+            # which follows the added latency.
+            at = ts(e["received"]) if "received" in e else ts(e["ts"]) - latency_ms / 1000
+            puts.setdefault(e["device"], []).append(at)
     react = []
     for d, a in alarms.items():
-        # lab.request is logged when answered, after the lab's added latency: arrival ~ ts - latency
-        after = [p - lat for p in puts.get(d, []) if p - lat >= a - 0.0005]
+        after = [p for p in puts.get(d, []) if p >= a - 0.0005]
         if after:
             react.append((min(after) - a) * 1000)
     r = {

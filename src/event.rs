@@ -125,6 +125,9 @@ pub enum Event {
         path: String,
         status: u16,
         user: Option<String>,
+        /// When the whole request had arrived, before the lab's `--latency-ms` (`ts` is when it
+        /// was answered): what a benchmark of the client times.
+        received: String,
     },
     /// `tc lab up --wan`: the emulated OVOC's polls of a device stopped or started being
     /// answered, and the alarm it forwarded for that.

@@ -919,6 +919,8 @@ fn ovoc_devices(addrs: &[Ipv4Addr]) -> Vec<(u64, String, String)> {
 
 impl http::Handler for Lab {
     fn handle(&self, local: SocketAddr, peer: SocketAddr, req: &http::Request) -> http::Response {
+        // The connection's thread calls this as soon as the request is read.
+        let received = crate::timefmt::Utc::now();
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !self.latency.is_zero() {
             std::thread::sleep(self.latency);
@@ -943,6 +945,7 @@ impl http::Handler for Lab {
                 path: req.path.clone(),
                 status: resp.status,
                 user: req.basic_auth().map(|(u, _)| u),
+                received: received.rfc3339(),
             });
         }
         resp
