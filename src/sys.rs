@@ -59,6 +59,14 @@ pub fn lock_exclusive(f: &File) -> io::Result<bool> {
     }
 }
 
+/// Gives the calling thread, and only it (Linux keeps a nice value per thread), `nice` as its
+/// CPU priority; a failure leaves it as it was.
+pub fn set_thread_nice(nice: i32) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        log::debug!("setting this thread's nice value to {nice}: {e}");
+    }
+}
+
 /// Lift the soft limit on open descriptors to the hard one (a listener and its connections per
 /// emulated device; a connection per device fetch).
 pub fn raise_fd_limit() {
@@ -208,5 +216,26 @@ mod tests {
         assert!(try_lock(&f));
         let mut b = [0u8; 16];
         assert!(random(&mut b));
+    }
+
+    /// The nice value of the calling thread, from /proc (field 19 of its stat).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_thread_lowers_its_own_priority_only() {
+        let before = own_nice();
+        let inside = std::thread::spawn(|| {
+            let start = own_nice();
+            set_thread_nice(start + 3);
+            (start, own_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside.1, (inside.0 + 3).min(19), "the thread itself");
+        assert_eq!(own_nice(), before, "not the thread that spawned it");
     }
 }

@@ -169,6 +169,9 @@ fn open_files(p: &Plan) -> Result<Files> {
 /// The queue of starts and fetches, and the pool that gives alarm work a thread at once.
 type Pools = (mpsc::Sender<Work>, crate::pool::Elastic<Work>);
 
+/// The `--jobs` workers' nice value (0 is the default, 19 the lowest priority).
+const BULK_NICE: i32 = 10;
+
 /// The result a device's job hands back to the loop.
 type Done = (String, Job, std::result::Result<JobOk, String>);
 
@@ -198,7 +201,17 @@ fn pools(
         done_tx.clone(),
         wake.clone(),
     );
-    let job_tx = crate::pool::workers(jobs, "tc-session", run_job, done_tx, wake)
+    // Starts, fetches and analyses are bulk work (a fleet's fetches are a thousand SSH
+    // handshakes): their threads yield the CPU to the alarm threads and the loop, so a storm's
+    // stop requests do not wait behind them. Alone on a core they run as fast as before.
+    let bulk = move |w: Work| {
+        thread_local!(static NICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if !NICED.replace(true) {
+            crate::sys::set_thread_nice(BULK_NICE);
+        }
+        run_job(w)
+    };
+    let job_tx = crate::pool::workers(jobs, "tc-session", bulk, done_tx, wake)
         .map_err(|e| Error::failed(format!("starting workers: {e}")))?;
     Ok((job_tx, urgent))
 }
