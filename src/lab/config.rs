@@ -145,22 +145,6 @@ fn check_clock(offset_ns: i64, drift_ppm: f64) -> Result<(), String> {
     Ok(())
 }
 
-/// `--ssh-ciphers`: names as sshd_config spells them (letters, digits, `-`, `.`, `@`), comma
-/// separated; whether sshd knows each is for sshd to say when it starts.
-fn check_ciphers(list: &str) -> Result<String, String> {
-    let name = |c: &str| {
-        !c.is_empty()
-            && c.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.@".contains(&b))
-    };
-    match list.split(',').find(|c| !name(c)) {
-        Some(bad) => Err(format!(
-            "invalid --ssh-ciphers {list:?}: {bad:?} is not a cipher name (e.g. aes128-ctr,aes256-gcm@openssh.com)"
-        )),
-        None => Ok(list.to_string()),
-    }
-}
-
 /// `--wan`'s checks: root, `ip` and `nft`, a /24 of devices, a sane drift.
 fn wan(a: &LabUpArgs, m: &dyn Machine) -> Result<Option<WanConfig>, String> {
     if !a.wan {
@@ -228,7 +212,11 @@ pub fn up(a: &LabUpArgs, m: &dyn Machine) -> Result<UpConfig, String> {
             root: a.sftp_root.clone(),
             cut_after: a.cut_sftp_after,
             live_captures: a.live_captures || wan.is_some(),
-            ciphers: a.ssh_ciphers.as_deref().map(check_ciphers).transpose()?,
+            ciphers: a
+                .ssh_ciphers
+                .as_deref()
+                .map(super::sshd::check_ciphers)
+                .transpose()?,
         })
     };
     let addrs = match &wan {

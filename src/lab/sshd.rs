@@ -60,7 +60,7 @@ pub struct SshdSpec {
     pub netns: Option<String>,
     /// The one client address logins may come from; default any loopback address.
     pub client: Option<std::net::Ipv4Addr>,
-    /// sshd_config's Ciphers (checked by the lab's config); `None` for sshd's defaults.
+    /// sshd_config's Ciphers ([`check_ciphers`]); `None` for sshd's defaults.
     pub ciphers: Option<String>,
 }
 
@@ -680,6 +680,9 @@ fn validate_spec(spec: &SshdSpec) -> Result<(), String> {
         return Err("sshd port must not be 0".into());
     }
     check_user_name(&spec.user)?;
+    if let Some(list) = &spec.ciphers {
+        check_ciphers(list)?;
+    }
     for p in [&spec.dir, &spec.chroot_root] {
         check_config_path(p)?;
     }
@@ -724,6 +727,22 @@ fn check_addr(addr: &str) -> Result<(), String> {
 }
 
 /// The portable POSIX user-name subset; also keeps names from looking like options.
+/// `--ssh-ciphers`: names as sshd_config spells them (letters, digits, `-`, `.`, `@`), comma
+/// separated; whether sshd knows each is for sshd to say when it starts.
+pub(crate) fn check_ciphers(list: &str) -> Result<String, String> {
+    let name = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.@".contains(&b))
+    };
+    match list.split(',').find(|c| !name(c)) {
+        Some(bad) => Err(format!(
+            "invalid --ssh-ciphers {list:?}: {bad:?} is not a cipher name (e.g. aes128-ctr,aes256-gcm@openssh.com)"
+        )),
+        None => Ok(list.to_string()),
+    }
+}
+
 pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars
@@ -1091,6 +1110,13 @@ mod tests {
                     ..spec("/a", "/b", &[])
                 },
                 "invalid user name",
+            ),
+            (
+                SshdSpec {
+                    ciphers: Some("aes128-ctr\nPermitRootLogin yes".into()),
+                    ..spec("/a", "/b", &[])
+                },
+                "is not a cipher name",
             ),
             (spec("relative", "/b", &[]), "must be absolute"),
             (spec("/a", "/b/%u", &[]), "cannot hold"),
