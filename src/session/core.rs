@@ -64,14 +64,19 @@ pub struct Config {
 /// agent (it works on requests at once) bounds its own answers, and a resend does it no harm:
 /// CAPTURE once tcpdump listens (5 s at most by default), STOP once tcpdump has flushed and
 /// exited (1.5 s, then 5 s grace), VERIFY after its probes, taken as twice this session's own;
-/// REGISTER once OVOC's REST API has made the rule (three calls per device, queued behind the
-/// rest of a fleet registering at once): 60 s.
-pub fn trying_wait(verb: Verb, concurrent: bool, probe_time: Duration) -> Duration {
+/// REGISTER once OVOC's REST API has made the rule, three calls per device queued behind the
+/// `queued` other REGISTERs that agent has in hand: 15 s and 50 ms for each of them, at most
+/// 60 s: a whole fleet registering at once gets its answers well within that (session-fleet
+/// benchmark), and a lost answer to one of a few devices is not waited for a minute.
+pub fn trying_wait(verb: Verb, concurrent: bool, probe_time: Duration, queued: usize) -> Duration {
     match (concurrent, verb) {
         (false, Verb::Verify) => Duration::from_secs(120),
         (false, _) => Duration::from_secs(60),
         (true, Verb::Verify) => probe_time * 2 + Duration::from_secs(5),
-        (true, Verb::Register) => Duration::from_secs(60),
+        (true, Verb::Register) => {
+            let queue = Duration::from_millis(50).saturating_mul(queued.min(900) as u32);
+            (Duration::from_secs(15) + queue).min(Duration::from_secs(60))
+        }
         (true, _) => Duration::from_secs(15),
     }
 }
@@ -875,7 +880,21 @@ impl Core {
     }
 
     fn trying_wait(&self, verb: Verb, agent: SocketAddr) -> Duration {
-        trying_wait(verb, self.concurrent.contains(&agent), self.cfg.probe_time)
+        let queued = self.in_hand(agent, verb);
+        trying_wait(
+            verb,
+            self.concurrent.contains(&agent),
+            self.cfg.probe_time,
+            queued,
+        )
+    }
+
+    /// How many of `agent`'s devices have a `verb` it has acknowledged and not yet answered.
+    fn in_hand(&self, agent: SocketAddr, verb: Verb) -> usize {
+        self.devs
+            .values()
+            .filter(|d| d.agent == agent && d.trying.is_some() && step_verb(d.step) == Some(verb))
+            .count()
     }
 
     /// The agent answered about `device` while another device's request was in its hands. A
@@ -893,6 +912,7 @@ impl Core {
             return;
         }
         let probe_time = self.cfg.probe_time;
+        let registering = self.in_hand(agent, Verb::Register);
         for d in self.devs.values_mut().filter(|d| d.agent == agent) {
             if d.held {
                 d.held = false;
@@ -900,7 +920,7 @@ impl Core {
             }
             // Requests it has: their final answers now come within a tc agent's bounds.
             if let (Some(at), Some(verb)) = (d.trying, step_verb(d.step)) {
-                d.next_send = Some(at + trying_wait(verb, true, probe_time));
+                d.next_send = Some(at + trying_wait(verb, true, probe_time, registering));
             }
         }
     }
@@ -1742,7 +1762,8 @@ mod tests {
     }
 
     /// A tc agent's `101` to REGISTER says it arrived: no resend while OVOC's REST API makes
-    /// the rule (a fleet registering at once waited 9 s, and the second send's wait ran out).
+    /// the rule (a fleet registering at once waited 9 s, and the second send's wait ran out),
+    /// but a lost answer to one of a few devices is not awaited a minute.
     #[test]
     fn a_register_a_tc_agent_has_is_awaited_not_resent() {
         let t = Instant::now();
@@ -1750,23 +1771,56 @@ mod tests {
         let mut c = core(cfg());
         assert_eq!(sends(&c.start(t)), ["REGISTER 10.0.0.1"]);
         reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
-        assert_eq!(c.next_deadline(), Some(t + s(60)));
-        for after in [3, 9, 30, 59] {
+        assert_eq!(c.next_deadline(), Some(t + s(15)));
+        for after in [3, 9, 14] {
             assert!(sends(&c.tick(t + s(after))).is_empty(), "{after} s");
         }
-        let a = reply(&mut c, t + s(20), "200 OK 10.0.0.1 REGISTER");
+        let a = reply(&mut c, t + s(10), "200 OK 10.0.0.1 REGISTER");
         assert_eq!(tasks(&a)[0], ("register".into(), "ok".into()));
         // No final answer at all: sent again after the wait, then given up as before.
         let mut c = core(cfg());
         c.start(t);
         reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
-        assert_eq!(sends(&c.tick(t + s(60))), ["REGISTER 10.0.0.1"]);
+        assert_eq!(sends(&c.tick(t + s(15))), ["REGISTER 10.0.0.1"]);
         // The second send's wait passes too: the budget (2 sends) is spent.
-        reply(&mut c, t + s(60), "101 tc Agent 10.0.0.1 REGISTER");
+        reply(&mut c, t + s(15), "101 tc Agent 10.0.0.1 REGISTER");
         let a = c.tick(t + s(200));
         assert!(
             tasks(&a).contains(&("register".into(), "failed".into())),
             "{a:?}"
+        );
+    }
+
+    /// The wait grows with the REGISTERs the agent already has in hand (each waits on OVOC's
+    /// REST API behind the others), up to 60 s.
+    #[test]
+    fn a_register_queued_behind_others_is_awaited_longer() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        for (n, last_wait) in [
+            (1, ms(15_000)),
+            (2, ms(15_050)),
+            (101, ms(20_000)),
+            (2000, ms(60_000)),
+        ] {
+            let devs = (0..n)
+                .map(|i| (format!("10.1.{}.{}", i / 250, i % 250 + 1), agent()))
+                .collect();
+            let mut c = Core::new(cfg(), devs);
+            assert_eq!(sends(&c.start(t)).len(), n, "{n}");
+            for i in 0..n {
+                let dev = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+                reply(&mut c, t, &format!("101 tc Agent {dev} REGISTER"));
+            }
+            let last = format!("10.1.{}.{}", (n - 1) / 250, (n - 1) % 250 + 1);
+            assert_eq!(c.devs[&last].next_send, Some(t + last_wait), "{n} devices");
+            // The first to be acknowledged had none in hand before it.
+            assert_eq!(c.devs["10.1.0.1"].next_send, Some(t + ms(15_000)), "{n}");
+        }
+        // The original agent sends no 101: its 100 Trying-less REGISTER is resent as before.
+        assert_eq!(
+            trying_wait(Verb::Register, false, Duration::ZERO, 500),
+            Duration::from_secs(60)
         );
     }
 
