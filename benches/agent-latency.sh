@@ -9,6 +9,8 @@
 #   - VERIFY <dev>   -> `100 Trying` (first answer) and the final `200 OK` (no probes enabled;
 #     VERIFY is for a device being captured, so the device is captured first).
 # The agent's per-source and VERIFY rate limits are lifted: this measures latency, not limits.
+# A build older than those limits (it has no flags for them) is run without the flags, so an
+# older commit can be timed against a newer one with this same script.
 # ROUNDS rounds, each with both verbs; prints a Markdown table (progress on stderr).
 # Usage: sudo benches/agent-latency.sh     (from the repository root)
 # Environment: TC=PATH (default: the static musl release build, see benches/tc-bin.sh), ROUNDS=5, COUNT=5000,
@@ -27,9 +29,13 @@ cc -O2 -o "$WORK/agent-rtt" "$repo/benches/agent-rtt.c" -lcrypto
 agent_pid=
 cleanup() { [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
+limits=()
+if "$TC" ovoc serve --help | grep -q -- --verify-rate; then
+    limits=(--rate-limit 1000000 --verify-rate 10000 --max-verifies 1000)
+fi
 taskset -c 0 "$TC" ovoc serve --interface lo --listen "$ADDR:20001" --dir "$WORK/agent" \
-    --allow 127.0.0.0/8 --no-ovoc-rules --probes none --rate-limit 1000000 \
-    --verify-rate 10000 --max-verifies 1000 -q >/dev/null 2>"$WORK/agent.err" &
+    --allow 127.0.0.0/8 --no-ovoc-rules --probes none "${limits[@]}" \
+    -q >/dev/null 2>"$WORK/agent.err" &
 agent_pid=$!
 sleep 1
 kill -0 "$agent_pid" || { cat "$WORK/agent.err" >&2; exit 1; }
