@@ -31,6 +31,13 @@ mod util;
 
 use clap::Parser;
 
+/// musl's allocator (mallocng) hands a size class's memory back to the kernel as soon as it is
+/// free, so a loop that allocates and frees per request maps and unmaps a page each time, and
+/// its small allocations are slow; the static build users get is musl. mimalloc keeps freed
+/// memory for reuse (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// iproute2's `tc` objects: someone who typed one of these wanted the traffic-control tool.
 const IPROUTE2_WORDS: &[&str] = &[
     "qdisc", "class", "filter", "action", "actions", "monitor", "chain", "exec",
