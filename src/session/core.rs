@@ -67,19 +67,28 @@ pub struct Config {
 /// REGISTER once OVOC's REST API has made the rule, three calls per device queued behind the
 /// `queued` other REGISTERs that agent has in hand: 15 s and 50 ms for each of them, at most
 /// 60 s: a whole fleet registering at once gets its answers well within that (session-fleet
-/// benchmark), and a lost answer to one of a few devices is not waited for a minute.
+/// benchmark), and a lost answer to one of a few devices is not waited for a minute. Resent
+/// sooner, a REGISTER is still not given up sooner: see [`REGISTER_BOUND`].
 pub fn trying_wait(verb: Verb, concurrent: bool, probe_time: Duration, queued: usize) -> Duration {
     match (concurrent, verb) {
         (false, Verb::Verify) => Duration::from_secs(120),
         (false, _) => Duration::from_secs(60),
         (true, Verb::Verify) => probe_time * 2 + Duration::from_secs(5),
         (true, Verb::Register) => {
-            let queue = Duration::from_millis(50).saturating_mul(queued.min(900) as u32);
-            (Duration::from_secs(15) + queue).min(Duration::from_secs(60))
+            let queued = u32::try_from(queued).unwrap_or(u32::MAX);
+            let queue = Duration::from_millis(50).saturating_mul(queued);
+            (Duration::from_secs(15) + queue).min(REGISTER_BOUND)
         }
         (true, _) => Duration::from_secs(15),
     }
 }
+
+/// How long a `tc` agent may take to answer a REGISTER it acknowledged: OVOC's REST API makes
+/// the rule in three or four calls of at most 10 s each (a slow OVOC under a fleet's load may
+/// use most of that). Until this has passed since its first `101`, a REGISTER whose final answer
+/// is lost is resent without spending `--register-attempts`, so the shorter wait of
+/// [`trying_wait`] never gives a device up sooner than the old one did.
+pub const REGISTER_BOUND: Duration = Duration::from_secs(60);
 
 /// The wait after the `sent`-th send of an unanswered request: `resend`, doubling with each
 /// resend up to 8x (3, 6, 12, 24 s by default). An agent that is slow because a whole fleet asked
@@ -214,6 +223,8 @@ struct Dev {
     next_send: Option<Instant>,
     /// The agent answered `100 Trying` to the current request (at this time): it arrived.
     trying: Option<Instant>,
+    /// When the agent first acknowledged the current request, kept across its resends.
+    first_trying: Option<Instant>,
     /// The current request got `100 Trying` at some send (a 503 to a repeated STOP then means an
     /// original agent confused by the repeat, not a capture that failed to stop).
     acked: bool,
@@ -369,6 +380,7 @@ impl Core {
                         sent: 0,
                         next_send: None,
                         trying: None,
+                        first_trying: None,
                         acked: false,
                         held: false,
                         incomplete: None,
@@ -523,6 +535,7 @@ impl Core {
             d.step = step;
             d.sent = 0;
             d.acked = false;
+            d.first_trying = None;
             if step == Step::Stop {
                 d.incomplete = None;
             }
@@ -874,13 +887,17 @@ impl Core {
         let wait = self.trying_wait(verb, d.agent);
         let d = self.devs.get_mut(device).expect("known");
         d.trying = Some(now);
+        d.first_trying.get_or_insert(now);
         d.acked = true;
         d.held = false;
         d.next_send = Some(now + wait);
     }
 
     fn trying_wait(&self, verb: Verb, agent: SocketAddr) -> Duration {
-        let queued = self.in_hand(agent, verb);
+        let queued = match verb {
+            Verb::Register => self.in_hand(agent, verb),
+            _ => 0,
+        };
         trying_wait(
             verb,
             self.concurrent.contains(&agent),
@@ -918,9 +935,11 @@ impl Core {
                 d.held = false;
                 d.next_send = Some(now);
             }
-            // Requests it has: their final answers now come within a tc agent's bounds.
+            // Requests it has: their final answers now come within a tc agent's bounds (a
+            // REGISTER's behind the others in hand, as in `trying_received`).
             if let (Some(at), Some(verb)) = (d.trying, step_verb(d.step)) {
-                d.next_send = Some(at + trying_wait(verb, true, probe_time, registering));
+                let others = registering.saturating_sub(usize::from(verb == Verb::Register));
+                d.next_send = Some(at + trying_wait(verb, true, probe_time, others));
             }
         }
     }
@@ -1102,6 +1121,11 @@ impl Core {
             return;
         };
         let (agent, sent, lost_final) = (d.agent, d.sent, d.trying.is_some());
+        let first_trying = d.first_trying;
+        // A tc agent still working on a REGISTER it acknowledged: resent, budget unspent.
+        let unspent = verb == Verb::Register
+            && self.concurrent.contains(&agent)
+            && first_trying.is_some_and(|t| now < t + REGISTER_BOUND);
         if lost_final {
             self.settle(now, n);
         } else if !self.concurrent.contains(&agent) && self.agent_busy(agent, n) {
@@ -1115,14 +1139,15 @@ impl Core {
         } else {
             self.cfg.retries + 1
         };
-        if sent < budget {
+        if sent < budget || unspent {
             self.send(out, now, n, verb);
             return;
         }
         let why = if lost_final {
+            let waited = first_trying.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
             format!(
                 "100 Trying to {verb}, then no final answer within {} s ({sent} send(s))",
-                self.trying_wait(verb, agent).as_secs()
+                waited.as_secs()
             )
         } else {
             format!("no answer to {verb} after {sent} sends")
@@ -1782,8 +1807,28 @@ mod tests {
         c.start(t);
         reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
         assert_eq!(sends(&c.tick(t + s(15))), ["REGISTER 10.0.0.1"]);
-        // The second send's wait passes too: the budget (2 sends) is spent.
-        reply(&mut c, t + s(15), "101 tc Agent 10.0.0.1 REGISTER");
+        // The budget (2 sends) is spent, but the agent acknowledged it 15 s ago, and OVOC's
+        // REST API may take 60 s: sent again until then, given up at the first due time after.
+        for (after, send) in [(15, true), (30, true), (45, false)] {
+            reply(&mut c, t + s(after), "101 tc Agent 10.0.0.1 REGISTER");
+            assert_eq!(c.next_deadline(), Some(t + s(after + 15)), "{after} s");
+            let a = c.tick(t + s(after + 15));
+            assert_eq!(sends(&a).len(), usize::from(send), "{after} s: {a:?}");
+            if !send {
+                let failed = a.iter().any(|a| {
+                    matches!(a, Action::Report(r) if r.task == "register" && r.status == "failed"
+                        && r.description.contains("no final answer within 60 s (4 send(s))"))
+                });
+                assert!(failed, "{a:?}");
+            }
+        }
+        // A resend that gets no answer of any kind is resent on its backoff until the bound,
+        // then given up at its next due time.
+        let mut c = core(cfg());
+        c.start(t);
+        reply(&mut c, t, "101 tc Agent 10.0.0.1 REGISTER");
+        assert_eq!(sends(&c.tick(t + s(15))), ["REGISTER 10.0.0.1"]);
+        assert_eq!(sends(&c.tick(t + s(21))), ["REGISTER 10.0.0.1"]);
         let a = c.tick(t + s(200));
         assert!(
             tasks(&a).contains(&("register".into(), "failed".into())),
