@@ -18,9 +18,7 @@ use std::net::IpAddr;
 
 use std::collections::VecDeque;
 
-use etherparse::{
-    EtherType, IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
-};
+use etherparse::{EtherType, IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket};
 use rustc_hash::FxHashMap;
 
 use super::read::Frame;
@@ -197,7 +195,7 @@ struct Net<'a> {
 /// Layer by layer with etherparse's own slices: its whole-packet `LaxSlicedPacket` carries
 /// every layer's slice and error in one large value, and building and moving it per frame was
 /// the largest cost of an analysis (BENCHMARKS.md). Ether types other than IP and VLAN tags
-/// (MACsec, say) still go through it.
+/// (MACsec) still go through it.
 fn slice(linktype: u32, data: &[u8]) -> Option<Net<'_>> {
     let (ether_type, bytes) = match linktype {
         1 => {
@@ -221,7 +219,10 @@ fn slice(linktype: u32, data: &[u8]) -> Option<Net<'_>> {
                 let vlan = etherparse::SingleVlanSlice::from_slice(bytes).ok()?;
                 (ether_type, bytes) = (vlan.ether_type(), vlan.payload_slice());
             }
-            _ => return other(LaxSlicedPacket::from_ether_type(ether_type, bytes)),
+            // MACsec (unencrypted, it may carry IP) is left to etherparse's whole-packet
+            // slicer; it slices nothing else that is not IP or VLAN (ARP, LLDP, LLC).
+            EtherType::MACSEC => return other(LaxSlicedPacket::from_ether_type(ether_type, bytes)),
+            _ => return None,
         }
     }
     matches!(ether_type, EtherType::IPV4 | EtherType::IPV6)
@@ -244,6 +245,14 @@ fn ip(bytes: &[u8]) -> Option<Net<'_>> {
 }
 
 /// What the whole-packet slicing found, for the rare ether types the fast path leaves to it.
+/// The transports the dissector reads; everything else is `Class::Other`.
+enum Transport<'a> {
+    Udp(etherparse::UdpSlice<'a>),
+    Tcp(etherparse::TcpSlice<'a>),
+    Icmpv4(etherparse::Icmpv4Slice<'a>),
+    Icmpv6(etherparse::Icmpv6Slice<'a>),
+}
+
 fn other(sliced: LaxSlicedPacket<'_>) -> Option<Net<'_>> {
     match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => Some(ipv4(v4)),
@@ -361,21 +370,16 @@ impl Dissector {
         }
     }
 
-    /// A transport payload that etherparse did not slice (a reassembled datagram, or a
-    /// protocol it does not know): its captured bytes, and its length on the wire.
+    /// A transport payload (of a datagram whole or reassembled): its captured bytes, and its
+    /// length on the wire. UDP, TCP and ICMP are dissected; any other protocol (IGMP, GRE, ESP,
+    /// a header too short to slice) is keyed on its IP protocol, id, length and payload.
     fn transport_bytes(&mut self, ip: IpInfo, bytes: &[u8], len: usize, out: &mut Vec<Pkt>) {
         use etherparse::{Icmpv4Slice, Icmpv6Slice, TcpSlice, UdpSlice};
         let t = match ip.proto {
-            IpNumber::UDP => UdpSlice::from_slice_lax(bytes)
-                .ok()
-                .map(TransportSlice::Udp),
-            IpNumber::TCP => TcpSlice::from_slice(bytes).ok().map(TransportSlice::Tcp),
-            IpNumber::ICMP => Icmpv4Slice::from_slice(bytes)
-                .ok()
-                .map(TransportSlice::Icmpv4),
-            IpNumber::IPV6_ICMP => Icmpv6Slice::from_slice(bytes)
-                .ok()
-                .map(TransportSlice::Icmpv6),
+            IpNumber::UDP => UdpSlice::from_slice_lax(bytes).ok().map(Transport::Udp),
+            IpNumber::TCP => TcpSlice::from_slice(bytes).ok().map(Transport::Tcp),
+            IpNumber::ICMP => Icmpv4Slice::from_slice(bytes).ok().map(Transport::Icmpv4),
+            IpNumber::IPV6_ICMP => Icmpv6Slice::from_slice(bytes).ok().map(Transport::Icmpv6),
             _ => None,
         };
         let missing = len.saturating_sub(bytes.len());
@@ -403,13 +407,13 @@ impl Dissector {
 
     fn transport_slice(
         &mut self,
-        t: &TransportSlice<'_>,
+        t: &Transport<'_>,
         ip: IpInfo,
         missing: usize,
         out: &mut Vec<Pkt>,
     ) {
         match t {
-            TransportSlice::Udp(u) => {
+            Transport::Udp(u) => {
                 let (sport, dport) = (u.source_port(), u.destination_port());
                 let p = u.payload();
                 let len = p.len() + missing;
@@ -423,25 +427,17 @@ impl Dissector {
                 let key = hash(&[17, ip.id_or_zero(), len as u64], hashed);
                 out.push(ip.pkt(class, key, 0, role, len > 0, cut));
             }
-            TransportSlice::Tcp(t) => self.tcp(t, ip, missing, out),
-            TransportSlice::Icmpv4(i) => {
+            Transport::Tcp(t) => self.tcp(t, ip, missing, out),
+            Transport::Icmpv4(i) => {
                 let (ty, code) = (i.type_u8(), i.code_u8());
                 let (p, cut) = self.hashed(i.payload(), i.payload().len() + missing);
                 out.push(icmp(ip, ty, code, i.bytes5to8(), p, (8, 0)).cut_if(cut));
             }
-            TransportSlice::Icmpv6(i) => {
+            Transport::Icmpv6(i) => {
                 let (ty, code) = (i.type_u8(), i.code_u8());
                 let (p, cut) = self.hashed(i.payload(), i.payload().len() + missing);
                 out.push(icmp(ip, ty, code, i.bytes5to8(), p, (128, 129)).cut_if(cut));
             }
-            _ => out.push(ip.pkt(
-                Class::Other,
-                hash(&[ip.id_or_zero()], &[]),
-                0,
-                Role::None,
-                false,
-                false,
-            )),
         }
     }
 
@@ -929,97 +925,83 @@ mod tests {
         v
     }
 
+    /// A UDP datagram in IPv4 and in IPv6: (datagram, its ether type, its raw link type).
+    fn v4_and_v6() -> [(Vec<u8>, u16, u32); 2] {
+        let udp = datagram(60);
+        let v4 = etherparse::Ipv4Header::new(60, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
+            .unwrap();
+        let v6 = etherparse::Ipv6Header {
+            payload_length: 60,
+            next_header: IpNumber::UDP,
+            hop_limit: 64,
+            source: [1; 16],
+            destination: [2; 16],
+            ..Default::default()
+        };
+        [
+            ([v4.to_bytes().to_vec(), udp.clone()].concat(), 0x0800, 228),
+            ([v6.to_bytes().to_vec(), udp].concat(), 0x86dd, 229),
+        ]
+    }
+
+    /// An Ethernet frame of ether type `ty` behind `tags`, padded past the datagram.
+    fn eth(ty: u16, tags: &[u16], ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        let mut types: Vec<u16> = tags.to_vec();
+        types.push(ty);
+        for (i, t) in types.iter().enumerate() {
+            f.extend_from_slice(&t.to_be_bytes());
+            if i + 1 < types.len() {
+                f.extend_from_slice(&[0, 7]); // the tag's TCI
+            }
+        }
+        [f, ip.to_vec(), vec![0; 20]].concat()
+    }
+
+    /// `ip` in every link type read: (link type, frame, bytes before the IP header).
+    fn in_every_link_type(ip: &[u8], ty: u16, raw: u32) -> Vec<(u32, Vec<u8>, usize)> {
+        let sll = [vec![0u8; 14], ty.to_be_bytes().to_vec(), ip.to_vec()].concat();
+        let sll2 = [ty.to_be_bytes().to_vec(), vec![0u8; 18], ip.to_vec()].concat();
+        let null = [2u32.to_ne_bytes().to_vec(), ip.to_vec()].concat();
+        vec![
+            (1, eth(ty, &[], ip), 14),
+            (1, eth(ty, &[0x8100], ip), 18),
+            (1, eth(ty, &[0x88a8, 0x8100], ip), 22),
+            (1, eth(ty, &[0x9100, 0x88a8, 0x8100], ip), 26),
+            (113, sll, 16),
+            (276, sll2, 20),
+            (101, ip.to_vec(), 0),
+            (raw, ip.to_vec(), 0),
+            (0, null.clone(), 4),
+            (108, null, 4),
+        ]
+    }
+
     /// The same IPv4 and IPv6 datagrams in every link type read, with up to three VLAN tags
     /// and Ethernet padding: the same packet every time, and the same IP layer as etherparse's
     /// whole-packet slicing finds (which the layer-by-layer path replaced). A fourth tag, ARP
     /// and unknown link types are not IP.
     #[test]
     fn every_link_type_gives_the_same_packet() {
-        let udp = datagram(60);
-        let v4 = {
-            let h =
-                etherparse::Ipv4Header::new(60, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2])
-                    .unwrap();
-            [h.to_bytes().to_vec(), udp.clone()].concat()
-        };
-        let v6 = {
-            let h = etherparse::Ipv6Header {
-                payload_length: 60,
-                next_header: IpNumber::UDP,
-                hop_limit: 64,
-                source: [1; 16],
-                destination: [2; 16],
-                ..Default::default()
-            };
-            [h.to_bytes().to_vec(), udp].concat()
-        };
-        let eth = |ty: u16, tags: &[u16], ip: &[u8]| {
-            let mut f = vec![0u8; 12];
-            let mut types: Vec<u16> = tags.to_vec();
-            types.push(ty);
-            for (i, t) in types.iter().enumerate() {
-                f.extend_from_slice(&t.to_be_bytes());
-                if i + 1 < types.len() {
-                    f.extend_from_slice(&[0, 7]); // the tag's TCI
-                }
-            }
-            [f, ip.to_vec(), vec![0; 20]].concat() // padding past the IP length
-        };
-        let sll =
-            |ty: u16, ip: &[u8]| [vec![0u8; 14], ty.to_be_bytes().to_vec(), ip.to_vec()].concat();
-        let sll2 =
-            |ty: u16, ip: &[u8]| [ty.to_be_bytes().to_vec(), vec![0u8; 18], ip.to_vec()].concat();
-        let null = |af: u32, ip: &[u8]| [af.to_ne_bytes().to_vec(), ip.to_vec()].concat();
-        for (ip, ty, raw) in [(&v4, 0x0800, 228), (&v6, 0x86dd, 229)] {
-            let want = feed(&mut Dissector::default(), std::slice::from_ref(ip), None);
+        for (ip, ty, raw) in v4_and_v6() {
+            let want = feed(&mut Dissector::default(), std::slice::from_ref(&ip), None);
             assert_eq!(want.len(), 1);
-            let frames: Vec<(u32, Vec<u8>)> = vec![
-                (1, eth(ty, &[], ip)),
-                (1, eth(ty, &[0x8100], ip)),
-                (1, eth(ty, &[0x88a8, 0x8100], ip)),
-                (1, eth(ty, &[0x9100, 0x88a8, 0x8100], ip)),
-                (113, sll(ty, ip)),
-                (276, sll2(ty, ip)),
-                (101, ip.clone()),
-                (raw, ip.clone()),
-                (0, null(2, ip)),
-                (108, null(2, ip)),
-            ];
-            for (lt, f) in &frames {
-                let got = one(*lt, f);
-                assert_eq!(got, want, "link type {lt}: {f:02x?}");
-                let net = slice(*lt, f).expect("IP");
-                let whole = match *lt {
-                    1 => LaxSlicedPacket::from_ethernet(f).unwrap(),
-                    113 | 276 => {
-                        let at = if *lt == 113 { 16 } else { 20 };
-                        LaxSlicedPacket::from_ether_type(EtherType(ty), &f[at..])
-                    }
-                    0 | 108 => LaxSlicedPacket::from_ip(&f[4..]).unwrap(),
-                    _ => LaxSlicedPacket::from_ip(f).unwrap(),
+            for (lt, f, at) in in_every_link_type(&ip, ty, raw) {
+                assert_eq!(one(lt, &f), want, "link type {lt}: {f:02x?}");
+                let whole = match lt {
+                    1 => LaxSlicedPacket::from_ethernet(&f).unwrap(),
+                    113 | 276 => LaxSlicedPacket::from_ether_type(EtherType(ty), &f[at..]),
+                    _ => LaxSlicedPacket::from_ip(&f[at..]).unwrap(),
                 };
+                let ours = slice(lt, &f).expect("IP");
                 let theirs = other(whole).expect("etherparse finds IP too");
-                assert_eq!(
-                    (
-                        net.ip.src,
-                        net.ip.dst,
-                        net.ip.len,
-                        net.ip.proto,
-                        net.payload
-                    ),
-                    (
-                        theirs.ip.src,
-                        theirs.ip.dst,
-                        theirs.ip.len,
-                        theirs.ip.proto,
-                        theirs.payload
-                    ),
-                    "link type {lt}"
-                );
+                let layer =
+                    |n: Net<'_>| (n.ip.src, n.ip.dst, n.ip.len, n.ip.proto, n.payload.to_vec());
+                assert_eq!(layer(ours), layer(theirs), "link type {lt}");
             }
             // Not IP: a fourth tag (etherparse's limit too), ARP, an unknown link type.
             for (lt, f) in [
-                (1, eth(ty, &[0x8100, 0x8100, 0x8100, 0x8100], ip)),
+                (1, eth(ty, &[0x8100, 0x8100, 0x8100, 0x8100], &ip)),
                 (1, eth(0x0806, &[], &[0; 28])),
                 (147, ip.clone()),
             ] {
@@ -1027,6 +1009,30 @@ mod tests {
                 assert!(slice(lt, &f).is_none(), "{lt}: {f:02x?}");
                 d.dissect(&frame(lt, &f), &mut Vec::new());
                 assert_eq!(d.skipped, 1);
+            }
+        }
+    }
+
+    /// Every frame above cut at every length: never a panic, and no IP layer until its link
+    /// header and its whole IP header are there (a short payload is the snap length's doing
+    /// and still read).
+    #[test]
+    fn a_frame_cut_anywhere_is_skipped_or_read_whole_headers() {
+        for (ip, ty, raw) in v4_and_v6() {
+            let header = if ty == 0x0800 { 20 } else { 40 };
+            for (lt, f, at) in in_every_link_type(&ip, ty, raw) {
+                let mut d = Dissector::default();
+                for n in 0..f.len() {
+                    let cut = &f[..n];
+                    let sliced = slice(lt, cut).is_some();
+                    assert_eq!(
+                        sliced,
+                        n >= at + header,
+                        "link type {lt}, {n} of {} bytes",
+                        f.len()
+                    );
+                    d.dissect(&frame(lt, cut), &mut Vec::new());
+                }
             }
         }
     }
