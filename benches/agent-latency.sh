@@ -34,7 +34,7 @@ if "$TC" ovoc serve --help | grep -q -- --verify-rate; then
     limits=(--rate-limit 1000000 --verify-rate 10000 --max-verifies 1000)
 fi
 taskset -c 0 "$TC" ovoc serve --interface lo --listen "$ADDR:20001" --dir "$WORK/agent" \
-    --allow 127.0.0.0/8 --no-ovoc-rules --probes none "${limits[@]}" \
+    --allow 127.0.0.0/8 --no-ovoc-rules --probes none ${limits[@]+"${limits[@]}"} \
     -q >/dev/null 2>"$WORK/agent.err" &
 agent_pid=$!
 sleep 1

@@ -35,7 +35,7 @@ use clap::Parser;
 /// free, so a loop that allocates and frees per request maps and unmaps a page each time, and
 /// its small allocations are slow; the static build users get is musl. mimalloc keeps freed
 /// memory for reuse (BENCHMARKS.md, "Allocator"). Without transparent huge pages
-/// ([`sys::no_transparent_huge_pages`]), or its per-thread heaps cost a gigabyte.
+/// ([`sys::no_transparent_huge_pages`]), or its per-thread pages cost far more memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -68,10 +68,10 @@ pub fn set_thread_nice(nice: i32) {
 }
 
 /// No transparent huge pages for this process (and the programs it starts, which inherit the
-/// flag): mimalloc gives every thread its own heap in large aligned segments, which a kernel
-/// set to THP `always` (the default of the enterprise distributions OVOC runs on) backs with
-/// 2 MB pages, so a session with hundreds of short-lived threads held a gigabyte (BENCHMARKS.md,
-/// "Allocator"). A failure (an old kernel) leaves the kernel's policy.
+/// flag): mimalloc reserves large arenas and gives every thread its own pages in them, which a
+/// kernel set to THP `always` (the default of the enterprise distributions OVOC runs on) backs
+/// with 2 MB pages, so a session's many short-lived threads each pin megabytes they never use
+/// (BENCHMARKS.md, "Allocator"). A failure (an old kernel) leaves the kernel's policy.
 pub fn no_transparent_huge_pages() {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         log::debug!("disabling transparent huge pages: {e}");
