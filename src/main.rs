@@ -31,21 +31,12 @@ mod util;
 
 use clap::Parser;
 
-/// musl's allocator (mallocng) hands a size class's memory back to the kernel as soon as it is
-/// free, so a loop that allocates and frees per request maps and unmaps a page each time, and
-/// its small allocations are slow; the static build users get is musl. mimalloc keeps freed
-/// memory for reuse (BENCHMARKS.md, "Allocator"). Without transparent huge pages
-/// ([`sys::no_transparent_huge_pages`]), or its per-thread pages cost far more memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// iproute2's `tc` objects: someone who typed one of these wanted the traffic-control tool.
 const IPROUTE2_WORDS: &[&str] = &[
     "qdisc", "class", "filter", "action", "actions", "monitor", "chain", "exec",
 ];
 
 fn main() {
-    sys::no_transparent_huge_pages();
     if let Some(word) = std::env::args()
         .nth(1)
         .filter(|w| IPROUTE2_WORDS.contains(&w.as_str()))

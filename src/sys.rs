@@ -67,17 +67,6 @@ pub fn set_thread_nice(nice: i32) {
     }
 }
 
-/// No transparent huge pages for this process (and the programs it starts, which inherit the
-/// flag): mimalloc reserves large arenas and gives every thread its own pages in them, which a
-/// kernel set to THP `always` (the default of the enterprise distributions OVOC runs on) backs
-/// with 2 MB pages, so a session's many short-lived threads each pin megabytes they never use
-/// (BENCHMARKS.md, "Allocator"). A failure (an old kernel) leaves the kernel's policy.
-pub fn no_transparent_huge_pages() {
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        log::debug!("disabling transparent huge pages: {e}");
-    }
-}
-
 /// Lift the soft limit on open descriptors to the hard one (a listener and its connections per
 /// emulated device; a connection per device fetch).
 pub fn raise_fd_limit() {
@@ -248,20 +237,5 @@ mod tests {
         .unwrap();
         assert_eq!(inside.1, (inside.0 + 3).min(19), "the thread itself");
         assert_eq!(own_nice(), before, "not the thread that spawned it");
-    }
-
-    /// The flag is the process's, and the programs it starts inherit it (the kernel's
-    /// /proc/PID/status says so as THP_enabled).
-    #[test]
-    fn huge_pages_are_off_for_this_process_and_its_children() {
-        no_transparent_huge_pages();
-        assert!(rustix::thread::transparent_huge_pages_are_disabled().unwrap());
-        let child = std::process::Command::new("cat")
-            .arg("/proc/self/status")
-            .output()
-            .unwrap();
-        let status = String::from_utf8(child.stdout).unwrap();
-        let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
-        assert_eq!(line.map(|l| l.split_whitespace().nth(1)), Some(Some("0")));
     }
 }
