@@ -330,7 +330,9 @@ impl Core {
     }
 
     pub fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Action> {
-        let mut out = Vec::new();
+        // Room for a request's usual actions (its events, replies, a persist) at once: growing
+        // the vector per request was most of musl's allocator calls in the agent's loop.
+        let mut out = Vec::with_capacity(8);
         if !self.allowed(from) {
             self.counters.refused += 1;
             log::info!("refused a datagram from {from}: not in --allow");
@@ -542,13 +544,23 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let ovoc_rules = self.cfg.ovoc_rules;
-        let dev = self.devices.entry(key.to_string()).or_default();
+        if !self.devices.contains_key(key) {
+            self.devices.insert(key.to_string(), Device::default());
+        }
+        let dev = self.devices.get_mut(key).expect("inserted above");
         dev.last_seen = Some(now);
-        dev.name = req.device.clone();
+        // A controller re-registers the same device from the same address over and over:
+        // that changes nothing on disk, and encoding the whole state for it costs each time.
+        let changed = dev.name != req.device || dev.registered != Some(from);
+        if dev.name != req.device {
+            dev.name = req.device.clone();
+        }
         if !ovoc_rules {
             dev.registered = Some(from);
             self.reply(out, from, 200, &req.device, Verb::Register, None);
-            out.push(Action::Persist);
+            if changed {
+                out.push(Action::Persist);
+            }
             return;
         }
         if !dev.rule_waiters.contains(&from) {
@@ -1763,6 +1775,28 @@ mod tests {
             replies(&c.datagram(t0, ctl(), b"STOP 10.0.0.1 CPE_a.pcap")),
             ["100 Trying 10.0.0.1 STOP", "404 Not Found 10.0.0.1 STOP"]
         );
+    }
+
+    /// Without rules, a REGISTER saves the state only when it changes what is saved: a new
+    /// device, another source address, another name for the device.
+    #[test]
+    fn a_repeated_register_persists_only_what_changed() {
+        let t0 = Instant::now();
+        let mut c = Core::new(cfg(false));
+        let other: SocketAddr = "127.0.0.2:20001".parse().unwrap();
+        for (from, text, persists) in [
+            (ctl(), "REGISTER 10.0.0.1", true),
+            (ctl(), "REGISTER 10.0.0.1", false),
+            (other, "REGISTER 10.0.0.1", true),
+            (other, "REGISTER 10.0.0.1", false),
+            (ctl(), "REGISTER 10.0.0.2", true),
+        ] {
+            let a = c.datagram(t0, from, text.as_bytes());
+            assert_eq!(replies(&a).len(), 1, "{text} from {from}");
+            assert_eq!(a.contains(&Action::Persist), persists, "{text} from {from}");
+        }
+        assert_eq!(c.persisted().devices.len(), 2);
+        assert_eq!(c.persisted().devices[0].registered, Some(other));
     }
 
     #[test]
