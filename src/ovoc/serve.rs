@@ -237,6 +237,9 @@ struct Shell {
     last_saved: Vec<u8>,
     /// Final replies of this turn, handed to `held` by `flush`.
     replies: Vec<(SocketAddr, String)>,
+    /// This turn's events, printed by `flush` once the turn's answers are out: a controller's
+    /// answer does not wait on stdout (a pipe to jq, say).
+    events: Vec<Event>,
     saver: Saver,
     /// Sequence numbers of the last state handed to the saver and of the last one written.
     requested: u64,
@@ -400,6 +403,7 @@ fn shell(
         dirty: true,
         last_saved: Vec::new(),
         replies: Vec::new(),
+        events: Vec::new(),
         saver,
         requested: 0,
         saved: 0,
@@ -587,6 +591,9 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// Events held for the end of a turn at most: a burst read in one turn prints as it goes.
+const EVENTS_PER_TURN: usize = 256;
+
 impl Shell {
     fn save(&mut self, core: &Core) {
         match super::state::save(&self.dir, &core.persisted(), &mut self.last_saved) {
@@ -608,7 +615,12 @@ impl Shell {
                     interim: true,
                 } => self.send(to, &text),
                 Action::Reply { to, text, .. } => self.replies.push((to, text)),
-                Action::Emit(ev) => emit(&ev),
+                Action::Emit(ev) => {
+                    self.events.push(ev);
+                    if self.events.len() >= EVENTS_PER_TURN {
+                        self.print_events();
+                    }
+                }
                 Action::Persist => self.dirty = true,
                 Action::Spawn { id, device, base } => {
                     let log = tcpdump::log_path(&self.dir, &base);
@@ -703,6 +715,13 @@ impl Shell {
             self.held.push_back((seq, to, text));
         }
         self.release();
+        self.print_events();
+    }
+
+    fn print_events(&mut self) {
+        for ev in self.events.drain(..) {
+            emit(&ev);
+        }
     }
 
     /// The saver's outcome. A failure is logged once per distinct error (not once per retry:
