@@ -269,7 +269,7 @@ complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subco
 complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l ovoc -d 'Agent for devices whose inventory row has no ovoc column value' -r
 complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l max-events -d 'Capture rounds per device (0 = until interrupted)' -r
 complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l agent-key -d 'The shared key of an agent run with --key-file: its requests are signed and only its signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams)' -r
-complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l register-attempts -d 'REGISTER sends before a device is given up' -r
+complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l register-attempts -d 'REGISTER sends before a device is given up (a REGISTER a tc agent acknowledged is given up only 60 s after its first `101`, however many sends that takes)' -r
 complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l register -d '`never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and for 1.0.1 agents, which ignore REGISTER' -r -f -a "always\t''
 never\t''"
 complete -c tc -n "__fish_tc_using_subcommand session; and not __fish_seen_subcommand_from status help" -l fetch-retry-interval -d 'Wait between attempts to stop or fetch from an unreachable device' -r

@@ -592,7 +592,8 @@ pub struct SessionArgs {
     /// signed answers taken (repeatable; agents without one get plain 1.0.6 datagrams).
     #[arg(long, value_name = "AGENT=FILE")]
     pub agent_key: Vec<String>,
-    /// REGISTER sends before a device is given up.
+    /// REGISTER sends before a device is given up (a REGISTER a tc agent acknowledged is given
+    /// up only 60 s after its first `101`, however many sends that takes).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub register_attempts: u32,
     /// `never`: skip REGISTER and start with CAPTURE, for OVOC forwarding rules set by hand and
