@@ -244,7 +244,6 @@ fn ip(bytes: &[u8]) -> Option<Net<'_>> {
     }
 }
 
-/// What the whole-packet slicing found, for the rare ether types the fast path leaves to it.
 /// The transports the dissector reads; everything else is `Class::Other`.
 enum Transport<'a> {
     Udp(etherparse::UdpSlice<'a>),
@@ -253,6 +252,7 @@ enum Transport<'a> {
     Icmpv6(etherparse::Icmpv6Slice<'a>),
 }
 
+/// What the whole-packet slicing found, for the rare ether types the fast path leaves to it.
 fn other(sliced: LaxSlicedPacket<'_>) -> Option<Net<'_>> {
     match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => Some(ipv4(v4)),

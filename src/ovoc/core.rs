@@ -330,9 +330,7 @@ impl Core {
     }
 
     pub fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Action> {
-        // Room for a request's usual actions (its events, replies, a persist) at once: growing
-        // the vector per request was most of musl's allocator calls in the agent's loop.
-        let mut out = Vec::with_capacity(8);
+        let mut out = Vec::new();
         if !self.allowed(from) {
             self.counters.refused += 1;
             log::info!("refused a datagram from {from}: not in --allow");
@@ -358,6 +356,10 @@ impl Core {
                 return out;
             }
         };
+        // Room for a request's usual actions (its events, replies, a persist) at once: growing
+        // the vector per request was most of musl's allocator calls in the agent's loop. Only
+        // here: a refused or dropped datagram (a flood's) allocates nothing.
+        out.reserve(8);
         self.request(now, from, req, out)
     }
 
@@ -551,8 +553,9 @@ impl Core {
         dev.last_seen = Some(now);
         // A controller re-registers the same device from the same address over and over:
         // that changes nothing on disk, and encoding the whole state for it costs each time.
-        let changed = dev.name != req.device || dev.registered != Some(from);
-        if dev.name != req.device {
+        let renamed = dev.name != req.device;
+        let changed = renamed || dev.registered != Some(from);
+        if renamed {
             dev.name = req.device.clone();
         }
         if !ovoc_rules {
